@@ -1,0 +1,106 @@
+"""``Connection``: upstream hussh's blocking single-host API, a thin shell over ``AsyncConnection``."""
+
+from __future__ import annotations
+
+import os
+from types import TracebackType
+
+from . import _loop
+from ._result import SSHResult
+from ._spec import ConnectSpec, HostKeyChecking
+from .aio import AsyncConnection, AsyncFileTailer
+
+__all__ = ["Connection", "FileTailer"]
+
+
+class Connection:
+    """A blocking SSH connection that connects and logs in when constructed.
+
+    Unlike ``AsyncConnection`` (seconds), ``timeout`` here is in **milliseconds**, as in upstream
+    hussh: it bounds connecting and every command; ``0`` leaves commands unbounded while connecting
+    is still bounded by ``connect_timeout`` (seconds) or the 30 s default.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 22,
+        username: str = "root",
+        password: str | None = None,
+        private_key: str | os.PathLike[str] | None = None,
+        timeout: int = 0,
+        *,
+        key_path: str | os.PathLike[str] | None = None,
+        connect_timeout: float = 0,
+        known_hosts: str | os.PathLike[str] | None = None,
+        host_key_checking: HostKeyChecking = "accept-new",
+    ) -> None:
+        self._async = AsyncConnection(
+            host, username=username, password=password, private_key=private_key, port=port,
+            timeout=timeout / 1000, key_path=key_path, connect_timeout=connect_timeout,
+            known_hosts=known_hosts, host_key_checking=host_key_checking,
+        )
+        _loop.run(self._async.connect())
+
+    spec: ConnectSpec = property(lambda self: self._async.spec)  # type: ignore[assignment]
+    host = property(lambda self: self.spec.host)
+    port = property(lambda self: self.spec.port)
+    username = property(lambda self: self.spec.username)
+    password = property(lambda self: self.spec.password)
+    private_key = property(lambda self: self.spec.private_key)
+    timeout = property(lambda self: int(self.spec.timeout * 1000))
+
+    def __repr__(self) -> str:
+        return repr(self._async).replace("AsyncConnection", "Connection", 1)
+
+    def execute(self, command: str, timeout: int | None = None) -> SSHResult:
+        """Run ``command``; ``timeout`` in milliseconds overrides the connection's."""
+        seconds = None if timeout is None else timeout / 1000
+        return _loop.run(self._async.execute(command, seconds))
+
+    def sftp_read(self, remote_path: str, local_path: str | os.PathLike[str] | None = None) -> str | None:
+        return _loop.run(self._async.sftp_read(remote_path, local_path))
+
+    def sftp_write(self, local_path: str | os.PathLike[str], remote_path: str | None = None) -> None:
+        _loop.run(self._async.sftp_write(local_path, remote_path))
+
+    def sftp_write_data(self, data: str | bytes, remote_path: str) -> None:
+        _loop.run(self._async.sftp_write_data(data, remote_path))
+
+    def sftp_list(self, path: str) -> list[str]:
+        return _loop.run(self._async.sftp_list(path))
+
+    def tail(self, remote_file: str) -> "FileTailer":
+        return FileTailer(self._async.tail(remote_file))
+
+    def close(self) -> None:
+        _loop.run(self._async.close())
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FileTailer:
+    """Blocking twin of ``AsyncFileTailer``: ``read(from_pos=None)`` and, after exit, ``contents``."""
+
+    def __init__(self, tailer: AsyncFileTailer) -> None:
+        self._tailer = tailer
+
+    remote_file = property(lambda self: self._tailer.remote_file)
+    init_pos = property(lambda self: self._tailer.init_pos)
+    last_pos = property(lambda self: self._tailer.last_pos)
+    contents = property(lambda self: self._tailer.contents)
+
+    def __enter__(self) -> "FileTailer":
+        _loop.run(self._tailer.__aenter__())
+        return self
+
+    def read(self, from_pos: int | None = None) -> str:
+        return _loop.run(self._tailer.read(from_pos))
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        _loop.run(self._tailer.__aexit__(exc_type, exc, tb))

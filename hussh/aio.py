@@ -1,0 +1,337 @@
+"""``AsyncConnection``: one host over asyncssh, the building block of ``Connection`` and the workers."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import signal
+from types import TracebackType
+
+import asyncssh
+from asyncssh.connection import SSHClientConnection
+
+from ._connector import open_connection
+from ._result import SSHResult
+from ._spec import DEFAULT_MAX_OUTPUT, ConnectSpec, HostKeyChecking, make_spec
+from .errors import CommandTimeout, ConnectionLost, OutputLimitExceeded
+
+__all__ = ["AsyncConnection", "AsyncFileTailer"]
+
+
+class AsyncConnection:
+    """An SSH connection to one host; timeouts are in seconds and ``0`` means no limit.
+
+    ``timeout`` bounds connecting (TCP + handshake + login) and is the default per-command limit.
+    With ``timeout=0`` commands may run forever but connecting is still bounded, by
+    ``connect_timeout`` or else ``hussh.DEFAULT_CONNECT_TIMEOUT`` (30 s), so a silent host cannot
+    hang the caller. Host keys: see ``host_key_checking`` (``accept-new``, ``strict`` or ``off``).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        username: str | None = None,
+        password: str | None = None,
+        private_key: str | os.PathLike[str] | None = None,
+        port: int = 22,
+        timeout: float = 0,
+        keepalive_interval: float = 0,
+        *,
+        key_path: str | os.PathLike[str] | None = None,
+        connect_timeout: float = 0,
+        known_hosts: str | os.PathLike[str] | None = None,
+        host_key_checking: HostKeyChecking = "accept-new",
+        max_output: int = DEFAULT_MAX_OUTPUT,
+    ) -> None:
+        self.spec = make_spec(
+            host, port=port, username=username, password=password, private_key=private_key,
+            key_path=key_path, timeout=timeout, connect_timeout=connect_timeout,
+            keepalive_interval=keepalive_interval, known_hosts=known_hosts,
+            host_key_checking=host_key_checking, max_output=max_output,
+        )
+        self._conn: SSHClientConnection | None = None
+        self._sftp: asyncssh.SFTPClient | None = None
+
+    @classmethod
+    def from_spec(cls, spec: ConnectSpec) -> "AsyncConnection":
+        """Build from an already validated spec (how workers recreate a host)."""
+        self = cls.__new__(cls)
+        self.spec, self._conn, self._sftp = spec, None, None
+        return self
+
+    host = property(lambda self: self.spec.host)
+    port = property(lambda self: self.spec.port)
+    username = property(lambda self: self.spec.username)
+    password = property(lambda self: self.spec.password)
+    private_key = property(lambda self: self.spec.private_key)
+    key_path = private_key
+    timeout = property(lambda self: self.spec.timeout)
+    keepalive_interval = property(lambda self: self.spec.keepalive_interval)
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "not connected"
+        return f"AsyncConnection({self.spec.username}@{self.spec.address}, {state})"
+
+    async def connect(self, timeout: float | None = None) -> None:
+        """Connect and log in, within ``timeout`` seconds if given (else the connect bound)."""
+        if self.connected:
+            return
+        self._drop()
+        self._conn = await open_connection(self.spec, timeout)
+
+    async def _connection(self) -> SSHClientConnection:
+        """The live connection, reconnecting first if there is none or the server dropped it."""
+        if not self.connected:
+            await self.connect()
+        assert self._conn is not None
+        return self._conn
+
+    async def execute(self, command: str, timeout: float | None = None) -> SSHResult:
+        """Run ``command``; raise ``CommandTimeout`` (with the partial output) past ``timeout`` seconds."""
+        conn = await self._connection()
+        limit = self.spec.timeout if timeout is None else timeout
+        session = _CommandSession(self.spec.max_output)
+        try:
+            channel, _ = await conn.create_session(lambda: session, command, encoding=None)
+        except asyncssh.ChannelOpenError as exc:
+            raise ConnectionLost(f"{self.spec.address} refused a session: {exc.reason}") from None
+        except (asyncssh.DisconnectError, asyncssh.ConnectionLost, OSError) as exc:
+            self._drop()
+            raise ConnectionLost(f"connection to {self.spec.address} lost: {exc}") from None
+        try:
+            async with asyncio.timeout(limit or None):
+                lost = await session.finished
+        except TimeoutError:
+            _stop(channel)
+            result = session.result(status=-1)
+            raise CommandTimeout(f"command timed out after {limit:g} seconds", result) from None
+        except BaseException:
+            _stop(channel)
+            raise
+        if session.overflow:
+            raise OutputLimitExceeded(
+                f"command output exceeded {self.spec.max_output} bytes; stopped it", session.result(status=-1)
+            )
+        if lost is not None:
+            self._drop()
+            raise ConnectionLost(f"connection to {self.spec.address} lost during the command: {lost}")
+        return session.result()
+
+    async def _sftp_client(self) -> asyncssh.SFTPClient:
+        conn = await self._connection()
+        if self._sftp is None:
+            try:
+                self._sftp = await conn.start_sftp_client()
+            except asyncssh.Error as exc:
+                raise ConnectionLost(f"{self.spec.address} refused the SFTP subsystem: {exc}") from None
+        return self._sftp
+
+    async def sftp_read_bytes(self, remote_path: str, offset: int = 0) -> bytes:
+        """The remote file's bytes from ``offset`` to its end."""
+        sftp = await self._sftp_client()
+        with _sftp_errors(self.spec, remote_path):
+            async with sftp.open(remote_path, "rb") as remote:
+                if offset:
+                    await remote.seek(offset)
+                return await remote.read()
+
+    async def sftp_read(self, remote_path: str, local_path: str | os.PathLike[str] | None = None) -> str | None:
+        """Return the remote file as text (undecodable bytes replaced), or save it to ``local_path``."""
+        if local_path is None:
+            return (await self.sftp_read_bytes(remote_path)).decode("utf-8", "replace")
+        sftp = await self._sftp_client()
+        with _sftp_errors(self.spec, remote_path):
+            await sftp.get(remote_path, os.fspath(local_path))
+        return None
+
+    async def sftp_write(self, local_path: str | os.PathLike[str], remote_path: str | None = None) -> None:
+        """Copy a local file to ``remote_path`` (default: the same path as the local file)."""
+        local_path = os.fspath(local_path)
+        if not os.path.isfile(local_path):
+            raise FileNotFoundError(errno.ENOENT, "local file does not exist", local_path)
+        sftp = await self._sftp_client()
+        target = remote_path or local_path
+        with _sftp_errors(self.spec, target):
+            await sftp.put(local_path, target)
+
+    async def sftp_write_data(self, data: str | bytes, remote_path: str) -> None:
+        """Write ``data`` (text is UTF-8 encoded) to ``remote_path``, replacing it."""
+        payload = data.encode() if isinstance(data, str) else data
+        sftp = await self._sftp_client()
+        with _sftp_errors(self.spec, remote_path):
+            async with sftp.open(remote_path, "wb") as remote:
+                await remote.write(payload)
+
+    async def sftp_list(self, path: str) -> list[str]:
+        """Names in a remote directory, without ``.`` and ``..``, sorted."""
+        sftp = await self._sftp_client()
+        with _sftp_errors(self.spec, path):
+            names = await sftp.listdir(path)
+        return sorted(name for name in names if name not in (".", ".."))
+
+    async def sftp_size(self, remote_path: str) -> int:
+        sftp = await self._sftp_client()
+        with _sftp_errors(self.spec, remote_path):
+            return (await sftp.stat(remote_path)).size or 0
+
+    def tail(self, remote_file: str) -> "AsyncFileTailer":
+        """An async context manager reading what is appended to ``remote_file`` while it is open."""
+        return AsyncFileTailer(self, remote_file)
+
+    async def close(self) -> None:
+        conn = self._conn
+        self._drop()
+        if conn is not None:
+            conn.close()
+            await conn.wait_closed()
+
+    def _drop(self) -> None:
+        """Forget the connection (and its SFTP client) so the next operation reconnects."""
+        if self._sftp is not None:
+            self._sftp.exit()
+        if self._conn is not None and self._conn.is_closed() is False:
+            self._conn.abort()
+        self._conn = self._sftp = None
+
+    async def __aenter__(self) -> "AsyncConnection":
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncFileTailer:
+    """Reads the text appended to a remote file, fetching only the bytes past the remembered offset.
+
+    ``init_pos`` is the file size when the tailer opened, ``last_pos`` the offset read up to, and
+    after exit ``contents`` holds everything from ``init_pos`` to the end.
+    """
+
+    def __init__(self, conn: AsyncConnection, remote_file: str) -> None:
+        self.conn = conn
+        self.remote_file = remote_file
+        self.init_pos = self.last_pos = 0
+        self.contents: str | None = None
+
+    async def __aenter__(self) -> "AsyncFileTailer":
+        self.init_pos = self.last_pos = await self.conn.sftp_size(self.remote_file)
+        return self
+
+    async def read(self, from_pos: int | None = None) -> str:
+        """Text added since the last read (or since ``from_pos``); a split UTF-8 character waits for the next read."""
+        start = self.last_pos if from_pos is None else from_pos
+        data = await self.conn.sftp_read_bytes(self.remote_file, start)
+        complete = utf8_complete_length(data)
+        self.last_pos = start + complete
+        return data[:complete].decode("utf-8", "replace")
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if exc_type is None:
+            data = await self.conn.sftp_read_bytes(self.remote_file, self.init_pos)
+            self.contents = data.decode("utf-8", "replace")
+
+
+def utf8_complete_length(data: bytes) -> int:
+    """Length of ``data`` without a trailing, still incomplete UTF-8 sequence (at most 3 bytes)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return len(data)
+        if byte >= 0xC0:  # lead byte: is its sequence complete?
+            needed = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return len(data) if back >= needed else len(data) - back
+    return len(data)
+
+
+class _CommandSession(asyncssh.SSHClientSession[bytes]):
+    """Collects one command's output as raw chunks, stopping it past ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.stdout: list[bytes] = []
+        self.stderr: list[bytes] = []
+        self.size = 0
+        self.limit = limit
+        self.overflow = False
+        self.status: int | None = None
+        self.signal: str | None = None
+        self.channel: asyncssh.SSHClientChannel[bytes] | None = None
+        self.finished: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:  # type: ignore[override]
+        self.channel = chan
+
+    def data_received(self, data: bytes, datatype: int | None) -> None:
+        if self.overflow:
+            return
+        room = self.limit - self.size
+        if len(data) > room:
+            data, self.overflow = data[:room], True
+            assert self.channel is not None
+            _stop(self.channel)
+        self.size += len(data)
+        (self.stdout if datatype is None else self.stderr).append(data)
+
+    def exit_status_received(self, status: int) -> None:
+        self.status = status
+
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
+        self.signal = signal
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.finished.done():
+            self.finished.set_result(exc)
+
+    def result(self, status: int | None = None) -> SSHResult:
+        if status is None:
+            status = self.status if self.status is not None else _signal_status(self.signal)
+        return SSHResult(
+            b"".join(self.stdout).decode("utf-8", "replace"),
+            b"".join(self.stderr).decode("utf-8", "replace"),
+            status,
+        )
+
+
+def _signal_status(name: str | None) -> int:
+    """A shell-style ``128 + signal number`` for a command killed by a signal, else -1."""
+    try:
+        return 128 + signal.Signals[f"SIG{name}"].value
+    except (KeyError, TypeError):
+        return -1
+
+
+def _stop(channel: asyncssh.SSHClientChannel[bytes]) -> None:
+    """Kill the remote command (OpenSSH honours the ``signal`` request) and close its channel."""
+    try:
+        channel.send_signal("KILL")
+    except (OSError, asyncssh.Error):
+        pass
+    channel.close()
+
+
+class _sftp_errors:
+    """Turn SFTP failures into the builtin ``OSError`` subclasses, naming host and path."""
+
+    _codes = {
+        asyncssh.sftp.FX_NO_SUCH_FILE: (FileNotFoundError, errno.ENOENT),
+        asyncssh.sftp.FX_PERMISSION_DENIED: (PermissionError, errno.EACCES),
+    }
+
+    def __init__(self, spec: ConnectSpec, path: str) -> None:
+        self.where = f"{path} on {spec.address}"
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, asyncssh.SFTPError):
+            kind, code = self._codes.get(exc.code, (OSError, errno.EIO))
+            raise kind(code, exc.reason, self.where) from None
+        if isinstance(exc, (asyncssh.DisconnectError, asyncssh.ConnectionLost)):
+            raise ConnectionLost(f"connection lost during SFTP on {self.where}: {exc}") from None

@@ -1,0 +1,79 @@
+"""One exception tree for every hussh failure.
+
+    HusshError
+    ├── ConnectError (also OSError)      TCP, DNS or SSH handshake failed
+    │   └── HostKeyError                 host key mismatch, or unknown under ``strict``
+    ├── AuthenticationError              credentials refused or unusable (bad key file, passphrase)
+    ├── ConnectionLost (also ConnectionError)  the connection dropped during an operation
+    ├── HusshTimeout (also TimeoutError)
+    │   ├── ConnectTimeout               no finished handshake + login within the connect bound
+    │   └── CommandTimeout               ``.result`` keeps the output received before the deadline
+    ├── OutputLimitExceeded              ``.result`` keeps the first ``max_output`` bytes
+    ├── WorkerLost                       the worker process that owned the host died
+    └── PartialFailureException          raised by ``MultiResult.raise_if_any_failed()``
+
+Failed remote file operations raise the builtin ``OSError`` subclasses (``FileNotFoundError``...).
+Inside ``MultiConnection`` none of these is raised: each becomes that host's result, ``status=-1``,
+with ``stderr`` starting with the class name, e.g. ``ConnectTimeout: ...``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._result import SSHResult
+
+
+class HusshError(Exception):
+    """Base of every error hussh raises."""
+
+
+class ConnectError(HusshError, OSError):
+    """The TCP connection or the SSH handshake could not be made."""
+
+
+class HostKeyError(ConnectError):
+    """The host's key does not match known_hosts, or the host is unknown under ``strict`` checking."""
+
+
+class AuthenticationError(HusshError):
+    """The server refused the credentials, or a private key could not be read or decrypted."""
+
+
+class ConnectionLost(HusshError, ConnectionError):
+    """An established connection dropped while an operation was running."""
+
+
+class HusshTimeout(HusshError, TimeoutError):
+    """A deadline expired; see the subclasses."""
+
+
+class ConnectTimeout(HusshTimeout):
+    """Connecting and logging in did not finish within the connect bound."""
+
+
+class CommandTimeout(HusshTimeout):
+    """A command ran past its timeout; ``result`` holds the output received until then."""
+
+    def __init__(self, message: str, result: "SSHResult") -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class OutputLimitExceeded(HusshError):
+    """A command wrote more than ``max_output`` bytes; ``result`` holds the first ones."""
+
+    def __init__(self, message: str, result: "SSHResult") -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class WorkerLost(HusshError):
+    """The worker process that owned a host died or misbehaved before finishing the host."""
+
+
+def describe(exc: BaseException) -> str:
+    """``ClassName: message``, the form every per-host failure takes in a result's stderr."""
+    text = str(exc) or repr(exc)
+    return f"{type(exc).__name__}: {text}"
