@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import errno
+import os
 import socket
 
 import asyncssh
@@ -32,7 +33,9 @@ _profiles: dict[tuple[object, ...], asyncssh.SSHClientConnectionOptions] = {}
 
 def _profile_options(spec: ConnectSpec) -> asyncssh.SSHClientConnectionOptions:
     """The prepared options shared by every host with the same credentials (built on first use)."""
-    key = (spec.username, spec.password, spec.private_key, spec.keepalive_interval)
+    key: tuple[object, ...] = (spec.username, spec.password, spec.private_key, spec.keepalive_interval)
+    if spec.password is None and spec.private_key is None:  # agent and default keys come from the environment
+        key += (os.environ.get("SSH_AUTH_SOCK"), os.path.expanduser("~"))
     options = _profiles.get(key)
     if options is None:
         options = _profiles[key] = asyncssh.SSHClientConnectionOptions(
