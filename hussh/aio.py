@@ -18,6 +18,9 @@ from .errors import CommandTimeout, ConnectionLost, OutputLimitExceeded
 
 __all__ = ["AsyncConnection", "AsyncFileTailer"]
 
+CLOSE_GRACE = 2.0
+"""Seconds ``close()`` waits for the server to acknowledge the disconnect before dropping the socket."""
+
 
 class AsyncConnection:
     """An SSH connection to one host; timeouts are in seconds and ``0`` means no limit.
@@ -184,17 +187,24 @@ class AsyncConnection:
         return AsyncFileTailer(self, remote_file)
 
     async def close(self) -> None:
+        """Disconnect politely, or drop the socket if the server does not answer within ``CLOSE_GRACE``."""
         conn = self._conn
-        self._drop()
-        if conn is not None:
-            conn.close()
-            await conn.wait_closed()
-
-    def _drop(self) -> None:
-        """Forget the connection (and its SFTP client) so the next operation reconnects."""
         if self._sftp is not None:
             self._sftp.exit()
-        if self._conn is not None and self._conn.is_closed() is False:
+        self._conn = self._sftp = None
+        if conn is not None:
+            conn.close()
+            try:
+                async with asyncio.timeout(CLOSE_GRACE):
+                    await conn.wait_closed()
+            except TimeoutError:
+                conn.abort()
+
+    def _drop(self) -> None:
+        """Forget a broken connection (and its SFTP client) so the next operation reconnects."""
+        if self._sftp is not None:
+            self._sftp.exit()
+        if self._conn is not None:
             self._conn.abort()
         self._conn = self._sftp = None
 

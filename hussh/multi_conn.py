@@ -1,0 +1,327 @@
+"""``MultiConnection``: one synchronous call runs on many hosts, sharded across uvloop worker processes.
+
+Per-host problems never raise here: each becomes that host's ``SSHResult`` with ``status=-1`` and
+the reason in ``stderr`` (``ConnectTimeout: ...``, ``CommandTimeout: command timed out after 5
+seconds``...). Results come back as a ``MultiResult`` in the order the hosts were given.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import TracebackType
+
+import msgspec
+
+from workers import protocol as p
+from workers.pool import Progress, WorkerPool
+
+from ._result import SSHResult
+from ._spec import ConnectSpec, HostKeyChecking, make_spec
+from ._sync import Connection
+from .aio import AsyncConnection
+from .errors import HusshError
+
+__all__ = ["AsyncConnection", "MultiConnection", "MultiFileTailer", "MultiResult", "PartialFailureException"]
+
+
+class PartialFailureException(HusshError):
+    """Some hosts failed; ``succeeded`` and ``failed`` are the two halves of the ``MultiResult``."""
+
+    def __init__(self, succeeded: "MultiResult", failed: "MultiResult") -> None:
+        total = len(succeeded) + len(failed)
+        super().__init__(f"Operation failed on {len(failed)} of {total} host(s)")
+        self.succeeded = succeeded
+        self.failed = failed
+
+
+class MultiResult(Mapping[str, SSHResult]):
+    """Read-only mapping host -> ``SSHResult``, in the order the hosts were given."""
+
+    __slots__ = ("_results",)
+
+    def __init__(self, results: Mapping[str, SSHResult] | Iterable[tuple[str, SSHResult]] = ()) -> None:
+        self._results: dict[str, SSHResult] = dict(results)
+
+    def __getitem__(self, host: str) -> SSHResult:
+        return self._results[host]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._results)
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    @property
+    def succeeded(self) -> "MultiResult":
+        """Hosts whose status is 0 (empty, hence falsy, when none)."""
+        return MultiResult((h, r) for h, r in self._results.items() if r.status == 0)
+
+    @property
+    def failed(self) -> "MultiResult":
+        """Hosts whose status is not 0, hussh's own failures (status -1) included."""
+        return MultiResult((h, r) for h, r in self._results.items() if r.status != 0)
+
+    def raise_if_any_failed(self) -> None:
+        failed = self.failed
+        if failed:
+            raise PartialFailureException(self.succeeded, failed)
+
+    def __repr__(self) -> str:
+        failed = sum(1 for r in self._results.values() if r.status != 0)
+        return f"MultiResult({len(self)} hosts: {len(self) - failed} succeeded, {failed} failed)"
+
+
+class MultiConnection:
+    """Many hosts behind one synchronous API; ``batch_size`` bounds concurrent operations overall.
+
+    ``timeout`` (seconds, ``0`` = none) is the default for hosts that have none of their own.
+    ``workers`` overrides the number of worker processes (default: one per CPU, fewer for small
+    fleets). ``progress(done, total)`` is called as hosts finish, for long runs.
+    """
+
+    def __init__(
+        self,
+        connections: Iterable[AsyncConnection | Connection],
+        batch_size: int = 100,
+        timeout: float = 0,
+        *,
+        workers: int | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        specs = [_spec_of(conn) for conn in connections]
+        self._init(specs, [s.host for s in specs], batch_size, timeout, workers, progress)
+
+    def _init(self, specs: list[ConnectSpec], names: list[str], batch_size: int, timeout: float,
+              workers: int | None, progress: Progress | None) -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if timeout < 0:
+            raise ValueError(f"timeout must be >= 0 seconds, got {timeout!r}")
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        if timeout:
+            specs = [s if s.timeout else msgspec.structs.replace(s, timeout=float(timeout)) for s in specs]
+        self._specs = specs
+        self._keys = _unique_keys(names, specs)
+        self._index = {key: i for i, key in enumerate(self._keys)}
+        self._active = list(range(len(specs)))
+        self._batch_size = batch_size
+        self.timeout = timeout
+        self._workers = workers
+        self._progress = progress
+        self._pool: WorkerPool | None = None
+        self._finalizer: weakref.finalize | None = None
+
+    @classmethod
+    def from_connections(
+        cls, connections: Iterable[AsyncConnection | Connection], batch_size: int = 100, timeout: float = 0,
+        **options: object,
+    ) -> "MultiConnection":
+        """Copy the connection details of existing (sync or async) connections."""
+        return cls(connections, batch_size=batch_size, timeout=timeout, **options)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_shared_auth(
+        cls,
+        hosts: Iterable[str],
+        username: str | None = None,
+        password: str | None = None,
+        private_key: str | os.PathLike[str] | None = None,
+        port: int = 22,
+        timeout: float = 0,
+        batch_size: int = 100,
+        *,
+        key_path: str | os.PathLike[str] | None = None,
+        connect_timeout: float = 0,
+        keepalive_interval: float = 0,
+        known_hosts: str | os.PathLike[str] | None = None,
+        host_key_checking: HostKeyChecking = "accept-new",
+        workers: int | None = None,
+        progress: Progress | None = None,
+    ) -> "MultiConnection":
+        """Same credentials for every host; a host given as ``"name:port"`` overrides ``port``."""
+        if isinstance(hosts, str):
+            raise TypeError("hosts must be a list of host names, not a single string")
+        names = list(hosts)
+        specs = [
+            make_spec(
+                host, port=host_port, username=username, password=password, private_key=private_key,
+                key_path=key_path, timeout=timeout, connect_timeout=connect_timeout,
+                keepalive_interval=keepalive_interval, known_hosts=known_hosts,
+                host_key_checking=host_key_checking,
+            )
+            for host, host_port in (_split_port(name, port) for name in names)
+        ]
+        self = cls.__new__(cls)
+        self._init(specs, names, batch_size, 0, workers, progress)
+        return self
+
+    @property
+    def hosts(self) -> list[str]:
+        """The hosts operations run on (result keys), in the order given, minus pruned ones."""
+        return [self._keys[i] for i in self._active]
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    def __repr__(self) -> str:
+        return f"MultiConnection({len(self._active)} hosts, batch_size={self._batch_size})"
+
+    def connect(self, prune_failures: bool = False, timeout: float | None = None) -> MultiResult:
+        """Connect every host not yet connected; ``prune_failures`` drops the failed ones from ``hosts``."""
+        results = self._run(lambda req, idx: p.Connect(req, idx, timeout), self._active)
+        if prune_failures:
+            failed = {self._index[h] for h in results.failed}
+            if failed:
+                self._run(lambda req, idx: p.Close(req, idx), sorted(failed))
+                self._active = [i for i in self._active if i not in failed]
+        return results
+
+    def execute(self, command: str, timeout: float | None = None) -> MultiResult:
+        """Run ``command`` on every host; past ``timeout`` seconds a host gets ``status=-1`` with its partial output."""
+        return self._run(lambda req, idx: p.Execute(req, [(i, command) for i in idx], timeout), self._active)
+
+    def execute_map(self, command_map: Mapping[str, str], timeout: float | None = None) -> MultiResult:
+        """Run a different command per host, only on the hosts in ``command_map``."""
+        commands = {self._index[h]: c for h, c in self._check_hosts(command_map).items()}
+        return self._run(lambda req, idx: p.Execute(req, [(i, commands[i]) for i in idx], timeout),
+                         sorted(commands))
+
+    def sftp_write(self, local_path: str | os.PathLike[str], remote_path: str | None = None) -> MultiResult:
+        """Copy a local file to every host; it is read once here, not once per host."""
+        with open(local_path, "rb") as handle:
+            data = handle.read()
+        return self.sftp_write_data(data, remote_path or os.fspath(local_path))
+
+    def sftp_write_data(self, data: str | bytes, remote_path: str) -> MultiResult:
+        """Write ``data`` (text is UTF-8 encoded) to ``remote_path`` on every host."""
+        payload = data.encode() if isinstance(data, str) else bytes(data)
+        return self._run(lambda req, idx: p.WriteData(req, idx, payload, remote_path), self._active)
+
+    def sftp_read(self, remote_path: str, local_path: str | os.PathLike[str] | None = None) -> MultiResult:
+        """Read a remote file from every host: as each result's ``stdout``, or saved to ``local_path``.
+
+        With more than one host, ``local_path`` must contain ``{host}``, replaced by each host's
+        name, so hosts never overwrite each other's file; ``stdout`` then holds the path written.
+        """
+        if local_path is None:
+            return self._run(lambda req, idx: p.ReadFile(req, idx, remote_path), self._active)
+        template = os.fspath(local_path)
+        if "{host}" not in template and len(self._active) > 1:
+            raise ValueError("local_path must contain '{host}' when reading from several hosts, "
+                             f"e.g. {template + '.{host}'!r}, so that hosts do not overwrite each other")
+        paths = {i: template.replace("{host}", self._keys[i].replace("/", "_")) for i in self._active}
+        return self._run(lambda req, idx: p.ReadFile(req, idx, remote_path, [paths[i] for i in idx]), self._active)
+
+    def tail(self, remote_file: str) -> "MultiFileTailer":
+        """A context manager reading what is appended to ``remote_file`` on every host."""
+        return MultiFileTailer(self, {self._keys[i]: remote_file for i in self._active})
+
+    def tail_map(self, file_map: Mapping[str, str]) -> "MultiFileTailer":
+        """Like ``tail`` with a different file per host, only on the hosts in ``file_map``."""
+        return MultiFileTailer(self, dict(self._check_hosts(file_map)))
+
+    def close(self) -> None:
+        """Disconnect every host and stop the worker processes (also done on GC and at exit)."""
+        if self._finalizer is not None:
+            self._finalizer()
+        self._pool = self._finalizer = None
+
+    def __enter__(self) -> "MultiConnection":
+        self.connect()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _check_hosts(self, mapping: Mapping[str, str]) -> Mapping[str, str]:
+        unknown = [h for h in mapping if h not in self._index or self._index[h] not in self._active]
+        if unknown:
+            raise ValueError(f"not hosts of this MultiConnection: {', '.join(map(repr, unknown[:10]))}"
+                             + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""))
+        return mapping
+
+    def _run(self, build: Callable[[int, list[int]], p.Call], indices: list[int]) -> MultiResult:
+        if not indices:
+            return MultiResult()
+        if self._pool is None:
+            self._pool = WorkerPool(self._specs, self._batch_size, self._workers)
+            self._finalizer = weakref.finalize(self, self._pool.shutdown)
+        results = self._pool.call(build, indices, self._progress)
+        return MultiResult((self._keys[i], results[i]) for i in indices)
+
+
+class MultiFileTailer:
+    """Tails one file per host; offsets live in the worker owning each host, so reads move only new bytes.
+
+    ``read()`` returns host -> text added since the last read; a host whose tail failed maps to
+    ``""`` and ``errors[host]`` says why. After exit, ``contents`` maps host -> everything appended
+    while the tailer was open.
+    """
+
+    def __init__(self, mc: MultiConnection, files: dict[str, str]) -> None:
+        self._mc = mc
+        self.files = files
+        self.errors: dict[str, str] = {}
+        self.contents: dict[str, str] | None = None
+        self._open: list[int] = []
+
+    def __enter__(self) -> "MultiFileTailer":
+        mc = self._mc
+        paths = {mc._index[h]: path for h, path in self.files.items()}
+        results = mc._run(lambda req, idx: p.TailOpen(req, [(i, paths[i]) for i in idx]), sorted(paths))
+        self._record(results)
+        self._open = [mc._index[h] for h, r in results.items() if r.status == 0]
+        return self
+
+    def read(self, from_pos: int | None = None) -> dict[str, str]:
+        """Text appended on each host since the last read (or from byte ``from_pos`` if given)."""
+        results = self._mc._run(lambda req, idx: p.TailRead(req, idx, from_pos), self._open)
+        self._record(results)
+        return {host: results[host].stdout if host in results and results[host].status == 0 else ""
+                for host in self.files}
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        results = self._mc._run(lambda req, idx: p.TailClose(req, idx), self._open)
+        self._record(results)
+        self.contents = {host: results[host].stdout if host in results and results[host].status == 0 else ""
+                         for host in self.files}
+
+    def _record(self, results: MultiResult) -> None:
+        for host, result in results.items():
+            if result.status != 0:
+                self.errors[host] = result.stderr
+
+
+def _spec_of(conn: AsyncConnection | Connection) -> ConnectSpec:
+    spec = getattr(conn, "spec", None)
+    if not isinstance(spec, ConnectSpec):
+        raise TypeError(f"expected hussh Connection or AsyncConnection objects, got {type(conn).__name__}")
+    return spec
+
+
+def _split_port(name: str, default: int) -> tuple[str, int]:
+    """``"host:2222"`` -> ("host", 2222); a bare name (or an IPv6 address) keeps ``default``."""
+    host, sep, port = name.rpartition(":")
+    if sep and port.isdigit() and ":" not in host:
+        return host, int(port)
+    return name, default
+
+
+def _unique_keys(names: list[str], specs: list[ConnectSpec]) -> list[str]:
+    """Result keys: the names as given; names used twice become ``host:port``, then ``user@host:port``."""
+    keys = list(names)
+    for widen in (lambda s: s.address, lambda s: f"{s.username}@{s.address}"):
+        seen: dict[str, int] = {}
+        for key in keys:
+            seen[key] = seen.get(key, 0) + 1
+        if all(count == 1 for count in seen.values()):
+            return keys
+        keys = [widen(s) if seen[k] > 1 else k for k, s in zip(keys, specs)]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    raise ValueError(f"the same connection was given more than once: {', '.join(duplicates)}")
