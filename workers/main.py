@@ -3,6 +3,10 @@
 It keeps each host's SSH connection (and tailers) open between calls, runs a call's hosts on at
 most ``concurrency`` lanes (its share of ``batch_size``), and streams one ``HostDone`` per host.
 A host never brings the worker down: every failure becomes that host's ``status=-1`` result.
+
+Descriptors: open connections plus those being closed stay within the budget left under the
+open-file limit (idle ones are closed, least recently used first, and hosts wait for room), and
+lanes are capped at half the budget because a lane may hold one local file (``sftp_read`` to disk).
 """
 
 from __future__ import annotations
@@ -47,9 +51,11 @@ class Worker:
     def __init__(self, fd_budget: int) -> None:
         self.conns: dict[int, AsyncConnection] = {}
         self.tailers: dict[int, AsyncFileTailer] = {}
-        self.concurrency = 1
+        self.lanes = 1
         self.fd_budget = fd_budget
+        self.max_open = fd_budget
         self.open_lru: OrderedDict[int, None] = OrderedDict()  # connected hosts, least recently used first
+        self.closing = 0  # evicted connections whose sockets are not closed yet
         self.busy: set[int] = set()
         self.released = asyncio.Event()
         self.encoder = msgspec.msgpack.Encoder()
@@ -77,7 +83,8 @@ class Worker:
             await self.close_all()
 
     def assign(self, message: p.Assign) -> None:
-        self.concurrency = max(1, message.concurrency)
+        self.lanes = max(1, min(message.concurrency, self.fd_budget // 2))
+        self.max_open = max(1, self.fd_budget - self.lanes)
         for index, spec in message.hosts:
             self.conns[index] = AsyncConnection.from_spec(spec)
 
@@ -92,7 +99,7 @@ class Worker:
             for index, job in lanes:
                 self.send(p.HostDone(call.req, index, await self.guarded(index, job)))
 
-        await asyncio.gather(*(lane() for _ in range(min(self.concurrency, len(jobs)))))
+        await asyncio.gather(*(lane() for _ in range(min(self.lanes, len(jobs)))))
         self.send(p.CallDone(call.req))
 
     def jobs(self, call: p.Call) -> list[tuple[int, Job]]:
@@ -144,7 +151,7 @@ class Worker:
         """Before ``index`` opens a connection, close idle ones (least recently used) to stay under the fd budget."""
         if self.conns[index].connected:
             return
-        while len(self.open_lru) >= self.fd_budget:
+        while len(self.open_lru) + self.closing >= self.max_open:
             idle = next((i for i in self.open_lru if i not in self.busy), None)
             if idle is None:
                 self.released.clear()
@@ -152,7 +159,12 @@ class Worker:
                 continue
             del self.open_lru[idle]
             self.tailers.pop(idle, None)
-            await _close_quietly(self.conns[idle])
+            self.closing += 1
+            try:
+                await _close_quietly(self.conns[idle])
+            finally:
+                self.closing -= 1
+                self.released.set()
         self.open_lru[index] = None
 
     def _tail_open(self, index: int, path: str) -> Job:
