@@ -18,23 +18,6 @@ if str(REPO_ROOT) not in sys.path:
 
 from scale.sshd_fleet import KEY_USER, PASSWORD, PASSWORD_USER, SSHDFleet, loopback_addresses  # noqa: E402
 
-DEFAULT_TEST_TIMEOUT = 120
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Bound every test by ``DEFAULT_TEST_TIMEOUT`` seconds unless a timeout is configured elsewhere."""
-    if not config.pluginmanager.hasplugin("timeout"):
-        return
-    configured = (
-        config.getoption("timeout", None) or os.environ.get("PYTEST_TIMEOUT") or config.getini("timeout")
-    )
-    if configured:
-        return
-    for item in items:
-        if item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(DEFAULT_TEST_TIMEOUT))
-
-
 @pytest.fixture(scope="session")
 def fleet():
     """Four real sshd processes, one per address 127.77.0.1-4, each with its own host key."""
