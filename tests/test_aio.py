@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any
 
 import msgspec

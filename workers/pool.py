@@ -8,7 +8,6 @@ replaced (with its shard re-assigned) before the next call. Ctrl-C kills the wor
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import os
