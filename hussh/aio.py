@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import signal
+from collections.abc import AsyncIterator
 from types import TracebackType
 
 import asyncssh
@@ -14,7 +16,7 @@ from asyncssh.connection import SSHClientConnection
 from ._connector import open_connection
 from ._result import SSHResult
 from ._spec import DEFAULT_MAX_OUTPUT, ConnectSpec, HostKeyChecking, make_spec
-from .errors import CommandTimeout, ConnectionLost, OutputLimitExceeded
+from .errors import CommandTimeout, ConnectionLost, HusshTimeout, OutputLimitExceeded
 
 __all__ = ["AsyncConnection", "AsyncFileTailer"]
 
@@ -95,30 +97,43 @@ class AsyncConnection:
         return self._conn
 
     async def execute(self, command: str, timeout: float | None = None) -> SSHResult:
-        """Run ``command``; raise ``CommandTimeout`` (with the partial output) past ``timeout`` seconds."""
+        """Run ``command``; raise ``CommandTimeout`` (with the partial output) past ``timeout`` seconds.
+
+        Opening the session is bounded too, by the command's deadline or else the connect bound,
+        so a server that stops answering (paused, black-holed) cannot hang the call.
+        """
         conn = await self._connection()
         limit = self.spec.timeout if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit if limit else None
+        open_by = loop.time() + self.spec.connect_bound
         session = _CommandSession(self.spec.max_output)
         try:
-            channel, _ = await conn.create_session(lambda: session, command, encoding=None)
+            async with asyncio.timeout_at(min(open_by, deadline or open_by)):
+                channel, _ = await conn.create_session(lambda: session, command, encoding=None)
+        except TimeoutError:
+            if deadline is not None and deadline <= open_by:
+                raise CommandTimeout(f"command timed out after {limit:g} seconds", session.result(-1)) from None
+            self._drop()
+            raise ConnectionLost(f"{self.spec.address} did not open a session within "
+                                 f"{self.spec.connect_bound:g} seconds") from None
         except asyncssh.ChannelOpenError as exc:
             raise ConnectionLost(f"{self.spec.address} refused a session: {exc.reason}") from None
         except (asyncssh.DisconnectError, asyncssh.ConnectionLost, OSError) as exc:
             self._drop()
             raise ConnectionLost(f"connection to {self.spec.address} lost: {exc}") from None
         try:
-            async with asyncio.timeout(limit or None):
+            async with asyncio.timeout_at(deadline):
                 lost = await session.finished
         except TimeoutError:
             _stop(channel)
-            result = session.result(status=-1)
-            raise CommandTimeout(f"command timed out after {limit:g} seconds", result) from None
+            raise CommandTimeout(f"command timed out after {limit:g} seconds", session.result(-1)) from None
         except BaseException:
             _stop(channel)
             raise
         if session.overflow:
             raise OutputLimitExceeded(
-                f"command output exceeded {self.spec.max_output} bytes; stopped it", session.result(status=-1)
+                f"command output exceeded {self.spec.max_output} bytes; stopped it", session.result(-1)
             )
         if lost is not None:
             self._drop()
@@ -126,10 +141,16 @@ class AsyncConnection:
         return session.result()
 
     async def _sftp_client(self) -> asyncssh.SFTPClient:
+        """The connection's SFTP client, started on first use within the connect bound."""
         conn = await self._connection()
         if self._sftp is None:
             try:
-                self._sftp = await conn.start_sftp_client()
+                async with asyncio.timeout(self.spec.connect_bound):
+                    self._sftp = await conn.start_sftp_client()
+            except TimeoutError:
+                self._drop()
+                raise ConnectionLost(f"{self.spec.address} did not start SFTP within "
+                                     f"{self.spec.connect_bound:g} seconds") from None
             except asyncssh.Error as exc:
                 raise ConnectionLost(f"{self.spec.address} refused the SFTP subsystem: {exc}") from None
         return self._sftp
@@ -137,7 +158,7 @@ class AsyncConnection:
     async def sftp_read_bytes(self, remote_path: str, offset: int = 0) -> bytes:
         """The remote file's bytes from ``offset`` to its end."""
         sftp = await self._sftp_client()
-        with _sftp_errors(self.spec, remote_path):
+        async with _sftp_op(self.spec, remote_path):
             async with sftp.open(remote_path, "rb") as remote:
                 if offset:
                     await remote.seek(offset)
@@ -148,7 +169,7 @@ class AsyncConnection:
         if local_path is None:
             return (await self.sftp_read_bytes(remote_path)).decode("utf-8", "replace")
         sftp = await self._sftp_client()
-        with _sftp_errors(self.spec, remote_path):
+        async with _sftp_op(self.spec, remote_path):
             await sftp.get(remote_path, os.fspath(local_path))
         return None
 
@@ -159,27 +180,27 @@ class AsyncConnection:
             raise FileNotFoundError(errno.ENOENT, "local file does not exist", local_path)
         sftp = await self._sftp_client()
         target = remote_path or local_path
-        with _sftp_errors(self.spec, target):
+        async with _sftp_op(self.spec, target):
             await sftp.put(local_path, target)
 
     async def sftp_write_data(self, data: str | bytes, remote_path: str) -> None:
         """Write ``data`` (text is UTF-8 encoded) to ``remote_path``, replacing it."""
         payload = data.encode() if isinstance(data, str) else data
         sftp = await self._sftp_client()
-        with _sftp_errors(self.spec, remote_path):
+        async with _sftp_op(self.spec, remote_path):
             async with sftp.open(remote_path, "wb") as remote:
                 await remote.write(payload)
 
     async def sftp_list(self, path: str) -> list[str]:
         """Names in a remote directory, without ``.`` and ``..``, sorted."""
         sftp = await self._sftp_client()
-        with _sftp_errors(self.spec, path):
+        async with _sftp_op(self.spec, path):
             names = await sftp.listdir(path)
         return sorted(name for name in names if name not in (".", ".."))
 
     async def sftp_size(self, remote_path: str) -> int:
         sftp = await self._sftp_client()
-        with _sftp_errors(self.spec, remote_path):
+        async with _sftp_op(self.spec, remote_path):
             return (await sftp.stat(remote_path)).size or 0
 
     def tail(self, remote_file: str) -> "AsyncFileTailer":
@@ -325,23 +346,24 @@ def _stop(channel: asyncssh.SSHClientChannel[bytes]) -> None:
     channel.close()
 
 
-class _sftp_errors:
-    """Turn SFTP failures into the builtin ``OSError`` subclasses, naming host and path."""
+@contextlib.asynccontextmanager
+async def _sftp_op(spec: ConnectSpec, path: str) -> AsyncIterator[None]:
+    """Bound an SFTP operation by the connection's ``timeout`` and turn its failures into the
+    builtin ``OSError`` subclasses (``FileNotFoundError``...), naming host and path."""
+    where = f"{path} on {spec.address}"
+    try:
+        async with asyncio.timeout(spec.timeout or None):
+            yield
+    except TimeoutError:
+        raise HusshTimeout(f"SFTP on {where} timed out after {spec.timeout:g} seconds") from None
+    except asyncssh.SFTPError as exc:
+        kind, code = _SFTP_ERRORS.get(exc.code, (OSError, errno.EIO))
+        raise kind(code, exc.reason, where) from None
+    except (asyncssh.DisconnectError, asyncssh.ConnectionLost) as exc:
+        raise ConnectionLost(f"connection lost during SFTP on {where}: {exc}") from None
 
-    _codes = {
-        asyncssh.sftp.FX_NO_SUCH_FILE: (FileNotFoundError, errno.ENOENT),
-        asyncssh.sftp.FX_PERMISSION_DENIED: (PermissionError, errno.EACCES),
-    }
 
-    def __init__(self, spec: ConnectSpec, path: str) -> None:
-        self.where = f"{path} on {spec.address}"
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        if isinstance(exc, asyncssh.SFTPError):
-            kind, code = self._codes.get(exc.code, (OSError, errno.EIO))
-            raise kind(code, exc.reason, self.where) from None
-        if isinstance(exc, (asyncssh.DisconnectError, asyncssh.ConnectionLost)):
-            raise ConnectionLost(f"connection lost during SFTP on {self.where}: {exc}") from None
+_SFTP_ERRORS = {
+    asyncssh.sftp.FX_NO_SUCH_FILE: (FileNotFoundError, errno.ENOENT),
+    asyncssh.sftp.FX_PERMISSION_DENIED: (PermissionError, errno.EACCES),
+}

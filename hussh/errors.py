@@ -5,7 +5,7 @@
     │   └── HostKeyError                 host key mismatch, or unknown under ``strict``
     ├── AuthenticationError              credentials refused or unusable (bad key file, passphrase)
     ├── ConnectionLost (also ConnectionError)  the connection dropped during an operation
-    ├── HusshTimeout (also TimeoutError)
+    ├── HusshTimeout (also TimeoutError)   as such: an SFTP operation ran past the connection's timeout
     │   ├── ConnectTimeout               no finished handshake + login within the connect bound
     │   └── CommandTimeout               ``.result`` keeps the output received before the deadline
     ├── OutputLimitExceeded              ``.result`` keeps the first ``max_output`` bytes

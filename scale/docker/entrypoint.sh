@@ -1,0 +1,54 @@
+#!/bin/bash
+# Start one sshd per port in $SSHD_PORTS ("22" or "22-31"), each with its own
+# ed25519 host key made on first start (kept across container restarts).
+set -euo pipefail
+
+readonly KEY_DIR=/etc/ssh/host_keys
+readonly AUTHORIZED_SRC=/etc/hussh/authorized_keys
+readonly AUTHORIZED_DST=/home/hussh/.ssh/authorized_keys
+
+# Print every port of a "FIRST" or "FIRST-LAST" range.
+ports() {
+    local first=${1%-*} last=${1#*-}
+    seq "$first" "$last"
+}
+
+# Copy the mounted public key(s) where sshd's StrictModes accepts them.
+install_authorized_keys() {
+    if [ -r "$AUTHORIZED_SRC" ]; then
+        install -m 600 -o hussh -g hussh "$AUTHORIZED_SRC" "$AUTHORIZED_DST"
+    else
+        echo "hussh-sshd: no $AUTHORIZED_SRC mounted, key login disabled" >&2
+    fi
+}
+
+# Make the host key of one port unless a previous start made it.
+host_key() {
+    local key="$KEY_DIR/ssh_host_ed25519_key_$1"
+    [ -f "$key" ] || ssh-keygen -q -t ed25519 -N '' -C "hussh-$HOSTNAME-$1" -f "$key"
+    echo "$key"
+}
+
+# Run sshd in the foreground on one port.
+run_sshd() {
+    exec /usr/sbin/sshd -D -e -p "$1" -h "$(host_key "$1")" -o "PidFile=/run/sshd/sshd-$1.pid"
+}
+
+main() {
+    install_authorized_keys
+    local all
+    all=$(ports "$SSHD_PORTS")
+    if [ "$(wc -l <<<"$all")" -eq 1 ]; then
+        run_sshd "$all"
+    fi
+    trap 'kill $(jobs -p) 2>/dev/null; exit 143' TERM INT
+    for port in $all; do
+        run_sshd "$port" &
+    done
+    # One sshd gone means the container is broken: stop the others with it.
+    wait -n || true
+    kill $(jobs -p) 2>/dev/null || true
+    exit 1
+}
+
+main
