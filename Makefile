@@ -1,13 +1,15 @@
 # One-command entry points; each installs what a fresh Debian machine lacks first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+DOCKER_UP := $(shell docker info >/dev/null 2>&1 && echo yes)
 
-.PHONY: setup demo test bench scale-image scale-test clean
+.PHONY: setup demo test scale-image scale-test scale-full bench clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@command -v /usr/sbin/sshd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null; }
+	@if [ -n "$(DOCKER_UP)" ] && ! command -v debootstrap >/dev/null; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; fi
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
@@ -16,10 +18,19 @@ $(VENV)/.installed: pyproject.toml
 demo: setup  ## the main job: a command across a local fleet of 300 real sshd endpoints
 	$(PY) -m scale.demo --hosts 300
 
-test: setup  ## the test suite, against real sshd processes on loopback
-	$(PY) -m pytest -q -p no:cacheprovider
+test: setup  ## every test: real sshd on loopback, plus a 40-endpoint docker compose fleet when Docker answers
+	$(PY) -m pytest -q -p no:cacheprovider -m "scale or not scale"
 
-bench: setup  ## hussh vs upstream hussh, parallel-ssh and plain asyncssh at 1000 hosts
+scale-image: setup  ## build the fleet's base and sshd images locally (no registry needed)
+	$(PY) -m scale.image
+
+scale-test: setup  ## the scale suite alone; HUSSH_SCALE_ENDPOINTS / HUSSH_SCALE_PER_CONTAINER size it
+	$(PY) -m pytest -q -p no:cacheprovider -m scale
+
+scale-full: setup  ## the scale suite on 1000 endpoints (100 containers x 10 sshd)
+	HUSSH_SCALE_ENDPOINTS=1000 HUSSH_SCALE_PER_CONTAINER=10 $(PY) -m pytest -q -p no:cacheprovider -m scale
+
+bench: setup  ## hussh vs upstream hussh, parallel-ssh and plain asyncssh at 3 and 1000 hosts
 	$(PY) -m scale.bench --hosts 3,1000 --repeat 3
 
 clean:
