@@ -18,6 +18,7 @@ import socket
 import asyncssh
 from asyncssh.connection import SSHClientConnection
 
+from . import _speedups
 from ._known_hosts import known_hosts_for
 from ._spec import ConnectSpec
 from .errors import AuthenticationError, ConnectError, ConnectTimeout, HostKeyError
@@ -29,6 +30,8 @@ _ENCRYPTION = [
 ]
 
 _profiles: dict[tuple[object, ...], asyncssh.SSHClientConnectionOptions] = {}
+
+_speedups.install()
 
 
 def _profile_options(spec: ConnectSpec) -> asyncssh.SSHClientConnectionOptions:

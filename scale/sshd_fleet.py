@@ -118,7 +118,7 @@ class SSHDFleet:
         )
         log = open(self.workdir / f"sshd_{number}.log", "wb")
         self.processes.append(
-            subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log, start_new_session=True)
+            subprocess.Popen([SSHD, "-D", "-e", "-r", "-f", str(config)], stdout=log, stderr=log, start_new_session=True)
         )
         log.close()
 
