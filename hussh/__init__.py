@@ -5,10 +5,14 @@ Upstream hussh's import names, over asyncssh: ``Connection`` (blocking, one host
 across uvloop worker processes). Importing this package starts no process and no thread.
 """
 
-from ._result import SSHResult
-from ._spec import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_OUTPUT
-from ._sync import Connection, FileTailer
-from .errors import (
+from ._fast_import import import_asyncssh
+
+import_asyncssh()  # before anything below imports it
+
+from ._result import SSHResult  # noqa: E402
+from ._spec import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_OUTPUT  # noqa: E402
+from ._sync import Connection, FileTailer  # noqa: E402
+from .errors import (  # noqa: E402
     AuthenticationError,
     CommandTimeout,
     ConnectError,

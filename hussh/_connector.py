@@ -14,9 +14,12 @@ import copy
 import errno
 import os
 import socket
+from collections.abc import Callable
 
 import asyncssh
 from asyncssh.connection import SSHClientConnection
+from asyncssh.constants import MSG_IGNORE
+from asyncssh.packet import String
 
 from . import _speedups
 from ._known_hosts import known_hosts_for
@@ -98,6 +101,32 @@ async def open_connection(spec: ConnectSpec, bound: float | None = None) -> SSHC
         raise ConnectError(exc.errno, f"cannot connect to {spec.address}: {exc.strerror or exc}") from None
 
 
+class _FleetConnection(SSHClientConnection):
+    """asyncssh's client connection minus the empty ``MSG_IGNORE`` sent before every encrypted packet.
+
+    That padding defends CBC ciphers, which ``_ENCRYPTION`` never offers; dropping it saves a
+    third of the packets (and write calls) per host, on both ends.
+    """
+
+    def send_packet(self, pkttype: int, *args: bytes, handler: object = None) -> None:
+        if pkttype == MSG_IGNORE and args == _EMPTY_STRING:
+            return
+        super().send_packet(pkttype, *args, handler=handler)  # type: ignore[arg-type]
+
+
+_EMPTY_STRING = (String(b""),)
+
+
+def _connection_factory(loop: asyncio.AbstractEventLoop, options: asyncssh.SSHClientConnectionOptions,
+                        spec: ConnectSpec) -> Callable[[], SSHClientConnection]:
+    def build() -> SSHClientConnection:
+        conn = _FleetConnection(loop, options, wait="auth")
+        if spec.password is not None and spec.private_key is None:
+            conn._auth_methods = [b"password"]  # skip the "none" probe: one round trip less per host
+        return conn
+    return build
+
+
 async def _open(spec: ConnectSpec) -> SSHClientConnection:
     loop = asyncio.get_running_loop()
     options = copy.copy(_profile_options(spec))
@@ -105,9 +134,7 @@ async def _open(spec: ConnectSpec) -> SSHClientConnection:
     options.port = spec.port
     options.known_hosts = known_hosts_for(spec)
     options.waiter = loop.create_future()
-    _, conn = await loop.create_connection(
-        lambda: SSHClientConnection(loop, options, wait="auth"), spec.host, spec.port
-    )
+    _, conn = await loop.create_connection(_connection_factory(loop, options, spec), spec.host, spec.port)
     conn.set_extra_info(host=spec.host, port=spec.port)
     try:
         await options.waiter

@@ -1,0 +1,746 @@
+"""Benchmark: connect + ``true`` + ``whoami`` + close on N hosts, through hussh and its peers, in one run.
+
+    python -m scale.bench --hosts 1000 --repeat 3
+    python -m scale.bench --hosts 3,100,1000 --tools hussh,upstream --json out.json
+    python -m scale.bench --hosts 1000 --nofile 512          # every tool under ulimit -n 512
+    python -m scale.bench --targets hosts.txt --user u --password p   # an existing fleet, no loopback sshd
+
+Every tool runs as its own process (``scale/peers/<tool>.py``, in the tool's own venv), and the
+whole process is measured from spawn to exit, as a batch job would wait for it:
+
+* wall: ``time.perf_counter()`` around spawn .. ``os.wait4`` (interpreter start-up and imports included);
+* client CPU: ``ru_utime + ru_stime`` from ``os.wait4``, which includes every descendant the tool
+  reaped before exiting (hussh's worker processes are); reported per host;
+* peak RSS: ``ru_maxrss`` from ``os.wait4``: the largest single process of the tool's tree (for a
+  multi-process tool, not the sum). Beside it, the peak of the *sum* of PSS over the tool's live
+  process tree, sampled from ``/proc/<pid>/smaps_rollup`` every ``--sample-interval`` seconds
+  (PSS splits copy-on-write pages shared by forked workers, so it does not double count them);
+* server CPU: what the loopback sshd fleet spent serving the run (its listeners' own and reaped
+  children's CPU from ``/proc/<pid>/stat``, plus the sshd processes orphaned during the run, which
+  the bench, a child subreaper, reaps itself), because the fleet shares this machine's cores;
+* other load: the machine's busy time (``/proc/stat``) during the run minus the tool and the fleet,
+  i.e. whatever else ran meanwhile; each run first waits (``--quiet-wait``) for a quiet machine.
+
+The loopback fleet (``scale/sshd_fleet.py``) starts once for all sizes; each repetition runs every
+tool in a rotated order, and each tool reports how many hosts completed both commands with the
+right output, so a tool that fails hosts is shown as such. Medians over repetitions are reported,
+with ratios to hussh. Tools other than hussh get venvs under ``--venv-root`` (created on demand).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scale.sshd_fleet import KEY_USER, PASSWORD, PASSWORD_USER, SSHDFleet, loopback_addresses
+
+PEERS = Path(__file__).resolve().parent / "peers"
+DEFAULT_VENV_ROOT = Path(os.environ.get("HUSSH_BENCH_VENVS", "/opt/hussh-bench"))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    script: str
+    packages: tuple[str, ...] = ()  # empty: run with this interpreter (the project's venv)
+    args: tuple[str, ...] = ()
+    label: str = ""
+
+
+TOOLS = {
+    tool.name: tool
+    for tool in (
+        Tool("hussh", "hussh_multi.py", label="hussh (this project)"),
+        Tool("upstream", "upstream_multi.py", ("hussh==0.3.3",), label="upstream hussh 0.3.3 (Rust)"),
+        Tool("pssh", "pssh_parallel.py", ("parallel-ssh==2.16.0.post1",), label="parallel-ssh"),
+        Tool("asyncssh", "asyncssh_gather.py", label="asyncssh, one asyncio loop"),
+        Tool("asyncssh-uvloop", "asyncssh_gather.py", args=("--uvloop",), label="asyncssh, one uvloop loop"),
+    )
+}
+DEFAULT_TOOLS = "hussh,upstream,pssh,asyncssh"
+EXPERIMENTS = ("cork",)  # peers/_experiments.py
+
+
+def tool_named(name: str) -> Tool | None:
+    """A registered tool, or ``hussh+exp1+exp2``: hussh with candidate optimizations patched in."""
+    if name in TOOLS:
+        return TOOLS[name]
+    base, *experiments = name.split("+")
+    if experiments == ["all"]:
+        experiments = list(EXPERIMENTS)
+    if base == "hussh" and experiments and all(e in EXPERIMENTS for e in experiments):
+        return Tool(name, "hussh_multi.py", args=("--experiments", ",".join(experiments)),
+                    label=f"hussh with {', '.join(experiments)} (peers/_experiments.py)")
+    return None
+
+
+# --------------------------------------------------------------------------- venvs
+
+def base_python() -> str:
+    """The interpreter behind this venv (venvs are made from it, not nested in ours)."""
+    candidate = getattr(sys, "_base_executable", None) or sys.executable
+    return candidate if os.path.exists(candidate) else shutil.which("python3") or sys.executable
+
+
+def ensure_venv(tool: Tool, root: Path) -> str:
+    """The python for ``tool``: ours, or ``root/venv-<tool>`` with its packages (made once, idempotently)."""
+    if not tool.packages:
+        return sys.executable
+    venv = root / f"venv-{tool.name}"
+    python = venv / "bin" / "python"
+    marker = venv / "hussh-bench.json"
+    wanted = {"packages": list(tool.packages)}
+    try:
+        if python.exists() and json.loads(marker.read_text()) == wanted:
+            return str(python)
+    except (OSError, ValueError):
+        pass
+    print(f"[bench] preparing {venv} with {' '.join(tool.packages)}", file=sys.stderr, flush=True)
+    if not python.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        subprocess.run([base_python(), "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    *tool.packages], check=True)
+    marker.write_text(json.dumps(wanted))
+    return str(python)
+
+
+# --------------------------------------------------------------------------- process measurement
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                kids.extend(int(k) for k in handle.read().split())
+    except OSError:
+        pass
+    return kids
+
+
+def _tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        todo.extend(_children(current))
+    return pids
+
+
+def _rollup(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of one process in KiB, (0, 0) if it is gone."""
+    rss = pss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, pss
+
+
+class TreeSampler(threading.Thread):
+    """Peak over time of the summed RSS and PSS of a process tree, and its peak process count."""
+
+    def __init__(self, pid: int, interval: float) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.stop_event = threading.Event()
+        self.peak_rss_sum = self.peak_pss_sum = self.peak_procs = 0
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            pids = _tree(self.pid)
+            rss = pss = 0
+            for pid in pids:
+                r, p = _rollup(pid)
+                rss, pss = rss + r, pss + p
+            if rss:  # an exiting process reads as empty; keep the peak of real samples
+                self.peak_rss_sum = max(self.peak_rss_sum, rss)
+                self.peak_pss_sum = max(self.peak_pss_sum, pss)
+                self.peak_procs = max(self.peak_procs, len(pids))
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join()
+
+
+@dataclass
+class Measurement:
+    tool: str
+    hosts: int
+    wall: float
+    cpu: float  # seconds, user + system, tool process plus reaped descendants
+    user: float
+    sys: float
+    orphan_cpu: float  # CPU of the tool's processes that it left behind (orphans the bench reaped)
+    maxrss_kib: int
+    pss_sum_kib: int
+    rss_sum_kib: int
+    procs: int
+    server_cpu: float | None
+    exit_code: int
+    timed_out: bool
+    report: dict | None
+    stderr_tail: str
+    phases: dict[str, float] = field(default_factory=dict)
+    other_cpu: float = 0.0  # machine CPU during the run spent neither by the tool nor by the fleet
+    other_frac: float = 0.0  # the same as a share of all cores over the run
+    busy_before: float = 0.0  # machine busy fraction just before the run
+
+    @property
+    def completed(self) -> int:
+        return int(self.report["completed"]) if self.report else 0
+
+    @property
+    def children_cpu(self) -> float | None:
+        """CPU of the processes the tool had reaped when it reported (hussh: its workers)."""
+        if not self.report or "cpu_children" not in self.report:
+            return None
+        return self.report["cpu_children"]["user"] + self.report["cpu_children"]["sys"]
+
+    def as_json(self) -> dict:
+        data = dict(self.__dict__)
+        data["completed"] = self.completed
+        return data
+
+
+def _limit_nofile(limit: int | None):
+    def apply() -> None:
+        if limit:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    return apply
+
+
+def measure(tool: Tool, python: str, targets_file: Path, hosts: int, creds: dict[str, str], batch: int,
+            env: dict[str, str], nofile: int | None, timeout: float, sample_interval: float,
+            fleet: "FleetCPU | None", busy_before: float = 0.0, reaper: "OrphanReaper | None" = None) -> Measurement:
+    """Run one tool once as its own process and measure the whole of it."""
+    argv = [python, str(PEERS / tool.script), *tool.args, "--targets", str(targets_file),
+            "--user", creds["user"], "--batch", str(batch)]
+    argv += ["--password", creds["password"]] if "password" in creds else ["--key", creds["key"]]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        server_before = fleet.cpu() if fleet else None
+        machine_before = machine_busy()
+        spawned = time.monotonic()
+        started = time.perf_counter()
+        orphans_before = reaper.tool_cpu if reaper else 0.0
+        with reaper.lock if reaper else contextlib.nullcontext():
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
+                                    cwd=tempfile.gettempdir(), start_new_session=True,
+                                    preexec_fn=_limit_nofile(nofile))
+            if reaper:
+                reaper.known.add(proc.pid)
+                reaper.tool_sessions.add(proc.pid)
+        sampler = TreeSampler(proc.pid, sample_interval) if sample_interval > 0 else None
+        if sampler:
+            sampler.start()
+        timed_out = threading.Event()
+
+        def kill() -> None:
+            timed_out.set()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # its own session: only the tool's processes
+            except ProcessLookupError:
+                pass
+
+        watchdog = threading.Timer(timeout, kill)
+        watchdog.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        if reaper:
+            reaper.known.discard(proc.pid)
+        watchdog.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if sampler:
+            sampler.stop()
+        if timed_out.is_set():
+            try:  # workers the tool could not reap
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if reaper:
+            reaper.reap()
+        orphan_cpu = (reaper.tool_cpu - orphans_before) if reaper else 0.0
+        server_cpu = None
+        if fleet:
+            fleet.quiesce()  # per-connection sshds still closing: their CPU belongs to this run
+            server_cpu = fleet.cpu() - server_before
+        machine_during = machine_busy() - machine_before
+        window = time.monotonic() - spawned
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+    report = None
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("{"):
+            try:
+                report = json.loads(line)
+            except ValueError:
+                pass
+            break
+    phases = {}
+    if report:
+        marks = report.get("marks", {})
+        previous = spawned
+        phases_order = ["start", "imported", "connected", "true", "whoami", "closed", "end"]
+        for name in phases_order:
+            if name in marks:
+                phases[name] = round(marks[name] - previous, 4)
+                previous = marks[name]
+        phases["exit"] = round(spawned + wall - previous, 4)
+    return Measurement(
+        tool=tool.name, hosts=hosts, wall=wall, cpu=usage.ru_utime + usage.ru_stime + orphan_cpu,
+        user=usage.ru_utime, sys=usage.ru_stime, orphan_cpu=orphan_cpu, maxrss_kib=usage.ru_maxrss,
+        pss_sum_kib=sampler.peak_pss_sum if sampler else 0, rss_sum_kib=sampler.peak_rss_sum if sampler else 0,
+        procs=sampler.peak_procs if sampler else 0, server_cpu=server_cpu, exit_code=proc.returncode,
+        timed_out=timed_out.is_set(), report=report, stderr_tail=stderr[-2000:], phases=phases,
+        other_cpu=max(0.0, machine_during - usage.ru_utime - usage.ru_stime - orphan_cpu - (server_cpu or 0.0)),
+        other_frac=max(0.0, machine_during - usage.ru_utime - usage.ru_stime - orphan_cpu - (server_cpu or 0.0))
+        / (window * len(os.sched_getaffinity(0))),
+        busy_before=busy_before,
+    )
+
+
+# --------------------------------------------------------------------------- the machine
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (all cores), from ``/proc/stat``."""
+    with open("/proc/stat") as handle:
+        fields = [int(f) for f in handle.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def wait_quiet(threshold: float, limit: float, window: float = 0.5) -> float:
+    """Wait (up to ``limit`` s) until the machine is less than ``threshold`` busy over ``window`` s.
+
+    Other work on the machine (other test suites, containers) steals the cores a run measures;
+    returns the busy fraction last seen, so a run that had to start anyway can be flagged.
+    """
+    cpus = len(os.sched_getaffinity(0))
+    deadline = time.monotonic() + limit
+    while True:
+        before = machine_busy()
+        time.sleep(window)
+        busy = (machine_busy() - before) / (window * cpus)
+        if busy < threshold or time.monotonic() >= deadline:
+            return busy
+
+
+# --------------------------------------------------------------------------- the fleet
+
+class OrphanReaper(threading.Thread):
+    """Makes the bench a child subreaper and reaps, with their CPU, the processes orphaned under it.
+
+    sshd's per-connection processes can outlive their parent (seen: hundreds per 1000-host run,
+    depending on how the client disconnects); an orphan is reparented to the nearest subreaper
+    ancestor, normally init, and its CPU would vanish from the fleet's account. With the bench as
+    subreaper they come here: an orphan from a tool's session (the runner's session id) is that
+    tool's CPU, any other one the fleet's.
+    """
+
+    PR_SET_CHILD_SUBREAPER = 36
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.lock = threading.Lock()
+        self.known: set[int] = set()  # our own children, reaped by their owners (Popen, wait4)
+        self.tool_sessions: set[int] = set()
+        self.server_cpu = 0.0
+        self.tool_cpu = 0.0
+        self.reaped = 0
+        self.stop_event = threading.Event()
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.enabled = libc.prctl(self.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+    def run(self) -> None:
+        while not self.stop_event.wait(0.05):
+            self.reap()
+
+    def reap(self) -> int:
+        """Reap exited orphans; return how many orphans are still running."""
+        running = 0
+        with self.lock:
+            for pid in _children(os.getpid()):
+                if pid in self.known:
+                    continue
+                try:
+                    with open(f"/proc/{pid}/stat") as handle:
+                        session = int(handle.read().rsplit(")", 1)[1].split()[3])
+                    done, _, usage = os.wait4(pid, os.WNOHANG)
+                except (OSError, ValueError, IndexError):
+                    continue
+                if not done:
+                    running += 1
+                    continue
+                self.reaped += 1
+                if session in self.tool_sessions:
+                    self.tool_cpu += usage.ru_utime + usage.ru_stime
+                else:
+                    self.server_cpu += usage.ru_utime + usage.ru_stime
+        return running
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join()
+
+
+class FleetCPU:
+    """CPU the sshd listeners, the per-connection sshds they reaped and the orphans we reaped have used."""
+
+    def __init__(self, pids: list[int], reaper: OrphanReaper | None = None) -> None:
+        self.pids = pids
+        self.reaper = reaper
+
+    def cpu(self) -> float:
+        ticks = 0
+        for pid in self.pids:
+            try:
+                with open(f"/proc/{pid}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+                ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+            except OSError:
+                pass
+        return ticks / CLK_TCK + (self.reaper.server_cpu if self.reaper else 0.0)
+
+    def quiesce(self, limit: float = 15.0) -> None:
+        """Wait until no per-connection sshd is left, so their CPU is counted and the next run starts clean."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            orphans = self.reaper.reap() if self.reaper else 0
+            if not orphans and not any(_children(pid) for pid in self.pids):
+                return
+            time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- summaries
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def summarize(runs: list[Measurement]) -> dict:
+    hosts = runs[0].hosts
+    completed = [m.completed for m in runs]
+    server = [m.server_cpu for m in runs if m.server_cpu is not None]
+    return {
+        "tool": runs[0].tool,
+        "hosts": hosts,
+        "runs": len(runs),
+        "completed_min": min(completed),
+        "completed_max": max(completed),
+        "all_completed": all(c == hosts for c in completed),
+        "timeouts": sum(m.timed_out for m in runs),
+        "no_report": sum(m.report is None and not m.timed_out for m in runs),
+        "wall_s": _median([m.wall for m in runs]),
+        "wall_min_s": min(m.wall for m in runs),
+        "wall_max_s": max(m.wall for m in runs),
+        "cpu_s": _median([m.cpu for m in runs]),
+        "cpu_ms_per_host": _median([m.cpu for m in runs]) * 1000 / hosts,
+        "user_ms_per_host": _median([m.user for m in runs]) * 1000 / hosts,
+        "sys_ms_per_host": _median([m.sys for m in runs]) * 1000 / hosts,
+        "children_ms_per_host": _median([c for m in runs if (c := m.children_cpu) is not None]) * 1000 / hosts,
+        "maxrss_mib": _median([m.maxrss_kib for m in runs]) / 1024,
+        "pss_sum_mib": _median([m.pss_sum_kib for m in runs]) / 1024,
+        "procs": max(m.procs for m in runs),
+        "server_cpu_ms_per_host": _median(server) * 1000 / hosts if server else None,
+        "other_load_pct": _median([m.other_frac for m in runs]) * 100,
+        "other_load_max_pct": max(m.other_frac for m in runs) * 100,
+        "phases": {k: _median([m.phases[k] for m in runs if k in m.phases])
+                   for k in dict.fromkeys(k for m in runs for k in m.phases)},
+        "failures": next((m.report["failures"] for m in runs if m.report and m.report.get("failures")), []),
+        "version": next((m.report["version"] for m in runs if m.report), "?"),
+        "exit_codes": sorted({m.exit_code for m in runs}),
+    }
+
+
+def _ok(s: dict) -> str:
+    lo, hi, n = s["completed_min"], s["completed_max"], s["hosts"]
+    text = f"{lo}/{n}" if lo == hi else f"{lo}-{hi}/{n}"
+    if s["timeouts"]:
+        text += f" ({s['timeouts']} timed out)"
+    if s["no_report"]:
+        text += f" ({s['no_report']} crashed)"
+    return text if lo == n else f"{text} FAILED"
+
+
+def table(summaries: list[dict], base: str = "hussh") -> str:
+    w = max([17] + [len(s["tool"]) + 1 for s in summaries])
+    lines = []
+    head = (f"{'tool':<{w}} {'version':<13} {'completed':<16} {'wall s':>7} {'(min-max)':>13} "
+            f"{'CPU ms/host':>11} {'usr+sys':>11} {'children':>8} {'peak RSS MiB':>12} {'PSS sum MiB':>11} "
+            f"{'procs':>5} {'sshd CPU ms/host':>16} {'other load %':>12}")
+    lines += [head, "-" * len(head)]
+    for s in summaries:
+        server = f"{s['server_cpu_ms_per_host']:.2f}" if s["server_cpu_ms_per_host"] is not None else "-"
+        lines.append(
+            f"{s['tool']:<{w}} {s['version']:<13.13} {_ok(s):<16} {s['wall_s']:>7.2f} "
+            f"{'(' + format(s['wall_min_s'], '.2f') + '-' + format(s['wall_max_s'], '.2f') + ')':>13} "
+            f"{s['cpu_ms_per_host']:>11.2f} {format(s['user_ms_per_host'], '.2f') + '+' + format(s['sys_ms_per_host'], '.2f'):>11} "
+            f"{s['children_ms_per_host']:>8.2f} {s['maxrss_mib']:>12.1f} {s['pss_sum_mib']:>11.1f} {s['procs']:>5} "
+            f"{server:>16} {format(s['other_load_pct'], '.0f') + ' (max ' + format(s['other_load_max_pct'], '.0f') + ')':>12}"
+        )
+    ref = next((s for s in summaries if s["tool"] == base), None)
+    if ref is not None and len(summaries) > 1:
+        lines += ["", f"{'ratio tool/' + base:<{w}} {'wall':>7} {'CPU/host':>9} {'peak RSS':>9} {'PSS sum':>8}"]
+        for s in summaries:
+            if s is ref:
+                continue
+            pss = s["pss_sum_mib"] / ref["pss_sum_mib"] if ref["pss_sum_mib"] else float("nan")
+            lines.append(
+                f"{s['tool']:<{w}} {s['wall_s'] / ref['wall_s']:>7.2f} "
+                f"{s['cpu_ms_per_host'] / ref['cpu_ms_per_host']:>9.2f} {s['maxrss_mib'] / ref['maxrss_mib']:>9.2f} "
+                f"{pss:>8.2f}"
+            )
+    lines += ["", "median phases, seconds (start = spawn to the runner's first line: interpreter start-up; "
+                  "exit = last mark to reaped):"]
+    for s in summaries:
+        lines.append(f"  {s['tool']:<{w}} " + "  ".join(f"{k}={v:.3f}" for k, v in s["phases"].items()))
+    failing = [s for s in summaries if s["failures"]]
+    if failing:
+        lines += ["", "failures (first failing run, grouped):"]
+        for s in failing:
+            for f in s["failures"][:4]:
+                lines.append(f"  {s['tool']:<{w}} {f['count']:>5} x {f['error'][:110]}")
+                lines.append(f"  {'':<{w}}         e.g. {f['example'][:140]}")
+    return "\n".join(lines)
+
+
+def check_targets(by_size: dict[int, list[dict]], nofile: int | None) -> list[str]:
+    """The issue's targets, judged on whatever sizes and tools were measured."""
+    verdicts = []
+
+    def get(size: int, tool: str) -> dict | None:
+        return next((s for s in by_size.get(size, []) if s["tool"] == tool), None)
+
+    for size, summaries in sorted(by_size.items()):
+        ours = get(size, "hussh")
+        if ours is None:
+            continue
+        if not ours["all_completed"]:
+            verdicts.append(f"MISS  {size} hosts: hussh completed {_ok(ours)}")
+        elif nofile:
+            verdicts.append(f"ok    {size} hosts under nofile={nofile}: hussh completed all hosts")
+        if nofile:
+            continue
+        up, plain = get(size, "upstream"), get(size, "asyncssh")
+        if size >= 1000:
+            if up:
+                r = ours["wall_s"] / up["wall_s"]
+                verdicts.append(f"{'ok  ' if r <= 1.0 else 'MISS'}  {size} hosts: wall hussh/upstream = {r:.2f} (target <= 1.00)")
+            if plain:
+                r = ours["wall_s"] / plain["wall_s"]
+                verdicts.append(f"{'ok  ' if r <= 0.85 else 'MISS'}  {size} hosts: wall hussh/asyncssh = {r:.2f} (target <= 0.85)")
+            cpu = ours["cpu_ms_per_host"]
+            verdicts.append(f"{'ok  ' if cpu <= 2.5 else 'MISS'}  {size} hosts: hussh client CPU = {cpu:.2f} ms/host (target <= 2.5)")
+        if size <= 10 and up:
+            d = ours["wall_s"] - up["wall_s"]
+            verdicts.append(f"{'ok  ' if d <= 0.5 else 'MISS'}  {size} hosts: wall hussh - upstream = {d:+.3f} s (target <= +0.5 s)")
+    return verdicts
+
+
+def machine_info() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    mem = next((int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
+    ssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True)
+    return {
+        "cpu": cpu, "cpus": len(os.sched_getaffinity(0)), "mem_gib": round(mem / 2**20, 1),
+        "kernel": platform.release(), "python": platform.python_version(),
+        "openssh": (ssh.stderr or ssh.stdout).strip(), "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+def _sizes(text: str) -> list[int]:
+    sizes = sorted({int(x) for x in text.split(",") if x.strip()})
+    if not sizes or sizes[0] < 1:
+        raise argparse.ArgumentTypeError("--hosts takes positive integers, e.g. 3,100,1000")
+    return sizes
+
+
+def read_targets(path: str) -> list[str]:
+    targets = []
+    for line in Path(path).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            host, sep, port = line.rpartition(":")
+            if not sep or not port.isdigit():
+                raise SystemExit(f"{path}: expected host:port lines, got {line!r}")
+            targets.append(line)
+    return targets
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scale.bench", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hosts", type=_sizes, default=None,
+                        help="host counts, comma-separated (default 1000; with --targets: all targets)")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions per size (default 3); median reported")
+    parser.add_argument("--tools", default=DEFAULT_TOOLS, help=f"comma-separated, from {','.join(TOOLS)} "
+                        f"(default {DEFAULT_TOOLS}); hussh+EXP[+EXP] runs hussh with candidate optimizations "
+                        f"patched in, EXP from {','.join(EXPERIMENTS)} (hussh+all: every one)")
+    parser.add_argument("--batch-size", type=int, default=100, help="concurrent hosts, same for every tool")
+    parser.add_argument("--nofile", type=int, default=None, help="RLIMIT_NOFILE (soft and hard) for every tool")
+    parser.add_argument("--auth", choices=("password", "key"), default="password",
+                        help="loopback fleet: password user or key user (default password)")
+    parser.add_argument("--targets", help="file of host:port lines: benchmark these instead of a loopback fleet")
+    parser.add_argument("--user", help="login user for --targets (default: the fleet's)")
+    parser.add_argument("--password", help="password for --targets")
+    parser.add_argument("--key", help="private key for --targets")
+    parser.add_argument("--second-octet", type=int, default=90, help="loopback fleet: 127.<this>.x.y (default 90)")
+    parser.add_argument("--port", type=int, default=2290, help="loopback fleet port (default 2290)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds before a tool run is killed")
+    parser.add_argument("--sample-interval", type=float, default=0.1,
+                        help="seconds between PSS samples of a tool's process tree (0: off)")
+    parser.add_argument("--quiet-threshold", type=float, default=0.15,
+                        help="before each run, wait until the machine is less busy than this share of all "
+                             "cores (other work steals the cores a run measures; default 0.15)")
+    parser.add_argument("--quiet-wait", type=float, default=120.0,
+                        help="longest wait for that, in seconds (then the run starts anyway; 0: never wait)")
+    parser.add_argument("--no-warmup", action="store_true", help="skip each tool's untimed 3-host warm-up run")
+    parser.add_argument("--venv-root", type=Path, default=DEFAULT_VENV_ROOT,
+                        help=f"where peer venvs live (default {DEFAULT_VENV_ROOT}; env HUSSH_BENCH_VENVS)")
+    parser.add_argument("--json", help="write every run and summary to this file")
+    args = parser.parse_args(argv)
+
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    unknown = [t for t in tools if tool_named(t) is None]
+    if unknown:
+        parser.error(f"unknown tool(s) {', '.join(unknown)}; known: {', '.join(TOOLS)}, "
+                     f"and hussh+EXP[+EXP...] with EXP from {', '.join(EXPERIMENTS)}")
+    specs = {name: tool_named(name) for name in tools}
+    pythons = {name: ensure_venv(specs[name], args.venv_root) for name in tools}
+
+    if args.targets:
+        names = read_targets(args.targets)
+        sizes = args.hosts or [len(names)]
+        if sizes[-1] > len(names):
+            parser.error(f"--hosts {sizes[-1]} but {args.targets} lists {len(names)} targets")
+        if args.key:
+            creds = {"user": args.user or KEY_USER, "key": args.key}
+        else:
+            creds = {"user": args.user or PASSWORD_USER, "password": args.password or PASSWORD}
+    else:
+        sizes = args.hosts or [1000]
+        names = [f"{a}:{args.port}" for a in loopback_addresses(sizes[-1], second_octet=args.second_octet)]
+
+    workdir = Path(tempfile.mkdtemp(prefix="hussh-bench-"))
+    home = workdir / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "SSH_AUTH_SOCK", "VIRTUAL_ENV")}
+    env["HOME"] = str(home)  # no ~/.ssh config, keys or known_hosts of this machine's user
+    fleet: SSHDFleet | None = None
+    fleet_cpu: FleetCPU | None = None
+    info = {"machine": machine_info(), "args": {k: str(v) for k, v in vars(args).items()}, "sizes": sizes}
+    print(f"[bench] {info['machine']['cpus']} CPUs ({info['machine']['cpu']}), {info['machine']['mem_gib']} GiB, "
+          f"{info['machine']['openssh']}, Python {info['machine']['python']}", file=sys.stderr, flush=True)
+    all_runs: list[Measurement] = []
+    by_size: dict[int, list[dict]] = {}
+    reaper = OrphanReaper()
+    try:
+        if not args.targets:
+            started = time.perf_counter()
+            fleet = SSHDFleet(loopback_addresses(sizes[-1], second_octet=args.second_octet), port=args.port)
+            try:
+                fleet.start(timeout=120)
+            except BaseException:
+                fleet.stop()
+                fleet = None
+                raise
+            fleet_cpu = FleetCPU([p.pid for p in fleet.processes], reaper)
+            reaper.known.update(p.pid for p in fleet.processes)
+            if args.auth == "key":
+                key = workdir / "client_key"
+                shutil.copy(fleet.client_key, key)
+                creds = {"user": KEY_USER, "key": str(key)}
+            else:
+                creds = {"user": PASSWORD_USER, "password": PASSWORD}
+            print(f"[bench] loopback fleet: {sizes[-1]} addresses 127.{args.second_octet}.x.y:{args.port}, "
+                  f"{len(fleet.processes)} sshd processes, started in {time.perf_counter() - started:.1f} s",
+                  file=sys.stderr, flush=True)
+
+        reaper.start()
+
+        def run_one(name: str, size: int) -> Measurement:
+            targets_file = workdir / f"targets-{size}.txt"
+            if not targets_file.exists():
+                targets_file.write_text("".join(f"{n}\n" for n in names[:size]))
+            busy = wait_quiet(args.quiet_threshold, args.quiet_wait) if args.quiet_wait > 0 else 0.0
+            return measure(specs[name], pythons[name], targets_file, size, creds, args.batch_size, env,
+                           args.nofile, args.timeout, args.sample_interval, fleet_cpu, busy, reaper)
+
+        if not args.no_warmup:  # .pyc files, page cache, first-use venv costs: not what a run measures
+            for name in tools:
+                m = run_one(name, min(3, len(names)))
+                print(f"[bench] warm-up {name}: {m.completed}/{m.hosts} hosts, {m.wall:.2f} s",
+                      file=sys.stderr, flush=True)
+
+        for size in sizes:
+            runs: dict[str, list[Measurement]] = {name: [] for name in tools}
+            for rep in range(args.repeat):
+                order = tools[rep % len(tools):] + tools[:rep % len(tools)]
+                for name in order:
+                    m = run_one(name, size)
+                    runs[name].append(m)
+                    all_runs.append(m)
+                    note = "" if m.completed == size else f"  <-- {size - m.completed} hosts FAILED"
+                    if m.timed_out:
+                        note += " (timed out, killed)"
+                    elif m.report is None:
+                        note += f" (runner exited {m.exit_code} without a report: {m.stderr_tail.strip()[-300:]})"
+                    print(f"[bench] {size} hosts rep {rep + 1}/{args.repeat} {name:<16} {m.completed}/{size} "
+                          f"wall {m.wall:6.2f} s  CPU {m.cpu * 1000 / size:6.2f} ms/host  "
+                          f"RSS {m.maxrss_kib / 1024:6.1f} MiB  other load {m.other_frac:4.0%} "
+                          f"(before {m.busy_before:4.0%}){note}", file=sys.stderr, flush=True)
+            by_size[size] = [summarize(runs[name]) for name in tools]
+    finally:
+        if fleet is not None:
+            fleet.stop()
+        if reaper.is_alive():
+            reaper.stop()
+        reaper.reap()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    limit = f"ulimit -n {args.nofile}" if args.nofile else f"ulimit -n {info['machine']['nofile'][0]} (default)"
+    print("\ntools: " + "; ".join(f"{name} = {specs[name].label or name}" for name in tools))
+    for size in sizes:
+        print(f"\n== {size} hosts: connect + true + whoami + close, batch {args.batch_size}, "
+              f"{args.repeat} reps (median), {limit}, {args.auth if not args.targets else 'targets file'} auth ==")
+        print(table(by_size[size]))
+    verdicts = check_targets(by_size, args.nofile)
+    if verdicts:
+        print("\ntargets:")
+        for v in verdicts:
+            print(f"  {v}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            **info, "summaries": by_size, "runs": [m.as_json() for m in all_runs], "targets": verdicts,
+        }, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
