@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DOCKER_UP := $(shell docker info >/dev/null 2>&1 && echo yes)
 
-.PHONY: setup demo test scale-image scale-test scale-full bench clean
+.PHONY: setup demo test scale-image scale-test scale-full bench bench-compose clean
 
 setup: $(VENV)/.installed
 
@@ -30,8 +30,12 @@ scale-test: setup  ## the scale suite alone; HUSSH_SCALE_ENDPOINTS / HUSSH_SCALE
 scale-full: setup  ## the scale suite on 1000 endpoints (100 containers x 10 sshd)
 	HUSSH_SCALE_ENDPOINTS=1000 HUSSH_SCALE_PER_CONTAINER=10 $(PY) -m pytest -q -p no:cacheprovider -m scale
 
-bench: setup  ## hussh vs upstream hussh, parallel-ssh and plain asyncssh at 3 and 1000 hosts
+bench: setup  ## hussh vs upstream hussh, parallel-ssh and plain asyncssh at 3 and 1000 loopback hosts
 	$(PY) -m scale.bench --hosts 3,1000 --repeat 3
+
+bench-compose: setup  ## the same on a 1000-endpoint compose fleet at several sizes: table in scale/README.md + plot
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m scale.bench --compose 1000 --hosts 100,300,1000 --repeat 1 --plot scale/bench-compose.png --readme
 
 clean:
 	rm -rf $(VENV) *.egg-info
