@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -11,21 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-import uvloop
 
 import hussh
 from hussh import Connection
-from hussh.aio import AsyncConnection
+from sshcheck import whoami
 from scale.sshd_fleet import KEY_PASSPHRASE, KEY_USER, PASSWORD_USER
-
-
-def whoami(host: str, **kwargs: object) -> str:
-    async def body():
-        async with AsyncConnection(host, **kwargs) as conn:
-            return (await conn.execute("id -un")).stdout.strip()
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(asyncio.wait_for(body(), 30))
 
 
 @pytest.fixture

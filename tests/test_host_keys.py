@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 
 import pytest
-import uvloop
 
 import hussh
 from hussh import Connection
 from hussh._known_hosts import _load
 from hussh.aio import AsyncConnection
-
-
-def whoami(host: str, **kwargs: object) -> str:
-    async def body():
-        async with AsyncConnection(host, **kwargs) as conn:
-            return (await conn.execute("id -un")).stdout.strip()
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(asyncio.wait_for(body(), 30))
+from sshcheck import whoami
 
 
 def wrong_line(fleet, address: str, other: str) -> str:
