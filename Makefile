@@ -28,7 +28,7 @@ scale-test: setup  ## the scale suite alone; HUSSH_SCALE_ENDPOINTS / HUSSH_SCALE
 	$(PY) -m pytest -q -p no:cacheprovider -m scale
 
 scale-full: setup  ## the scale suite on 1000 endpoints (100 containers x 10 sshd)
-	HUSSH_SCALE_ENDPOINTS=1000 HUSSH_SCALE_PER_CONTAINER=10 $(PY) -m pytest -q -p no:cacheprovider -m scale
+	HUSSH_SCALE_ENDPOINTS=1000 HUSSH_SCALE_PER_CONTAINER=10 $(PY) -m pytest -q -p no:cacheprovider -m scale -o timeout=1800
 
 bench: setup  ## hussh vs upstream hussh, parallel-ssh and plain asyncssh at 3 and 1000 loopback hosts
 	$(PY) -m scale.bench --hosts 3,1000 --repeat 3

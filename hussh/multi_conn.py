@@ -239,7 +239,8 @@ class MultiConnection:
         self.close()
 
     def _check_hosts(self, mapping: Mapping[str, str]) -> Mapping[str, str]:
-        unknown = [h for h in mapping if h not in self._index or self._index[h] not in self._active]
+        active = set(self._active)
+        unknown = [h for h in mapping if self._index.get(h) not in active]
         if unknown:
             raise ValueError(f"not hosts of this MultiConnection: {', '.join(map(repr, unknown[:10]))}"
                              + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""))

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.scale
 
 ENDPOINTS = int(os.environ.get("HUSSH_SCALE_ENDPOINTS", "40"))
 PER_CONTAINER = int(os.environ.get("HUSSH_SCALE_PER_CONTAINER", "2"))
-CONNECT_TIMEOUT = 5.0
+# Right after a pause or restart, a container's sshd work through a backlog of queued logins; on
+# 2 cores running 1000 endpoints that takes longer than a 40-endpoint fleet needs.
+CONNECT_TIMEOUT = float(os.environ.get("HUSSH_SCALE_CONNECT_TIMEOUT", "5" if ENDPOINTS <= 100 else "30"))
 COMMAND_TIMEOUT = 10.0
 
 
@@ -60,6 +62,11 @@ def expected_hostnames(fleet) -> dict[str, str]:
     return {key(e): c.id[:12] for e, c in fleet.endpoint_map().items()}
 
 
+def wrong_hosts(results, hostnames: dict[str, str]) -> dict[str, object]:
+    """Hosts whose output is not their container's hostname, with their whole result (stderr says why)."""
+    return {h: r for h, r in results.items() if r.stdout.strip() != hostnames[h]}
+
+
 def five_percent_of_containers(fleet, offset: int) -> list[tuple[str, int]]:
     """One endpoint from each of ~5% of the containers (at least one), starting at ``offset``."""
     containers = fleet.containers()
@@ -73,7 +80,7 @@ def test_operations_have_correct_per_host_results(compose_fleet, mc, tmp_path):
     fleet, endpoints = compose_fleet
     hostnames = expected_hostnames(fleet)
     results = mc.execute("hostname")
-    assert {h: r.stdout.strip() for h, r in results.items()} == hostnames
+    assert set(results) == set(hostnames) and not wrong_hosts(results, hostnames)
 
     mapped = mc.execute_map({key(e): f"echo {e[1]}" for e in endpoints[::2]})
     assert {h: r.stdout for h, r in mapped.items()} == {key(e): f"{e[1]}\n" for e in endpoints[::2]}
@@ -120,7 +127,7 @@ def test_paused_containers_time_out_and_nothing_hangs_past_the_bounds(compose_fl
             assert result.stdout.strip() == hostnames[key(endpoint)], result
     assert all(r.stderr.startswith("ConnectTimeout: ") for r in fresh.values()), fresh
     after = mc.execute("hostname", timeout=COMMAND_TIMEOUT)
-    assert {h: r.stdout.strip() for h, r in after.items()} == hostnames
+    assert set(after) == set(hostnames) and not wrong_hosts(after, hostnames)
 
 
 def test_killed_containers_lose_their_hosts_only_and_the_next_call_reconnects(compose_fleet, mc):
@@ -142,4 +149,4 @@ def test_killed_containers_lose_their_hosts_only_and_the_next_call_reconnects(co
             assert result.stdout.strip() == hostnames[key(endpoint)], result
     fleet.start(lost)
     again = mc.execute("hostname", timeout=COMMAND_TIMEOUT)
-    assert {h: r.stdout.strip() for h, r in again.items()} == hostnames
+    assert set(again) == set(hostnames) and not wrong_hosts(again, hostnames)

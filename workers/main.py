@@ -103,7 +103,7 @@ class Worker:
         self.outbox.clear()
 
     async def handle(self, call: p.Call) -> None:
-        jobs = list(self.jobs(call))
+        jobs = self.jobs(call)
         lanes = iter(jobs)
 
         async def lane() -> None:
