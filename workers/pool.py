@@ -35,14 +35,14 @@ PROGRESS_EVERY = 5.0  # seconds between progress log lines on long calls
 Progress = Callable[[int, int], None]
 
 
-def default_worker_count(hosts: int, batch_size: int) -> int:
+def default_worker_count(hosts: int) -> int:
     """One worker per CPU, but no more than the hosts justify, and enough for the fd limit."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     count = min(cpus, math.ceil(hosts / MIN_HOSTS_PER_WORKER))
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard != resource.RLIM_INFINITY:  # a worker holds about (hard limit - reserve) connections open
         count = max(count, math.ceil(hosts / max(1, hard - p.FD_RESERVE)))
-    return max(1, min(count, batch_size, hosts))
+    return count  # WorkerPool clamps it to the hosts and batch_size, like an explicit workers=
 
 
 def split_shares(batch_size: int, sizes: list[int]) -> list[int]:
@@ -101,7 +101,7 @@ class WorkerPool:
 
     def __init__(self, specs: list[ConnectSpec], batch_size: int, workers: int | None = None) -> None:
         self.specs = specs
-        count = workers or default_worker_count(len(specs), batch_size)
+        count = workers or default_worker_count(len(specs))
         self.count = max(1, min(count, len(specs), batch_size))
         self.shares = split_shares(batch_size, [len(range(w, len(specs), self.count)) for w in range(self.count)])
         self.workers: list[_Worker | None] = [None] * self.count
