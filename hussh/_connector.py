@@ -102,16 +102,36 @@ async def open_connection(spec: ConnectSpec, bound: float | None = None) -> SSHC
 
 
 class _FleetConnection(SSHClientConnection):
-    """asyncssh's client connection minus the empty ``MSG_IGNORE`` sent before every encrypted packet.
+    """asyncssh's client connection with fewer packets and fewer writes per host.
 
-    That padding defends CBC ciphers, which ``_ENCRYPTION`` never offers; dropping it saves a
-    third of the packets (and write calls) per host, on both ends.
+    * No empty ``MSG_IGNORE`` before every encrypted packet: that padding defends CBC ciphers,
+      which ``_ENCRYPTION`` never offers; dropping it saves a third of the packets per host.
+    * Corked writes: asyncssh writes each packet as it is built (a syscall and a TCP segment
+      each); here the packets of one event-loop turn leave in one write, flushed on the next turn
+      and so before anything scheduled after them, such as the abort that follows a disconnect.
     """
+
+    _unsent: list[bytes] | None = None
 
     def send_packet(self, pkttype: int, *args: bytes, handler: object = None) -> None:
         if pkttype == MSG_IGNORE and args == _EMPTY_STRING:
             return
         super().send_packet(pkttype, *args, handler=handler)  # type: ignore[arg-type]
+
+    def _send(self, data: bytes) -> None:
+        if self._unsent is not None:
+            self._unsent.append(data)
+        elif self._transport:
+            self._unsent = [data]
+            self._loop.call_soon(self._flush, self._transport)
+
+    def _flush(self, transport: asyncio.Transport) -> None:
+        data, self._unsent = b"".join(self._unsent or ()), None
+        if not transport.is_closing():
+            try:
+                transport.write(data)
+            except ConnectionError:  # the peer is gone; connection_lost reports it
+                pass
 
 
 _EMPTY_STRING = (String(b""),)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -73,7 +74,18 @@ TOOLS = {
     )
 }
 DEFAULT_TOOLS = "hussh,upstream,pssh,asyncssh"
-EXPERIMENTS = ("cork",)  # peers/_experiments.py
+
+
+def _experiment_names() -> tuple[str, ...]:
+    """``EXPERIMENTS`` of peers/_experiments.py (a plain file there, not a package module)."""
+    spec = importlib.util.spec_from_file_location("_experiments", PEERS / "_experiments.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return tuple(module.EXPERIMENTS)
+
+
+EXPERIMENTS = _experiment_names()
 
 
 def tool_named(name: str) -> Tool | None:
@@ -710,7 +722,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="hussh-bench-"))
     home = workdir / "home"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "SSH_AUTH_SOCK", "VIRTUAL_ENV")}
+    # PYTHONDONTWRITEBYTECODE (set on some machines) would keep the warm-up from writing .pyc files for
+    # the editable hussh tree, which would then recompile on every run while pip-installed peers do not.
+    unset = ("PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE", "SSH_AUTH_SOCK", "VIRTUAL_ENV")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env["HOME"] = str(home)  # no ~/.ssh config, keys or known_hosts of this machine's user
     fleet: SSHDFleet | None = None
     fleet_cpu: FleetCPU | None = None
