@@ -692,6 +692,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown tool(s) {', '.join(unknown)}; known: {', '.join(TOOLS)}, "
                      f"and hussh+EXP[+EXP...] with EXP from {', '.join(EXPERIMENTS)}")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--plot needs matplotlib: pip install '.[bench]' (make bench-compose does)")
     specs = {name: tool_named(name) for name in tools}
     pythons = {name: ensure_venv(specs[name], args.venv_root) for name in tools}
 
