@@ -14,7 +14,7 @@ import copy
 import errno
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import asyncssh
 from asyncssh.connection import SSHClientConnection
@@ -22,7 +22,7 @@ from asyncssh.constants import MSG_IGNORE
 from asyncssh.packet import String
 
 from . import _speedups
-from ._known_hosts import known_hosts_for
+from ._known_hosts import known_hosts_for, preload_known_hosts
 from ._spec import ConnectSpec
 from .errors import AuthenticationError, ConnectError, ConnectTimeout, HostKeyError
 
@@ -32,32 +32,70 @@ _ENCRYPTION = [
     "aes128-ctr", "aes192-ctr", "aes256-ctr",
 ]
 
-_profiles: dict[tuple[object, ...], asyncssh.SSHClientConnectionOptions] = {}
+_profiles: dict[tuple[object, ...], asyncssh.SSHClientConnectionOptions | str] = {}
+"""Prepared options per credential profile, or the reason the profile's key cannot be used."""
 
 _speedups.install()
 
 
-def _profile_options(spec: ConnectSpec) -> asyncssh.SSHClientConnectionOptions:
-    """The prepared options shared by every host with the same credentials (built on first use)."""
+def _profile_key(spec: ConnectSpec) -> tuple[object, ...]:
     key: tuple[object, ...] = (spec.username, spec.password, spec.private_key, spec.keepalive_interval)
-    if spec.password is None and spec.private_key is None:  # agent and default keys come from the environment
+    if spec.private_key is not None:  # a key file replaced or fixed on disk is read again
+        try:
+            key += (os.stat(spec.private_key).st_mtime_ns,)
+        except OSError:
+            key += (None,)
+    elif spec.password is None:  # agent and default keys come from the environment
         key += (os.environ.get("SSH_AUTH_SOCK"), os.path.expanduser("~"))
+    return key
+
+
+def _profile_options(spec: ConnectSpec) -> asyncssh.SSHClientConnectionOptions:
+    """The prepared options shared by every host with the same credentials (built on first use).
+
+    A key that cannot be used is remembered too: a wrong passphrase costs its bcrypt rounds (up to
+    seconds) once, not once per host.
+    """
+    key = _profile_key(spec)
     options = _profiles.get(key)
     if options is None:
-        options = _profiles[key] = asyncssh.SSHClientConnectionOptions(
-            config=None,  # ~/.ssh/config is not consulted: every host gets exactly what the caller gave
-            username=spec.username,
-            password=spec.password,
-            known_hosts=None,
-            x509_trusted_certs=None,
-            gss_host=None,
-            encryption_algs=_ENCRYPTION,
-            compression_algs=["none"],
-            login_timeout=0,  # our own deadline covers connect + login together
-            keepalive_interval=spec.keepalive_interval,
-            **_credentials(spec),
-        )
+        try:
+            options = asyncssh.SSHClientConnectionOptions(
+                config=None,  # ~/.ssh/config is not consulted: every host gets exactly what the caller gave
+                username=spec.username,
+                password=spec.password,
+                known_hosts=None,
+                x509_trusted_certs=None,
+                gss_host=None,
+                encryption_algs=_ENCRYPTION,
+                compression_algs=["none"],
+                login_timeout=0,  # our own deadline covers connect + login together
+                keepalive_interval=spec.keepalive_interval,
+                **_credentials(spec),
+            )
+        except AuthenticationError as exc:
+            options = str(exc)
+        _profiles[key] = options
+    if isinstance(options, str):
+        raise AuthenticationError(options)
     return options
+
+
+def prepare(specs: Iterable[ConnectSpec]) -> None:
+    """Prepare every distinct profile and known_hosts file of ``specs`` now, in this process.
+
+    The pool calls this before forking workers, which inherit the result: a passphrase-protected
+    key is decrypted once, not once per worker, and never inside a worker's loop, which must keep
+    its heartbeat going. What fails here is reported per host when those hosts connect.
+    """
+    specs = list(specs)
+    for spec in {_profile_key(spec): spec for spec in specs}.values():
+        try:
+            _profile_options(spec)
+        except AuthenticationError:
+            pass
+    for spec in {(spec.known_hosts, spec.host_key_checking): spec for spec in specs}.values():
+        preload_known_hosts(spec)
 
 
 def _credentials(spec: ConnectSpec) -> dict[str, object]:

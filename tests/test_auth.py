@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pytest
 
+import asyncssh
+
 import hussh
+import hussh._connector
 from hussh import Connection
+from hussh.multi_conn import MultiConnection
 from sshcheck import whoami
 from scale.sshd_fleet import KEY_PASSPHRASE, KEY_USER, PASSWORD_USER
 
@@ -92,6 +96,36 @@ def test_encrypted_key_with_a_wrong_passphrase(host, fleet):
 def test_encrypted_key_without_a_passphrase(host, fleet):
     with pytest.raises(hussh.AuthenticationError, match=str(fleet.encrypted_client_key)):
         whoami(host, username=KEY_USER, private_key=fleet.encrypted_client_key, port=fleet.port)
+
+
+@pytest.fixture
+def key_reads(monkeypatch, tmp_path) -> Path:
+    """A file that gets one line (the reading pid) per private key read, in any process, from now on."""
+    log = tmp_path / "key-reads"
+    log.touch()
+    read = asyncssh.read_private_key
+
+    def logged(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with open(log, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(asyncssh, "read_private_key", logged)
+    monkeypatch.setattr(hussh._connector, "_profiles", {})  # forget profiles earlier tests prepared
+    return log
+
+
+@pytest.mark.parametrize("passphrase, expected", [(KEY_PASSPHRASE, f"{KEY_USER}\n"), ("nope", None)])
+def test_a_key_is_read_once_in_the_parent_for_every_worker(fleet, key_reads, passphrase, expected):
+    mc = MultiConnection.from_shared_auth(fleet.addresses, username=KEY_USER, password=passphrase, port=fleet.port,
+                                          private_key=fleet.encrypted_client_key, workers=2)
+    with mc:
+        results = mc.execute("id -un")
+    if expected is None:  # a wrong passphrase: every host says so, and the bcrypt rounds ran once
+        assert all(r.status == -1 and r.stderr.startswith("AuthenticationError: ") for r in results.values())
+    else:
+        assert [r.stdout for r in results.values()] == [expected] * 4
+    assert key_reads.read_text() == f"{os.getpid()}\n"
 
 
 def test_ssh_agent_login(host, fleet, ssh_agent):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import hussh._spec
+import workers.pool
 from hussh.multi_conn import MultiConnection
 from scale.sshd_fleet import PASSWORD, PASSWORD_USER
 
@@ -114,6 +115,49 @@ def test_malformed_frame_from_a_worker_is_a_clear_error_not_a_hang(fleet):
         assert results[fleet.addresses[0]].stdout == "done\n"
         assert len(mc.execute("true").succeeded) == 4
     assert not alive(worker.pid)
+
+
+def test_stopped_worker_is_lost_after_the_stall_limit_and_replaced(fleet, monkeypatch):
+    monkeypatch.setattr(workers.pool, "STALL_LIMIT", 3.0)
+    mc = shared(fleet, workers=2)
+    with mc:
+        first_pids = [w.pid for w in mc._pool.workers]
+        victim = first_pids[1]
+        os.kill(victim, signal.SIGSTOP)
+        started = time.monotonic()
+        results = mc.execute("whoami", timeout=20)
+        elapsed = time.monotonic() - started
+        for host in (fleet.addresses[1], fleet.addresses[3]):  # host i lives in worker i % 2
+            assert results[host].status == -1
+            assert results[host].stderr.startswith("WorkerLost: ") and "sent nothing for 3 seconds" in results[host].stderr
+        assert [results[fleet.addresses[i]].stdout for i in (0, 2)] == ["hussh\n"] * 2
+        assert 3.0 <= elapsed < 10.0
+        assert [r.stdout for r in mc.execute("whoami").values()] == ["hussh\n"] * 4
+        assert mc._pool.workers[1].pid != victim and mc._pool.workers[0].pid == first_pids[0]
+    assert not alive(victim)
+
+
+def test_a_call_longer_than_the_stall_limit_is_not_a_stall(fleet, monkeypatch):
+    monkeypatch.setattr(workers.pool, "STALL_LIMIT", 2.0)
+    with shared(fleet, workers=2) as mc:
+        results = mc.execute("sleep 4; echo done", timeout=20)
+    assert [r.stdout for r in results.values()] == ["done\n"] * 4
+
+
+def test_a_parent_held_up_past_the_stall_limit_loses_no_worker(fleet, monkeypatch):
+    monkeypatch.setattr(workers.pool, "STALL_LIMIT", 2.0)
+    calls: list[int] = []
+
+    def progress(done: int, total: int) -> None:  # the caller's callback blocks the parent, once
+        calls.append(done)
+        if len(calls) == 1:
+            time.sleep(3.0)
+
+    with shared(fleet, workers=2, progress=progress) as mc:
+        pids = [w.pid for w in mc._pool.workers]
+        results = mc.execute("echo done")
+        assert [r.stdout for r in results.values()] == ["done\n"] * 4
+        assert [w.pid for w in mc._pool.workers] == pids
 
 
 def test_ctrl_c_interrupts_a_long_call_quickly_and_leaves_no_worker(fleet_env):

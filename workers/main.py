@@ -64,6 +64,7 @@ class Worker:
         self.encoder = msgspec.msgpack.Encoder()
         self.decoder = msgspec.msgpack.Decoder(p.Request)
         self.outbox: list[bytes] = []
+        self.heartbeat: asyncio.TimerHandle | None = None  # the pending Alive of the call being served
 
     async def serve(self, read_fd: int, write_fd: int) -> None:
         loop = asyncio.get_running_loop()
@@ -110,8 +111,19 @@ class Worker:
             for index, job in lanes:
                 self.send(p.HostDone(call.req, index, await self.guarded(index, job)))
 
-        await asyncio.gather(*(lane() for _ in range(min(self.lanes, len(jobs)))))
+        self.heartbeat = asyncio.get_running_loop().call_later(p.HEARTBEAT_EVERY, self.beat, call.req)
+        try:
+            await asyncio.gather(*(lane() for _ in range(min(self.lanes, len(jobs)))))
+        finally:
+            if self.heartbeat is not None:
+                self.heartbeat.cancel()
+                self.heartbeat = None
         self.send(p.CallDone(call.req))
+
+    def beat(self, req: int) -> None:
+        """Tell the parent this worker still runs ``req`` (its loop turns), then again in a while."""
+        self.send(p.Alive(req))
+        self.heartbeat = asyncio.get_running_loop().call_later(p.HEARTBEAT_EVERY, self.beat, req)
 
     def jobs(self, call: p.Call) -> list[tuple[int, Job]]:
         """One job per host of the call; each returns that host's result or raises."""

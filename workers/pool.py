@@ -2,8 +2,9 @@
 
 Host ``i`` always lives in worker ``i % N``, so its SSH connection stays open in one process across
 calls. A call sends one request per involved worker, then waits on all result pipes at once. A
-worker that dies or sends garbage turns its unfinished hosts into ``WorkerLost`` results and is
-replaced (with its shard re-assigned) before the next call. Ctrl-C kills the workers at once.
+worker that dies, sends garbage or falls silent (stopped, stuck: no frame, not even its heartbeat,
+for ``STALL_LIMIT`` seconds) turns its unfinished hosts into ``WorkerLost`` results and is replaced
+(with its shard re-assigned) before the next call. Ctrl-C kills the workers at once.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterable
 
 import msgspec
 
+from hussh._connector import prepare
 from hussh._result import SSHResult
 from hussh._spec import ConnectSpec
 from hussh.errors import WorkerLost, describe
@@ -31,6 +33,7 @@ log = logging.getLogger("hussh")
 MIN_HOSTS_PER_WORKER = 64  # below this, another process costs more than it saves
 SHUTDOWN_GRACE = 5.0  # seconds workers get to disconnect politely before SIGKILL
 PROGRESS_EVERY = 5.0  # seconds between progress log lines on long calls
+STALL_LIMIT = 10 * p.HEARTBEAT_EVERY  # seconds of silence after which a busy worker counts as lost
 
 Progress = Callable[[int, int], None]
 
@@ -101,6 +104,7 @@ class WorkerPool:
 
     def __init__(self, specs: list[ConnectSpec], batch_size: int, workers: int | None = None) -> None:
         self.specs = specs
+        prepare(specs)  # keys decrypted and known_hosts parsed once, here: the forked workers inherit them
         count = workers or default_worker_count(len(specs))
         self.count = max(1, min(count, len(specs), batch_size))
         self.shares = split_shares(batch_size, [len(range(w, len(specs), self.count)) for w in range(self.count)])
@@ -145,16 +149,27 @@ class WorkerPool:
     def _gather(self, req: int, pending: dict[int, set[int]], results: dict[int, SSHResult],
                 total: int, progress: Progress | None) -> None:
         selector = selectors.DefaultSelector()
+        heard: dict[int, float] = {}  # worker -> when it last sent a frame
         for number in pending:
             selector.register(self._live(number).from_worker, selectors.EVENT_READ, number)
+            heard[number] = time.monotonic()
         next_log = time.monotonic() + PROGRESS_EVERY
         try:
             while pending:
-                for key, _ in selector.select(timeout=1.0):
+                for key, _ in selector.select(timeout=min(1.0, STALL_LIMIT)):
                     number = key.data
+                    heard[number] = time.monotonic()
                     if not self._drain(number, req, pending, results, progress, total):
                         selector.unregister(key.fileobj)
-                if time.monotonic() >= next_log:
+                now = time.monotonic()
+                stalled = [n for n in pending if now - heard[n] > STALL_LIMIT]
+                if stalled:  # frames still unread (the parent itself was held up) prove the worker alive
+                    unread = {key.data for key, _ in selector.select(timeout=0)}
+                    for number in (n for n in stalled if n not in unread):
+                        selector.unregister(self._live(number).from_worker)
+                        self._lose(number, pending.pop(number), results,
+                                   f"it sent nothing for {STALL_LIMIT:g} seconds (stopped or stuck)")
+                if now >= next_log:
                     log.info("hussh: %d/%d hosts done", len(results), total)
                     next_log += PROGRESS_EVERY
         finally:
@@ -186,8 +201,8 @@ class WorkerPool:
                 self._lose(number, pending.pop(number), results, f"it sent a malformed frame ({exc})")
                 return False
             del buffer[:p.HEADER.size + size]
-            if message.req != req:
-                continue  # a straggler from an interrupted earlier call
+            if message.req != req or isinstance(message, p.Alive):
+                continue  # a straggler from an interrupted earlier call, or a heartbeat
             if isinstance(message, p.CallDone):
                 for index in pending.pop(number):
                     results[index] = SSHResult("", "WorkerLost: the worker finished without a result for this host", -1)

@@ -2,7 +2,8 @@
 
 A frame is a 4-byte big-endian length followed by one msgpack-encoded message. The parent sends
 ``Request`` messages; a worker answers each call with one ``HostDone`` per host, as soon as that
-host finishes, then ``CallDone``. Host specs travel once, in ``Assign``, not with every call.
+host finishes, an ``Alive`` every ``HEARTBEAT_EVERY`` seconds while it works, then ``CallDone``.
+Host specs travel once, in ``Assign``, not with every call.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from hussh._spec import ConnectSpec
 
 HEADER = struct.Struct(">I")
 FD_RESERVE = 48  # descriptors a worker keeps free for its pipes, local files and the loop itself
+HEARTBEAT_EVERY = 1.0  # seconds between a busy worker's Alive frames
 
 
 class _Message(msgspec.Struct, array_like=True, tag=True, gc=False):
@@ -90,12 +92,18 @@ class HostDone(_Message):
     result: SSHResult
 
 
+class Alive(_Message):
+    """Sent while a call runs, so the parent can tell a long call from a stopped or stuck worker."""
+
+    req: int
+
+
 class CallDone(_Message):
     req: int
 
 
 Request = Assign | Connect | Execute | WriteData | ReadFile | TailOpen | TailRead | TailClose | Close | Shutdown
-Reply = HostDone | CallDone
+Reply = HostDone | Alive | CallDone
 Call = Connect | Execute | WriteData | ReadFile | TailOpen | TailRead | TailClose | Close
 
 
