@@ -92,7 +92,7 @@ def prepare(specs: Iterable[ConnectSpec]) -> None:
     for spec in {_profile_key(spec): spec for spec in specs}.values():
         try:
             _profile_options(spec)
-        except AuthenticationError:
+        except Exception:  # noqa: BLE001 - each host's connect raises it again, as that host's result
             pass
     for spec in {(spec.known_hosts, spec.host_key_checking): spec for spec in specs}.values():
         preload_known_hosts(spec)
