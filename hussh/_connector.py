@@ -10,6 +10,7 @@ TCP path of ``asyncssh.connection._connect``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import errno
 import os
@@ -22,7 +23,7 @@ from asyncssh.constants import MSG_IGNORE
 from asyncssh.packet import String
 
 from . import _speedups
-from ._known_hosts import known_hosts_for, preload_known_hosts
+from ._known_hosts import known_hosts_for
 from ._spec import ConnectSpec
 from .errors import AuthenticationError, ConnectError, ConnectTimeout, HostKeyError
 
@@ -89,13 +90,13 @@ def prepare(specs: Iterable[ConnectSpec]) -> None:
     its heartbeat going. What fails here is reported per host when those hosts connect.
     """
     specs = list(specs)
+    # Failures are not lost: each host's connect raises them again, as that host's result.
     for spec in {_profile_key(spec): spec for spec in specs}.values():
-        try:
+        with contextlib.suppress(Exception):
             _profile_options(spec)
-        except Exception:  # noqa: BLE001 - each host's connect raises it again, as that host's result
-            pass
     for spec in {(spec.known_hosts, spec.host_key_checking): spec for spec in specs}.values():
-        preload_known_hosts(spec)
+        with contextlib.suppress(Exception):
+            known_hosts_for(spec)  # parses the file into its per-process cache
 
 
 def _credentials(spec: ConnectSpec) -> dict[str, object]:

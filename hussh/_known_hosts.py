@@ -20,20 +20,6 @@ def _load(path: str, mtime_ns: int) -> asyncssh.SSHKnownHosts:
         return asyncssh.import_known_hosts(handle.read())
 
 
-def _path(spec: ConnectSpec) -> str:
-    return os.path.expanduser(spec.known_hosts or DEFAULT_KNOWN_HOSTS)
-
-
-def preload_known_hosts(spec: ConnectSpec) -> None:
-    """Parse ``spec``'s known_hosts file into the cache now, if it is used and readable."""
-    if spec.host_key_checking != "off":
-        path = _path(spec)
-        try:
-            _load(path, os.stat(path).st_mtime_ns)
-        except (OSError, ValueError):
-            pass  # known_hosts_for reports it per host
-
-
 def known_hosts_for(spec: ConnectSpec) -> asyncssh.SSHKnownHosts | None:
     """What asyncssh should verify ``spec.host`` against: ``None`` means accept any key.
 
@@ -42,7 +28,7 @@ def known_hosts_for(spec: ConnectSpec) -> asyncssh.SSHKnownHosts | None:
     """
     if spec.host_key_checking == "off":
         return None
-    path = _path(spec)
+    path = os.path.expanduser(spec.known_hosts or DEFAULT_KNOWN_HOSTS)
     try:
         known = _load(path, os.stat(path).st_mtime_ns)
     except FileNotFoundError:
