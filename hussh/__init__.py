@@ -11,7 +11,7 @@ import_asyncssh()  # before anything below imports it
 
 from ._result import SSHResult  # noqa: E402
 from ._spec import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_OUTPUT  # noqa: E402
-from ._sync import Connection, FileTailer  # noqa: E402
+from ._sync import Connection, FileTailer, InteractiveShell  # noqa: E402
 from .errors import (  # noqa: E402
     AuthenticationError,
     CommandTimeout,
@@ -40,6 +40,7 @@ __all__ = [
     "HostKeyError",
     "HusshError",
     "HusshTimeout",
+    "InteractiveShell",
     "OutputLimitExceeded",
     "SSHResult",
     "WorkerLost",

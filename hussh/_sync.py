@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from types import TracebackType
 
-from . import _loop
+from . import _loop, _scp
+from ._remote_copy import remote_copy
 from ._result import SSHResult
+from ._shell import InteractiveShell
 from ._spec import ConnectSpec, HostKeyChecking
 from .aio import AsyncConnection, AsyncFileTailer
 
-__all__ = ["Connection", "FileTailer"]
+__all__ = ["Connection", "FileTailer", "InteractiveShell"]
 
 
 class Connection:
@@ -71,7 +73,7 @@ class Connection:
         return _loop.run(self._async.sftp_list(path))
 
     def tail(self, remote_file: str) -> "FileTailer":
-        return FileTailer(self._async.tail(remote_file))
+        return FileTailer(self, remote_file)
 
     def close(self) -> None:
         _loop.run(self._async.close())
@@ -82,12 +84,32 @@ class Connection:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def shell(self, pty: bool | None = None) -> InteractiveShell:
+        """A login shell (with a terminal if ``pty``); ``with conn.shell() as sh: sh.send(...)``, then ``sh.result``."""
+        return InteractiveShell(_loop.run(self._async.shell(pty)))
+
+    def scp_read(self, remote_path: str, local_path: str | os.PathLike[str] | None = None) -> str | None:
+        """Return the remote file as text, or save it to ``local_path``."""
+        return _loop.run(_scp.scp_read(self._async, remote_path, local_path))
+
+    def scp_write(self, local_path: str | os.PathLike[str], remote_path: str) -> None:
+        _loop.run(_scp.scp_write(self._async, local_path, remote_path))
+
+    def scp_write_data(self, data: str | bytes, remote_path: str) -> None:
+        _loop.run(_scp.scp_write_data(self._async, data, remote_path))
+
+    def remote_copy(self, source_path: str, dest_conn: "Connection", dest_path: str | None = None) -> None:
+        """Stream ``source_path`` from this host to ``dest_path`` (default: the same path) on ``dest_conn``."""
+        if not isinstance(dest_conn, Connection):
+            raise TypeError(f"dest_conn must be a Connection, not {type(dest_conn).__name__}")
+        _loop.run(remote_copy(self._async, source_path, dest_conn._async, dest_path))
+
 
 class FileTailer:
-    """Blocking twin of ``AsyncFileTailer``: ``read(from_pos=None)`` and, after exit, ``contents``."""
+    """Blocking twin of ``AsyncFileTailer``: ``read(from_pos=None)``, ``seek_end()``, ``last_pos``; after exit ``contents``."""
 
-    def __init__(self, tailer: AsyncFileTailer) -> None:
-        self._tailer = tailer
+    def __init__(self, conn: Connection, remote_file: str, init_pos: int | None = None) -> None:
+        self._tailer = AsyncFileTailer(conn._async, remote_file, init_pos)
 
     remote_file = property(lambda self: self._tailer.remote_file)
     init_pos = property(lambda self: self._tailer.init_pos)
@@ -100,6 +122,10 @@ class FileTailer:
 
     def read(self, from_pos: int | None = None) -> str:
         return _loop.run(self._tailer.read(from_pos))
+
+    def seek_end(self) -> int:
+        """Skip what the file holds now; returns the new ``last_pos``."""
+        return _loop.run(self._tailer.seek_end())
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

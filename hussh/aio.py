@@ -16,9 +16,9 @@ from asyncssh.connection import SSHClientConnection
 from ._connector import open_connection
 from ._result import SSHResult
 from ._spec import DEFAULT_MAX_OUTPUT, ConnectSpec, HostKeyChecking, make_spec
-from .errors import CommandTimeout, ConnectionLost, HusshTimeout, OutputLimitExceeded
+from .errors import CommandTimeout, ConnectionLost, HusshError, HusshTimeout, OutputLimitExceeded
 
-__all__ = ["AsyncConnection", "AsyncFileTailer"]
+__all__ = ["AsyncConnection", "AsyncFileTailer", "AsyncInteractiveShell"]
 
 CLOSE_GRACE = 2.0
 """Seconds ``close()`` waits for the server to acknowledge the disconnect before dropping the socket."""
@@ -160,9 +160,10 @@ class AsyncConnection:
         sftp = await self._sftp_client()
         async with _sftp_op(self.spec, remote_path):
             async with sftp.open(remote_path, "rb") as remote:
-                if offset:
-                    await remote.seek(offset)
-                return await remote.read()
+                if not offset:
+                    return await remote.read()
+                size = (await remote.stat()).size or 0  # past the end (a truncated log): nothing to read
+                return await remote.read(size - offset, offset) if size > offset else b""
 
     async def sftp_read(self, remote_path: str, local_path: str | os.PathLike[str] | None = None) -> str | None:
         """Return the remote file as text (undecodable bytes replaced), or save it to ``local_path``."""
@@ -236,23 +237,35 @@ class AsyncConnection:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def shell(self, pty: bool | None = None) -> "AsyncInteractiveShell":
+        """A login shell for several ``send``/``read`` cycles (``async with await conn.shell() as sh``)."""
+        return await open_shell(self, pty)
+
 
 class AsyncFileTailer:
     """Reads the text appended to a remote file, fetching only the bytes past the remembered offset.
 
-    ``init_pos`` is the file size when the tailer opened, ``last_pos`` the offset read up to, and
-    after exit ``contents`` holds everything from ``init_pos`` to the end.
+    ``last_pos`` is the offset read up to (the file size once opened); after exit ``contents``
+    holds everything from ``init_pos`` (default: the size when the tailer opened) to the end.
     """
 
-    def __init__(self, conn: AsyncConnection, remote_file: str) -> None:
+    def __init__(self, conn: AsyncConnection, remote_file: str, init_pos: int | None = None) -> None:
         self.conn = conn
         self.remote_file = remote_file
-        self.init_pos = self.last_pos = 0
+        self.init_pos = init_pos
+        self.last_pos = 0
         self.contents: str | None = None
 
     async def __aenter__(self) -> "AsyncFileTailer":
-        self.init_pos = self.last_pos = await self.conn.sftp_size(self.remote_file)
+        await self.seek_end()
+        if self.init_pos is None:
+            self.init_pos = self.last_pos
         return self
+
+    async def seek_end(self) -> int:
+        """Skip to the file's current end (what ``read()`` returns starts after it); returns that offset."""
+        self.last_pos = await self.conn.sftp_size(self.remote_file)
+        return self.last_pos
 
     async def read(self, from_pos: int | None = None) -> str:
         """Text added since the last read (or since ``from_pos``); a split UTF-8 character waits for the next read."""
@@ -264,9 +277,15 @@ class AsyncFileTailer:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        if exc_type is None:
-            data = await self.conn.sftp_read_bytes(self.remote_file, self.init_pos)
-            self.contents = data.decode("utf-8", "replace")
+        """Collect ``contents`` even when the block failed; then a failed read does not hide the block's error."""
+        try:
+            data = await self.conn.sftp_read_bytes(self.remote_file, self.init_pos or 0)
+        except (OSError, HusshError):
+            if exc_type is None:
+                raise
+            return
+        self.contents = data.decode("utf-8", "replace")
+        self.last_pos = (self.init_pos or 0) + len(data)
 
 
 def utf8_complete_length(data: bytes) -> int:
@@ -367,3 +386,6 @@ _SFTP_ERRORS = {
     asyncssh.sftp.FX_NO_SUCH_FILE: (FileNotFoundError, errno.ENOENT),
     asyncssh.sftp.FX_PERMISSION_DENIED: (PermissionError, errno.EACCES),
 }
+
+
+from ._shell import AsyncInteractiveShell, open_shell  # noqa: E402  (last: _shell builds on this module)

@@ -261,15 +261,20 @@ class MultiFileTailer:
 
     ``read()`` returns host -> text added since the last read; a host whose tail failed maps to
     ``""`` and ``errors[host]`` says why. After exit, ``contents`` maps host -> everything appended
-    while the tailer was open.
+    while the tailer was open (``{}`` before), as upstream's does.
     """
 
     def __init__(self, mc: MultiConnection, files: dict[str, str]) -> None:
         self._mc = mc
         self.files = files
         self.errors: dict[str, str] = {}
-        self.contents: dict[str, str] | None = None
+        self.contents: dict[str, str] = {}
         self._open: list[int] = []
+
+    @property
+    def hosts(self) -> list[str]:
+        """The hosts this tailer follows, in the order given."""
+        return list(self.files)
 
     def __enter__(self) -> "MultiFileTailer":
         mc = self._mc
@@ -289,6 +294,7 @@ class MultiFileTailer:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         results = self._mc._run(lambda req, idx: p.TailClose(req, idx), self._open)
+        self._open = []  # closed: a later read() maps every host to "", as upstream's does
         self._record(results)
         self.contents = {host: results[host].stdout if host in results and results[host].status == 0 else ""
                          for host in self.files}

@@ -26,6 +26,7 @@ EXPECTED_ALL = {
     "HostKeyError",
     "HusshError",
     "HusshTimeout",
+    "InteractiveShell",
     "OutputLimitExceeded",
     "SSHResult",
     "WorkerLost",

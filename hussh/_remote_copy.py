@@ -1,0 +1,65 @@
+"""``Connection.remote_copy``: a file from one host to another through this client, streamed by SFTP.
+
+At most ``PIPELINE`` chunks of ``CHUNK`` bytes are held at once (one being written while the next
+is read), so a file of any size costs the client the same memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+from typing import TYPE_CHECKING
+
+import asyncssh
+
+from .aio import _sftp_op
+
+if TYPE_CHECKING:
+    from .aio import AsyncConnection
+
+__all__ = ["remote_copy"]
+
+CHUNK = 256 * 1024
+"""Bytes per SFTP read and write; asyncssh splits it into parallel requests."""
+
+
+async def remote_copy(source: AsyncConnection, source_path: str, dest: AsyncConnection, dest_path: str | None) -> None:
+    """Copy ``source_path`` on ``source`` to ``dest_path`` (default: the same path) on ``dest``, replacing it.
+
+    Every SFTP step is bounded by its own connection's ``timeout`` and its failure names that host.
+    """
+    target = dest_path or source_path
+    if dest is source and target == source_path:
+        raise ValueError(f"remote_copy would copy {source_path} onto itself")
+    src_sftp = await source._sftp_client()
+    dst_sftp = await dest._sftp_client()
+    async with contextlib.AsyncExitStack() as stack:
+        async with _sftp_op(source.spec, source_path):
+            if await src_sftp.isdir(source_path):
+                raise IsADirectoryError(errno.EISDIR, "is a directory, not a file",
+                                        f"{source_path} on {source.spec.address}")
+            reader = await stack.enter_async_context(src_sftp.open(source_path, "rb"))
+        async with _sftp_op(dest.spec, target):
+            writer = await stack.enter_async_context(dst_sftp.open(target, "wb"))
+        await _pump(source, source_path, reader, dest, target, writer)
+
+
+async def _pump(source: AsyncConnection, source_path: str, reader: asyncssh.SFTPClientFile,
+                dest: AsyncConnection, target: str, writer: asyncssh.SFTPClientFile) -> None:
+    """Read chunk n+1 while chunk n is written: two chunks in memory, both links kept busy."""
+
+    async def read() -> bytes:
+        async with _sftp_op(source.spec, source_path):
+            return await reader.read(CHUNK)
+
+    chunk = await read()
+    while chunk:
+        next_read = asyncio.ensure_future(read())
+        try:
+            async with _sftp_op(dest.spec, target):
+                await writer.write(chunk)
+        except BaseException:
+            next_read.cancel()
+            raise
+        chunk = await next_read

@@ -1,0 +1,101 @@
+"""SCP transfers for ``Connection.scp_*`` through asyncssh's ``scp()``, with errors as builtin ``OSError``s.
+
+Upstream raises a bare ``OSError`` for every SCP failure; we raise its subclasses
+(``FileNotFoundError``, ``IsADirectoryError``, ``PermissionError``...), naming host and path, so
+``except OSError`` code keeps working. Remote paths are shell-quoted: the remote ``scp`` runs
+through the login shell, which must neither split nor expand them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import shlex
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING
+
+import asyncssh
+
+from .errors import ConnectionLost, HusshTimeout
+
+if TYPE_CHECKING:
+    from .aio import AsyncConnection
+
+__all__ = ["scp_read", "scp_write", "scp_write_data"]
+
+_REASONS = (  # what the remote scp (or asyncssh) says -> the builtin error it means
+    ("no such file or directory", FileNotFoundError, errno.ENOENT),
+    ("not a regular file", IsADirectoryError, errno.EISDIR),
+    ("is a directory", IsADirectoryError, errno.EISDIR),
+    ("not a directory", NotADirectoryError, errno.ENOTDIR),
+    ("permission denied", PermissionError, errno.EACCES),
+)
+
+
+async def scp_read(conn: AsyncConnection, remote_path: str, local_path: str | os.PathLike[str] | None = None) -> str | None:
+    """Return the remote file as text (undecodable bytes replaced), or save it to ``local_path``."""
+    if local_path is not None:
+        local = Path(local_path)
+        if not local.parent.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "local directory does not exist", str(local.parent))
+        await _scp(conn, remote_path, local, upload=False)
+        return None
+    with tempfile.TemporaryDirectory(prefix="hussh-scp-") as tmp:
+        target = Path(tmp, "file")
+        await _scp(conn, remote_path, target, upload=False)
+        return target.read_bytes().decode("utf-8", "replace")
+
+
+async def scp_write(conn: AsyncConnection, local_path: str | os.PathLike[str], remote_path: str) -> None:
+    """Copy a local file to ``remote_path`` (or into it, if it is a directory); the local mode bits go along."""
+    local = Path(local_path)
+    if not local.is_file():
+        if local.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "local path is a directory, not a file", str(local))
+        raise FileNotFoundError(errno.ENOENT, "local file does not exist", str(local))
+    await _scp(conn, remote_path, local, upload=True)
+
+
+async def scp_write_data(conn: AsyncConnection, data: str | bytes, remote_path: str) -> None:
+    """Write ``data`` (text is UTF-8 encoded) to ``remote_path``, replacing it; a new file gets mode 0644."""
+    payload = data.encode() if isinstance(data, str) else bytes(data)
+    with tempfile.TemporaryDirectory(prefix="hussh-scp-") as tmp:
+        source = Path(tmp, PurePath(remote_path).name or "data")  # the name scp uses if remote_path is a directory
+        source.write_bytes(payload)
+        source.chmod(0o644)
+        await _scp(conn, remote_path, source, upload=True)
+
+
+async def _scp(conn: AsyncConnection, remote_path: str, local: PurePath, *, upload: bool) -> None:
+    """One asyncssh ``scp()`` copy between ``local`` and ``remote_path`` on the live connection."""
+    remote = (await conn._connection(), shlex.quote(remote_path))
+    async with _scp_op(conn, remote_path):
+        if upload:
+            await asyncssh.scp(local, remote)
+        else:
+            await asyncssh.scp(remote, local)
+
+
+@contextlib.asynccontextmanager
+async def _scp_op(conn: AsyncConnection, path: str) -> AsyncIterator[None]:
+    """Bound an SCP transfer by the connection's ``timeout``; map its failures to builtin ``OSError``s."""
+    spec = conn.spec
+    where = f"{path} on {spec.address}"
+    try:
+        async with asyncio.timeout(spec.timeout or None):
+            yield
+    except TimeoutError:
+        raise HusshTimeout(f"SCP of {where} timed out after {spec.timeout:g} seconds") from None
+    except asyncssh.SFTPConnectionLost as exc:
+        raise ConnectionLost(f"connection lost during SCP of {where}: {exc.reason}") from None
+    except asyncssh.SFTPError as exc:
+        reason = exc.reason.removeprefix("scp: ").removeprefix(f"{path}: ")
+        lowered = reason.lower()
+        kind, code = next(((k, c) for text, k, c in _REASONS if text in lowered), (OSError, errno.EIO))
+        raise kind(code, reason, where) from None
+    except (asyncssh.DisconnectError, asyncssh.ConnectionLost, asyncssh.ChannelOpenError) as exc:
+        raise ConnectionLost(f"connection lost during SCP of {where}: {exc}") from None
