@@ -1,7 +1,9 @@
 """``Connection.remote_copy``: a file from one host to another through this client, streamed by SFTP.
 
-At most ``PIPELINE`` chunks of ``CHUNK`` bytes are held at once (one being written while the next
-is read), so a file of any size costs the client the same memory.
+At most two chunks of ``CHUNK`` bytes are held at once (one being written while the next is
+read), so a file of any size costs the client the same memory. The destination is overwritten in
+place and truncated at the end, so copying a file onto itself (same path on hosts that share a
+filesystem, say) leaves it intact instead of emptying it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ __all__ = ["remote_copy"]
 CHUNK = 256 * 1024
 """Bytes per SFTP read and write; asyncssh splits it into parallel requests."""
 
+_WRITE_NO_TRUNCATE = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT
+
 
 async def remote_copy(source: AsyncConnection, source_path: str, dest: AsyncConnection, dest_path: str | None) -> None:
     """Copy ``source_path`` on ``source`` to ``dest_path`` (default: the same path) on ``dest``, replacing it.
@@ -30,8 +34,6 @@ async def remote_copy(source: AsyncConnection, source_path: str, dest: AsyncConn
     Every SFTP step is bounded by its own connection's ``timeout`` and its failure names that host.
     """
     target = dest_path or source_path
-    if dest is source and target == source_path:
-        raise ValueError(f"remote_copy would copy {source_path} onto itself")
     src_sftp = await source._sftp_client()
     dst_sftp = await dest._sftp_client()
     async with contextlib.AsyncExitStack() as stack:
@@ -41,19 +43,21 @@ async def remote_copy(source: AsyncConnection, source_path: str, dest: AsyncConn
                                         f"{source_path} on {source.spec.address}")
             reader = await stack.enter_async_context(src_sftp.open(source_path, "rb"))
         async with _sftp_op(dest.spec, target):
-            writer = await stack.enter_async_context(dst_sftp.open(target, "wb"))
-        await _pump(source, source_path, reader, dest, target, writer)
+            writer = await stack.enter_async_context(dst_sftp.open(target, _WRITE_NO_TRUNCATE, encoding=None))
+        copied = await _pump(source, source_path, reader, dest, target, writer)
+        async with _sftp_op(dest.spec, target):
+            await writer.truncate(copied)
 
 
 async def _pump(source: AsyncConnection, source_path: str, reader: asyncssh.SFTPClientFile,
-                dest: AsyncConnection, target: str, writer: asyncssh.SFTPClientFile) -> None:
-    """Read chunk n+1 while chunk n is written: two chunks in memory, both links kept busy."""
+                dest: AsyncConnection, target: str, writer: asyncssh.SFTPClientFile) -> int:
+    """Read chunk n+1 while chunk n is written: two chunks in memory, both links kept busy; returns the size."""
 
     async def read() -> bytes:
         async with _sftp_op(source.spec, source_path):
             return await reader.read(CHUNK)
 
-    chunk = await read()
+    chunk, copied = await read(), 0
     while chunk:
         next_read = asyncio.ensure_future(read())
         try:
@@ -62,4 +66,6 @@ async def _pump(source: AsyncConnection, source_path: str, reader: asyncssh.SFTP
         except BaseException:
             next_read.cancel()
             raise
+        copied += len(chunk)
         chunk = await next_read
+    return copied
