@@ -10,11 +10,12 @@ from ._fast_import import import_asyncssh
 import_asyncssh()  # before anything below imports it
 
 from ._result import SSHResult  # noqa: E402
-from ._spec import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_OUTPUT  # noqa: E402
+from ._spec import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_OUTPUT, Retry  # noqa: E402
 from ._sync import Connection, FileTailer, InteractiveShell  # noqa: E402
 from .errors import (  # noqa: E402
     AuthenticationError,
     CommandTimeout,
+    ConfigError,
     ConnectError,
     ConnectionLost,
     ConnectTimeout,
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AuthenticationError",
     "CommandTimeout",
+    "ConfigError",
     "ConnectError",
     "ConnectTimeout",
     "Connection",
@@ -42,6 +44,7 @@ __all__ = [
     "HusshTimeout",
     "InteractiveShell",
     "OutputLimitExceeded",
+    "Retry",
     "SSHResult",
     "WorkerLost",
 ]

@@ -1,31 +1,27 @@
-"""Open asyncssh client connections cheaply: options are prepared once per auth profile, not per host.
+"""Open asyncssh client connections cheaply: options are prepared once per credential profile, not per host.
 
 ``asyncssh.connect()`` re-runs its whole option preparation (config files, default keys, agent
 lookup) in a thread for every connection. With thousands of hosts that dominates client CPU, so
 this module prepares one ``SSHClientConnectionOptions`` per distinct set of credentials and gives
-each connection a shallow copy with its own host, port and host-key check, mirroring the direct
-TCP path of ``asyncssh.connection._connect``.
+each connection a shallow copy with its own host, port and host keys, directly or through a
+bastion (``_bastions``). Every failure leaves here as one of hussh's errors, naming the host.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import errno
-import os
 import socket
-from collections.abc import Callable, Iterable
 
 import asyncssh
 from asyncssh.connection import SSHClientConnection
-from asyncssh.constants import MSG_IGNORE
-from asyncssh.packet import String
 
-from . import _speedups
-from ._known_hosts import known_hosts_for
-from ._spec import ConnectSpec
-from .errors import AuthenticationError, ConnectError, ConnectTimeout, HostKeyError
+from . import _asyncssh_internals as internals
+from . import _bastions, _credentials
+from ._known_hosts import lookup
+from ._spec import ConnectSpec, HostKeys
+from .errors import AuthenticationError, ConfigError, ConnectError, ConnectTimeout, HostKeyError, HusshError
 
 # AES-GCM first: chacha20-poly1305 builds a new cipher object per packet in asyncssh, costing ~20% CPU.
 _ENCRYPTION = [
@@ -33,171 +29,135 @@ _ENCRYPTION = [
     "aes128-ctr", "aes192-ctr", "aes256-ctr",
 ]
 
-_profiles: dict[tuple[object, ...], asyncssh.SSHClientConnectionOptions | str] = {}
-"""Prepared options per credential profile, or the reason the profile's key cannot be used."""
+_profiles: dict[tuple[object, ...], asyncssh.SSHClientConnectionOptions] = {}
+"""Prepared options per credential profile and event loop (agent keys belong to one loop)."""
 
-_speedups.install()
-
-
-def _profile_key(spec: ConnectSpec) -> tuple[object, ...]:
-    key: tuple[object, ...] = (spec.username, spec.password, spec.private_key, spec.keepalive_interval)
-    if spec.private_key is not None:  # a key file replaced or fixed on disk is read again
-        try:
-            key += (os.stat(spec.private_key).st_mtime_ns,)
-        except OSError:
-            key += (None,)
-    elif spec.password is None:  # agent and default keys come from the environment
-        key += (os.environ.get("SSH_AUTH_SOCK"), os.path.expanduser("~"))
-    return key
+internals.install_log_speedups()
 
 
-def _profile_options(spec: ConnectSpec) -> asyncssh.SSHClientConnectionOptions:
-    """The prepared options shared by every host with the same credentials (built on first use).
+def _profile_key(spec: ConnectSpec, loop: asyncio.AbstractEventLoop) -> tuple[object, ...]:
+    return (id(loop), spec.username, spec.password, spec.private_key, spec.identities, spec.identities_only,
+            spec.certificates, spec.agent, spec.forward_agent, spec.keepalive_interval, spec.keepalive_count_max,
+            tuple(id(_credentials.material(path, pw)) for path, pw in _credentials.key_refs(spec)))
 
-    A key that cannot be used is remembered too: a wrong passphrase costs its bcrypt rounds (up to
-    seconds) once, not once per host.
-    """
-    key = _profile_key(spec)
+
+async def _profile_options(spec: ConnectSpec) -> asyncssh.SSHClientConnectionOptions:
+    """The prepared options shared by every host with the same credentials (built on first use)."""
+    loop = asyncio.get_running_loop()
+    key = _profile_key(spec, loop)
     options = _profiles.get(key)
-    if options is None:
-        try:
-            options = asyncssh.SSHClientConnectionOptions(
-                config=None,  # ~/.ssh/config is not consulted: every host gets exactly what the caller gave
-                username=spec.username,
-                password=spec.password,
-                known_hosts=None,
-                x509_trusted_certs=None,
-                gss_host=None,
-                encryption_algs=_ENCRYPTION,
-                compression_algs=["none"],
-                login_timeout=0,  # our own deadline covers connect + login together
-                keepalive_interval=spec.keepalive_interval,
-                **_credentials(spec),
-            )
-        except AuthenticationError as exc:
-            options = str(exc)
-        _profiles[key] = options
-    if isinstance(options, str):
-        raise AuthenticationError(options)
+    if options is not None:
+        return options
+    client_keys = _credentials.keypairs(spec)  # raises AuthenticationError for an unusable explicit key
+    if spec.private_key is None and spec.password is None:
+        client_keys = await _credentials.agent_keys(spec) + client_keys
+    options = asyncssh.SSHClientConnectionOptions(
+        config=None,  # the ssh config was applied when the spec was made, in the caller
+        username=spec.username,
+        password=spec.password if spec.private_key is None else None,  # a passphrase is never sent as a password
+        client_keys=client_keys or None,
+        agent_path=None,  # agent keys are in client_keys, fetched once per loop
+        known_hosts=None,
+        x509_trusted_certs=None,
+        gss_host=None,
+        encryption_algs=_ENCRYPTION,
+        compression_algs=["none"],
+        login_timeout=0,  # our own deadline covers connect + login together
+        keepalive_interval=spec.keepalive_interval,
+        keepalive_count_max=spec.keepalive_count_max,
+        preferred_auth=["password", "keyboard-interactive"] if client_keys == [] else (),
+    )
+    if spec.forward_agent and spec.agent:
+        options.agent_forward_path = spec.agent
+    _profiles[key] = options
     return options
 
 
-def prepare(specs: Iterable[ConnectSpec]) -> None:
-    """Prepare every distinct profile and known_hosts file of ``specs`` now, in this process.
-
-    The pool calls this before forking workers, which inherit the result: a passphrase-protected
-    key is decrypted once, not once per worker, and never inside a worker's loop, which must keep
-    its heartbeat going. What fails here is reported per host when those hosts connect.
-    """
-    specs = list(specs)
-    # Failures are not lost: each host's connect raises them again, as that host's result.
-    for spec in {_profile_key(spec): spec for spec in specs}.values():
-        with contextlib.suppress(Exception):
-            _profile_options(spec)
-    for spec in {(spec.known_hosts, spec.host_key_checking): spec for spec in specs}.values():
-        with contextlib.suppress(Exception):
-            known_hosts_for(spec)  # parses the file into its per-process cache
+def _offered_keys(spec: ConnectSpec) -> bool:
+    options = _profiles.get(_profile_key(spec, asyncio.get_running_loop()))
+    return bool(options is not None and options.client_keys)
 
 
-def _credentials(spec: ConnectSpec) -> dict[str, object]:
-    """Key, password, or (with neither) the ssh-agent and the default ``~/.ssh/id_*`` keys."""
-    if spec.private_key is not None:
-        try:
-            key = asyncssh.read_private_key(spec.private_key, passphrase=spec.password)
-        except (OSError, asyncssh.KeyImportError, asyncssh.KeyEncryptionError, ValueError) as exc:
-            raise AuthenticationError(f"cannot use private key {spec.private_key}: {exc}") from None
-        return {"client_keys": [key], "agent_path": None}
-    if spec.password is not None:
-        return {"client_keys": None, "agent_path": None, "preferred_auth": ["password", "keyboard-interactive"]}
-    return {}  # asyncssh's defaults: SSH_AUTH_SOCK's agent, then ~/.ssh/id_* keys
+def _host_key_check(spec: ConnectSpec, keys: HostKeys) -> tuple[object, bool]:
+    """asyncssh's ``known_hosts`` value for ``spec`` and whether an accepted key is new (to record)."""
+    if spec.host_key_checking == "off":
+        return None, False
+    if keys.listed:
+        return ([asyncssh.import_public_key(k) for k in keys.trusted],
+                [asyncssh.import_public_key(k) for k in keys.authorities],
+                [asyncssh.import_public_key(k) for k in keys.revoked]), False
+    if spec.host_key_checking == "strict":
+        files = ", ".join(spec.known_hosts) or "no known_hosts file"
+        raise HostKeyError(f"{spec.address} is not listed in {files} and host key checking is strict")
+    return None, True
 
 
 async def open_connection(spec: ConnectSpec, bound: float | None = None) -> SSHClientConnection:
-    """Connect and log in to ``spec`` within ``bound`` seconds (default ``spec.connect_bound``)."""
+    """Connect and log in to ``spec`` within ``bound`` seconds (default ``spec.connect_bound``).
+
+    A key accepted under ``accept-new`` is left on the connection as ``learned_key`` for the
+    caller to record.
+    """
     bound = bound or spec.connect_bound
+    phase = ["connect"]
     try:
         async with asyncio.timeout(bound):
-            return await _open(spec)
+            return await _open(spec, phase)
     except TimeoutError:
+        what = f"{spec.address} via bastion {spec.jump.target}" if spec.jump is not None else spec.address
+        waiting = " (still waiting for the bastion)" if phase[0] == "bastion" else ""
         raise ConnectTimeout(
-            f"connecting to {spec.address} timed out after {bound:g} seconds (TCP connect, handshake and login)"
+            f"connecting to {what} timed out after {bound:g} seconds (TCP connect, handshake and login){waiting}"
         ) from None
     except asyncssh.PermissionDenied as exc:
+        if spec.password is None and spec.private_key is None and not _offered_keys(spec):
+            raise AuthenticationError(_credentials.no_credentials_message(spec)) from None
         raise AuthenticationError(f"authentication failed for {spec.username}@{spec.address}: {exc.reason}") from None
     except asyncssh.HostKeyNotVerifiable as exc:
         raise HostKeyError(
             f"host key of {spec.address} does not match its known_hosts entry, refusing to connect ({exc.reason})"
         ) from None
     except socket.gaierror as exc:
-        raise ConnectError(exc.errno, f"cannot resolve host {spec.host!r}: {exc.strerror}") from None
+        raise ConnectError(exc.errno, f"cannot resolve host {spec.hostname or spec.host!r}: {exc.strerror}") from None
     except asyncssh.DisconnectError as exc:
         raise ConnectError(errno.ECONNABORTED, f"{spec.address} closed the SSH handshake: {exc.reason}") from None
+    except asyncssh.ChannelOpenError as exc:
+        raise ConnectError(errno.ECONNABORTED, f"{spec.address}: {exc.reason}") from None
     except ConnectionRefusedError:
         raise ConnectError(errno.ECONNREFUSED, f"connection refused by {spec.address}") from None
+    except (HusshError, asyncio.CancelledError):
+        raise
     except OSError as exc:
-        if isinstance(exc, (ConnectError, AuthenticationError)):
-            raise
         raise ConnectError(exc.errno, f"cannot connect to {spec.address}: {exc.strerror or exc}") from None
 
 
-class _FleetConnection(SSHClientConnection):
-    """asyncssh's client connection with fewer packets and fewer writes per host.
-
-    * No empty ``MSG_IGNORE`` before every encrypted packet: that padding defends CBC ciphers,
-      which ``_ENCRYPTION`` never offers; dropping it saves a third of the packets per host.
-    * Corked writes: asyncssh writes each packet as it is built (a syscall and a TCP segment
-      each); here the packets of one event-loop turn leave in one write, flushed on the next turn
-      and so before anything scheduled after them, such as the abort that follows a disconnect.
-    """
-
-    _unsent: list[bytes] | None = None
-
-    def send_packet(self, pkttype: int, *args: bytes, handler: object = None) -> None:
-        if pkttype == MSG_IGNORE and args == _EMPTY_STRING:
-            return
-        super().send_packet(pkttype, *args, handler=handler)  # type: ignore[arg-type]
-
-    def _send(self, data: bytes) -> None:
-        if self._unsent is not None:
-            self._unsent.append(data)
-        elif self._transport:
-            self._unsent = [data]
-            self._loop.call_soon(self._flush, self._transport)
-
-    def _flush(self, transport: asyncio.Transport) -> None:
-        data, self._unsent = b"".join(self._unsent or ()), None
-        if not transport.is_closing():
-            try:
-                transport.write(data)
-            except ConnectionError:  # the peer is gone; connection_lost reports it
-                pass
-
-
-_EMPTY_STRING = (String(b""),)
-
-
-def _connection_factory(loop: asyncio.AbstractEventLoop, options: asyncssh.SSHClientConnectionOptions,
-                        spec: ConnectSpec) -> Callable[[], SSHClientConnection]:
-    def build() -> SSHClientConnection:
-        conn = _FleetConnection(loop, options, wait="auth")
-        if spec.password is not None and spec.private_key is None:
-            conn._auth_methods = [b"password"]  # skip the "none" probe: one round trip less per host
-        return conn
-    return build
-
-
-async def _open(spec: ConnectSpec) -> SSHClientConnection:
+async def _open(spec: ConnectSpec, phase: list[str]) -> SSHClientConnection:
+    if spec.problem:
+        raise ConfigError(spec.problem)
     loop = asyncio.get_running_loop()
-    options = copy.copy(_profile_options(spec))
-    options.host = options.orig_host = spec.host
+    keys = spec.host_keys if spec.host_keys is not None else lookup(spec)
+    known_hosts, learning = _host_key_check(spec, keys)
+    options = copy.copy(await _profile_options(spec))
+    options.host = options.orig_host = spec.hostname or spec.host
     options.port = spec.port
-    options.known_hosts = known_hosts_for(spec)
+    options.known_hosts = known_hosts
     options.waiter = loop.create_future()
-    _, conn = await loop.create_connection(_connection_factory(loop, options, spec), spec.host, spec.port)
-    conn.set_extra_info(host=spec.host, port=spec.port)
+    password_only = spec.password is not None and spec.private_key is None
+    factory = internals.connection_factory(loop, options, password_only)
+    if spec.jump is not None:
+        phase[0] = "bastion"
+        conn = await _bastions.pool().open(spec.jump, factory, options.host, spec.port)
+        phase[0] = "connect"
+    else:
+        _, conn = await loop.create_connection(factory, options.host, spec.port)
+    conn.set_extra_info(host=options.host, port=spec.port)
     try:
         await options.waiter
     except BaseException:
         conn.abort()
         raise
+    if learning:
+        host_key = conn.get_server_host_key()
+        if host_key is not None:
+            conn.learned_key = host_key.export_public_key("openssh").decode("ascii").strip()  # type: ignore[attr-defined]
     return conn

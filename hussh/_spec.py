@@ -1,38 +1,97 @@
-"""``ConnectSpec``: everything needed to reach and log in to one host, small enough to ship to workers."""
+"""``ConnectSpec``: everything needed to reach and log in to one host, resolved once in the caller.
+
+Resolution follows ``ssh``'s precedence: an explicit argument beats the ssh config, which beats
+hussh's defaults. ``port`` and ``username`` defaults are markers equal to ``22`` and ``"root"``
+(so signatures read as upstream's) that ``make_spec`` can tell from an explicit ``22``/``"root"``.
+Workers receive finished specs (with host keys pre-matched) and never read config or known_hosts.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Union
 
 import msgspec
 
+from ._config import ConfigResolver, HostConfig, SSHConfigArg
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .aio import AsyncConnection
+
 HostKeyChecking = Literal["accept-new", "strict", "off"]
 
-DEFAULT_CONNECT_TIMEOUT = 30.0
-"""Seconds allowed for TCP connect + SSH handshake + login when no timeout is given (``timeout=0``).
+DEFAULT_CONNECT_TIMEOUT = 15.0
+"""Seconds allowed for TCP connect + SSH handshake + login when nothing else says (``timeout=0``).
 
-Upstream hussh waits forever here, so one host that accepts TCP and then says nothing hangs the
-whole call; 30 s is OpenSSH's common ``ConnectTimeout`` choice and leaves slow links room."""
+Upstream hussh waits forever here. 15 s is ClusterShell's default (Ansible's is 10 s, for the TCP
+connect alone); ours also covers the handshake and the login, and a failed host is then not
+retried for ``Retry.cooldown`` seconds, so a dead host costs one bound per cool-down, not per call."""
 
 DEFAULT_MAX_OUTPUT = 64 * 1024 * 1024
 """Bytes of stdout + stderr kept per command before it is stopped with ``OutputLimitExceeded``."""
 
+DEFAULT_KEY_FILES = ("id_ed25519", "id_ecdsa", "id_rsa", "id_ed25519_sk", "id_ecdsa_sk", "id_dsa")
+"""``~/.ssh`` keys offered when nothing names one (OpenSSH's list, in a fixed order)."""
+
+MAX_JUMPS = 8  # ProxyJump chains longer than this are a configuration loop
+
+
+class _DefaultPort(int):
+    """``22``, but recognisably "not given", so an ssh config ``Port`` can take its place."""
+
+
+class _DefaultUser(str):
+    """``"root"``, but recognisably "not given", so an ssh config ``User`` can take its place."""
+
+
+DEFAULT_PORT = _DefaultPort(22)
+DEFAULT_USERNAME = _DefaultUser("root")
+
+
+class HostKeys(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """The known_hosts entries that apply to one host, as OpenSSH public key lines."""
+
+    trusted: tuple[str, ...] = ()
+    authorities: tuple[str, ...] = ()
+    revoked: tuple[str, ...] = ()
+
+    @property
+    def listed(self) -> bool:
+        return bool(self.trusted or self.authorities)
+
 
 class ConnectSpec(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """How to connect to one host; timeouts are in seconds, ``0`` meaning "no limit" for commands."""
+    """How to reach and log in to one host; timeouts in seconds, ``0`` meaning "no limit" for commands.
+
+    ``host`` is the name as given (result key, config match); ``hostname`` where to connect.
+    ``known_hosts`` are the files consulted; new keys are recorded in the first one.
+    ``host_keys`` is filled from them by ``with_host_keys`` before a spec travels to a worker.
+    """
 
     host: str
+    hostname: str = ""
     port: int = 22
     username: str = "root"
     password: str | None = None
     private_key: str | None = None
+    identities: tuple[str, ...] = ()
+    identities_only: bool = False
+    certificates: tuple[str, ...] = ()
+    agent: str | None = None
+    forward_agent: bool = False
     timeout: float = 0.0
     connect_timeout: float = 0.0
     keepalive_interval: float = 0.0
-    known_hosts: str | None = None
+    keepalive_count_max: int = 3
+    known_hosts: tuple[str, ...] = ()
     host_key_checking: HostKeyChecking = "accept-new"
+    hash_known_hosts: bool = False
+    host_keys: HostKeys | None = None
     max_output: int = DEFAULT_MAX_OUTPUT
+    jump: Union["ConnectSpec", None] = None
+    problem: str = ""
 
     @property
     def connect_bound(self) -> float:
@@ -41,13 +100,47 @@ class ConnectSpec(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        """``hostname:port``, what the messages name (``[v6]:port`` for IPv6 addresses)."""
+        name = self.hostname or self.host
+        return f"[{name}]:{self.port}" if ":" in name else f"{name}:{self.port}"
+
+    @property
+    def target(self) -> str:
+        """``user@hostname:port``, how a bastion is named in the errors of the hosts behind it."""
+        return f"{self.username}@{self.address}"
+
+    def __repr__(self) -> str:
+        via = f" via {self.jump.target}" if self.jump is not None else ""
+        secret = ", password=***" if self.password is not None else ""
+        return f"ConnectSpec({self.host!r} -> {self.target}{via}{secret})"
+
+    __str__ = __repr__
+
+
+class Retry(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """What ``MultiConnection`` does after a host fails to connect (refused, timed out, login refused...).
+
+    Within ``cooldown`` seconds of the failure, later calls return that failure at once instead
+    of waiting on the host again (``connect()`` always retries). ``attempts`` > 1 retries
+    transient connect failures (timeouts, refused, reset, unreachable; never a login or host key
+    refused) after ``backoff * 2**n`` seconds, give or take ``jitter`` of it. A command that
+    started is never run again.
+    """
+
+    cooldown: float = 60.0
+    attempts: int = 1
+    backoff: float = 1.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.cooldown < 0 or self.backoff < 0 or not 0 <= self.jitter <= 1 or self.attempts < 1:
+            raise ValueError(f"bad {self!r}: cooldown and backoff must be >= 0, jitter in 0..1, attempts >= 1")
 
 
 def make_spec(
     host: str,
     *,
-    port: int = 22,
+    port: int = DEFAULT_PORT,
     username: str | None = None,
     password: str | None = None,
     private_key: str | os.PathLike[str] | None = None,
@@ -56,35 +149,166 @@ def make_spec(
     connect_timeout: float = 0,
     keepalive_interval: float = 0,
     known_hosts: str | os.PathLike[str] | None = None,
-    host_key_checking: HostKeyChecking = "accept-new",
+    host_key_checking: HostKeyChecking | None = None,
     max_output: int = DEFAULT_MAX_OUTPUT,
+    proxy_jump: "str | ConnectSpec | AsyncConnection | None" = None,
+    forward_agent: bool | None = None,
+    ssh_config: SSHConfigArg = None,
+    resolver: ConfigResolver | None = None,
 ) -> ConnectSpec:
-    """Validate user arguments into a ``ConnectSpec`` (``key_path`` is upstream's alias of ``private_key``)."""
+    """Validate arguments and apply the ssh config into a ``ConnectSpec`` (``key_path`` = ``private_key``)."""
     if not isinstance(host, str) or not host:
         raise ValueError(f"host must be a non-empty string, got {host!r}")
     if key_path is not None and private_key is not None and os.fspath(key_path) != os.fspath(private_key):
         raise ValueError("give either private_key or its alias key_path, not both")
     key = private_key if private_key is not None else key_path
-    if not isinstance(port, int) or not 0 < port < 65536:
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
     for name, value in (("timeout", timeout), ("connect_timeout", connect_timeout),
                         ("keepalive_interval", keepalive_interval)):
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
-    if host_key_checking not in ("accept-new", "strict", "off"):
+        if not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+    if host_key_checking not in (None, "accept-new", "strict", "off"):
         raise ValueError(f"host_key_checking must be 'accept-new', 'strict' or 'off', got {host_key_checking!r}")
-    if max_output <= 0:
+    if not isinstance(max_output, int) or max_output <= 0:
         raise ValueError(f"max_output must be a positive number of bytes, got {max_output!r}")
+    if resolver is None:
+        resolver = ConfigResolver(ssh_config)
+    explicit_user = username if username is not None and username is not DEFAULT_USERNAME else None
+    explicit_port = port if port is not DEFAULT_PORT else None
+    config = resolver.resolve(host, explicit_user, explicit_port)
+    checking = host_key_checking or _checking_from(config.strict_host_key_checking)
+    known = (os.path.expanduser(os.fspath(known_hosts)),) if known_hosts is not None else _known_hosts_from(config)
+    if proxy_jump is None:
+        jump = _chain(config.proxy_jump, resolver, known_hosts, host_key_checking, connect_timeout, depth=1)
+    else:
+        jump = _jump_from_argument(proxy_jump, resolver, known_hosts, host_key_checking, connect_timeout)
+    problem = ""
+    if config.proxy_command and jump is None and not config.proxy_jump:
+        problem = (f"the ssh config gives {host!r} a ProxyCommand, which hussh does not run; "
+                   "use ProxyJump (or proxy_jump=) instead")
     return ConnectSpec(
         host=host,
-        port=port,
-        username=username or "root",
+        hostname=config.hostname or host,
+        port=explicit_port or config.port or 22,
+        username=explicit_user or config.user or "root",
         password=password,
         private_key=os.path.expanduser(os.fspath(key)) if key is not None else None,
+        identities=() if key is not None or password is not None else _identities_from(config),
+        identities_only=bool(config.identities_only),
+        certificates=tuple(os.path.expanduser(path) for path in config.certificate_files or ()),
+        agent=None if key is not None or password is not None else _agent_from(config),
+        forward_agent=bool(forward_agent if forward_agent is not None else config.forward_agent),
         timeout=float(timeout),
-        connect_timeout=float(connect_timeout),
-        keepalive_interval=float(keepalive_interval),
-        known_hosts=os.path.expanduser(os.fspath(known_hosts)) if known_hosts is not None else None,
-        host_key_checking=host_key_checking,
+        connect_timeout=float(connect_timeout or config.connect_timeout or 0),
+        keepalive_interval=float(keepalive_interval or config.server_alive_interval or 0),
+        keepalive_count_max=config.server_alive_count_max or 3,
+        known_hosts=known,
+        host_key_checking=checking,
+        hash_known_hosts=bool(config.hash_known_hosts),
         max_output=max_output,
+        jump=jump,
+        problem=problem,
+    )
+
+
+def _checking_from(value: str | None) -> HostKeyChecking:
+    """``StrictHostKeyChecking`` in hussh's terms (``ask`` is ``strict``: nobody answers prompts in a batch)."""
+    if value in ("yes", "ask"):
+        return "strict"
+    if value in ("no", "off"):
+        return "off"
+    return "accept-new"
+
+
+def _known_hosts_from(config: HostConfig) -> tuple[str, ...]:
+    user = config.user_known_hosts_files
+    if user is None:
+        user = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+    system = config.global_known_hosts_files
+    if system is None:
+        system = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+    return tuple(os.path.expanduser(path) for path in (*user, *system))
+
+
+def _identities_from(config: HostConfig) -> tuple[str, ...]:
+    """Config ``IdentityFile``s, else the default ``~/.ssh/id_*`` files that exist now."""
+    if config.identity_files:
+        return tuple(os.path.expanduser(path) for path in config.identity_files)
+    ssh_dir = Path("~/.ssh").expanduser()
+    return tuple(str(ssh_dir / name) for name in DEFAULT_KEY_FILES if (ssh_dir / name).is_file())
+
+
+def _agent_from(config: HostConfig) -> str | None:
+    """The agent socket: config ``IdentityAgent`` (``none`` turns it off), else ``SSH_AUTH_SOCK``."""
+    value = config.identity_agent
+    if value == "none":
+        return None
+    if value is None or value == "SSH_AUTH_SOCK":
+        return os.environ.get("SSH_AUTH_SOCK") or None
+    return os.path.expanduser(value)
+
+
+def _jump_from_argument(value: "str | ConnectSpec | AsyncConnection", resolver: ConfigResolver,
+                        known_hosts: object, checking: HostKeyChecking | None,
+                        connect_timeout: float) -> ConnectSpec | None:
+    """``proxy_jump=``: a ``-J`` style chain, ``"none"``, or a connection object giving the last hop."""
+    if isinstance(value, ConnectSpec):
+        return value
+    spec = getattr(value, "spec", None)
+    if isinstance(spec, ConnectSpec):
+        return spec
+    if not isinstance(value, str):
+        raise TypeError(f"proxy_jump must be a string like 'user@bastion:22' or a connection, got {value!r}")
+    return _chain(value, resolver, known_hosts, checking, connect_timeout, depth=1)
+
+
+def _chain(chain: str | None, resolver: ConfigResolver, known_hosts: object, checking: HostKeyChecking | None,
+           connect_timeout: float, depth: int) -> ConnectSpec | None:
+    """The last hop of a ``ProxyJump`` chain, each hop resolved through the config like ``ssh -J``.
+
+    A hop is reached through the hops before it; only the first hop's own config ``ProxyJump``
+    applies. Credentials given to hussh are the target's: hops log in with what their config
+    (or the agent and default keys) provides, as with ``ssh -J``.
+    """
+    if chain is None or chain.strip().lower() in ("", "none"):
+        return None
+    if depth > MAX_JUMPS:
+        raise ConfigError(f"ProxyJump chain longer than {MAX_JUMPS} hops (a loop in the ssh config?)")
+    cache_key = (chain, str(known_hosts), checking, connect_timeout, depth)
+    if cache_key in resolver.jumps:  # 10,000 hosts behind one bastion resolve it once
+        return resolver.jumps[cache_key]  # type: ignore[return-value]
+    from .hostlist import parse_target  # noqa: PLC0415 - hostlist imports nothing of ours; keeps start-up lean
+
+    previous: ConnectSpec | None = None
+    for number, text in enumerate(part.strip() for part in chain.split(",")):
+        if text.startswith("ssh://"):
+            text = text[len("ssh://"):]
+        try:
+            target = parse_target(text)
+        except ValueError as exc:
+            raise ConfigError(f"bad ProxyJump hop {text!r}: {exc}") from None
+        own_jump: str | ConnectSpec | None = previous if number else None
+        if number == 0:
+            hop_config = resolver.resolve(target.host, target.user, target.port)
+            own_jump = _chain(hop_config.proxy_jump, resolver, known_hosts, checking, connect_timeout, depth + 1)
+        previous = make_spec(
+            target.host, port=target.port or DEFAULT_PORT, username=target.user,
+            connect_timeout=connect_timeout, known_hosts=known_hosts,  # type: ignore[arg-type]
+            host_key_checking=checking, proxy_jump=own_jump or "none", resolver=resolver,
+        )
+    resolver.jumps[cache_key] = previous
+    return previous
+
+
+def finalized(spec: ConnectSpec) -> ConnectSpec:
+    """``spec`` (and its hops) ready to ship to a worker: the known_hosts entries that apply and
+    the connect bound filled in here, so the worker depends on no file and no setting of ours."""
+    from ._known_hosts import lookup  # noqa: PLC0415 - _known_hosts imports this module
+
+    return msgspec.structs.replace(
+        spec,
+        host_keys=spec.host_keys if spec.host_keys is not None else lookup(spec),
+        connect_timeout=spec.connect_bound,
+        jump=finalized(spec.jump) if spec.jump is not None else None,
     )

@@ -8,8 +8,9 @@ from types import TracebackType
 from . import _loop, _scp
 from ._remote_copy import remote_copy
 from ._result import SSHResult
+from ._config import SSHConfigArg
 from ._shell import InteractiveShell
-from ._spec import ConnectSpec, HostKeyChecking
+from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, DEFAULT_USERNAME, ConnectSpec, HostKeyChecking
 from .aio import AsyncConnection, AsyncFileTailer
 
 __all__ = ["Connection", "FileTailer", "InteractiveShell"]
@@ -20,14 +21,15 @@ class Connection:
 
     Unlike ``AsyncConnection`` (seconds), ``timeout`` here is in **milliseconds**, as in upstream
     hussh: it bounds connecting and every command; ``0`` leaves commands unbounded while connecting
-    is still bounded by ``connect_timeout`` (seconds) or the 30 s default.
+    is still bounded by ``connect_timeout`` (seconds) or the 15 s default. ``ssh_config``,
+    ``proxy_jump`` and the other keyword-only options are ``AsyncConnection``'s.
     """
 
     def __init__(
         self,
         host: str,
-        port: int = 22,
-        username: str = "root",
+        port: int = DEFAULT_PORT,
+        username: str = DEFAULT_USERNAME,
         password: str | None = None,
         private_key: str | os.PathLike[str] | None = None,
         timeout: int = 0,
@@ -35,12 +37,17 @@ class Connection:
         key_path: str | os.PathLike[str] | None = None,
         connect_timeout: float = 0,
         known_hosts: str | os.PathLike[str] | None = None,
-        host_key_checking: HostKeyChecking = "accept-new",
+        host_key_checking: HostKeyChecking | None = None,
+        max_output: int = DEFAULT_MAX_OUTPUT,
+        proxy_jump: "str | AsyncConnection | Connection | None" = None,
+        forward_agent: bool | None = None,
+        ssh_config: SSHConfigArg = None,
     ) -> None:
         self._async = AsyncConnection(
             host, username=username, password=password, private_key=private_key, port=port,
             timeout=timeout / 1000, key_path=key_path, connect_timeout=connect_timeout,
-            known_hosts=known_hosts, host_key_checking=host_key_checking,
+            known_hosts=known_hosts, host_key_checking=host_key_checking, max_output=max_output,
+            proxy_jump=proxy_jump, forward_agent=forward_agent, ssh_config=ssh_config,  # type: ignore[arg-type]
         )
         _loop.run(self._async.connect())
 

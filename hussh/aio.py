@@ -11,11 +11,15 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 
 import asyncssh
+import msgspec
 from asyncssh.connection import SSHClientConnection
 
+from . import _bastions
+from ._config import SSHConfigArg
 from ._connector import open_connection
+from ._known_hosts import record as record_host_keys
 from ._result import SSHResult
-from ._spec import DEFAULT_MAX_OUTPUT, ConnectSpec, HostKeyChecking, make_spec
+from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, ConnectSpec, HostKeyChecking, HostKeys, make_spec
 from .errors import CommandTimeout, ConnectionLost, HusshError, HusshTimeout, OutputLimitExceeded
 
 __all__ = ["AsyncConnection", "AsyncFileTailer", "AsyncInteractiveShell"]
@@ -29,8 +33,12 @@ class AsyncConnection:
 
     ``timeout`` bounds connecting (TCP + handshake + login) and is the default per-command limit.
     With ``timeout=0`` commands may run forever but connecting is still bounded, by
-    ``connect_timeout`` or else ``hussh.DEFAULT_CONNECT_TIMEOUT`` (30 s), so a silent host cannot
-    hang the caller. Host keys: see ``host_key_checking`` (``accept-new``, ``strict`` or ``off``).
+    ``connect_timeout`` or else ``hussh.DEFAULT_CONNECT_TIMEOUT`` (15 s), so a silent host cannot
+    hang the caller. ``host`` may be a name from the ssh config (``ssh_config``: ``None`` reads
+    ``~/.ssh/config`` and ``/etc/ssh/ssh_config`` as ``ssh`` does, a path reads only that file,
+    ``False`` none); explicit arguments beat the config. ``proxy_jump="user@bastion:22"`` (a
+    comma-separated chain, like ``ssh -J``) reaches the host through bastions. Host keys: see
+    ``host_key_checking`` (``accept-new`` records new keys in known_hosts, ``strict``, ``off``).
     """
 
     def __init__(
@@ -39,30 +47,42 @@ class AsyncConnection:
         username: str | None = None,
         password: str | None = None,
         private_key: str | os.PathLike[str] | None = None,
-        port: int = 22,
+        port: int = DEFAULT_PORT,
         timeout: float = 0,
         keepalive_interval: float = 0,
         *,
         key_path: str | os.PathLike[str] | None = None,
         connect_timeout: float = 0,
         known_hosts: str | os.PathLike[str] | None = None,
-        host_key_checking: HostKeyChecking = "accept-new",
+        host_key_checking: HostKeyChecking | None = None,
         max_output: int = DEFAULT_MAX_OUTPUT,
+        proxy_jump: "str | AsyncConnection | None" = None,
+        forward_agent: bool | None = None,
+        ssh_config: SSHConfigArg = None,
     ) -> None:
         self.spec = make_spec(
             host, port=port, username=username, password=password, private_key=private_key,
             key_path=key_path, timeout=timeout, connect_timeout=connect_timeout,
             keepalive_interval=keepalive_interval, known_hosts=known_hosts,
-            host_key_checking=host_key_checking, max_output=max_output,
+            host_key_checking=host_key_checking, max_output=max_output, proxy_jump=proxy_jump,
+            forward_agent=forward_agent, ssh_config=ssh_config,
         )
         self._conn: SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
+        self._record_keys = True
+        self.learned: list[tuple[ConnectSpec, str]] = []
 
     @classmethod
-    def from_spec(cls, spec: ConnectSpec) -> "AsyncConnection":
-        """Build from an already validated spec (how workers recreate a host)."""
+    def from_spec(cls, spec: ConnectSpec, record_keys: bool = True) -> "AsyncConnection":
+        """Build from an already resolved spec (how workers recreate a host).
+
+        With ``record_keys=False`` host keys accepted on first use are kept in ``learned`` for the
+        caller to record (workers send them to the parent) instead of being written here.
+        """
         self = cls.__new__(cls)
         self.spec, self._conn, self._sftp = spec, None, None
+        self._record_keys = record_keys
+        self.learned = []
         return self
 
     host = property(lambda self: self.spec.host)
@@ -88,6 +108,24 @@ class AsyncConnection:
             return
         self._drop()
         self._conn = await open_connection(self.spec, timeout)
+        await self._keep_learned_keys()
+
+    async def _keep_learned_keys(self) -> None:
+        """Trust a key accepted on first use from now on, and record it (or leave it to the caller)."""
+        learned: list[tuple[ConnectSpec, str]] = []
+        key = getattr(self._conn, "learned_key", None)
+        if key:
+            learned.append((self.spec, key))
+            self.spec = msgspec.structs.replace(self.spec, host_keys=HostKeys(trusted=(key,)))
+        bastions = _bastions.pool()
+        learned += bastions.learned
+        bastions.learned.clear()
+        if not learned:
+            return
+        if self._record_keys:
+            await asyncio.get_running_loop().run_in_executor(None, record_host_keys, learned)
+        else:
+            self.learned += learned
 
     async def _connection(self) -> SSHClientConnection:
         """The live connection, reconnecting first if there is none or the server dropped it."""
@@ -155,20 +193,33 @@ class AsyncConnection:
                 raise ConnectionLost(f"{self.spec.address} refused the SFTP subsystem: {exc}") from None
         return self._sftp
 
-    async def sftp_read_bytes(self, remote_path: str, offset: int = 0) -> bytes:
-        """The remote file's bytes from ``offset`` to its end."""
+    async def sftp_read_bytes(self, remote_path: str, offset: int = 0, limit: int = -1) -> bytes:
+        """The remote file's bytes from ``offset`` to its end, or at most ``limit`` of them."""
         sftp = await self._sftp_client()
         async with _sftp_op(self.spec, remote_path):
             async with sftp.open(remote_path, "rb") as remote:
                 if not offset:
-                    return await remote.read()
+                    return await remote.read(limit)
                 size = (await remote.stat()).size or 0  # past the end (a truncated log): nothing to read
-                return await remote.read(size - offset, offset) if size > offset else b""
+                if size <= offset:
+                    return b""
+                return await remote.read(size - offset if limit < 0 else min(limit, size - offset), offset)
 
     async def sftp_read(self, remote_path: str, local_path: str | os.PathLike[str] | None = None) -> str | None:
-        """Return the remote file as text (undecodable bytes replaced), or save it to ``local_path``."""
+        """Return the remote file as text (undecodable bytes replaced), or save it to ``local_path``.
+
+        Read into memory, a file is held to ``max_output`` bytes like a command's output: past it,
+        ``OutputLimitExceeded`` carries the first ``max_output`` bytes.
+        """
         if local_path is None:
-            return (await self.sftp_read_bytes(remote_path)).decode("utf-8", "replace")
+            limit = self.spec.max_output
+            data = await self.sftp_read_bytes(remote_path, limit=limit + 1)
+            if len(data) > limit:
+                text = data[:limit].decode("utf-8", "replace")
+                raise OutputLimitExceeded(f"{remote_path} on {self.spec.address} is larger than {limit} bytes; "
+                                          "read the first ones (save it with local_path= to get all of it)",
+                                          SSHResult(text, "", -1))
+            return data.decode("utf-8", "replace")
         sftp = await self._sftp_client()
         async with _sftp_op(self.spec, remote_path):
             await sftp.get(remote_path, os.fspath(local_path))
@@ -301,11 +352,11 @@ def utf8_complete_length(data: bytes) -> int:
 
 
 class _CommandSession(asyncssh.SSHClientSession[bytes]):
-    """Collects one command's output as raw chunks, stopping it past ``limit`` bytes."""
+    """Collects one command's output in one buffer per stream, stopping it past ``limit`` bytes."""
 
     def __init__(self, limit: int) -> None:
-        self.stdout: list[bytes] = []
-        self.stderr: list[bytes] = []
+        self.stdout = bytearray()
+        self.stderr = bytearray()
         self.size = 0
         self.limit = limit
         self.overflow = False
@@ -326,7 +377,7 @@ class _CommandSession(asyncssh.SSHClientSession[bytes]):
             assert self.channel is not None
             _stop(self.channel)
         self.size += len(data)
-        (self.stdout if datatype is None else self.stderr).append(data)
+        (self.stdout if datatype is None else self.stderr).extend(data)
 
     def exit_status_received(self, status: int) -> None:
         self.status = status
@@ -339,13 +390,12 @@ class _CommandSession(asyncssh.SSHClientSession[bytes]):
             self.finished.set_result(exc)
 
     def result(self, status: int | None = None) -> SSHResult:
+        """The output as text; the raw buffers are released, so it is held once, not twice."""
         if status is None:
             status = self.status if self.status is not None else _signal_status(self.signal)
-        return SSHResult(
-            b"".join(self.stdout).decode("utf-8", "replace"),
-            b"".join(self.stderr).decode("utf-8", "replace"),
-            status,
-        )
+        stdout, stderr = self.stdout.decode("utf-8", "replace"), self.stderr.decode("utf-8", "replace")
+        self.stdout, self.stderr = bytearray(), bytearray()
+        return SSHResult(stdout, stderr, status)
 
 
 def _signal_status(name: str | None) -> int:

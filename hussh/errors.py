@@ -1,7 +1,8 @@
 """One exception tree for every hussh failure.
 
     HusshError
-    ├── ConnectError (also OSError)      TCP, DNS or SSH handshake failed
+    ├── ConfigError (also ValueError)    a malformed ssh config, a bad ProxyJump, a ProxyCommand
+    ├── ConnectError (also OSError)      TCP, DNS or SSH handshake failed (also: via a bastion)
     │   └── HostKeyError                 host key mismatch, or unknown under ``strict``
     ├── AuthenticationError              credentials refused or unusable (bad key file, passphrase)
     ├── ConnectionLost (also ConnectionError)  the connection dropped during an operation
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
 
 class HusshError(Exception):
     """Base of every error hussh raises."""
+
+
+class ConfigError(HusshError, ValueError):
+    """The ssh config (or a host's settings from it) cannot be used; the message names file and line."""
 
 
 class ConnectError(HusshError, OSError):

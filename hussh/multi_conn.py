@@ -15,13 +15,17 @@ from types import TracebackType
 import msgspec
 
 from workers import protocol as p
-from workers.pool import Progress, WorkerPool
+from workers.pool import OnHost, Progress, WorkerPool
 
+from ._config import ConfigResolver, SSHConfigArg
 from ._result import SSHResult
-from ._spec import ConnectSpec, HostKeyChecking, make_spec
+from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, ConnectSpec, HostKeyChecking, Retry, make_spec
 from ._sync import Connection
 from .aio import AsyncConnection
 from .errors import HusshError
+from .hostlist import Target, parse_target
+
+OnResult = Callable[[str, SSHResult], None]
 
 __all__ = ["AsyncConnection", "MultiConnection", "MultiFileTailer", "MultiResult", "PartialFailureException"]
 
@@ -37,12 +41,17 @@ class PartialFailureException(HusshError):
 
 
 class MultiResult(Mapping[str, SSHResult]):
-    """Read-only mapping host -> ``SSHResult``, in the order the hosts were given."""
+    """Read-only mapping host -> ``SSHResult``, in the order the hosts were given.
 
-    __slots__ = ("_results",)
+    ``seconds`` maps each host to the time hussh spent on it in the call (connect included).
+    """
 
-    def __init__(self, results: Mapping[str, SSHResult] | Iterable[tuple[str, SSHResult]] = ()) -> None:
+    __slots__ = ("_results", "seconds")
+
+    def __init__(self, results: Mapping[str, SSHResult] | Iterable[tuple[str, SSHResult]] = (),
+                 seconds: Mapping[str, float] | None = None) -> None:
         self._results: dict[str, SSHResult] = dict(results)
+        self.seconds: dict[str, float] = dict(seconds or {})
 
     def __getitem__(self, host: str) -> SSHResult:
         return self._results[host]
@@ -56,12 +65,16 @@ class MultiResult(Mapping[str, SSHResult]):
     @property
     def succeeded(self) -> "MultiResult":
         """Hosts whose status is 0 (empty, hence falsy, when none)."""
-        return MultiResult((h, r) for h, r in self._results.items() if r.status == 0)
+        return self._subset(lambda r: r.status == 0)
 
     @property
     def failed(self) -> "MultiResult":
         """Hosts whose status is not 0, hussh's own failures (status -1) included."""
-        return MultiResult((h, r) for h, r in self._results.items() if r.status != 0)
+        return self._subset(lambda r: r.status != 0)
+
+    def _subset(self, keep: Callable[[SSHResult], bool]) -> "MultiResult":
+        chosen = [(h, r) for h, r in self._results.items() if keep(r)]
+        return MultiResult(chosen, {h: self.seconds[h] for h, _ in chosen if h in self.seconds})
 
     def raise_if_any_failed(self) -> None:
         failed = self.failed
@@ -78,7 +91,9 @@ class MultiConnection:
 
     ``timeout`` (seconds, ``0`` = none) is the default for hosts that have none of their own.
     ``workers`` overrides the number of worker processes (default: one per CPU, fewer for small
-    fleets). ``progress(done, total)`` is called as hosts finish, for long runs.
+    fleets). ``progress(done, total)`` is called as hosts finish, for long runs. ``retry`` (a
+    ``hussh.Retry``) says how long a host that failed to connect is not waited on again, and
+    whether transient connect failures are retried. Calls from several threads run one at a time.
     """
 
     def __init__(
@@ -89,12 +104,13 @@ class MultiConnection:
         *,
         workers: int | None = None,
         progress: Progress | None = None,
+        retry: Retry | None = None,
     ) -> None:
         specs = [_spec_of(conn) for conn in connections]
-        self._init(specs, [s.host for s in specs], batch_size, timeout, workers, progress)
+        self._init(specs, [s.host for s in specs], batch_size, timeout, workers, progress, retry)
 
     def _init(self, specs: list[ConnectSpec], names: list[str], batch_size: int, timeout: float,
-              workers: int | None, progress: Progress | None) -> None:
+              workers: int | None, progress: Progress | None, retry: Retry | None) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if timeout < 0:
@@ -111,6 +127,9 @@ class MultiConnection:
         self.timeout = timeout
         self._workers = workers
         self._progress = progress
+        self._retry = retry if retry is not None else Retry()
+        if not isinstance(self._retry, Retry):
+            raise TypeError(f"retry must be a hussh.Retry, got {retry!r}")
         self._pool: WorkerPool | None = None
         self._finalizer: weakref.finalize | None = None
 
@@ -129,7 +148,7 @@ class MultiConnection:
         username: str | None = None,
         password: str | None = None,
         private_key: str | os.PathLike[str] | None = None,
-        port: int = 22,
+        port: int = DEFAULT_PORT,
         timeout: float = 0,
         batch_size: int = 100,
         *,
@@ -137,25 +156,38 @@ class MultiConnection:
         connect_timeout: float = 0,
         keepalive_interval: float = 0,
         known_hosts: str | os.PathLike[str] | None = None,
-        host_key_checking: HostKeyChecking = "accept-new",
+        host_key_checking: HostKeyChecking | None = None,
+        max_output: int = DEFAULT_MAX_OUTPUT,
+        proxy_jump: "str | AsyncConnection | Connection | None" = None,
+        forward_agent: bool | None = None,
+        ssh_config: SSHConfigArg = None,
+        retry: Retry | None = None,
         workers: int | None = None,
         progress: Progress | None = None,
     ) -> "MultiConnection":
-        """Same credentials for every host; a host given as ``"name:port"`` overrides ``port``."""
+        """Same credentials for every host; hosts may be ``name``, ``name:port``, ``user@name:port``,
+        ``[v6addr]:port`` or names from the ssh config (see ``AsyncConnection`` for the options).
+
+        A user or port in a host string beats ``username``/``port``; explicit arguments beat the
+        ssh config, which beats hussh's defaults.
+        """
         if isinstance(hosts, str):
-            raise TypeError("hosts must be a list of host names, not a single string")
+            raise TypeError("hosts must be a list of host names, not a single string "
+                            "(hussh.hostlist.expand('web[1-3]') turns a pattern into a list)")
         names = list(hosts)
-        specs = [
-            make_spec(
-                host, port=host_port, username=username, password=password, private_key=private_key,
-                key_path=key_path, timeout=timeout, connect_timeout=connect_timeout,
+        resolver = ConfigResolver(ssh_config)
+        specs = []
+        for name in names:
+            target = _target(name)
+            specs.append(make_spec(
+                target.host, port=target.port or port, username=target.user or username, password=password,
+                private_key=private_key, key_path=key_path, timeout=timeout, connect_timeout=connect_timeout,
                 keepalive_interval=keepalive_interval, known_hosts=known_hosts,
-                host_key_checking=host_key_checking,
-            )
-            for host, host_port in (_split_port(name, port) for name in names)
-        ]
+                host_key_checking=host_key_checking, max_output=max_output, proxy_jump=proxy_jump,
+                forward_agent=forward_agent, resolver=resolver,
+            ))
         self = cls.__new__(cls)
-        self._init(specs, names, batch_size, 0, workers, progress)
+        self._init(specs, names, batch_size, 0, workers, progress, retry)
         return self
 
     @property
@@ -180,41 +212,53 @@ class MultiConnection:
                 self._active = [i for i in self._active if i not in failed]
         return results
 
-    def execute(self, command: str, timeout: float | None = None) -> MultiResult:
-        """Run ``command`` on every host; past ``timeout`` seconds a host gets ``status=-1`` with its partial output."""
-        return self._run(lambda req, idx: p.Execute(req, [(i, command) for i in idx], timeout), self._active)
+    def execute(self, command: str, timeout: float | None = None, *, on_result: OnResult | None = None) -> MultiResult:
+        """Run ``command`` on every host; past ``timeout`` seconds a host gets ``status=-1`` with its partial output.
 
-    def execute_map(self, command_map: Mapping[str, str], timeout: float | None = None) -> MultiResult:
+        ``on_result(host, result)`` is called in this thread as each host finishes.
+        """
+        return self._run(lambda req, idx: p.Execute(req, [(i, command) for i in idx], timeout), self._active,
+                         on_result)
+
+    def execute_map(self, command_map: Mapping[str, str], timeout: float | None = None, *,
+                    on_result: OnResult | None = None) -> MultiResult:
         """Run a different command per host, only on the hosts in ``command_map``."""
         commands = {self._index[h]: c for h, c in self._check_hosts(command_map).items()}
         return self._run(lambda req, idx: p.Execute(req, [(i, commands[i]) for i in idx], timeout),
-                         sorted(commands))
+                         sorted(commands), on_result)
 
-    def sftp_write(self, local_path: str | os.PathLike[str], remote_path: str | None = None) -> MultiResult:
+    def sftp_write(self, local_path: str | os.PathLike[str], remote_path: str | None = None, *,
+                   on_result: OnResult | None = None) -> MultiResult:
         """Copy a local file to every host; it is read once here, not once per host."""
         with open(local_path, "rb") as handle:
             data = handle.read()
-        return self.sftp_write_data(data, remote_path or os.fspath(local_path))
+        return self.sftp_write_data(data, remote_path or os.fspath(local_path), on_result=on_result)
 
-    def sftp_write_data(self, data: str | bytes, remote_path: str) -> MultiResult:
+    def sftp_write_data(self, data: str | bytes, remote_path: str, *,
+                        on_result: OnResult | None = None) -> MultiResult:
         """Write ``data`` (text is UTF-8 encoded) to ``remote_path`` on every host."""
         payload = data.encode() if isinstance(data, str) else bytes(data)
-        return self._run(lambda req, idx: p.WriteData(req, idx, payload, remote_path), self._active)
+        if len(payload) > p.MAX_REQUEST - (1 << 20):
+            raise ValueError(f"sftp_write holds the data in memory once and sends it to each worker; "
+                             f"{len(payload)} bytes is over its {p.MAX_REQUEST >> 20} MiB limit")
+        return self._run(lambda req, idx: p.WriteData(req, idx, payload, remote_path), self._active, on_result)
 
-    def sftp_read(self, remote_path: str, local_path: str | os.PathLike[str] | None = None) -> MultiResult:
+    def sftp_read(self, remote_path: str, local_path: str | os.PathLike[str] | None = None, *,
+                  on_result: OnResult | None = None) -> MultiResult:
         """Read a remote file from every host: as each result's ``stdout``, or saved to ``local_path``.
 
         With more than one host, ``local_path`` must contain ``{host}``, replaced by each host's
         name, so hosts never overwrite each other's file; ``stdout`` then holds the path written.
         """
         if local_path is None:
-            return self._run(lambda req, idx: p.ReadFile(req, idx, remote_path), self._active)
+            return self._run(lambda req, idx: p.ReadFile(req, idx, remote_path), self._active, on_result)
         template = os.fspath(local_path)
         if "{host}" not in template and len(self._active) > 1:
             raise ValueError("local_path must contain '{host}' when reading from several hosts, "
                              f"e.g. {template + '.{host}'!r}, so that hosts do not overwrite each other")
         paths = {i: template.replace("{host}", self._keys[i].replace("/", "_")) for i in self._active}
-        return self._run(lambda req, idx: p.ReadFile(req, idx, remote_path, [paths[i] for i in idx]), self._active)
+        return self._run(lambda req, idx: p.ReadFile(req, idx, remote_path, [paths[i] for i in idx]), self._active,
+                         on_result)
 
     def tail(self, remote_file: str) -> "MultiFileTailer":
         """A context manager reading what is appended to ``remote_file`` on every host."""
@@ -246,14 +290,19 @@ class MultiConnection:
                              + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""))
         return mapping
 
-    def _run(self, build: Callable[[int, list[int]], p.Call], indices: list[int]) -> MultiResult:
+    def _run(self, build: Callable[[int, list[int]], p.Call], indices: list[int],
+             on_result: OnResult | None = None, on_host: OnHost | None = None) -> MultiResult:
         if not indices:
             return MultiResult()
         if self._pool is None:
-            self._pool = WorkerPool(self._specs, self._batch_size, self._workers)
+            self._pool = WorkerPool(self._specs, self._batch_size, self._workers, self._retry)
             self._finalizer = weakref.finalize(self, self._pool.shutdown)
-        results = self._pool.call(build, indices, self._progress)
-        return MultiResult((self._keys[i], results[i]) for i in indices)
+        if on_result is not None:
+            keys = self._keys
+            on_host = lambda index, result, seconds: on_result(keys[index], result)  # noqa: E731
+        results, seconds = self._pool.call(build, indices, self._progress, on_host)
+        return MultiResult(((self._keys[i], results[i]) for i in indices),
+                           {self._keys[i]: seconds[i] for i in indices})
 
 
 class MultiFileTailer:
@@ -312,12 +361,10 @@ def _spec_of(conn: AsyncConnection | Connection) -> ConnectSpec:
     return spec
 
 
-def _split_port(name: str, default: int) -> tuple[str, int]:
-    """``"host:2222"`` -> ("host", 2222); a bare name (or an IPv6 address) keeps ``default``."""
-    host, sep, port = name.rpartition(":")
-    if sep and port.isdigit() and ":" not in host:
-        return host, int(port)
-    return name, default
+def _target(name: str) -> Target:
+    if not isinstance(name, str):
+        raise TypeError(f"host names must be strings, got {name!r}")
+    return parse_target(name)
 
 
 def _unique_keys(names: list[str], specs: list[ConnectSpec]) -> list[str]:

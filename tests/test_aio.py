@@ -99,7 +99,7 @@ def test_sshresult_equality_repr_and_msgpack_round_trip(host, creds):
     assert repr(SSHResult("o", "e", 1)) == "SSHResult(stdout='o', stderr='e', status=1)"
     assert SSHResult() == SSHResult("", "", 0)
     encoded = msgspec.msgpack.encode(result)
-    assert msgspec.msgpack.decode(encoded) == ["x\n", "é", 7]
+    assert msgspec.msgpack.decode(encoded) == ["x\n", "é", 7, ""]  # stdout, stderr, status, error kind
     assert msgspec.msgpack.decode(encoded, type=SSHResult) == result
 
 

@@ -112,6 +112,7 @@ def key_reads(monkeypatch, tmp_path) -> Path:
 
     monkeypatch.setattr(asyncssh, "read_private_key", logged)
     monkeypatch.setattr(hussh._connector, "_profiles", {})  # forget profiles earlier tests prepared
+    monkeypatch.setattr(hussh._credentials, "_materials", {})  # and the keys they read
     return log
 
 

@@ -58,12 +58,11 @@ def test_hashed_known_hosts_entries_are_checked(fleet, hosts, creds, tmp_path):
     assert whoami(hosts[1], **creds, known_hosts=known, host_key_checking="strict") == "hussh"
 
 
-def test_unlisted_host_is_accepted_and_the_file_is_not_written(fleet, hosts, creds, tmp_path):
+def test_unlisted_host_is_accepted_and_recorded(fleet, hosts, creds, tmp_path):
     known = tmp_path / "known_hosts"
     known.write_text(fleet.known_hosts_line(hosts[1]))
-    before = known.read_bytes(), os.stat(known).st_mtime_ns
-    assert whoami(hosts[0], **creds, known_hosts=known) == "hussh"
-    assert (known.read_bytes(), os.stat(known).st_mtime_ns) == before
+    assert whoami(hosts[0], **creds, known_hosts=known, ssh_config=False) == "hussh"
+    assert known.read_text() == fleet.known_hosts_line(hosts[1]) + fleet.known_hosts_line(hosts[0])
 
 
 def test_strict_refuses_an_unlisted_host(fleet, hosts, creds, tmp_path):
@@ -84,9 +83,11 @@ def test_off_accepts_a_mismatching_key(fleet, hosts, creds, tmp_path):
     assert whoami(hosts[0], **creds, known_hosts=known, host_key_checking="off") == "hussh"
 
 
-def test_missing_explicit_known_hosts_file_is_an_error(hosts, creds, tmp_path):
-    with pytest.raises(hussh.HostKeyError, match="does not exist"):
-        whoami(hosts[0], **creds, known_hosts=tmp_path / "absent")
+def test_missing_explicit_known_hosts_file_is_created_on_first_use(fleet, hosts, creds, tmp_path):
+    known = tmp_path / "new" / "known_hosts"
+    assert whoami(hosts[0], **creds, known_hosts=known, ssh_config=False) == "hussh"
+    assert known.read_text() == fleet.known_hosts_line(hosts[0])
+    assert whoami(hosts[0], **creds, known_hosts=known, host_key_checking="strict") == "hussh"
 
 
 def test_invalid_policy_is_refused(hosts):

@@ -16,6 +16,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPECTED_ALL = {
     "AuthenticationError",
     "CommandTimeout",
+    "ConfigError",
     "ConnectError",
     "ConnectTimeout",
     "Connection",
@@ -28,6 +29,7 @@ EXPECTED_ALL = {
     "HusshTimeout",
     "InteractiveShell",
     "OutputLimitExceeded",
+    "Retry",
     "SSHResult",
     "WorkerLost",
 }
@@ -81,7 +83,8 @@ def test_error_tree():
 
 
 def test_defaults():
-    assert hussh.DEFAULT_CONNECT_TIMEOUT == 30
+    assert hussh.DEFAULT_CONNECT_TIMEOUT == 15
+    assert hussh.Retry() == hussh.Retry(cooldown=60.0, attempts=1, backoff=1.0, jitter=0.5)
     assert hussh.DEFAULT_MAX_OUTPUT == 64 * 1024 * 1024
 
 

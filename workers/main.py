@@ -1,35 +1,57 @@
 """Worker process: one uvloop event loop serving its shard of hosts for the life of the pool.
 
-It keeps each host's SSH connection (and tailers) open between calls, runs a call's hosts on at
-most ``concurrency`` lanes (its share of ``batch_size``), and streams one ``HostDone`` per host.
-A host never brings the worker down: every failure becomes that host's ``status=-1`` result.
+``Worker`` holds the shard (connections, tailers, failure memory) and runs calls; it knows
+nothing of pipes, so another engine can drive it. ``serve`` is the local engine's side: frames in
+from the parent, frames out. The worker keeps each host's SSH connection (and tailers) open
+between calls, runs a call's hosts on at most ``concurrency`` lanes (its share of
+``batch_size``) and streams one ``HostDone`` per host. A host never brings the worker down:
+every failure becomes that host's ``status=-1`` result with its error kind.
 
-Descriptors: open connections plus those being closed stay within the budget left under the
-open-file limit (idle ones are closed, least recently used first, and hosts wait for room), and
-lanes are capped at half the budget because a lane may hold one local file (``sftp_read`` to disk).
+Descriptors: open direct connections plus those being closed stay within the budget left under
+the open-file limit (idle ones are closed, least recently used first, and hosts wait for room);
+tunnelled hosts use none here. Lanes are capped at half the budget because a lane may hold one
+local file (``sftp_read`` to disk).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import gc
 import os
+import random
 import resource
 import signal
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 import msgspec
 import uvloop
 
+from hussh import _bastions, _credentials
 from hussh._result import SSHResult
 from hussh.aio import AsyncConnection, AsyncFileTailer
-from hussh.errors import CommandTimeout, OutputLimitExceeded, describe
+from hussh.errors import (
+    AuthenticationError,
+    CommandTimeout,
+    ConfigError,
+    ConnectError,
+    ConnectTimeout,
+    OutputLimitExceeded,
+    describe,
+)
 
 from . import protocol as p
 
-
 Job = Callable[[AsyncConnection], Awaitable[SSHResult]]
+Emit = Callable[[p.HostDone | p.KeyLearned | p.Alive | p.CallDone], None]
+
+CONNECT_FAILURES = (ConnectError, ConnectTimeout, AuthenticationError, ConfigError)
+"""Failures that happen before anything ran on the host: remembered for the cool-down."""
+_TRANSIENT = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH, errno.ENETUNREACH}
+ABORT_GRACE = 1.0  # seconds an aborting worker gives its connections to carry the remote kills out
 
 
 def raise_fd_limit() -> int:
@@ -42,88 +64,80 @@ def raise_fd_limit() -> int:
 
 
 def run(read_fd: int, write_fd: int) -> None:
-    """Entry point in the forked child: serve until Shutdown or until the parent goes away."""
+    """Entry point in a new worker process: serve until Shutdown, or until the parent goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     gc.freeze()  # what the parent left behind is never garbage here: stop scanning it
     gc.set_threshold(50_000, 20, 20)  # asyncssh allocates a lot per packet; collect less often
-    uvloop.run(Worker(raise_fd_limit()).serve(read_fd, write_fd))
+    uvloop.run(serve(read_fd, write_fd))
+
+
+class _Failure(msgspec.Struct, gc=False):
+    kind: str
+    message: str
+    at: float  # monotonic
+    wall: float  # time.time(), for the message
 
 
 class Worker:
-    def __init__(self, fd_budget: int) -> None:
+    """A shard of hosts and what it remembers between calls; ``handle`` runs one call."""
+
+    def __init__(self, emit: Emit, fd_budget: int) -> None:
+        self.emit = emit
         self.conns: dict[int, AsyncConnection] = {}
         self.tailers: dict[int, AsyncFileTailer] = {}
+        self.failures: dict[int, _Failure] = {}
+        self.retry = p.Retry()
         self.lanes = 1
         self.fd_budget = fd_budget
         self.max_open = fd_budget
-        self.open_lru: OrderedDict[int, None] = OrderedDict()  # connected hosts, least recently used first
+        self.open_lru: OrderedDict[int, None] = OrderedDict()  # directly connected hosts, least recently used first
         self.closing = 0  # evicted connections whose sockets are not closed yet
         self.busy: set[int] = set()
         self.released = asyncio.Event()
-        self.encoder = msgspec.msgpack.Encoder()
-        self.decoder = msgspec.msgpack.Decoder(p.Request)
-        self.outbox: list[bytes] = []
-        self.heartbeat: asyncio.TimerHandle | None = None  # the pending Alive of the call being served
-
-    async def serve(self, read_fd: int, write_fd: int) -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=1 << 20)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", 0))
-        self.out, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(write_fd, "wb", 0))
-        try:
-            while True:
-                try:
-                    (size,) = p.HEADER.unpack(await reader.readexactly(p.HEADER.size))
-                    message = self.decoder.decode(await reader.readexactly(size))
-                except asyncio.IncompleteReadError:
-                    return  # the parent closed the pipe or died
-                if isinstance(message, p.Shutdown):
-                    return
-                if isinstance(message, p.Assign):
-                    self.assign(message)
-                else:
-                    await self.handle(message)
-        finally:
-            await self.close_all()
 
     def assign(self, message: p.Assign) -> None:
         self.lanes = max(1, min(message.concurrency, self.fd_budget // 2))
         self.max_open = max(1, self.fd_budget - self.lanes)
+        self.retry = message.retry
+        _credentials.install(message.keys)
+        _bastions.pool().cooldown = message.retry.cooldown
         for index, spec in message.hosts:
-            self.conns[index] = AsyncConnection.from_spec(spec)
-
-    def send(self, message: p.HostDone | p.CallDone) -> None:
-        """Queue a frame; frames queued in one loop turn go out in one write (fewer parent wake-ups)."""
-        if not self.outbox:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self.outbox.append(p.frame(self.encoder.encode(message)))
-
-    def flush(self) -> None:
-        self.out.write(b"".join(self.outbox))
-        self.outbox.clear()
+            self.conns[index] = AsyncConnection.from_spec(spec, record_keys=False)
 
     async def handle(self, call: p.Call) -> None:
+        """Run ``call`` on its hosts, ``lanes`` at a time, emitting each host's result as it finishes."""
         jobs = self.jobs(call)
-        lanes = iter(jobs)
+        pending = iter(jobs)
+        if isinstance(call, p.Connect):
+            _bastions.pool().forget_failures()  # connect() retries every host, bastions included
 
         async def lane() -> None:
-            for index, job in lanes:
-                self.send(p.HostDone(call.req, index, await self.guarded(index, job)))
+            for index, job in pending:
+                started = time.monotonic()
+                result = await self.guarded(index, job, retry_failed=isinstance(call, p.Connect))
+                self.report_keys(call.req, index)
+                self.emit(p.HostDone(call.req, index, result.stdout, result.stderr, result.status,
+                                     result.error, time.monotonic() - started))
 
-        self.heartbeat = asyncio.get_running_loop().call_later(p.HEARTBEAT_EVERY, self.beat, call.req)
+        heartbeat = asyncio.create_task(self.beat(call.req))
         try:
             await asyncio.gather(*(lane() for _ in range(min(self.lanes, len(jobs)))))
         finally:
-            if self.heartbeat is not None:
-                self.heartbeat.cancel()
-                self.heartbeat = None
-        self.send(p.CallDone(call.req))
+            heartbeat.cancel()
+        self.emit(p.CallDone(call.req))
 
-    def beat(self, req: int) -> None:
-        """Tell the parent this worker still runs ``req`` (its loop turns), then again in a while."""
-        self.send(p.Alive(req))
-        self.heartbeat = asyncio.get_running_loop().call_later(p.HEARTBEAT_EVERY, self.beat, req)
+    async def beat(self, req: int) -> None:
+        """Tell the parent every ``HEARTBEAT_EVERY`` seconds that this worker still runs ``req``."""
+        while True:
+            await asyncio.sleep(p.HEARTBEAT_EVERY)
+            self.emit(p.Alive(req))
+
+    def report_keys(self, req: int, index: int) -> None:
+        conn = self.conns[index]
+        for spec, key in conn.learned:
+            self.emit(p.KeyLearned(req, spec, key))
+        conn.learned.clear()
 
     def jobs(self, call: p.Call) -> list[tuple[int, Job]]:
         """One job per host of the call; each returns that host's result or raises."""
@@ -147,32 +161,68 @@ class Worker:
                 return [(i, self._close(i)) for i in indices]
         raise TypeError(f"unknown call {type(call).__name__}")
 
-    async def guarded(self, index: int, job: Job) -> SSHResult:
-        """Run one host's job; any failure becomes its ``status=-1`` result, output kept where there is some."""
+    async def guarded(self, index: int, job: Job, retry_failed: bool) -> SSHResult:
+        """Run one host's job; any failure becomes its ``status=-1`` result, output kept where there is some.
+
+        A host that failed to connect within the cool-down is not tried again (unless this is
+        ``connect()``); connect failures worth it are retried with backoff and jitter, and only
+        those: nothing had started on the host.
+        """
         conn = self.conns[index]
+        skipped = None if retry_failed or conn.connected else self._still_cooling(index)
+        if skipped is not None:
+            return skipped
         self.busy.add(index)
         try:
-            await self.make_room(index)
-            return await job(conn)
+            attempt = 0
+            while True:
+                try:
+                    await self.make_room(index)
+                    result = await job(conn)
+                except CONNECT_FAILURES as exc:
+                    attempt += 1
+                    if attempt >= self.retry.attempts or not _transient(exc):
+                        raise
+                    await asyncio.sleep(_backoff(self.retry, attempt - 1))
+                    continue
+                self.failures.pop(index, None)
+                return result
         except (CommandTimeout, OutputLimitExceeded) as exc:
             partial = exc.result
             stderr = f"{partial.stderr}{describe(exc)}" if not partial.stderr or partial.stderr.endswith("\n") \
                 else f"{partial.stderr}\n{describe(exc)}"
-            return SSHResult(partial.stdout, stderr, -1)
+            return SSHResult(partial.stdout, stderr, -1, type(exc).__name__)
+        except CONNECT_FAILURES as exc:
+            self.failures[index] = _Failure(type(exc).__name__, str(exc), time.monotonic(), time.time())
+            return SSHResult("", describe(exc), -1, type(exc).__name__)
         except Exception as exc:  # noqa: BLE001 - one host's failure must never end the call
-            return SSHResult("", describe(exc), -1)
+            return SSHResult("", describe(exc), -1, type(exc).__name__)
         finally:
             self.busy.discard(index)
-            if conn.connected:
+            if conn.connected and conn.spec.jump is None:
                 self.open_lru[index] = None
                 self.open_lru.move_to_end(index)
             else:
                 self.open_lru.pop(index, None)
             self.released.set()
 
+    def _still_cooling(self, index: int) -> SSHResult | None:
+        """The remembered failure of a host that failed to connect less than ``cooldown`` seconds ago."""
+        failure = self.failures.get(index)
+        if failure is None:
+            return None
+        ago = time.monotonic() - failure.at
+        if ago >= self.retry.cooldown:
+            return None
+        when = time.strftime("%H:%M:%S", time.localtime(failure.wall))
+        note = (f" (not retried: this host failed to connect {ago:.0f} s ago, at {when}; it is tried again "
+                f"{self.retry.cooldown:g} s after the failure, or at once by connect())")
+        return SSHResult("", f"{failure.kind}: {failure.message}{note}", -1, failure.kind)
+
     async def make_room(self, index: int) -> None:
-        """Before ``index`` opens a connection, close idle ones (least recently used) to stay under the fd budget."""
-        if self.conns[index].connected:
+        """Before ``index`` opens a direct connection, close idle ones (least recently used) to stay under the fd budget."""
+        conn = self.conns[index]
+        if conn.connected or conn.spec.jump is not None:
             return
         while len(self.open_lru) + self.closing >= self.max_open:
             idle = next((i for i in self.open_lru if i not in self.busy), None)
@@ -223,8 +273,18 @@ class Worker:
             return SSHResult(status=0)
         return job
 
-    async def close_all(self) -> None:
-        await asyncio.gather(*(_close_quietly(conn) for conn in self.conns.values()))
+    async def close_all(self, grace: float | None = None) -> None:
+        """Disconnect every host, then the bastions and the agent; within ``grace`` seconds if given."""
+        async def close() -> None:
+            await asyncio.gather(*(_close_quietly(conn) for conn in self.conns.values()))
+            await _bastions.pool().close()
+            _credentials.close_agents()
+
+        try:
+            async with asyncio.timeout(grace):
+                await close()
+        except TimeoutError:
+            pass
 
 
 def _execute(command: str, timeout: float | None) -> Job:
@@ -257,3 +317,73 @@ async def _close_quietly(conn: AsyncConnection) -> None:
         await conn.close()
     except OSError:
         pass
+
+
+def _transient(exc: BaseException) -> bool:
+    """A connect failure worth retrying (timeouts, refused, reset, unreachable), never a login or key refused."""
+    if isinstance(exc, ConnectTimeout):
+        return True
+    return type(exc) is ConnectError and exc.errno in _TRANSIENT
+
+
+def _backoff(retry: p.Retry, attempt: int) -> float:
+    """Exponential backoff with jitter: ``backoff * 2**attempt``, give or take ``jitter`` of it."""
+    base = retry.backoff * (2 ** attempt)
+    return max(0.0, base * (1 + random.uniform(-retry.jitter, retry.jitter)))
+
+
+async def serve(read_fd: int, write_fd: int) -> None:
+    """The local engine's worker: requests from ``read_fd``, frames to ``write_fd``, until told to stop.
+
+    End of file on the request pipe (the parent was interrupted, closed the pool or died) stops
+    the call in progress: its remote commands get a KILL signal, as on a timeout, then the worker
+    disconnects within ``ABORT_GRACE`` and exits.
+    """
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", 0))
+    out, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(write_fd, "wb", 0))
+    encoder = msgspec.msgpack.Encoder()
+    decoder = msgspec.msgpack.Decoder(p.Request)
+    outbox: list[bytes] = []
+
+    def flush() -> None:
+        out.write(b"".join(outbox))
+        outbox.clear()
+
+    def emit(message: p.HostDone | p.KeyLearned | p.Alive | p.CallDone) -> None:
+        """Queue a frame; frames queued in one loop turn go out in one write (fewer parent wake-ups)."""
+        if not outbox:
+            loop.call_soon(flush)
+        outbox.append(p.frame(encoder.encode(message)))
+
+    worker = Worker(emit, raise_fd_limit())
+    current: asyncio.Task[None] | None = None
+    try:
+        while True:
+            try:
+                (size,) = p.HEADER.unpack(await reader.readexactly(p.HEADER.size))
+                if size > p.MAX_REQUEST:
+                    return  # not our parent speaking: stop rather than buffer it
+                message = decoder.decode(await reader.readexactly(size))
+            except (asyncio.IncompleteReadError, msgspec.DecodeError):
+                if current is not None and not current.done():
+                    current.cancel()  # stops remote commands (KILL signal), as a timeout does
+                    with contextlib.suppress(BaseException):
+                        await current
+                await worker.close_all(ABORT_GRACE)
+                return
+            if isinstance(message, p.Shutdown):
+                if current is not None:
+                    await current
+                await worker.close_all()
+                return
+            if current is not None and not current.done():
+                await current  # the parent sends one call at a time; never interleave
+            if isinstance(message, p.Assign):
+                worker.assign(message)
+            else:
+                current = asyncio.create_task(worker.handle(message))
+    finally:
+        if outbox:
+            flush()

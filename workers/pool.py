@@ -1,10 +1,12 @@
-"""Parent side of the engine: forks the workers, shards hosts, sends calls, merges streamed results.
+"""Parent side of the engine: starts the workers, shards hosts, sends calls, merges streamed results.
 
 Host ``i`` always lives in worker ``i % N``, so its SSH connection stays open in one process across
 calls. A call sends one request per involved worker, then waits on all result pipes at once. A
 worker that dies, sends garbage or falls silent (stopped, stuck: no frame, not even its heartbeat,
 for ``STALL_LIMIT`` seconds) turns its unfinished hosts into ``WorkerLost`` results and is replaced
-(with its shard re-assigned) before the next call. Ctrl-C kills the workers at once.
+(with its shard re-assigned) before the next call, unless it was lost ``MAX_LOSSES`` calls in a
+row. Ctrl-C closes the request pipes, so workers stop their remote commands and exit, and kills
+any still running after ``ABORT_WAIT``. One call runs at a time; other threads wait their turn.
 """
 
 from __future__ import annotations
@@ -14,28 +16,35 @@ import math
 import os
 import resource
 import selectors
-import signal
-import sys
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 
 import msgspec
 
-from hussh._connector import prepare
+from hussh import _credentials
+from hussh._known_hosts import record as record_host_keys
 from hussh._result import SSHResult
-from hussh._spec import ConnectSpec
+from hussh._spec import ConnectSpec, finalized
 from hussh.errors import WorkerLost, describe
 
+from . import _spawn
 from . import protocol as p
 
 log = logging.getLogger("hussh")
 
 MIN_HOSTS_PER_WORKER = 64  # below this, another process costs more than it saves
 SHUTDOWN_GRACE = 5.0  # seconds workers get to disconnect politely before SIGKILL
+ABORT_WAIT = 1.5  # seconds interrupted workers get to stop their remote commands before SIGKILL
 PROGRESS_EVERY = 5.0  # seconds between progress log lines on long calls
 STALL_LIMIT = 10 * p.HEARTBEAT_EVERY  # seconds of silence after which a busy worker counts as lost
+MAX_LOSSES = 3  # consecutive lost calls after which a shard's worker is not started again
 
 Progress = Callable[[int, int], None]
+OnHost = Callable[[int, SSHResult, float], None]
+
+_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 
 
 def default_worker_count(hosts: int) -> int:
@@ -65,54 +74,66 @@ def split_shares(batch_size: int, sizes: list[int]) -> list[int]:
 
 
 class _Worker:
-    """One forked worker and the parent's ends of its two pipes."""
+    """One worker process and the parent's ends of its two pipes."""
 
-    def __init__(self, pid: int, to_worker: int, from_worker: int) -> None:
-        self.pid, self.to_worker, self.from_worker = pid, to_worker, from_worker
+    def __init__(self, process: _spawn.Process, to_worker: int, from_worker: int) -> None:
+        self.process, self.to_worker, self.from_worker = process, to_worker, from_worker
         self.buffer = bytearray()
-        self.exit_note = ""
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def send(self, payload: bytes) -> None:
         view = memoryview(p.frame(payload))
         while view:
             view = view[os.write(self.to_worker, view):]
 
-    def reap(self, kill: bool = False) -> None:
-        """Close our pipe ends and collect the process (after SIGKILL if ``kill``)."""
+    def hang_up(self) -> None:
+        """Close the request pipe: the worker stops what it runs and exits."""
+        _close(self.to_worker)
+        self.to_worker = -1
+
+    def reap(self, kill: bool = False) -> str:
+        """Close our pipe ends and collect the process (after SIGKILL if ``kill``); return its exit note."""
         if kill:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for fd in (self.to_worker, self.from_worker):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            self.process.kill()
+        self.hang_up()
+        _close(self.from_worker)
+        self.from_worker = -1
+        self.process.exited(timeout=5.0 if kill else 0.0)
+        return self.process.reap()
+
+
+def _close(fd: int) -> None:
+    if fd >= 0:
         try:
-            _, status = os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            return
-        if os.WIFSIGNALED(status):
-            self.exit_note = f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-        else:
-            self.exit_note = f"exit status {os.WEXITSTATUS(status)}"
+            os.close(fd)
+        except OSError:
+            pass
 
 
 class WorkerPool:
     """N worker processes serving a fixed table of hosts; ``call`` runs one operation on some of them."""
 
-    def __init__(self, specs: list[ConnectSpec], batch_size: int, workers: int | None = None) -> None:
+    def __init__(self, specs: list[ConnectSpec], batch_size: int, workers: int | None = None,
+                 retry: p.Retry = p.Retry()) -> None:
         self.specs = specs
-        prepare(specs)  # keys decrypted and known_hosts parsed once, here: the forked workers inherit them
+        self.retry = retry
         count = workers or default_worker_count(len(specs))
         self.count = max(1, min(count, len(specs), batch_size))
         self.shares = split_shares(batch_size, [len(range(w, len(specs), self.count)) for w in range(self.count)])
         self.workers: list[_Worker | None] = [None] * self.count
+        self.losses = [0] * self.count
+        self.last_loss = [""] * self.count
         self.owner = os.getpid()
         self.next_req = 0
         self.encoder = msgspec.msgpack.Encoder()
         self.decoder = msgspec.msgpack.Decoder(p.Reply)
+        self.max_reply = p.reply_limit(max((spec.max_output for spec in specs), default=1))
+        self.lock = threading.RLock()
+        self.calling = False
+        _pools.add(self)
 
     def shard(self, index: int) -> int:
         return index % self.count
@@ -122,32 +143,51 @@ class WorkerPool:
         build: Callable[[int, list[int]], p.Call],
         indices: Iterable[int],
         progress: Progress | None = None,
-    ) -> dict[int, SSHResult]:
-        """Run ``build(req, shard_indices)`` on each involved worker; return every index's result."""
+        on_host: OnHost | None = None,
+    ) -> tuple[dict[int, SSHResult], dict[int, float]]:
+        """Run ``build(req, shard_indices)`` on each involved worker; return every index's result and seconds."""
+        with self.lock:
+            if self.calling:
+                raise RuntimeError("this MultiConnection is already running a call in this thread "
+                                   "(a progress or on_result callback cannot start another)")
+            self.calling = True
+            try:
+                return self._call(build, indices, progress, on_host)
+            finally:
+                self.calling = False
+
+    def _call(self, build: Callable[[int, list[int]], p.Call], indices: Iterable[int],
+              progress: Progress | None, on_host: OnHost | None) -> tuple[dict[int, SSHResult], dict[int, float]]:
         shards: dict[int, list[int]] = {}
         for index in indices:
             shards.setdefault(self.shard(index), []).append(index)
         self.next_req += 1
         req = self.next_req
-        results: dict[int, SSHResult] = {}
+        gathered = _Gathered(sum(len(v) for v in shards.values()), progress, on_host)
         pending: dict[int, set[int]] = {}
-        total = sum(len(v) for v in shards.values())
         try:
             for number, shard_indices in shards.items():
-                worker = self._worker(number)
+                if self.losses[number] >= MAX_LOSSES:
+                    gathered.fail(shard_indices, f"the worker for these hosts was lost {self.losses[number]} "
+                                  f"calls in a row, so it is not started again (last: {self.last_loss[number]}); "
+                                  "close and recreate the MultiConnection to try again")
+                    continue
                 try:
+                    worker = self._worker(number)
                     worker.send(self.encoder.encode(build(req, shard_indices)))
                     pending[number] = set(shard_indices)
                 except OSError as exc:
-                    self._lose(number, set(shard_indices), results, f"could not send the call ({exc})")
-            self._gather(req, pending, results, total, progress)
+                    self._lose(number, set(shard_indices), gathered, f"could not start or reach it ({exc})")
+            self._gather(req, pending, gathered)
         except BaseException:
-            self.terminate()  # Ctrl-C or a bug: leave no worker behind, never hang
+            self.abort()  # Ctrl-C or a bug: stop remote commands, leave no worker behind, never hang
             raise
-        return results
+        finally:
+            if gathered.learned:
+                record_host_keys(gathered.learned)
+        return gathered.results, gathered.seconds
 
-    def _gather(self, req: int, pending: dict[int, set[int]], results: dict[int, SSHResult],
-                total: int, progress: Progress | None) -> None:
+    def _gather(self, req: int, pending: dict[int, set[int]], gathered: "_Gathered") -> None:
         selector = selectors.DefaultSelector()
         heard: dict[int, float] = {}  # worker -> when it last sent a frame
         for number in pending:
@@ -159,7 +199,7 @@ class WorkerPool:
                 for key, _ in selector.select(timeout=min(1.0, STALL_LIMIT)):
                     number = key.data
                     heard[number] = time.monotonic()
-                    if not self._drain(number, req, pending, results, progress, total):
+                    if not self._drain(number, req, pending, gathered):
                         selector.unregister(key.fileobj)
                 now = time.monotonic()
                 stalled = [n for n in pending if now - heard[n] > STALL_LIMIT]
@@ -167,16 +207,15 @@ class WorkerPool:
                     unread = {key.data for key, _ in selector.select(timeout=0)}
                     for number in (n for n in stalled if n not in unread):
                         selector.unregister(self._live(number).from_worker)
-                        self._lose(number, pending.pop(number), results,
+                        self._lose(number, pending.pop(number), gathered,
                                    f"it sent nothing for {STALL_LIMIT:g} seconds (stopped or stuck)")
                 if now >= next_log:
-                    log.info("hussh: %d/%d hosts done", len(results), total)
+                    log.info("hussh: %d/%d hosts done", len(gathered.results), gathered.total)
                     next_log += PROGRESS_EVERY
         finally:
             selector.close()
 
-    def _drain(self, number: int, req: int, pending: dict[int, set[int]], results: dict[int, SSHResult],
-               progress: Progress | None, total: int) -> bool:
+    def _drain(self, number: int, req: int, pending: dict[int, set[int]], gathered: "_Gathered") -> bool:
         """Read what worker ``number`` sent; return False once it is finished or lost."""
         worker = self._live(number)
         try:
@@ -187,42 +226,53 @@ class WorkerPool:
         else:
             reason = "it exited"
         if not chunk:
-            self._lose(number, pending.pop(number), results, reason)
+            self._lose(number, pending.pop(number), gathered, reason)
             return False
         buffer = worker.buffer
         buffer += chunk
         while len(buffer) >= p.HEADER.size:
             (size,) = p.HEADER.unpack_from(buffer)
+            if size > self.max_reply:
+                self._lose(number, pending.pop(number), gathered,
+                           f"it sent a frame of {size} bytes, more than the {self.max_reply} any reply may take")
+                return False
             if len(buffer) < p.HEADER.size + size:
                 break
             try:
                 message = self.decoder.decode(memoryview(buffer)[p.HEADER.size:p.HEADER.size + size])
             except msgspec.DecodeError as exc:
-                self._lose(number, pending.pop(number), results, f"it sent a malformed frame ({exc})")
+                self._lose(number, pending.pop(number), gathered, f"it sent a malformed frame ({exc})")
                 return False
             del buffer[:p.HEADER.size + size]
             if message.req != req or isinstance(message, p.Alive):
                 continue  # a straggler from an interrupted earlier call, or a heartbeat
             if isinstance(message, p.CallDone):
-                for index in pending.pop(number):
-                    results[index] = SSHResult("", "WorkerLost: the worker finished without a result for this host", -1)
+                self.losses[number] = 0
+                missing = pending.pop(number)
+                if missing:
+                    gathered.fail(missing, "the worker finished the call without a result for this host")
                 return False
-            results[message.index] = message.result
+            if isinstance(message, p.KeyLearned):
+                gathered.learned.append((message.spec, message.key))
+                continue
+            if message.index not in pending[number]:
+                self._lose(number, pending.pop(number), gathered, f"it answered for host {message.index}, "
+                           "which it was not asked about")
+                return False
             pending[number].discard(message.index)
-            if progress is not None:
-                progress(len(results), total)
+            gathered.add(message)
         return True
 
-    def _lose(self, number: int, indices: set[int], results: dict[int, SSHResult], reason: str) -> None:
+    def _lose(self, number: int, indices: set[int], gathered: "_Gathered", reason: str) -> None:
         """Worker ``number`` is gone or broken: kill it, fail its unfinished hosts, replace it next call."""
         worker = self.workers[number]
         self.workers[number] = None
         if worker is not None:
-            worker.reap(kill=True)
-            reason = f"{reason}; process {worker.pid} {worker.exit_note}"
-        error = describe(WorkerLost(f"worker process lost before this host finished: {reason}"))
-        for index in indices:
-            results[index] = SSHResult("", error, -1)
+            note = worker.reap(kill=True)
+            reason = f"{reason}; process {worker.pid} {note}".rstrip()
+        self.losses[number] += 1
+        self.last_loss[number] = reason
+        gathered.fail(indices, f"worker process lost before this host finished: {reason}")
         log.warning("hussh: worker %d lost (%s); %d host(s) failed, it is replaced on the next call",
                     number, reason, len(indices))
 
@@ -232,39 +282,30 @@ class WorkerPool:
         return worker
 
     def _worker(self, number: int) -> _Worker:
-        """The live worker for shard ``number``, forked (and given its shard) if needed."""
+        """The live worker for shard ``number``, started (and given its shard) if needed."""
         worker = self.workers[number]
         if worker is None:
-            worker = self.workers[number] = self._fork(number)
-            hosts = [(i, self.specs[i]) for i in range(number, len(self.specs), self.count)]
-            worker.send(self.encoder.encode(p.Assign(hosts, self.shares[number])))
+            hosts = [(i, finalized(self.specs[i])) for i in range(number, len(self.specs), self.count)]
+            keys = _credentials.ship(ref for _, spec in hosts for ref in _credentials.chain_key_refs(spec))
+            worker = self.workers[number] = self._start()
+            worker.send(self.encoder.encode(p.Assign(hosts, self.shares[number], keys, self.retry)))
         return worker
 
-    def _fork(self, number: int) -> _Worker:
+    def _start(self) -> _Worker:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        pid = os.fork()
-        if pid == 0:  # child: keep only its own pipe ends, serve, never return into the caller's code
-            code = 0
-            try:
-                for other in self.workers:
-                    if other is not None:
-                        os.close(other.to_worker)
-                        os.close(other.from_worker)
-                os.close(to_child_w)
-                os.close(from_child_r)
-                from .main import run  # noqa: PLC0415 - only the child needs the event loop machinery
-
-                run(to_child_r, from_child_w)
-            except BaseException:  # noqa: BLE001
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(to_child_r)
-        os.close(from_child_w)
-        return _Worker(pid, to_child_w, from_child_r)
+        for fd in (to_child_w, from_child_r):
+            os.set_inheritable(fd, False)
+        try:
+            process = _spawn.start(to_child_r, from_child_w)
+        except BaseException:
+            for fd in (to_child_w, from_child_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
+        return _Worker(process, to_child_w, from_child_r)
 
     def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Ask every worker to close its connections and exit; SIGKILL any still running after ``grace``."""
@@ -279,24 +320,66 @@ class WorkerPool:
                 pass
         deadline = time.monotonic() + grace
         for worker in live:
-            while time.monotonic() < deadline and _running(worker.pid):
-                time.sleep(0.01)
-            worker.reap(kill=_running(worker.pid))
+            exited = worker.process.exited(max(0.0, deadline - time.monotonic()))
+            worker.reap(kill=not exited)
 
-    def terminate(self) -> None:
-        """Kill every worker now (Ctrl-C, errors): their hosts' connections simply drop."""
+    def abort(self) -> None:
+        """Stop now (Ctrl-C, errors): workers stop their remote commands and exit, or are killed after ``ABORT_WAIT``."""
         if os.getpid() != self.owner:
             return
         live = [w for w in self.workers if w is not None]
         self.workers = [None] * self.count
         for worker in live:
-            worker.reap(kill=True)
+            worker.hang_up()
+        deadline = time.monotonic() + ABORT_WAIT
+        for worker in live:
+            exited = worker.process.exited(max(0.0, deadline - time.monotonic()))
+            worker.reap(kill=not exited)
+
+    def close_inherited(self) -> None:
+        """In a forked child of the caller: drop our pipe ends, so workers still see their parent leave."""
+        for worker in self.workers:
+            if worker is not None:
+                _close(worker.to_worker)
+                _close(worker.from_worker)
+                _close(worker.process.pidfd)
+        self.workers = [None] * self.count
 
 
-def _running(pid: int) -> bool:
-    """True while ``pid`` has not exited (it is our child, so a zombie means exited)."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return False
-    return not done
+class _Gathered:
+    """One call's results as they arrive; identical outputs are kept once, not once per host."""
+
+    def __init__(self, total: int, progress: Progress | None, on_host: OnHost | None) -> None:
+        self.total = total
+        self.progress = progress
+        self.on_host = on_host
+        self.results: dict[int, SSHResult] = {}
+        self.seconds: dict[int, float] = {}
+        self.learned: list[tuple[ConnectSpec, str]] = []
+        self.texts: dict[str, str] = {}
+
+    def add(self, done: p.HostDone) -> None:
+        stdout = self.texts.setdefault(done.stdout, done.stdout)
+        stderr = self.texts.setdefault(done.stderr, done.stderr)
+        self._set(done.index, SSHResult(stdout, stderr, done.status, done.error), done.seconds)
+
+    def fail(self, indices: Iterable[int], reason: str) -> None:
+        error = describe(WorkerLost(reason))
+        for index in indices:
+            self._set(index, SSHResult("", error, -1, "WorkerLost"), 0.0)
+
+    def _set(self, index: int, result: SSHResult, seconds: float) -> None:
+        self.results[index] = result
+        self.seconds[index] = seconds
+        if self.on_host is not None:
+            self.on_host(index, result, seconds)
+        if self.progress is not None:
+            self.progress(len(self.results), self.total)
+
+
+def _close_inherited_pools() -> None:
+    for pool in list(_pools):
+        pool.close_inherited()
+
+
+os.register_at_fork(after_in_child=_close_inherited_pools)

@@ -1,9 +1,11 @@
-"""Every message that crosses a worker pipe, as tagged msgspec Structs, and the frame format.
+"""Every message between the parent and a worker, as tagged msgspec Structs, and the frame format.
 
 A frame is a 4-byte big-endian length followed by one msgpack-encoded message. The parent sends
 ``Request`` messages; a worker answers each call with one ``HostDone`` per host, as soon as that
-host finishes, an ``Alive`` every ``HEARTBEAT_EVERY`` seconds while it works, then ``CallDone``.
-Host specs travel once, in ``Assign``, not with every call.
+host finishes, a ``KeyLearned`` per host key accepted on first use, an ``Alive`` every
+``HEARTBEAT_EVERY`` seconds while it works, then ``CallDone``. Host specs and keys travel once,
+in ``Assign``. Closing the request pipe means "stop now": the worker stops the remote commands it
+runs, disconnects and exits (that is how Ctrl-C and the parent's death reach it).
 """
 
 from __future__ import annotations
@@ -12,12 +14,21 @@ import struct
 
 import msgspec
 
-from hussh._result import SSHResult
-from hussh._spec import ConnectSpec
+from hussh._credentials import KeyMaterial
+from hussh._spec import ConnectSpec, Retry
 
 HEADER = struct.Struct(">I")
 FD_RESERVE = 48  # descriptors a worker keeps free for its pipes, local files and the loop itself
 HEARTBEAT_EVERY = 1.0  # seconds between a busy worker's Alive frames
+MAX_REQUEST = 1 << 30  # bytes: the largest request a worker accepts (an sftp_write payload)
+REPLY_OVERHEAD = 1 << 20  # bytes a reply may carry beyond its host's output
+
+
+def reply_limit(max_output: int) -> int:
+    """The largest reply frame a worker may send when outputs are capped at ``max_output`` bytes.
+
+    Output is decoded as UTF-8 with replacement, and one undecodable byte becomes three."""
+    return 3 * max_output + REPLY_OVERHEAD
 
 
 class _Message(msgspec.Struct, array_like=True, tag=True, gc=False):
@@ -25,10 +36,12 @@ class _Message(msgspec.Struct, array_like=True, tag=True, gc=False):
 
 
 class Assign(_Message):
-    """The worker's shard: (host index, spec) pairs, and its share of ``batch_size``."""
+    """The worker's shard: (host index, resolved spec) pairs, the keys they use, its share of ``batch_size``."""
 
     hosts: list[tuple[int, ConnectSpec]]
     concurrency: int
+    keys: list[tuple[str, str | None, KeyMaterial]] = []
+    retry: Retry = Retry()
 
 
 class Connect(_Message):
@@ -83,13 +96,27 @@ class Close(_Message):
 
 
 class Shutdown(_Message):
-    """Close every connection and exit."""
+    """Close every connection politely and exit."""
 
 
 class HostDone(_Message):
+    """One host's outcome, and how long the worker spent on it (connect included)."""
+
     req: int
     index: int
-    result: SSHResult
+    stdout: str
+    stderr: str
+    status: int
+    error: str = ""
+    seconds: float = 0.0
+
+
+class KeyLearned(_Message):
+    """A host key accepted on first use (``accept-new``), for the parent to record in known_hosts."""
+
+    req: int
+    spec: ConnectSpec
+    key: str
 
 
 class Alive(_Message):
@@ -103,7 +130,7 @@ class CallDone(_Message):
 
 
 Request = Assign | Connect | Execute | WriteData | ReadFile | TailOpen | TailRead | TailClose | Close | Shutdown
-Reply = HostDone | Alive | CallDone
+Reply = HostDone | KeyLearned | Alive | CallDone
 Call = Connect | Execute | WriteData | ReadFile | TailOpen | TailRead | TailClose | Close
 
 

@@ -1,0 +1,268 @@
+"""Every reach into asyncssh's private internals, in one place, each guarded.
+
+hussh pins asyncssh to ``TESTED_RANGE``. Each patch here checks that the private names it relies
+on still exist and otherwise leaves asyncssh's own behaviour in place (slower, never wrong), so
+an upgrade degrades speed rather than correctness. ``tests/test_transport_tweaks.py`` fails when
+one of them silently stops taking effect.
+
+* ``FleetConnection``: fewer packets and writes per host (no empty ``MSG_IGNORE``, corked writes,
+  no ``none`` auth probe for password-only logins).
+* ``install_log_speedups``: asyncssh formats log arguments before checking the level.
+* ``CachedClientConfig``: asyncssh's ssh_config parser with each file tokenized once per process
+  (asyncssh re-runs ``shlex`` over every line for every host: ~1 ms per host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+from asyncssh.config import SSHClientConfig
+from asyncssh.connection import SSHClientConnection
+from asyncssh.constants import MSG_IGNORE
+from asyncssh.logging import SSHLogger
+from asyncssh.packet import SSHPacketLogger, String
+
+TESTED_RANGE = ((2, 14, 2), (2, 25))
+"""asyncssh versions these patches were written and tested against: [low, high)."""
+
+
+def _version() -> tuple[int, ...]:
+    return tuple(int(part) for part in asyncssh.__version__.split(".")[:3] if part.isdigit())
+
+
+VERSION_TESTED = TESTED_RANGE[0] <= _version() < TESTED_RANGE[1]
+
+
+def _has(cls: type, *names: str) -> bool:
+    return VERSION_TESTED and all(hasattr(cls, name) for name in names)
+
+
+# ---------------------------------------------------------------------------------- transport
+
+CORK_AVAILABLE = _has(SSHClientConnection, "_send", "_transport", "_loop", "send_packet")
+SKIP_NONE_PROBE_AVAILABLE = _has(SSHClientConnection, "_auth_methods")
+_EMPTY_STRING = (String(b""),)
+
+
+class FleetConnection(SSHClientConnection):
+    """asyncssh's client connection with fewer packets and fewer writes per host.
+
+    * No empty ``MSG_IGNORE`` before every encrypted packet: that padding defends CBC ciphers,
+      which hussh never offers; dropping it saves a third of the packets per host.
+    * Corked writes: asyncssh writes each packet as it is built (a syscall and a TCP segment
+      each); here the packets of one event-loop turn leave in one write, flushed on the next turn
+      and so before anything scheduled after them, such as the abort that follows a disconnect.
+    """
+
+    _unsent: list[bytes] | None = None
+    writes = 0  # transport writes made (class-wide), read by the tests of these tweaks
+    on_lost: Callable[[], None] | None = None  # a bastion counts the tunnels it carries
+    learned_key: str | None = None  # a host key accepted under accept-new, for the caller to record
+
+    def connection_lost(self, exc: Exception | None = None) -> None:
+        super().connection_lost(exc)
+        callback, self.on_lost = self.on_lost, None
+        if callback is not None:
+            callback()
+
+    def send_packet(self, pkttype: int, *args: bytes, handler: object = None) -> None:
+        if pkttype == MSG_IGNORE and args == _EMPTY_STRING:
+            return
+        super().send_packet(pkttype, *args, handler=handler)  # type: ignore[arg-type]
+
+    if CORK_AVAILABLE:
+        def _send(self, data: bytes) -> None:
+            if self._unsent is not None:
+                self._unsent.append(data)
+            elif self._transport:
+                self._unsent = [data]
+                self._loop.call_soon(self._flush, self._transport)
+
+    def _flush(self, transport: asyncio.Transport) -> None:
+        data, self._unsent = b"".join(self._unsent or ()), None
+        if not transport.is_closing():
+            try:
+                transport.write(data)
+                FleetConnection.writes += 1
+            except ConnectionError:  # the peer is gone; connection_lost reports it
+                pass
+
+
+def connection_factory(loop: asyncio.AbstractEventLoop, options: asyncssh.SSHClientConnectionOptions,
+                       password_only: bool) -> Callable[[], SSHClientConnection]:
+    """What ``loop.create_connection`` (or a tunnel) calls to build one client connection."""
+    def build() -> SSHClientConnection:
+        conn = FleetConnection(loop, options, wait="auth")
+        if password_only and SKIP_NONE_PROBE_AVAILABLE:
+            conn._auth_methods = [b"password"]  # skip the "none" probe: one round trip less per host
+        return conn
+    return build
+
+
+# ---------------------------------------------------------------------------------- logging
+
+def install_log_speedups() -> None:
+    """Skip asyncssh's log formatting when nothing would be logged (idempotent)."""
+    if not (_has(SSHLogger, "log", "_debug_level") and _has(SSHPacketLogger, "_log_packet")):
+        return
+    if getattr(SSHLogger.log, "_hussh", False):
+        return
+    format_and_log = SSHLogger.log
+    describe_packet = SSHPacketLogger._log_packet
+
+    def log_if_enabled(self: SSHLogger, level: int, msg: object, *args: object, **kwargs: object) -> None:
+        if self.isEnabledFor(level):
+            format_and_log(self, level, msg, *args, **kwargs)
+
+    def log_packet_if_enabled(self: SSHPacketLogger, *args: object) -> None:
+        if SSHLogger._debug_level >= 3 and self.logger.isEnabledFor(10):  # logging.DEBUG
+            describe_packet(self, *args)
+
+    log_if_enabled._hussh = True  # type: ignore[attr-defined]
+    SSHLogger.log = log_if_enabled  # type: ignore[method-assign]
+    SSHPacketLogger._log_packet = log_packet_if_enabled  # type: ignore[method-assign]
+
+
+# ---------------------------------------------------------------------------------- ssh_config
+
+CONFIG_CACHE_AVAILABLE = _has(SSHClientConfig, "_handlers", "_conditionals", "_no_split", "_matching",
+                              "_set_tokens", "_percent_expand", "_expand_val", "_error", "_set_bool",
+                              "_set_bool_or_str", "_append_string", "_options", "_default_path")
+
+Line = tuple[int, str, tuple[str, ...]]
+
+
+@lru_cache(maxsize=64)
+def _tokenize(path: str, mtime_ns: int, size: int) -> tuple[Line, ...]:
+    """asyncssh's per-line tokenizing (``shlex``, ``key=value``), done once per file version."""
+    import shlex  # noqa: PLC0415 - only needed on a cache miss
+
+    lines: list[Line] = []
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            line = line.strip()
+            if not line or line[0] == "#":
+                continue
+            try:
+                split_args = shlex.split(line)
+            except ValueError as exc:
+                lines.append((line_no, "\0error", (str(exc),)))
+                continue
+            args: list[str] = []
+            loption = ""
+            allow_equal = True
+            for i, arg in enumerate(split_args, 1):
+                if arg.startswith("="):
+                    if len(arg) > 1:
+                        args.append(arg[1:])
+                elif not allow_equal:
+                    args.extend(split_args[i - 1:])
+                    break
+                elif arg.endswith("="):
+                    args.append(arg[:-1])
+                elif "=" in arg:
+                    arg, val = arg.split("=", 1)
+                    args.append(arg)
+                    args.append(val)
+                else:
+                    args.append(arg)
+                if i == 1:
+                    loption = args.pop(0).lower()
+                    allow_equal = loption in CachedClientConfig._conditionals
+            if loption in CachedClientConfig._no_split:
+                args = [line.lstrip()[len(loption):].strip()]
+            lines.append((line_no, loption, tuple(args)))
+    return tuple(lines)
+
+
+def _tokenized(path: Path) -> tuple[Line, ...]:
+    stat = os.stat(path)
+    return _tokenize(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+class CachedClientConfig(SSHClientConfig):
+    """asyncssh's client config, reading each file's tokens from a per-process cache.
+
+    Adds the two options asyncssh ignores and hussh implements: ``StrictHostKeyChecking`` and
+    ``HashKnownHosts``. ``globs`` caches ``Include`` patterns for one batch of resolutions.
+    """
+
+    globs: dict[tuple[str, str], list[Path]] | None = None
+
+    _handlers = {
+        **SSHClientConfig._handlers,
+        "stricthostkeychecking": ("StrictHostKeyChecking", SSHClientConfig._set_bool_or_str),
+        "hashknownhosts": ("HashKnownHosts", SSHClientConfig._set_bool),
+    }
+
+    def parse(self, path: Path) -> None:
+        if not CONFIG_CACHE_AVAILABLE:
+            super().parse(path)
+            return
+        self._path = path
+        self._line_no = 0
+        self._matching = True
+        self._tokens = {"%": "%"}
+        for line_no, loption, cached_args in _tokenized(path):
+            self._line_no = line_no
+            if loption == "\0error":
+                self._error(cached_args[0])
+            if not self._matching and loption not in self._conditionals:
+                continue
+            try:
+                option, handler = self._handlers[loption]
+            except KeyError:
+                continue
+            args = list(cached_args)
+            if not args:
+                self._error(f"Missing {option} value")
+            handler(self, option, args)
+            if args:
+                self._error(f'Extra data at end: {" ".join(args)}')
+        self._set_tokens()
+        for option in self._percent_expand:
+            value = self._options.get(option)
+            if isinstance(value, list):
+                self._options[option] = [self._expand_val(item) for item in value]
+            elif isinstance(value, str):
+                self._options[option] = self._expand_val(value)
+
+    def _include(self, option: str, args: list[str]) -> None:
+        if self.globs is None or not CONFIG_CACHE_AVAILABLE:
+            super()._include(option, args)
+            return
+        old_path, old_line_no = self._path, self._line_no
+        for pattern in args:
+            key = (str(self._default_path), pattern)
+            paths = self.globs.get(key)
+            if paths is None:
+                path = Path(pattern).expanduser()
+                if path.anchor:
+                    pattern, path = str(Path(*path.parts[1:])), Path(path.anchor)
+                else:
+                    path = self._default_path
+                paths = self.globs[key] = sorted(p for p in path.glob(pattern) if p.is_file())
+            for path in paths:
+                self.parse(path)
+        self._path, self._line_no = old_path, old_line_no
+        self._matching = True
+        args.clear()
+
+
+def load_client_config(paths: tuple[Path, ...], host: str, user: str | None, port: int | None,
+                       local_user: str, globs: dict[tuple[str, str], list[Path]] | None) -> Any:
+    """Evaluate ``paths`` for one host as ``ssh`` would (first value obtained wins)."""
+    config = CachedClientConfig(None, False, False, False, local_user,  # type: ignore[arg-type]
+                                user if user is not None else (),  # type: ignore[arg-type]
+                                host, port if port is not None else ())  # type: ignore[arg-type]
+    config.globs = globs
+    for path in paths:
+        config.parse(path)
+    config.loaded = True
+    return config
