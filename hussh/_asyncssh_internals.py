@@ -15,7 +15,9 @@ one of them silently stops taking effect.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import os
+import re
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +29,7 @@ from asyncssh.connection import SSHClientConnection
 from asyncssh.constants import MSG_IGNORE
 from asyncssh.logging import SSHLogger
 from asyncssh.packet import SSHPacketLogger, String
+from asyncssh.pattern import WildcardPatternList
 
 TESTED_RANGE = ((2, 14, 2), (2, 25))
 """asyncssh versions these patches were written and tested against: [low, high)."""
@@ -131,9 +134,18 @@ def install_log_speedups() -> None:
 
 # ---------------------------------------------------------------------------------- ssh_config
 
-CONFIG_CACHE_AVAILABLE = _has(SSHClientConfig, "_handlers", "_conditionals", "_no_split", "_matching",
-                              "_set_tokens", "_percent_expand", "_expand_val", "_error", "_set_bool",
-                              "_set_bool_or_str", "_append_string", "_options", "_default_path")
+def _config_internals_present() -> bool:
+    if not _has(SSHClientConfig, "_handlers", "_conditionals", "_no_split", "_set_tokens", "_percent_expand",
+                "_expand_val", "_error", "_set_bool", "_set_bool_or_str", "_include", "parse"):
+        return False
+    try:
+        probe = SSHClientConfig(None, False, False, False, "user", (), "host", ())  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    return all(hasattr(probe, name) for name in ("_matching", "_options", "_default_path", "_path", "_line_no"))
+
+
+CONFIG_CACHE_AVAILABLE = _config_internals_present()
 
 Line = tuple[int, str, tuple[str, ...]]
 
@@ -181,6 +193,29 @@ def _tokenize(path: str, mtime_ns: int, size: int) -> tuple[Line, ...]:
     return tuple(lines)
 
 
+class _CompiledPatterns:
+    """asyncssh's ``WildcardPatternList`` semantics (any positive, no negative ``fnmatch``), as two regexes."""
+
+    def __init__(self, positive: list[str], negative: list[str]) -> None:
+        self.positive = re.compile("|".join(fnmatch.translate(p) for p in positive)) if positive else None
+        self.negative = re.compile("|".join(fnmatch.translate(p) for p in negative)) if negative else None
+
+    def matches(self, value: str) -> bool:
+        return (self.positive is not None and self.positive.match(value) is not None
+                and (self.negative is None or self.negative.match(value) is None))
+
+
+@lru_cache(maxsize=1024)
+def _host_patterns(pattern: str) -> WildcardPatternList | _CompiledPatterns:
+    """A ``Host`` line's patterns, compiled once per process instead of once per host."""
+    patterns = WildcardPatternList(pattern)
+    try:  # asyncssh's own escaping of each pattern, matched by one regex instead of one fnmatch each
+        return _CompiledPatterns([p._pattern for p in patterns._pos_patterns],
+                                 [p._pattern for p in patterns._neg_patterns])
+    except AttributeError:
+        return patterns
+
+
 def _tokenized(path: Path) -> tuple[Line, ...]:
     stat = os.stat(path)
     return _tokenize(str(path), stat.st_mtime_ns, stat.st_size)
@@ -194,12 +229,16 @@ class CachedClientConfig(SSHClientConfig):
     """
 
     globs: dict[tuple[str, str], list[Path]] | None = None
+    files: dict[Path, tuple[Line, ...]] | None = None
 
     _handlers = {
         **SSHClientConfig._handlers,
         "stricthostkeychecking": ("StrictHostKeyChecking", SSHClientConfig._set_bool_or_str),
         "hashknownhosts": ("HashKnownHosts", SSHClientConfig._set_bool),
     }
+    if CONFIG_CACHE_AVAILABLE:
+        _handlers["host"] = ("Host", lambda self, option, args: self._match_host(option, args))
+        _handlers["include"] = ("Include", lambda self, option, args: self._include(option, args))
 
     def parse(self, path: Path) -> None:
         if not CONFIG_CACHE_AVAILABLE:
@@ -209,7 +248,12 @@ class CachedClientConfig(SSHClientConfig):
         self._line_no = 0
         self._matching = True
         self._tokens = {"%": "%"}
-        for line_no, loption, cached_args in _tokenized(path):
+        lines = self.files.get(path) if self.files is not None else None
+        if lines is None:
+            lines = _tokenized(path)
+            if self.files is not None:
+                self.files[path] = lines
+        for line_no, loption, cached_args in lines:
             self._line_no = line_no
             if loption == "\0error":
                 self._error(cached_args[0])
@@ -232,6 +276,10 @@ class CachedClientConfig(SSHClientConfig):
                 self._options[option] = [self._expand_val(item) for item in value]
             elif isinstance(value, str):
                 self._options[option] = self._expand_val(value)
+
+    def _match_host(self, option: str, args: list[str]) -> None:
+        self._matching = _host_patterns(",".join(args)).matches(self._orig_host)
+        args.clear()
 
     def _include(self, option: str, args: list[str]) -> None:
         if self.globs is None or not CONFIG_CACHE_AVAILABLE:
@@ -256,12 +304,14 @@ class CachedClientConfig(SSHClientConfig):
 
 
 def load_client_config(paths: tuple[Path, ...], host: str, user: str | None, port: int | None,
-                       local_user: str, globs: dict[tuple[str, str], list[Path]] | None) -> Any:
+                       local_user: str, globs: dict[tuple[str, str], list[Path]] | None,
+                       files: dict[Path, tuple[Line, ...]] | None = None) -> Any:
     """Evaluate ``paths`` for one host as ``ssh`` would (first value obtained wins)."""
     config = CachedClientConfig(None, False, False, False, local_user,  # type: ignore[arg-type]
                                 user if user is not None else (),  # type: ignore[arg-type]
                                 host, port if port is not None else ())  # type: ignore[arg-type]
     config.globs = globs
+    config.files = files
     for path in paths:
         config.parse(path)
     config.loaded = True

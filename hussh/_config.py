@@ -82,6 +82,7 @@ class ConfigResolver:
     def __init__(self, ssh_config: SSHConfigArg = None) -> None:
         self.paths = config_paths(ssh_config)
         self._globs: dict[tuple[str, str], list[Path]] = {}
+        self._files: dict[Path, tuple[tuple[int, str, tuple[str, ...]], ...]] = {}
         self.jumps: dict[tuple[object, ...], object] = {}  # resolved ProxyJump chains (see _spec._chain)
         self._local_user = _local_user()
 
@@ -90,7 +91,7 @@ class ConfigResolver:
         if not self.paths:
             return NO_CONFIG
         try:
-            config = load_client_config(self.paths, host, user, port, self._local_user, self._globs)
+            config = load_client_config(self.paths, host, user, port, self._local_user, self._globs, self._files)
         except ConfigParseError as exc:
             raise ConfigError(f"ssh config: {exc}") from None
         except (OSError, UnicodeDecodeError) as exc:
