@@ -100,18 +100,20 @@ class BastionPool:
                            f"{MAX_LINKS_PER_CALL} new connections to the bastion")
 
     async def _link(self, bastion: _Bastion) -> _Link:
-        bastion.links = [link for link in bastion.links if not link.conn.is_closed()]
-        for link in bastion.links:
-            if link.usable():
-                return link
-        if bastion.failure:
-            ago = time.monotonic() - bastion.failed_at
-            if ago < self.cooldown or bastion.opening is None and self.cooldown == 0 and ago < 0.001:
-                raise ConnectError(f"via bastion {bastion.spec.target}: {bastion.failure} "
-                                   f"(not retried: it failed {ago:.0f} s ago)")
-        if bastion.opening is None:
-            bastion.opening = asyncio.ensure_future(self._connect(bastion))
-        return await asyncio.shield(bastion.opening)
+        """A bastion connection with room for one more tunnel, opening one (shared by all waiters) if none has."""
+        while True:
+            bastion.links = [link for link in bastion.links if not link.conn.is_closed()]
+            for link in bastion.links:
+                if link.usable():
+                    return link
+            if bastion.opening is None:
+                if bastion.failure:
+                    ago = time.monotonic() - bastion.failed_at
+                    if ago < self.cooldown:
+                        raise ConnectError(f"via bastion {bastion.spec.target}: {bastion.failure} ({ago:.0f} s "
+                                           "ago; a failed bastion is not retried during the cool-down)")
+                bastion.opening = asyncio.ensure_future(self._connect(bastion))
+            await asyncio.shield(bastion.opening)  # then look again: other waiters may have filled it
 
     async def _connect(self, bastion: _Bastion) -> _Link:
         from ._connector import open_connection  # noqa: PLC0415 - _connector imports this module

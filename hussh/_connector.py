@@ -104,10 +104,12 @@ async def open_connection(spec: ConnectSpec, bound: float | None = None) -> SSHC
         async with asyncio.timeout(bound):
             return await _open(spec, phase)
     except TimeoutError:
+        if phase[0] == "bastion" and spec.jump is not None:
+            raise ConnectError(f"via bastion {spec.jump.target}: ConnectTimeout: no connection to the bastion "
+                               f"within this host's {bound:g} seconds") from None
         what = f"{spec.address} via bastion {spec.jump.target}" if spec.jump is not None else spec.address
-        waiting = " (still waiting for the bastion)" if phase[0] == "bastion" else ""
         raise ConnectTimeout(
-            f"connecting to {what} timed out after {bound:g} seconds (TCP connect, handshake and login){waiting}"
+            f"connecting to {what} timed out after {bound:g} seconds (TCP connect, handshake and login)"
         ) from None
     except asyncssh.PermissionDenied as exc:
         if spec.password is None and spec.private_key is None and not _offered_keys(spec):

@@ -39,7 +39,7 @@ def _parsed(path: str) -> asyncssh.SSHKnownHosts | None:
     try:
         stat = os.stat(path)
         return _load(path, stat.st_mtime_ns, stat.st_size)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except (OSError, ValueError) as exc:
         raise HostKeyError(f"cannot read known_hosts file {path}: {exc}") from None

@@ -1,0 +1,325 @@
+"""ProxyJump bastions against real sshd: targets the client cannot reach except through a bastion.
+
+An iptables rule (removed afterwards) rejects every TCP connection to the targets' port except
+those made by the bastions' login user, so only the sshd session of a bastion login can reach
+them; the tests prove it by failing a direct connection first.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hussh import Connection
+from hussh._bastions import pool
+from hussh.aio import AsyncConnection
+from hussh.multi_conn import MultiConnection
+from scale.sshd_fleet import KEY_USER, PASSWORD, PASSWORD_USER, SSHDFleet, loopback_addresses
+from sshcheck import whoami
+
+BASE_PORT = int(os.environ.get("HUSSH_TEST_PORT", "2222"))
+JUMP_PORT, HIDDEN_PORT = BASE_PORT + 101, BASE_PORT + 102
+
+
+def iptables(action: str, rule: list[str]) -> None:
+    subprocess.run(["iptables", action, "OUTPUT", *rule], check=True, capture_output=True, timeout=30)
+
+
+def _hidden_rule(port: int, uid: int) -> list[str]:
+    return ["-o", "lo", "-p", "tcp", "--dport", str(port), "-m", "owner", "!", "--uid-owner", str(uid),
+            "-m", "comment", "--comment", f"hussh-test-hidden-{port}", "-j", "REJECT", "--reject-with", "tcp-reset"]
+
+
+class Network:
+    """Bastion b1 (reachable), bastion b2 and six targets (reachable only from a bastion login)."""
+
+    def __init__(self) -> None:
+        self.b1 = SSHDFleet(["127.75.0.1"], port=JUMP_PORT, per_process=1)
+        self.b2 = SSHDFleet(["127.76.1.1"], port=HIDDEN_PORT, per_process=1)
+        self.targets = SSHDFleet(loopback_addresses(6, second_octet=76), port=HIDDEN_PORT, per_process=3)
+        self.rule = _hidden_rule(HIDDEN_PORT, pwd.getpwnam(KEY_USER).pw_uid)
+
+    def start(self) -> "Network":
+        for fleet in (self.b1, self.b2, self.targets):
+            fleet.start(timeout=30)
+        subprocess.run(["iptables", "-D", "OUTPUT", *self.rule], capture_output=True, timeout=30)  # a stale one
+        iptables("-I", self.rule)
+        return self
+
+    def stop(self) -> None:
+        subprocess.run(["iptables", "-D", "OUTPUT", *self.rule], capture_output=True, timeout=30)
+        for fleet in (self.b1, self.b2, self.targets):
+            fleet.stop()
+
+    @property
+    def hosts(self) -> list[str]:
+        return self.targets.addresses
+
+    def config(self, path: Path, *, target_jump: str = "b1", extra: str = "") -> Path:
+        """An ssh config naming the bastions and the targets (t-0 .. t-5), as an operator writes one."""
+        included = path.parent / "bastions.conf"
+        included.write_text(
+            f"Host b1\n    HostName 127.75.0.1\n    Port {JUMP_PORT}\n    User {KEY_USER}\n"
+            f"    IdentityFile {self.b1.client_key}\n"
+            f"Host b2\n    HostName 127.76.1.1\n    Port {HIDDEN_PORT}\n    User {KEY_USER}\n"
+            f"    IdentityFile {self.b2.client_key}\n    ProxyJump b1\n"
+        )
+        names = "".join(f"Host t-{i}\n    HostName {address}\n" for i, address in enumerate(self.hosts))
+        path.write_text(
+            f"Include {included}\n{names}Host t-*\n    User {KEY_USER}\n    Port {HIDDEN_PORT}\n"
+            f"    IdentityFile {self.targets.client_key}\n    ProxyJump {target_jump}\n{extra}"
+        )
+        return path
+
+
+@pytest.fixture(scope="module")
+def net(fleet):
+    network = Network()
+    try:
+        yield network.start()
+    finally:
+        network.stop()
+
+
+@pytest.fixture
+def b1_key_as_default(net, isolated_home) -> None:
+    """b1's login key as ~/.ssh/id_ed25519: a bastion named only by address logs in with the default key."""
+    ssh_dir = isolated_home / ".ssh"
+    ssh_dir.mkdir(exist_ok=True)
+    (ssh_dir / "id_ed25519").write_bytes(Path(net.b1.client_key).read_bytes())
+    (ssh_dir / "id_ed25519").chmod(0o600)
+
+
+def connections_to(address: str, port: int) -> int:
+    """Established TCP connections to ``address:port`` on this machine (client side)."""
+    out = subprocess.run(["ss", "-Htn", "state", "established", "dst", address, "dport", "=", f":{port}"],
+                         capture_output=True, text=True, timeout=10, check=True).stdout
+    return len(out.splitlines())
+
+
+def names(net) -> list[str]:
+    return [f"t-{i}" for i in range(len(net.hosts))]
+
+
+def test_targets_cannot_be_reached_directly(net):
+    mc = MultiConnection.from_shared_auth(net.hosts, username=PASSWORD_USER, password=PASSWORD,
+                                          port=HIDDEN_PORT, ssh_config=False)
+    with mc:
+        results = mc.execute("whoami")
+    assert all(r.error == "ConnectError" and "refused" in r.stderr for r in results.values())
+
+
+def test_proxy_jump_argument_carries_every_host_over_one_connection_per_worker(net, b1_key_as_default):
+    mc = MultiConnection.from_shared_auth(net.hosts, username=PASSWORD_USER, password=PASSWORD, port=HIDDEN_PORT,
+                                          proxy_jump=f"{KEY_USER}@127.75.0.1:{JUMP_PORT}", workers=2)
+    with mc:
+        results = mc.execute("echo $(whoami) $SSH_CONNECTION")
+        assert [r.stdout.split()[0] for r in results.values()] == [PASSWORD_USER] * len(net.hosts)
+        assert [r.stdout.split()[3] for r in results.values()] == net.hosts
+        assert connections_to("127.75.0.1", JUMP_PORT) == 2  # one per worker, not one per host
+        again = mc.execute("true")  # the tunnels and the bastion connections are reused
+        assert not again.failed and connections_to("127.75.0.1", JUMP_PORT) == 2
+    assert connections_to("127.75.0.1", JUMP_PORT) == 0
+
+
+def test_config_names_include_patterns_and_per_host_settings(net, tmp_path):
+    config = net.config(tmp_path / "config")
+    with MultiConnection.from_shared_auth(names(net), ssh_config=config) as mc:
+        results = mc.execute("echo $(whoami) $SSH_CONNECTION")
+    assert list(results) == names(net)
+    assert [r.stdout.split()[3] for r in results.values()] == net.hosts
+    assert {r.stdout.split()[0] for r in results.values()} == {KEY_USER}
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _peer_processes(port: int, dst: str) -> set[int]:
+    """Pids of the processes holding established connections to ``dst:port``."""
+    out = subprocess.run(["ss", "-Htnp", "state", "established", "dst", dst, "dport", "=", f":{port}"],
+                         capture_output=True, text=True, timeout=10, check=True).stdout
+    return {int(part.split("pid=")[1].split(",")[0]) for line in out.splitlines()
+            for part in line.split("users:")[1:] if "pid=" in part}
+
+
+def test_a_chain_of_two_bastions(net, tmp_path):
+    config = net.config(tmp_path / "config", target_jump="b2")
+    with MultiConnection.from_shared_auth(names(net), ssh_config=config, workers=1) as mc:
+        results = mc.execute("whoami")
+        assert [r.stdout for r in results.values()] == [f"{KEY_USER}\n"] * len(net.hosts)
+        b1_sessions = _descendants(net.b1.processes[0].pid)
+        b2_sessions = _descendants(net.b2.processes[0].pid)
+        assert _peer_processes(HIDDEN_PORT, "127.76.1.1") <= b1_sessions  # b2 is reached from b1 ...
+        assert _peer_processes(HIDDEN_PORT, "127.76.1.1")
+        for address in net.hosts:  # ... and every target from b2
+            assert _peer_processes(HIDDEN_PORT, address) and _peer_processes(HIDDEN_PORT, address) <= b2_sessions
+
+
+def test_single_host_connections_through_a_bastion(net, b1_key_as_default):
+    jump = f"{KEY_USER}@127.75.0.1:{JUMP_PORT}"
+    with Connection(net.hosts[0], port=HIDDEN_PORT, username=PASSWORD_USER, password=PASSWORD,
+                    proxy_jump=jump) as conn:
+        assert conn.execute("whoami").stdout == f"{PASSWORD_USER}\n"
+    bastion = AsyncConnection("127.75.0.1", username=KEY_USER, private_key=net.b1.client_key, port=JUMP_PORT)
+    assert whoami(net.hosts[1], port=HIDDEN_PORT, username=PASSWORD_USER, password=PASSWORD,
+                  proxy_jump=bastion) == PASSWORD_USER
+
+
+def test_bastion_and_target_host_keys_are_both_checked(net, tmp_path, b1_key_as_default):
+    known = tmp_path / "known_hosts"
+    known.write_text(net.b1.known_hosts_line("127.75.0.1")
+                     + "".join(net.targets.known_hosts_line(a) for a in net.hosts))
+    common = dict(username=PASSWORD_USER, password=PASSWORD, port=HIDDEN_PORT, known_hosts=known,
+                  host_key_checking="strict", proxy_jump=f"{KEY_USER}@127.75.0.1:{JUMP_PORT}")
+    with MultiConnection.from_shared_auth(net.hosts, **common) as mc:
+        assert not mc.execute("true").failed
+    known.write_text(f"[127.75.0.1]:{JUMP_PORT} {net.targets.host_public_key(net.hosts[0])}\n"
+                     + "".join(net.targets.known_hosts_line(a) for a in net.hosts))
+    with MultiConnection.from_shared_auth(net.hosts, **common) as mc:
+        results = mc.execute("true")
+    assert all("via bastion" in r.stderr and "HostKeyError" in r.stderr for r in results.values())
+    known.write_text(net.b1.known_hosts_line("127.75.0.1"))
+    with MultiConnection.from_shared_auth(net.hosts, **common) as mc:
+        results = mc.execute("true")
+    assert all(r.error == "HostKeyError" and "via bastion" not in r.stderr for r in results.values())
+
+
+class CountingBlackhole:
+    """Accepts TCP connections and never answers; counts them."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.accepted: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self.server.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.server.close()
+        for sock in self.accepted:
+            sock.close()
+
+
+@pytest.fixture
+def silent_bastion():
+    hole = CountingBlackhole()
+    try:
+        yield hole
+    finally:
+        hole.close()
+
+
+def test_a_silent_bastion_fails_its_hosts_once_per_worker_not_once_per_host(net, silent_bastion,
+                                                                            b1_key_as_default):
+    port = silent_bastion.server.getsockname()[1]
+    hosts = [f"127.76.5.{i}" for i in range(1, 25)]  # 24 hosts behind it: 3 rounds of 8 lanes
+    mc = MultiConnection(
+        [AsyncConnection(h, username=PASSWORD_USER, password=PASSWORD, port=HIDDEN_PORT, connect_timeout=2,
+                         proxy_jump=f"127.0.0.1:{port}") for h in hosts],
+        batch_size=8, workers=2)
+    with mc:
+        results = mc.execute("true")
+        assert len(results) == len(hosts) and not results.succeeded
+        assert all(r.error == "ConnectError" and "via bastion root@127.0.0.1" in r.stderr
+                   and "ConnectTimeout" in r.stderr for r in results.values())
+        assert len(silent_bastion.accepted) == 2  # one attempt per worker for all 24 hosts
+        again = mc.execute("true")  # within the cool-down: at once, saying so, nothing dialled
+        assert all("not retried" in r.stderr for r in again.values()) and len(silent_bastion.accepted) == 2
+        mc.connect()  # connect() always retries, once per worker again
+        assert len(silent_bastion.accepted) == 4
+
+
+@pytest.mark.parametrize("jump, expected", [
+    (f"127.75.0.99:{JUMP_PORT}", "refused"),  # nothing listens there
+    (f"nobody-here@127.75.0.1:{JUMP_PORT}", "AuthenticationError"),  # no key for that user
+])
+def test_a_bastion_that_refuses_fails_every_host_behind_it_naming_it(net, b1_key_as_default, jump, expected):
+    with MultiConnection.from_shared_auth(net.hosts, username=PASSWORD_USER, password=PASSWORD, port=HIDDEN_PORT,
+                                          proxy_jump=jump) as mc:
+        results = mc.execute("true")
+    bastion = jump.rsplit("@", 1)[-1]
+    assert all(r.error == "ConnectError" and "via bastion" in r.stderr and bastion in r.stderr
+               and expected in r.stderr for r in results.values())
+
+
+def test_a_dropped_bastion_is_reopened_on_the_next_call(net, b1_key_as_default):
+    mc = MultiConnection.from_shared_auth(net.hosts, username=PASSWORD_USER, password=PASSWORD, port=HIDDEN_PORT,
+                                          proxy_jump=f"{KEY_USER}@127.75.0.1:{JUMP_PORT}", workers=1)
+    with mc:
+        assert not mc.execute("true").failed
+        for pid in _descendants(net.b1.processes[0].pid):  # the bastion's side of our login dies
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while connections_to("127.75.0.1", JUMP_PORT) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lost = mc.execute("true")  # hosts whose tunnel died reconnect through a new bastion connection
+        assert all(r.status == 0 or r.error == "ConnectionLost" for r in lost.values())
+        assert not mc.execute("true").failed
+        assert connections_to("127.75.0.1", JUMP_PORT) == 1
+
+
+def test_the_pool_is_per_event_loop():
+    import asyncio  # noqa: PLC0415
+
+    async def both() -> tuple[object, object]:
+        return pool(), pool()
+
+    first = asyncio.run(both())
+    assert first[0] is first[1] and asyncio.run(both())[0] is not first[0]
+
+
+@pytest.fixture(scope="module")
+def hidden_thousand(net):
+    iptables("-D", net.rule)  # the readiness probe connects from here: hide the fleet once it answers
+    try:
+        fleet = SSHDFleet(loopback_addresses(1000, second_octet=74), port=HIDDEN_PORT).start(timeout=60)
+    finally:
+        iptables("-I", net.rule)
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
+
+
+@pytest.mark.slow
+def test_a_thousand_hosts_through_one_bastion_use_one_connection_per_worker(net, hidden_thousand,
+                                                                              b1_key_as_default):
+    hosts = hidden_thousand.addresses
+    mc = MultiConnection.from_shared_auth(hosts, username=PASSWORD_USER, password=PASSWORD, port=HIDDEN_PORT,
+                                          proxy_jump=f"{KEY_USER}@127.75.0.1:{JUMP_PORT}", workers=2,
+                                          batch_size=100)
+    with mc:
+        results = mc.execute("echo $SSH_CONNECTION")
+        assert len(results.succeeded) == 1000, sorted({r.stderr for r in results.failed.values()})[:3]
+        assert all(r.stdout.split()[2] == host for host, r in results.items())
+        assert connections_to("127.75.0.1", JUMP_PORT) == 2  # 500 tunnels in each worker's one connection
+        assert not mc.execute("true").failed
+        assert connections_to("127.75.0.1", JUMP_PORT) == 2
