@@ -184,9 +184,9 @@ class MultiConnection:
         """Run ``command`` on every host; past ``timeout`` seconds a host gets ``status=-1`` with its partial output."""
         return self._run(lambda req, idx: p.Execute(req, [(i, command) for i in idx], timeout), self._active)
 
-    def execute_map(self, command_map: Mapping[str, str], timeout: float | None = None) -> MultiResult:
-        """Run a different command per host, only on the hosts in ``command_map``."""
-        commands = {self._index[h]: c for h, c in self._check_hosts(command_map).items()}
+    def execute_map(self, host_command_map: Mapping[str, str], timeout: float | None = None) -> MultiResult:
+        """Run a different command per host, only on the hosts in ``host_command_map`` (upstream's name)."""
+        commands = {self._index[h]: c for h, c in self._check_hosts(host_command_map).items()}
         return self._run(lambda req, idx: p.Execute(req, [(i, commands[i]) for i in idx], timeout),
                          sorted(commands))
 
@@ -220,9 +220,9 @@ class MultiConnection:
         """A context manager reading what is appended to ``remote_file`` on every host."""
         return MultiFileTailer(self, {self._keys[i]: remote_file for i in self._active})
 
-    def tail_map(self, file_map: Mapping[str, str]) -> "MultiFileTailer":
-        """Like ``tail`` with a different file per host, only on the hosts in ``file_map``."""
-        return MultiFileTailer(self, dict(self._check_hosts(file_map)))
+    def tail_map(self, host_file_map: Mapping[str, str]) -> "MultiFileTailer":
+        """Like ``tail`` with a different file per host, only on the hosts in ``host_file_map`` (upstream's name)."""
+        return MultiFileTailer(self, dict(self._check_hosts(host_file_map)))
 
     def close(self) -> None:
         """Disconnect every host and stop the worker processes (also done on GC and at exit)."""
