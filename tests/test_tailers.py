@@ -106,6 +106,14 @@ def test_contents_are_kept_when_the_block_fails(conn, log):
     assert tf.contents == "before the error\n"
 
 
+def test_a_failed_block_keeps_its_own_error_when_contents_cannot_be_read(conn, log):
+    with pytest.raises(ZeroDivisionError):
+        with conn.tail(str(log)) as tf:
+            log.unlink()
+            1 / 0
+    assert tf.contents is None
+
+
 def test_async_tailer_has_the_same_attributes(fleet, creds, log):
     async def body():
         async with AsyncConnection(fleet.addresses[1], **creds) as conn:
