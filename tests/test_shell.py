@@ -16,7 +16,7 @@ import pytest
 import hussh
 from hussh import Connection, InteractiveShell
 from hussh.aio import AsyncConnection, AsyncInteractiveShell
-from scale.sshd_fleet import PASSWORD_USER
+from hussh.testing import PASSWORD_USER
 
 
 def run(coro: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:

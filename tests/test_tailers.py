@@ -15,7 +15,7 @@ import pytest
 from hussh import Connection, FileTailer
 from hussh.aio import AsyncConnection, AsyncFileTailer
 from hussh.multi_conn import MultiConnection
-from scale.sshd_fleet import PASSWORD, PASSWORD_USER
+from hussh.testing import PASSWORD, PASSWORD_USER
 
 
 @pytest.fixture
