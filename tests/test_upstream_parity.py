@@ -19,7 +19,7 @@ import pytest
 
 from hussh import Connection
 from hussh.multi_conn import MultiConnection
-from scale.sshd_fleet import PASSWORD, PASSWORD_USER
+from hussh.testing import PASSWORD, PASSWORD_USER
 
 SNAPSHOT = json.loads((Path(__file__).parent / "data" / "upstream_api.json").read_text())
 POSITIONAL = ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD")
