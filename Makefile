@@ -9,6 +9,8 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@command -v /usr/sbin/sshd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null; }
+	@command -v unshare >/dev/null && command -v nsenter >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux mount >/dev/null; }
+	@if [ -n "$(DOCKER_UP)" ] && ! command -v iptables >/dev/null; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null; fi
 	@if [ -n "$(DOCKER_UP)" ] && ! command -v debootstrap >/dev/null; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; fi
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -22,7 +24,7 @@ test: setup  ## every test: real sshd on loopback, plus a 40-endpoint docker com
 	$(PY) -m pytest -q -p no:cacheprovider -m "scale or not scale"
 
 scale-image: setup  ## build the fleet's base and sshd images locally (no registry needed)
-	$(PY) -m scale.image
+	$(PY) -m hussh.testing image
 
 scale-test: setup  ## the scale suite alone; HUSSH_SCALE_ENDPOINTS / HUSSH_SCALE_PER_CONTAINER size it
 	$(PY) -m pytest -q -p no:cacheprovider -m scale

@@ -176,13 +176,13 @@ class AsyncInteractiveShell:
                     if session.full:
                         self._channel.close()
                         raise OutputLimitExceeded(f"shell output on {self._address} exceeded "
-                                                  f"{session.limit} bytes; closed it", self._result())
+                                                  f"{session.limit} bytes; closed it", self._result(-1))
                     session.changed.clear()
                     await session.changed.wait()
         except TimeoutError:
             self._channel.close()
             raise CommandTimeout(f"shell on {self._address} did not end within {self._timeout:g} seconds "
-                                 "after its input was closed", self._result()) from None
+                                 "after its input was closed", self._result(-1)) from None
         return self._result()
 
     async def close(self) -> None:
@@ -197,13 +197,14 @@ class AsyncInteractiveShell:
                         tb: TracebackType | None) -> None:
         await self.close()
 
-    def _result(self) -> SSHResult:
+    def _result(self, status: int | None = None) -> SSHResult:
+        """The output since the last read; ``status`` -1 marks a shell we gave up on (as ``execute`` does)."""
         out, err = self._session.take()
         lost = self._session.lost
         if lost is not None and not self._noted_loss:
             self._noted_loss = True
             err += describe(ConnectionLost(f"connection to {self._address} lost during the shell: {lost}"))
-        return SSHResult(out, err, self._session.exit_code())
+        return SSHResult(out, err, self._session.exit_code() if status is None else status)
 
 
 class InteractiveShell:

@@ -105,6 +105,18 @@ class Connection:
     def scp_write_data(self, data: str | bytes, remote_path: str) -> None:
         _loop.run(_scp.scp_write_data(self._async, data, remote_path))
 
+    def sftp_put_dir(self, local_path: str | os.PathLike[str], remote_path: str, follow_symlinks: bool = True,
+                     preserve_permissions: bool = True, fail_fast: bool = False) -> tuple[list[str], list[str]]:
+        """Upload a local directory tree as ``remote_path``: (transferred, failed) local file paths."""
+        return _loop.run(self._async.sftp_put_dir(local_path, remote_path, follow_symlinks, preserve_permissions,
+                                                  fail_fast))
+
+    def sftp_get_dir(self, remote_path: str, local_path: str | os.PathLike[str], follow_symlinks: bool = True,
+                     preserve_permissions: bool = True, fail_fast: bool = False) -> tuple[list[str], list[str]]:
+        """Download a remote directory tree as ``local_path``: (transferred, failed) remote file paths."""
+        return _loop.run(self._async.sftp_get_dir(remote_path, local_path, follow_symlinks, preserve_permissions,
+                                                  fail_fast))
+
     def remote_copy(self, source_path: str, dest_conn: "Connection", dest_path: str | None = None) -> None:
         """Stream ``source_path`` from this host to ``dest_path`` (default: the same path) on ``dest_conn``."""
         if not isinstance(dest_conn, Connection):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from ._config import SSHConfigArg
 from ._connector import open_connection
 from ._known_hosts import record as record_host_keys
 from ._result import SSHResult
+from ._sftp_dirs import get_dir, put_dir
 from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, ConnectSpec, HostKeyChecking, HostKeys, make_spec
 from .errors import CommandTimeout, ConnectionLost, HusshError, HusshTimeout, OutputLimitExceeded
 
@@ -292,6 +294,18 @@ class AsyncConnection:
         """A login shell for several ``send``/``read`` cycles (``async with await conn.shell() as sh``)."""
         return await open_shell(self, pty)
 
+    async def sftp_put_dir(self, local_path: str | os.PathLike[str], remote_path: str, follow_symlinks: bool = True,
+                           preserve_permissions: bool = True, fail_fast: bool = False) -> tuple[list[str], list[str]]:
+        """Upload a local directory tree as ``remote_path``: (transferred, failed) local file paths."""
+        return await put_dir(await self._sftp_client(), functools.partial(_sftp_op, self.spec), local_path,
+                             remote_path, follow_symlinks, preserve_permissions, fail_fast)
+
+    async def sftp_get_dir(self, remote_path: str, local_path: str | os.PathLike[str], follow_symlinks: bool = True,
+                           preserve_permissions: bool = True, fail_fast: bool = False) -> tuple[list[str], list[str]]:
+        """Download a remote directory tree as ``local_path``: (transferred, failed) remote file paths."""
+        return await get_dir(await self._sftp_client(), functools.partial(_sftp_op, self.spec), remote_path,
+                             local_path, follow_symlinks, preserve_permissions, fail_fast)
+
 
 class AsyncFileTailer:
     """Reads the text appended to a remote file, fetching only the bytes past the remembered offset.
@@ -435,6 +449,9 @@ async def _sftp_op(spec: ConnectSpec, path: str) -> AsyncIterator[None]:
 _SFTP_ERRORS = {
     asyncssh.sftp.FX_NO_SUCH_FILE: (FileNotFoundError, errno.ENOENT),
     asyncssh.sftp.FX_PERMISSION_DENIED: (PermissionError, errno.EACCES),
+    asyncssh.sftp.FX_NOT_A_DIRECTORY: (NotADirectoryError, errno.ENOTDIR),
+    asyncssh.sftp.FX_FILE_IS_A_DIRECTORY: (IsADirectoryError, errno.EISDIR),
+    asyncssh.sftp.FX_FILE_ALREADY_EXISTS: (FileExistsError, errno.EEXIST),
 }
 
 

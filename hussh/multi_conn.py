@@ -220,10 +220,10 @@ class MultiConnection:
         return self._run(lambda req, idx: p.Execute(req, [(i, command) for i in idx], timeout), self._active,
                          on_result)
 
-    def execute_map(self, command_map: Mapping[str, str], timeout: float | None = None, *,
+    def execute_map(self, host_command_map: Mapping[str, str], timeout: float | None = None, *,
                     on_result: OnResult | None = None) -> MultiResult:
-        """Run a different command per host, only on the hosts in ``command_map``."""
-        commands = {self._index[h]: c for h, c in self._check_hosts(command_map).items()}
+        """Run a different command per host, only on the hosts in ``host_command_map`` (upstream's name)."""
+        commands = {self._index[h]: c for h, c in self._check_hosts(host_command_map).items()}
         return self._run(lambda req, idx: p.Execute(req, [(i, commands[i]) for i in idx], timeout),
                          sorted(commands), on_result)
 
@@ -264,9 +264,9 @@ class MultiConnection:
         """A context manager reading what is appended to ``remote_file`` on every host."""
         return MultiFileTailer(self, {self._keys[i]: remote_file for i in self._active})
 
-    def tail_map(self, file_map: Mapping[str, str]) -> "MultiFileTailer":
-        """Like ``tail`` with a different file per host, only on the hosts in ``file_map``."""
-        return MultiFileTailer(self, dict(self._check_hosts(file_map)))
+    def tail_map(self, host_file_map: Mapping[str, str]) -> "MultiFileTailer":
+        """Like ``tail`` with a different file per host, only on the hosts in ``host_file_map`` (upstream's name)."""
+        return MultiFileTailer(self, dict(self._check_hosts(host_file_map)))
 
     def close(self) -> None:
         """Disconnect every host and stop the worker processes (also done on GC and at exit)."""

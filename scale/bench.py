@@ -21,7 +21,7 @@ whole process is measured from spawn to exit, as a batch job would wait for it:
 * other load: the machine's busy time (``/proc/stat``) during the run minus the tool and the fleet,
   i.e. whatever else ran meanwhile; each run first waits (``--quiet-wait``) for a quiet machine.
 
-The loopback fleet (``scale/sshd_fleet.py``) starts once for all sizes; each repetition runs every
+The loopback fleet (``hussh.testing.LoopbackFleet``) starts once for all sizes; each repetition runs every
 tool in a rotated order, and each tool reports how many hosts completed both commands with the
 right output, so a tool that fails hosts is shown as such. Medians over repetitions are reported,
 with ratios to hussh. Tools other than hussh get venvs under ``--venv-root`` (created on demand).
@@ -47,7 +47,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scale.sshd_fleet import KEY_USER, PASSWORD, PASSWORD_USER, SSHDFleet, loopback_addresses
+from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER, LoopbackFleet, loopback_addresses
 
 PEERS = Path(__file__).resolve().parent / "peers"
 DEFAULT_VENV_ROOT = Path(os.environ.get("HUSSH_BENCH_VENVS", "/opt/hussh-bench"))
@@ -679,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"where peer venvs live (default {DEFAULT_VENV_ROOT}; env HUSSH_BENCH_VENVS)")
     parser.add_argument("--json", help="write every run and summary to this file")
     parser.add_argument("--compose", type=int, metavar="N",
-                        help="benchmark a docker compose fleet of N sshd endpoints (scale.fleet), brought up "
+                        help="benchmark a docker compose fleet of N sshd endpoints (hussh.testing.ComposeFleet), brought up "
                              "for the run and removed after, instead of the loopback fleet")
     parser.add_argument("--plot", type=Path, help="save a PNG of median wall seconds against hosts, one line per tool")
     parser.add_argument("--readme", action="store_true",
@@ -699,12 +699,12 @@ def main(argv: list[str] | None = None) -> int:
 
     compose = None
     if args.compose:
-        from scale.fleet import Fleet  # noqa: PLC0415 - needs the docker SDK, only for this mode
+        from hussh.testing import ComposeFleet  # noqa: PLC0415 - needs the docker SDK, only for this mode
 
-        compose = Fleet(project="hussh-bench")
+        compose = ComposeFleet(args.compose, project="hussh-bench")
         started = time.perf_counter()
-        endpoints = compose.up(args.compose)
-        print(f"[bench] compose fleet: {len(endpoints)} sshd endpoints in {len(compose.containers())} containers, "
+        endpoints = compose.up().endpoints
+        print(f"[bench] compose fleet: {len(endpoints)} sshd endpoints in {len(compose.nodes())} containers, "
               f"up in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
         args.targets = str(Path(tempfile.mkdtemp(prefix="hussh-compose-")) / "targets.txt")
         Path(args.targets).write_text("".join(f"{h}:{port}\n" for h, port in endpoints))
@@ -729,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
     unset = ("PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE", "SSH_AUTH_SOCK", "VIRTUAL_ENV")
     env = {k: v for k, v in os.environ.items() if k not in unset}
     env["HOME"] = str(home)  # no ~/.ssh config, keys or known_hosts of this machine's user
-    fleet: SSHDFleet | None = None
+    fleet: LoopbackFleet | None = None
     fleet_cpu: FleetCPU | None = None
     info = {"machine": machine_info(), "args": {k: str(v) for k, v in vars(args).items()}, "sizes": sizes}
     print(f"[bench] {info['machine']['cpus']} CPUs ({info['machine']['cpu']}), {info['machine']['mem_gib']} GiB, "
@@ -740,15 +740,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.targets:
             started = time.perf_counter()
-            fleet = SSHDFleet(loopback_addresses(sizes[-1], second_octet=args.second_octet), port=args.port)
+            fleet = LoopbackFleet(loopback_addresses(sizes[-1], second_octet=args.second_octet), port=args.port)
             try:
-                fleet.start(timeout=120)
+                fleet.up(timeout=120)
             except BaseException:
-                fleet.stop()
                 fleet = None
                 raise
-            fleet_cpu = FleetCPU([p.pid for p in fleet.processes], reaper)
-            reaper.known.update(p.pid for p in fleet.processes)
+            fleet_cpu = FleetCPU(fleet.pids(), reaper)
+            reaper.known.update(fleet.pids())
             if args.auth == "key":
                 key = workdir / "client_key"
                 shutil.copy(fleet.client_key, key)
@@ -756,7 +755,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 creds = {"user": PASSWORD_USER, "password": PASSWORD}
             print(f"[bench] loopback fleet: {sizes[-1]} addresses 127.{args.second_octet}.x.y:{args.port}, "
-                  f"{len(fleet.processes)} sshd processes, started in {time.perf_counter() - started:.1f} s",
+                  f"{len(fleet.nodes())} sshd processes, started in {time.perf_counter() - started:.1f} s",
                   file=sys.stderr, flush=True)
 
         reaper.start()
@@ -795,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
             by_size[size] = [summarize(runs[name]) for name in tools]
     finally:
         if fleet is not None:
-            fleet.stop()
+            fleet.down()
         if compose is not None:
             compose.down()
         if reaper.is_alive():

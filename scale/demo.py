@@ -11,8 +11,7 @@ import collections
 import time
 
 from hussh.multi_conn import MultiConnection
-
-from .sshd_fleet import PASSWORD, PASSWORD_USER, SSHDFleet, loopback_addresses
+from hussh.testing import PASSWORD, PASSWORD_USER, LoopbackFleet, loopback_addresses
 
 
 def main() -> None:
@@ -25,8 +24,8 @@ def main() -> None:
 
     started = time.monotonic()
     print(f"starting {args.hosts} sshd endpoints on 127.88.x.y:{args.port} ...", flush=True)
-    with SSHDFleet(loopback_addresses(args.hosts, second_octet=88), port=args.port) as fleet:
-        print(f"fleet ready in {time.monotonic() - started:.1f}s ({len(fleet.processes)} sshd processes)")
+    with LoopbackFleet(loopback_addresses(args.hosts, second_octet=88), port=args.port) as fleet:
+        print(f"fleet ready in {time.monotonic() - started:.1f}s ({len(fleet.nodes())} sshd processes)")
         ran = time.monotonic()
         mc = MultiConnection.from_shared_auth(fleet.addresses, username=PASSWORD_USER, password=PASSWORD,
                                               port=fleet.port, batch_size=args.batch_size)

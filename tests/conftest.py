@@ -1,37 +1,39 @@
-"""Shared fixtures: a real loopback sshd fleet, credentials, a silent TCP listener, an isolated HOME."""
+"""Shared fixtures: the session's loopback sshd fleet (hussh.testing's plugin), credentials, a silent TCP
+listener, an isolated HOME."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import socket
-import sys
 import threading
 import uuid
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
+from hussh.testing.plugin import FleetOptions, FleetSpec
 
-from scale.sshd_fleet import KEY_USER, PASSWORD, PASSWORD_USER, SSHDFleet, loopback_addresses  # noqa: E402
+pytest_plugins = ["pytester"]
+
+
+TEST_PORT = int(os.environ.get("HUSSH_TEST_PORT", "2222"))  # lets several test runs share the machine
+
 
 @pytest.fixture(scope="session")
-def fleet():
-    """Four real sshd processes, one per address 127.77.0.1-4, each with its own host key."""
-    port = int(os.environ.get("HUSSH_TEST_PORT", "2222"))  # lets two test runs share the machine
-    sshd_fleet = SSHDFleet(loopback_addresses(4, second_octet=77), port=port, per_process=1)
-    try:
-        sshd_fleet.start(timeout=30)
-    except BaseException:
-        sshd_fleet.stop()
-        raise
-    try:
-        yield sshd_fleet
-    finally:
-        sshd_fleet.stop()
+def hussh_fleet_options(pytestconfig) -> FleetOptions:
+    """The plugin's fleets, apart from other runs': loopback 127.77.x.y on TEST_PORT, compose
+    projects named and numbered after it (host ports below the ephemeral range)."""
+    return FleetOptions(backend=pytestconfig.getoption("hussh_fleet_backend") or "loopback",
+                        port=TEST_PORT, second_octet=77, base_port=26000 + TEST_PORT % 300 * 20,
+                        project=f"hussh-pytest-{TEST_PORT}")
+
+
+@pytest.fixture(scope="session")
+def fleet(hussh_fleet_pool):
+    """Four real sshd processes on 127.77.0.1-4, one per address, each with its own host key."""
+    return hussh_fleet_pool.get(FleetSpec(4, backend="loopback", per_node=1))
 
 
 @pytest.fixture

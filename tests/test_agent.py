@@ -11,7 +11,7 @@ import pytest
 import hussh
 from hussh import Connection
 from hussh.multi_conn import MultiConnection
-from scale.sshd_fleet import KEY_USER
+from hussh.testing import KEY_USER
 from sshcheck import whoami
 
 

@@ -15,7 +15,7 @@ import uvloop
 import hussh
 from hussh import SSHResult
 from hussh.aio import AsyncConnection
-from scale.sshd_fleet import KEY_USER, PASSWORD_USER
+from hussh.testing import KEY_USER, PASSWORD_USER
 
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 

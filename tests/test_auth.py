@@ -18,7 +18,7 @@ import hussh._connector
 from hussh import Connection
 from hussh.multi_conn import MultiConnection
 from sshcheck import whoami
-from scale.sshd_fleet import KEY_PASSPHRASE, KEY_USER, PASSWORD_USER
+from hussh.testing import KEY_PASSPHRASE, KEY_USER, PASSWORD_USER
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import hussh
 import hussh._spec
 from hussh import Connection, SSHResult
 from hussh.aio import AsyncConnection
-from scale.sshd_fleet import KEY_USER
+from hussh.testing import KEY_USER
 
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 

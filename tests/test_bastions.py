@@ -8,7 +8,6 @@ them; the tests prove it by failing a direct connection first.
 from __future__ import annotations
 
 import os
-import pwd
 import signal
 import socket
 import subprocess
@@ -22,7 +21,7 @@ from hussh import Connection
 from hussh._bastions import pool
 from hussh.aio import AsyncConnection
 from hussh.multi_conn import MultiConnection
-from scale.sshd_fleet import KEY_USER, PASSWORD, PASSWORD_USER, SSHDFleet, loopback_addresses
+from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER, LoopbackFleet, loopback_addresses
 from sshcheck import whoami
 
 BASE_PORT = int(os.environ.get("HUSSH_TEST_PORT", "2222"))
@@ -33,31 +32,45 @@ def iptables(action: str, rule: list[str]) -> None:
     subprocess.run(["iptables", action, "OUTPUT", *rule], check=True, capture_output=True, timeout=30)
 
 
-def _hidden_rule(port: int, uid: int) -> list[str]:
-    return ["-o", "lo", "-p", "tcp", "--dport", str(port), "-m", "owner", "!", "--uid-owner", str(uid),
-            "-m", "comment", "--comment", f"hussh-test-hidden-{port}", "-j", "REJECT", "--reject-with", "tcp-reset"]
+def _hidden_rules(port: int, uids: list[int]) -> list[list[str]]:
+    """Reject TCP to ``port`` unless it comes from one of ``uids`` (in insertion order: reject first)."""
+    match = ["-o", "lo", "-p", "tcp", "--dport", str(port), "-m", "comment", "--comment", f"hussh-test-hidden-{port}"]
+    reject = [*match, "-j", "REJECT", "--reject-with", "tcp-reset"]
+    return [reject] + [[*match, "-m", "owner", "--uid-owner", str(uid), "-j", "ACCEPT"] for uid in uids]
+
+
+def _remove_rules(port: int) -> None:
+    """Drop every rule a test (this one or an interrupted one) left for ``port``."""
+    listing = subprocess.run(["iptables", "-S", "OUTPUT"], capture_output=True, text=True, timeout=30).stdout
+    for line in listing.splitlines():
+        if f"hussh-test-hidden-{port}" in line:
+            subprocess.run(["iptables", "-D", *line.split()[1:]], capture_output=True, timeout=30)
 
 
 class Network:
     """Bastion b1 (reachable), bastion b2 and six targets (reachable only from a bastion login)."""
 
     def __init__(self) -> None:
-        self.b1 = SSHDFleet(["127.75.0.1"], port=JUMP_PORT, per_process=1)
-        self.b2 = SSHDFleet(["127.76.1.1"], port=HIDDEN_PORT, per_process=1)
-        self.targets = SSHDFleet(loopback_addresses(6, second_octet=76), port=HIDDEN_PORT, per_process=3)
-        self.rule = _hidden_rule(HIDDEN_PORT, pwd.getpwnam(KEY_USER).pw_uid)
+        self.b1 = LoopbackFleet(["127.75.0.1"], port=JUMP_PORT, per_process=1)
+        self.b2 = LoopbackFleet(["127.76.1.1"], port=HIDDEN_PORT, per_process=1)
+        self.targets = LoopbackFleet(loopback_addresses(6, second_octet=76), port=HIDDEN_PORT, per_process=3)
 
     def start(self) -> "Network":
         for fleet in (self.b1, self.b2, self.targets):
-            fleet.start(timeout=30)
-        subprocess.run(["iptables", "-D", "OUTPUT", *self.rule], capture_output=True, timeout=30)  # a stale one
-        iptables("-I", self.rule)
+            fleet.up(timeout=30)
+        self.hide()
         return self
 
+    def hide(self) -> None:
+        """Only the bastions' login users may reach HIDDEN_PORT from now on."""
+        _remove_rules(HIDDEN_PORT)
+        for rule in _hidden_rules(HIDDEN_PORT, [self.b1.uid(KEY_USER), self.b2.uid(KEY_USER)]):
+            iptables("-I", rule)
+
     def stop(self) -> None:
-        subprocess.run(["iptables", "-D", "OUTPUT", *self.rule], capture_output=True, timeout=30)
+        _remove_rules(HIDDEN_PORT)
         for fleet in (self.b1, self.b2, self.targets):
-            fleet.stop()
+            fleet.down()
 
     @property
     def hosts(self) -> list[str]:
@@ -156,6 +169,10 @@ def _descendants(root: int) -> set[int]:
     return found
 
 
+def _sessions(fleet: LoopbackFleet) -> set[int]:
+    return set().union(*(_descendants(pid) for pid in fleet.pids()))
+
+
 def _peer_processes(port: int, dst: str) -> set[int]:
     """Pids of the processes holding established connections to ``dst:port``."""
     out = subprocess.run(["ss", "-Htnp", "state", "established", "dst", dst, "dport", "=", f":{port}"],
@@ -169,8 +186,8 @@ def test_a_chain_of_two_bastions(net, tmp_path):
     with MultiConnection.from_shared_auth(names(net), ssh_config=config, workers=1) as mc:
         results = mc.execute("whoami")
         assert [r.stdout for r in results.values()] == [f"{KEY_USER}\n"] * len(net.hosts)
-        b1_sessions = _descendants(net.b1.processes[0].pid)
-        b2_sessions = _descendants(net.b2.processes[0].pid)
+        b1_sessions = _sessions(net.b1)
+        b2_sessions = _sessions(net.b2)
         assert _peer_processes(HIDDEN_PORT, "127.76.1.1") <= b1_sessions  # b2 is reached from b1 ...
         assert _peer_processes(HIDDEN_PORT, "127.76.1.1")
         for address in net.hosts:  # ... and every target from b2
@@ -275,7 +292,7 @@ def test_a_dropped_bastion_is_reopened_on_the_next_call(net, b1_key_as_default):
                                           proxy_jump=f"{KEY_USER}@127.75.0.1:{JUMP_PORT}", workers=1)
     with mc:
         assert not mc.execute("true").failed
-        for pid in _descendants(net.b1.processes[0].pid):  # the bastion's side of our login dies
+        for pid in _sessions(net.b1):  # the bastion's side of our login dies
             os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while connections_to("127.75.0.1", JUMP_PORT) and time.monotonic() < deadline:
@@ -298,15 +315,15 @@ def test_the_pool_is_per_event_loop():
 
 @pytest.fixture(scope="module")
 def hidden_thousand(net):
-    iptables("-D", net.rule)  # the readiness probe connects from here: hide the fleet once it answers
+    _remove_rules(HIDDEN_PORT)  # the readiness probe connects from here: hide the fleet once it answers
     try:
-        fleet = SSHDFleet(loopback_addresses(1000, second_octet=74), port=HIDDEN_PORT).start(timeout=60)
+        fleet = LoopbackFleet(loopback_addresses(1000, second_octet=74), port=HIDDEN_PORT).up(timeout=120)
     finally:
-        iptables("-I", net.rule)
+        net.hide()
     try:
         yield fleet
     finally:
-        fleet.stop()
+        fleet.down()
 
 
 @pytest.mark.slow

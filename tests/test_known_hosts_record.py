@@ -13,7 +13,7 @@ from pathlib import Path
 from hussh._known_hosts import hashed_name
 from hussh.aio import AsyncConnection
 from hussh.multi_conn import MultiConnection
-from scale.sshd_fleet import PASSWORD, PASSWORD_USER
+from hussh.testing import PASSWORD, PASSWORD_USER
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,7 @@ import pytest
 import hussh._spec
 import workers.pool
 from hussh.multi_conn import MultiConnection
-from scale.sshd_fleet import PASSWORD, PASSWORD_USER
+from hussh.testing import PASSWORD, PASSWORD_USER
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

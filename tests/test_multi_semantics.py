@@ -10,7 +10,7 @@ import pytest
 from hussh.aio import AsyncConnection
 from hussh.multi_conn import MultiConnection, MultiResult, PartialFailureException
 from hussh import SSHResult
-from scale.sshd_fleet import PASSWORD, PASSWORD_USER
+from hussh.testing import PASSWORD, PASSWORD_USER
 from workers.pool import split_shares
 
 

@@ -13,7 +13,7 @@ import pytest
 from hussh import Connection
 from hussh.aio import AsyncConnection
 from hussh.multi_conn import MultiConnection, PartialFailureException
-from scale.sshd_fleet import KEY_USER, PASSWORD, PASSWORD_USER
+from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hussh.multi_conn import MultiConnection
-from scale.sshd_fleet import PASSWORD, PASSWORD_USER, SSHDFleet, loopback_addresses
+from hussh.testing import PASSWORD, PASSWORD_USER, LoopbackFleet, loopback_addresses
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def big_fleet():
     port = int(os.environ.get("HUSSH_TEST_PORT", "2222"))
-    with SSHDFleet(loopback_addresses(1000, second_octet=78), port=port) as fleet:
+    with LoopbackFleet(loopback_addresses(1000, second_octet=78), port=port) as fleet:
         yield fleet
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+import hussh
 from hussh import Connection
 from hussh.aio import AsyncConnection
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 FILE_SIZE = 50 * 1024 * 1024
 
 
@@ -135,8 +135,8 @@ def test_50_mb_copy_streams_with_flat_client_memory(fleet, creds, key_creds, rem
     warmup = shared_file(remote_dir / "warmup.bin", os.urandom(2 * 1024 * 1024))
     args = dict(source=fleet.addresses[0], source_creds=creds, dest=fleet.addresses[1], dest_creds=key_creds,
                 path=str(big), warmup=str(warmup))
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    done = subprocess.run([sys.executable, "-c", COPY_AND_MEASURE, json.dumps(args)], env=env, cwd=REPO_ROOT,
+    env = {**os.environ, "PYTHONPATH": str(Path(hussh.__file__).resolve().parent.parent)}  # the hussh under test
+    done = subprocess.run([sys.executable, "-c", COPY_AND_MEASURE, json.dumps(args)], env=env,
                           capture_output=True, text=True, timeout=100)
     assert done.returncode == 0, done.stderr
     growth_mib = json.loads(done.stdout)["growth_kib"] / 1024

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from hussh.multi_conn import MultiConnection
+from hussh.testing import ComposeFleet
 
 pytestmark = pytest.mark.scale
 
@@ -34,12 +35,10 @@ def compose_fleet():
         docker.from_env(timeout=10).ping()
     except Exception as exc:  # noqa: BLE001 - any failure means "no daemon here"
         pytest.skip(f"no Docker daemon answers: {exc}")
-    from scale.fleet import Fleet  # noqa: PLC0415 - needs the docker SDK, checked above
-
-    fleet = Fleet(project="hussh-scale-test")
+    fleet = ComposeFleet(ENDPOINTS, per_container=PER_CONTAINER, base_port=24000, project="hussh-scale-test")
     try:
-        endpoints = fleet.up(ENDPOINTS, per_container=PER_CONTAINER, base_port=24000)
-        yield fleet, endpoints
+        fleet.up()
+        yield fleet, fleet.endpoints
     finally:
         fleet.down()
 

@@ -16,7 +16,7 @@ import pytest
 import hussh
 from hussh import Connection, InteractiveShell
 from hussh.aio import AsyncConnection, AsyncInteractiveShell
-from scale.sshd_fleet import PASSWORD_USER
+from hussh.testing import PASSWORD_USER
 
 
 def run(coro: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
@@ -30,7 +30,8 @@ def host(fleet) -> str:
 
 @pytest.fixture
 def conn(host, creds):
-    connection = Connection(host, **creds)
+    """Commands and shells bounded to 20 s (milliseconds here), so a regression fails fast instead of hanging."""
+    connection = Connection(host, **creds, timeout=20_000)
     try:
         yield connection
     finally:
@@ -137,7 +138,7 @@ def test_connection_timeout_bounds_the_blocking_read(host, creds):
             with conn.shell() as shell:
                 shell.send("echo partial; sleep 30")
         assert time.monotonic() - started < 10
-        assert caught.value.result.stdout == "partial\n"
+        assert caught.value.result == hussh.SSHResult("partial\n", "", -1)
 
 
 def test_shell_output_above_max_output_raises_with_the_first_bytes(host, creds):
@@ -151,6 +152,7 @@ def test_shell_output_above_max_output_raises_with_the_first_bytes(host, creds):
 
     result = run(body())
     assert 1000 <= len(result.stdout) < 100000 and set(result.stdout) == {"x"}
+    assert result.status == -1
 
 
 # --- async ---------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 
 from hussh import AuthenticationError, Connection
 from hussh.aio import AsyncConnection
-from scale.sshd_fleet import KEY_PASSPHRASE, KEY_USER, PASSWORD, PASSWORD_USER
+from hussh.testing import KEY_PASSPHRASE, KEY_USER, PASSWORD, PASSWORD_USER
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from hussh._config import ConfigResolver, HostConfig
 from hussh._spec import make_spec
 from hussh.aio import AsyncConnection
 from hussh.multi_conn import MultiConnection
-from scale.sshd_fleet import KEY_USER, PASSWORD, PASSWORD_USER
+from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 import hussh
 from hussh import Connection, FileTailer, SSHResult
-from scale.sshd_fleet import KEY_USER, PASSWORD_USER
+from hussh.testing import KEY_USER, PASSWORD_USER
 
 
 def wait_for_process(conn: Connection, token: str, present: bool, within: float = 5) -> bool:

@@ -15,7 +15,7 @@ import pytest
 from hussh import Connection, FileTailer
 from hussh.aio import AsyncConnection, AsyncFileTailer
 from hussh.multi_conn import MultiConnection
-from scale.sshd_fleet import PASSWORD, PASSWORD_USER
+from hussh.testing import PASSWORD, PASSWORD_USER
 
 
 @pytest.fixture
@@ -104,6 +104,14 @@ def test_contents_are_kept_when_the_block_fails(conn, log):
             append(log, "before the error\n")
             1 / 0
     assert tf.contents == "before the error\n"
+
+
+def test_a_failed_block_keeps_its_own_error_when_contents_cannot_be_read(conn, log):
+    with pytest.raises(ZeroDivisionError):
+        with conn.tail(str(log)) as tf:
+            log.unlink()
+            1 / 0
+    assert tf.contents is None
 
 
 def test_async_tailer_has_the_same_attributes(fleet, creds, log):

@@ -4,7 +4,6 @@
 set -euo pipefail
 
 readonly KEY_DIR=/etc/ssh/host_keys
-readonly AUTHORIZED_SRC=/etc/hussh/authorized_keys
 readonly AUTHORIZED_DST=/home/hussh/.ssh/authorized_keys
 
 # Print every port of a "FIRST" or "FIRST-LAST" range.
@@ -13,12 +12,14 @@ ports() {
     seq "$first" "$last"
 }
 
-# Copy the mounted public key(s) where sshd's StrictModes accepts them.
+# Authorize the public keys given in $HUSSH_AUTHORIZED_KEYS (one per line), where StrictModes accepts them.
 install_authorized_keys() {
-    if [ -r "$AUTHORIZED_SRC" ]; then
-        install -m 600 -o hussh -g hussh "$AUTHORIZED_SRC" "$AUTHORIZED_DST"
+    if [ -n "${HUSSH_AUTHORIZED_KEYS:-}" ]; then
+        printf '%s\n' "$HUSSH_AUTHORIZED_KEYS" >"$AUTHORIZED_DST"
+        chown hussh:hussh "$AUTHORIZED_DST"
+        chmod 600 "$AUTHORIZED_DST"
     else
-        echo "hussh-sshd: no $AUTHORIZED_SRC mounted, key login disabled" >&2
+        echo "hussh-sshd: HUSSH_AUTHORIZED_KEYS is empty, key login disabled" >&2
     fi
 }
 

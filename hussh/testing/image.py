@@ -1,13 +1,12 @@
-"""Build the images of the scale fleet: a local Debian base, then the sshd service image.
+"""Build the compose fleet's images: a local Debian base, then the sshd service image.
 
 No registry is needed: when the base tag is missing it is made with debootstrap from the
 apt mirror this machine is configured with, and imported under the public image's name.
-Run ``python -m scale.image`` from the repository root; every step is skipped when done.
+``python -m hussh.testing image`` runs it; every step is skipped (or cached) when done.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -21,12 +20,12 @@ from pathlib import Path
 import docker
 import docker.errors
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
-KEY_PATH = REPO_ROOT / "scale" / "keys" / "id_ed25519"
+from ._errors import FleetError
+
+DOCKER_DIR = Path(__file__).resolve().parent / "docker"  # the build context, shipped as package data
 # The Dockerfile's base, as docker-compose.yml passes it: the public tag unless overridden.
 BASE_IMAGE = os.environ.get("HUSSH_BASE_IMAGE", "debian:bookworm-slim")
-SERVICE_IMAGE = "hussh-scale-sshd:latest"
+SERVICE_IMAGE = "hussh-testing-sshd:latest"
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 APT_SOURCES = Path("/etc/apt")
@@ -47,7 +46,7 @@ def compose_command() -> list[str]:
     probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
     if probe.returncode == 0:
         return ["docker", "compose"]
-    raise RuntimeError("neither docker-compose nor the docker compose plugin is installed")
+    raise FleetError("neither docker-compose nor the docker compose plugin is installed")
 
 
 def _source_entries() -> Iterator[tuple[str, list[str]]]:
@@ -106,12 +105,12 @@ def image_exists(client: docker.DockerClient, tag: str) -> bool:
 def _debootstrap(rootfs: Path, mirror: str) -> None:
     """Install a minimal bookworm with openssh-server into ``rootfs``."""
     if not shutil.which("debootstrap"):
-        raise RuntimeError("debootstrap is missing: apt-get install -y debootstrap")
+        raise FleetError("debootstrap is missing: apt-get install -y debootstrap")
     command = ["debootstrap", "--variant=minbase", "--include=openssh-server", SUITE]
     result = subprocess.run([*command, str(rootfs), mirror], capture_output=True, text=True)
     if result.returncode != 0:
         tail = "\n".join(result.stdout.splitlines()[-15:] + result.stderr.splitlines()[-15:])
-        raise RuntimeError(f"debootstrap failed ({result.returncode}):\n{tail}")
+        raise FleetError(f"debootstrap failed ({result.returncode}):\n{tail}")
 
 
 def _strip_rootfs(rootfs: Path) -> None:
@@ -132,7 +131,7 @@ def _import_rootfs(rootfs: Path, tag: str) -> None:
     )
     tar.stdout.close()
     if tar.wait() != 0 or imported.returncode != 0:
-        raise RuntimeError(f"importing the base image failed: {imported.stderr.strip()}")
+        raise FleetError(f"importing the base image failed: {imported.stderr.strip()}")
 
 
 def build_base(client: docker.DockerClient, tag: str = BASE_IMAGE) -> bool:
@@ -149,50 +148,22 @@ def build_base(client: docker.DockerClient, tag: str = BASE_IMAGE) -> bool:
     return True
 
 
-def ensure_key(path: Path = KEY_PATH) -> Path:
-    """Make the fleet's ed25519 client key pair unless it exists; return the private key."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "hussh-scale", "-f", str(path)],
-            check=True,
-        )
-    return path
-
-
-def build_service() -> None:
-    """Build the ``sshd`` service image from docker-compose.yml (layer cache makes reruns quick)."""
-    command = [*compose_command(), "-f", str(COMPOSE_FILE), "build", "sshd"]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        output = (result.stdout + result.stderr).strip().splitlines()
-        raise RuntimeError(f"building {SERVICE_IMAGE} failed:\n" + "\n".join(output[-30:]))
+def build_service(client: docker.DockerClient) -> None:
+    """Build the sshd service image from the package's docker/ directory (layer cache makes reruns quick)."""
+    try:
+        client.images.build(path=str(DOCKER_DIR), tag=SERVICE_IMAGE, buildargs={"BASE": BASE_IMAGE}, rm=True)
+    except docker.errors.BuildError as error:
+        lines = [str(entry.get("stream") or entry.get("error") or "").rstrip() for entry in error.build_log]
+        tail = "\n".join(line for line in lines if line)[-2000:]
+        raise FleetError(f"building {SERVICE_IMAGE} failed: {error.msg}\n{tail}") from error
 
 
 def ensure_images(client: docker.DockerClient | None = None) -> dict[str, float]:
-    """Make the key, the base image and the service image; return seconds spent on each."""
+    """Make the base image and the service image; return seconds spent on each."""
     client = client or docker.from_env()
     timings: dict[str, float] = {}
-    for step, action in (
-        ("key", ensure_key),
-        ("base", lambda: build_base(client)),
-        ("service", build_service),
-    ):
+    for step, action in (("base", lambda: build_base(client)), ("service", lambda: build_service(client))):
         started = time.monotonic()
         action()
         timings[step] = time.monotonic() - started
     return timings
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: build whatever is missing and print the time of each step."""
-    parser = argparse.ArgumentParser(prog="python -m scale.image", description=__doc__)
-    parser.parse_args(argv)
-    timings = ensure_images()
-    for step, seconds in timings.items():
-        print(f"{step}: {seconds:.1f}s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Fleets of real SSH servers for scale tests of your own: importing this module starts nothing.
+
+Two backends share one interface (:class:`Fleet`): :class:`LoopbackFleet` runs OpenSSH ``sshd``
+processes on 127.x.y.z addresses (root, no Docker), :class:`ComposeFleet` runs sshd containers
+from a locally built image (Docker, no registry). Both give host strings, credentials, known_hosts
+lines and faults per node (pause, kill, refuse, blackhole, slow, heal). The pytest plugin
+(``hussh.testing.plugin``, loaded through its entry point) hands them to tests as ``hussh_fleet``;
+``python -m hussh.testing up N | hosts | down`` runs one by hand. See docs/scale-testing.md.
+"""
+
+from ._base import Credentials, Endpoint, Fleet, State
+from ._errors import FleetError
+from ._users import KEY_PASSPHRASE, KEY_USER, PASSWORD, PASSWORD_USER
+from .compose import ComposeFleet
+from .loopback import LoopbackFleet, loopback_addresses
+
+__all__ = [
+    "KEY_PASSPHRASE",
+    "KEY_USER",
+    "PASSWORD",
+    "PASSWORD_USER",
+    "ComposeFleet",
+    "Credentials",
+    "Endpoint",
+    "Fleet",
+    "FleetError",
+    "LoopbackFleet",
+    "State",
+    "loopback_addresses",
+]

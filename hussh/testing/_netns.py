@@ -1,0 +1,90 @@
+"""Network faults inside one container's network namespace, applied from the host.
+
+docker-proxy publishes every endpoint: it accepts the client's TCP connection, then dials the
+container. So a fault has to sit behind it, in the container's network namespace (entered with
+``nsenter`` from the host: the image needs no tools), and only for new connections: iptables drops
+them there (blackhole: docker-proxy has accepted, its dial hangs, the client hears nothing), resets
+them (refuse: docker-proxy closes the accepted connection at once), or redirects them to a fault
+proxy started in that namespace (slow). The rules die with the namespace; the proxy with its owner.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import _proxy
+from ._errors import FleetError
+
+PROXY_PORT_OFFSET = 20000  # the slow proxy listens at each container port + this
+
+
+@dataclass
+class NetFault:
+    """What one node's fault added to its container's namespace, so that it can be undone."""
+
+    pid: int
+    namespace: int  # inode of the namespace, so a reused pid is never mistaken for the container
+    rules: list[list[str]] = field(default_factory=list)
+    proxy: subprocess.Popen[bytes] | None = None
+
+
+def _namespace(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def _enter(pid: int, argv: list[str]) -> list[str]:
+    return ["nsenter", f"--net=/proc/{pid}/ns/net", "--", *argv]
+
+
+def _iptables(pid: int, operation: str, rule: list[str], check: bool = True) -> None:
+    table, chain, *spec = rule
+    result = subprocess.run(_enter(pid, ["iptables", "-w", "-t", table, operation, chain, *spec]),
+                            capture_output=True, text=True, timeout=60)
+    if check and result.returncode != 0:
+        raise FleetError(f"iptables {operation} {' '.join(rule)} in pid {pid}'s namespace: {result.stderr.strip()}")
+
+
+def apply(kind: str, pid: int, ports: list[int], delay: float, log: Path) -> NetFault:
+    """Apply ``refuse``, ``blackhole`` or ``slow`` to ``ports`` of the container whose init is ``pid``."""
+    namespace = _namespace(pid)
+    if namespace is None:
+        raise FleetError(f"container process {pid} is gone")
+    fault = NetFault(pid, namespace)
+    span = f"{ports[0]}:{ports[-1]}"
+    if kind == "refuse":
+        fault.rules.append(["filter", "INPUT", "-p", "tcp", "--syn", "--dport", span,
+                            "-j", "REJECT", "--reject-with", "tcp-reset"])
+    elif kind == "blackhole":
+        fault.rules.append(["filter", "INPUT", "-p", "tcp", "--syn", "--dport", span, "-j", "DROP"])
+    else:
+        specs = [f"0.0.0.0:{p + PROXY_PORT_OFFSET}=127.0.0.1:{p}" for p in ports]
+        with log.open("ab") as stderr:
+            fault.proxy = subprocess.Popen(_enter(pid, _proxy.command("slow", specs, delay)),
+                                           stdout=subprocess.PIPE, stderr=stderr, start_new_session=True)
+        _proxy.await_ready(fault.proxy, log)
+        fault.rules += [["nat", "PREROUTING", "-p", "tcp", "--dport", str(p),
+                         "-j", "REDIRECT", "--to-ports", str(p + PROXY_PORT_OFFSET)] for p in ports]
+    try:
+        for done, rule in enumerate(fault.rules):
+            _iptables(pid, "-I", rule)
+    except FleetError:
+        fault.rules = fault.rules[:done]
+        undo(fault)
+        raise
+    return fault
+
+
+def undo(fault: NetFault) -> None:
+    """Remove the fault's rules (gone already if the container was restarted) and stop its proxy."""
+    if _namespace(fault.pid) == fault.namespace:
+        for rule in fault.rules:
+            _iptables(fault.pid, "-D", rule, check=False)
+    if fault.proxy is not None:
+        fault.proxy.kill()
+        fault.proxy.wait()

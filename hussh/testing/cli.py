@@ -1,0 +1,156 @@
+"""``python -m hussh.testing``: a fleet for manual tries and demos that stays up until ``down``.
+
+    python -m hussh.testing up 100                               # 100 loopback sshd endpoints (root)
+    python -m hussh.testing up 1000 --compose --per-container 10  # 1000 endpoints in 100 containers
+    python -m hussh.testing hosts                                # host:port, one per line
+    python -m hussh.testing down                                 # everything gone
+    python -m hussh.testing image                                # only build the compose images
+
+``up`` writes the host list, known_hosts and client keys into the fleet's directory and prints
+where; the fleet's record (what ``down`` needs) goes to $XDG_RUNTIME_DIR/hussh-testing, or
+/tmp/hussh-testing-<uid> without it. One such fleet at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import _registry
+from ._base import Fleet
+from ._errors import FleetError
+from .compose import BASE_PORT, PER_CONTAINER, PROJECT, ComposeFleet
+from .loopback import ADDRESSES_PER_SSHD, LoopbackFleet, loopback_addresses
+
+LOOPBACK_PORT = 2200
+LOOPBACK_OCTET = 70
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m hussh.testing", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start N SSH endpoints and keep them until down")
+    up.add_argument("endpoints", type=int, metavar="N")
+    up.add_argument("--compose", action="store_true", help="docker compose containers instead of loopback sshd")
+    up.add_argument("--per-container", "--per-node", type=int, metavar="K", dest="per_node",
+                    help=f"endpoints per container (default {PER_CONTAINER}) or per sshd process "
+                         f"(default {ADDRESSES_PER_SSHD})")
+    up.add_argument("--port", type=int, default=LOOPBACK_PORT, help="loopback: the endpoints' port")
+    up.add_argument("--second-octet", type=int, default=LOOPBACK_OCTET,
+                    help="loopback: addresses 127.<this>.x.y")
+    up.add_argument("--base-port", type=int, default=BASE_PORT, help="compose: first host port")
+    up.add_argument("--project", default=PROJECT, help="compose: project name")
+    up.add_argument("--timeout", type=float, help="seconds to wait for the whole fleet")
+    up.add_argument("--json", action="store_true", help="print what up made as one JSON object")
+    commands.add_parser("hosts", help="print host:port of every endpoint")
+    commands.add_parser("down", help="stop and remove the fleet")
+    commands.add_parser("image", help="build the compose fleet's images (no registry needed)")
+    return parser
+
+
+def _cli_record() -> _registry.Record | None:
+    return next((r for r in _registry.records() if "cli" in r), None)
+
+
+def _up(args: argparse.Namespace) -> int:
+    if _cli_record() is not None:
+        raise FleetError("a fleet is already up: python -m hussh.testing down")
+    fleet: Fleet
+    if args.compose:
+        fleet = ComposeFleet(args.endpoints, args.per_node or PER_CONTAINER, args.base_port, args.project)
+    else:
+        addresses = loopback_addresses(args.endpoints, args.second_octet)
+        fleet = LoopbackFleet(addresses, args.port, args.per_node or ADDRESSES_PER_SSHD)
+    fleet.detached = True
+    started = time.monotonic()
+    fleet.up(args.timeout)
+    try:
+        info = _write_files(fleet, time.monotonic() - started)
+    except BaseException:
+        fleet.down()
+        raise
+    if args.json:
+        print(json.dumps(info))
+    else:
+        _print(info)
+    return 0
+
+
+def _write_files(fleet: Fleet, seconds: float) -> dict[str, object]:
+    """Write hosts and known_hosts next to the keys; record them with the fleet; return the summary."""
+    assert fleet.record is not None
+    workdir = Path(fleet.record["workdir"])
+    hosts, known_hosts = workdir / "hosts", workdir / "known_hosts"
+    hosts.write_text("".join(f"{h}\n" for h in fleet.hosts))
+    fleet.write_known_hosts(known_hosts)
+    creds = fleet.credentials
+    info = {
+        "backend": fleet.record["backend"], "endpoints": len(fleet.endpoints), "nodes": len(fleet.nodes()),
+        "seconds": round(seconds, 1), "hosts": str(hosts), "known_hosts": str(known_hosts),
+        "password_user": creds.password_user, "password": creds.password, "key_user": creds.key_user,
+        "key": str(creds.client_key), "encrypted_key": str(creds.encrypted_client_key),
+        "key_passphrase": creds.key_passphrase, "state": str(_registry.state_dir() / f"{fleet.record['id']}.json"),
+    }
+    _registry.register({**fleet.record, "cli": info})
+    return info
+
+
+def _print(info: dict[str, object]) -> None:
+    unit = "containers" if info["backend"] == "compose" else "sshd processes"
+    print(f"{info['endpoints']} endpoints up in {info['seconds']}s ({info['backend']}, {info['nodes']} {unit})")
+    print(f"  hosts        {info['hosts']}  (host:port per line; or: python -m hussh.testing hosts)")
+    print(f"  known_hosts  {info['known_hosts']}")
+    print(f"  password     user {info['password_user']}, password {info['password']}")
+    print(f"  key          user {info['key_user']}, key {info['key']}")
+    print(f"               or {info['encrypted_key']}, passphrase {info['key_passphrase']}")
+    print(f"  state        {info['state']}")
+    print("  down         python -m hussh.testing down")
+
+
+def _hosts() -> int:
+    record = _cli_record()
+    if record is None:
+        raise FleetError("no fleet is up: python -m hussh.testing up N")
+    sys.stdout.write(Path(record["cli"]["hosts"]).read_text())
+    return 0
+
+
+def _down() -> int:
+    record = _cli_record()
+    if record is None:
+        print("no fleet is up", file=sys.stderr)
+        return 0
+    started = time.monotonic()
+    _registry.remove(record)
+    print(f"down in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    return 0
+
+
+def _image() -> int:
+    try:
+        from .image import ensure_images  # noqa: PLC0415 - needs the docker package
+    except ImportError as error:
+        raise FleetError(f"building images needs the docker package: pip install 'docker>=7' ({error})") from None
+    for step, seconds in ensure_images().items():
+        print(f"{step}: {seconds:.1f}s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``up``, ``hosts``, ``down`` or ``image``; return the exit status (errors: one line, 1)."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "up":
+            return _up(args)
+        if args.command == "hosts":
+            return _hosts()
+        if args.command == "down":
+            return _down()
+        return _image()
+    except FleetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,273 @@
+"""A fleet of OpenSSH containers, run as one Docker Compose project from a locally built image.
+
+Each container (a node) runs ``per_container`` sshd at fixed host ports on 127.0.0.1 (see
+``_compose_layout``); pause, kill and start act on whole containers, network faults on their
+namespace (see ``_netns``). Login: user ``hussh``, password ``hussh``, or the fleet's own key
+pair, made per fleet and handed to the containers in their environment (no bind mount).
+Needs a Docker daemon and the ``docker`` package (``pip install 'hussh-fleet[fleet]'``); the
+images are built on first use (``python -m hussh.testing image``), without a registry.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+from . import _netns, _registry
+from ._base import Credentials, Endpoint, EndpointLike, Fleet
+from ._compose_layout import Node, compose_file, layout, taken_ports
+from ._errors import FleetError
+from ._keys import write_ed25519, write_encrypted_rsa
+from ._probe import wait_ready
+from ._users import KEY_PASSPHRASE, PASSWORD, PASSWORD_USER
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
+
+PROJECT = "hussh-testing"
+BASE_PORT = 22000
+# Ten sshd share a container's memory (its files are paged in once): measured on 2 cores and
+# 24 GiB, 1000 endpoints take ~4 GB as 100 containers, ~20 GB as 1000 containers.
+PER_CONTAINER = 10
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+HOST_KEYS = "/etc/ssh/host_keys"
+UP_TIMEOUT = 900.0
+READY_TIMEOUT = 180.0
+DOCKER_WORKERS = 16
+# Compose v1 deadlocks when one `up` holds more services than COMPOSE_PARALLEL_LIMIT allows
+# (each service holds a slot while its container waits for another), so `up` goes in
+# batches of at most half the limit; a slow start on 2 cores may wait long for the API.
+COMPOSE_ENV = {"COMPOSE_PARALLEL_LIMIT": "64", "COMPOSE_HTTP_TIMEOUT": "600"}
+SERVICES_PER_UP = 32
+
+
+def _docker_client() -> docker.DockerClient:
+    """A client of the local Docker daemon, or FleetError saying what is missing."""
+    try:
+        import docker  # noqa: PLC0415 - optional dependency, only for this backend
+    except ImportError:
+        raise FleetError("the compose backend needs the docker package: pip install 'docker>=7'") from None
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except docker.errors.DockerException as error:
+        raise FleetError(f"no Docker daemon answers: {error}") from None
+    return client
+
+
+def _each(items: list[Any], action: Callable[[Any], None]) -> None:
+    """Apply ``action`` to items in parallel; raise FleetError naming the failures."""
+    with ThreadPoolExecutor(DOCKER_WORKERS) as pool:
+        futures = [(item, pool.submit(action, item)) for item in items]
+    errors = [(item, error) for item, future in futures if (error := future.exception())]
+    if errors:
+        shown = "; ".join(f"{getattr(item, 'name', item)}: {error}" for item, error in errors[:5])
+        raise FleetError(f"{len(errors)} of {len(items)} docker actions failed: {shown}")
+
+
+def _remove_project(client: docker.DockerClient, project: str) -> None:
+    """Remove every container and network labelled with ``project``."""
+    label = {"label": f"{PROJECT_LABEL}={project}"}
+    _each(client.containers.list(all=True, filters=label), lambda c: c.remove(force=True, v=True))
+    for network in client.networks.list(filters=label):
+        network.remove()
+
+
+def remove(record: _registry.Record) -> None:
+    """Tear down a compose fleet from its record alone (its owner is gone)."""
+    _remove_project(_docker_client(), record["project"])
+    shutil.rmtree(record["workdir"], ignore_errors=True)
+
+
+class ComposeFleet(Fleet):
+    """``count`` sshd endpoints in containers of ``per_container``, host ports from ``base_port``."""
+
+    ready_timeout = READY_TIMEOUT
+
+    def __init__(self, count: int, per_container: int = PER_CONTAINER, base_port: int = BASE_PORT,
+                 project: str = PROJECT) -> None:
+        self.layout = layout(count, per_container, base_port)
+        self.project = project
+        self.workdir: Path | None = None
+        self._last_workdir: Path | None = None
+        self._client: docker.DockerClient | None = None
+        self._credentials: Credentials | None = None
+        self._host_keys: dict[Endpoint, str] = {}
+        self._faults: dict[int, _netns.NetFault] = {}
+        self._reset_states()
+
+    # ---------------------------------------------------------------- what the fleet offers
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = _docker_client()
+        return self._client
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return [e for node in self.layout for e in node.endpoints()]
+
+    @property
+    def credentials(self) -> Credentials:
+        if self._credentials is None:
+            raise FleetError("the fleet is not up")
+        return self._credentials
+
+    def nodes(self) -> list[tuple[Endpoint, ...]]:
+        return [tuple(node.endpoints()) for node in self.layout]
+
+    def containers(self) -> list[Container]:
+        """Every container of the project, running or not, in node order."""
+        found = self.client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={self.project}"})
+        return sorted(found, key=lambda c: c.labels.get(SERVICE_LABEL, ""))
+
+    def endpoint_map(self) -> dict[Endpoint, Container]:
+        """Map every endpoint to its container."""
+        by_service = {c.labels.get(SERVICE_LABEL): c for c in self.containers()}
+        return {e: by_service[node.service] for node in self.layout if node.service in by_service
+                for e in node.endpoints()}
+
+    def host_public_key(self, endpoint: EndpointLike) -> str:
+        target = self._endpoint(endpoint)
+        if target not in self._host_keys:
+            self._read_host_keys(self.layout[self._node_index[target]])
+        return self._host_keys[target]
+
+    def _read_host_keys(self, node: Node) -> None:
+        """Fetch the node's host public keys from its container (made at its first start)."""
+        container = self._container(node)
+        stream, _ = container.get_archive(HOST_KEYS)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+            keys = {m.name.rsplit("_", 1)[-1]: archive.extractfile(m).read().decode()
+                    for m in archive.getmembers() if m.name.endswith(".pub")}
+        for endpoint, port in zip(node.endpoints(), node.container_ports()):
+            if f"{port}.pub" not in keys:
+                raise FleetError(f"{node.service} has no host key for port {port} yet")
+            self._host_keys[endpoint] = " ".join(keys[f"{port}.pub"].split()[:2])
+
+    # ---------------------------------------------------------------- up and down
+
+    def up(self, timeout: float | None = None, ready_timeout: float = READY_TIMEOUT) -> Self:
+        """Build the images if needed, start every container, wait for every banner.
+
+        A leftover project of the same name is removed first. ``timeout`` bounds the Compose work.
+        """
+        if self.workdir is not None:
+            raise FleetError("the fleet is already up")
+        from .image import SERVICE_IMAGE, compose_command, ensure_images  # noqa: PLC0415 - needs docker
+
+        _registry.reap_orphans()
+        _remove_project(self.client, self.project)
+        taken = taken_ports(self.endpoints)
+        if taken:
+            raise FleetError(f"{len(taken)} ports already in use on 127.0.0.1, e.g. {taken[:5]}: "
+                             "choose another base port")
+        self.workdir = self._last_workdir = Path(tempfile.mkdtemp(prefix="hussh-compose-"))
+        self._register({"id": self.workdir.name, "backend": "compose", "project": self.project,
+                        "workdir": str(self.workdir)})
+        try:
+            ensure_images(self.client)
+            authorized = self._write_client_keys()
+            path = self.workdir / "compose.json"
+            path.write_text(json.dumps(compose_file(self.layout, SERVICE_IMAGE, authorized), indent=1))
+            deadline = time.monotonic() + (timeout or UP_TIMEOUT)
+            for first in range(0, len(self.layout), SERVICES_PER_UP):
+                batch = [node.service for node in self.layout[first : first + SERVICES_PER_UP]]
+                command = [*compose_command(), "--project-name", self.project, "--project-directory",
+                           str(self.workdir), "--file", str(path), "up", "--detach", *batch]
+                self._compose(command, f"compose up of {batch[0]}..{batch[-1]}", deadline)
+            wait_ready(self.endpoints, ready_timeout)
+        except BaseException:
+            self.down()
+            raise
+        self._reset_states()
+        return self
+
+    def _write_client_keys(self) -> str:
+        assert self.workdir is not None
+        client, encrypted = self.workdir / "client_ed25519", self.workdir / "client_rsa_encrypted"
+        lines = [write_ed25519(client, "hussh-fleet-client"),
+                 write_encrypted_rsa(encrypted, KEY_PASSPHRASE, "hussh-fleet-client-encrypted")]
+        self._credentials = Credentials(PASSWORD_USER, PASSWORD, PASSWORD_USER, client, encrypted, KEY_PASSPHRASE)
+        return "\n".join(lines)
+
+    def _compose(self, command: list[str], what: str, deadline: float) -> None:
+        """Run a Compose command; raise FleetError on failure or past ``deadline``."""
+        try:
+            result = subprocess.run(command, cwd=self.workdir, env={**os.environ, **COMPOSE_ENV},
+                                    capture_output=True, text=True,
+                                    timeout=max(deadline - time.monotonic(), 1.0))
+        except subprocess.TimeoutExpired as error:
+            raise FleetError(f"{what} did not finish in time") from error
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).strip().splitlines()
+            raise FleetError(f"{what} failed:\n" + "\n".join(output[-20:]))
+
+    def down(self) -> None:
+        """Stop fault proxies, remove every container and network of the project, files and record."""
+        for fault in self._faults.values():
+            _netns.undo(fault)
+        self._faults.clear()
+        if self.workdir is not None:
+            _remove_project(self.client, self.project)
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            _registry.unregister(self.workdir.name)
+        self.workdir = self._credentials = None
+        self._host_keys.clear()
+        self._reset_states()
+
+    def leftovers(self) -> list[str]:
+        """Containers, networks, files and records of this fleet that still exist."""
+        label = {"label": f"{PROJECT_LABEL}={self.project}"}
+        found = [f"container {c.name}" for c in self.client.containers.list(all=True, filters=label)]
+        found += [f"network {n.name}" for n in self.client.networks.list(filters=label)]
+        if self._last_workdir is not None:
+            if self._last_workdir.exists():
+                found.append(f"directory {self._last_workdir}")
+            if _registry.is_registered(self._last_workdir.name):
+                found.append(f"record {self._last_workdir.name} in {_registry.state_dir()}")
+        return found
+
+    # ---------------------------------------------------------------- faults
+
+    def _container(self, node: Node) -> Container:
+        found = self.client.containers.list(all=True, filters={
+            "label": [f"{PROJECT_LABEL}={self.project}", f"{SERVICE_LABEL}={node.service}"]})
+        if not found:
+            raise FleetError(f"no container for {node.service} in project {self.project}")
+        return found[0]
+
+    def _act(self, action: str, nodes: list[int], **options: Any) -> None:
+        if action == "restore":
+            _each(nodes, lambda i: _netns.undo(self._faults.pop(i)))
+            return
+        if action in ("refuse", "blackhole", "slow"):
+            _each(nodes, lambda i: self._net_fault(action, i, options.get("delay", 0.05)))
+            return
+        docker_actions: dict[str, Callable[[Container], None]] = {
+            "pause": lambda c: c.pause(), "unpause": lambda c: c.unpause(),
+            "kill": lambda c: c.kill(), "start": lambda c: c.start(),
+        }
+        if action not in docker_actions:
+            raise FleetError(f"unknown fault {action!r}")
+        _each([self._container(self.layout[i]) for i in nodes], docker_actions[action])
+
+    def _net_fault(self, kind: str, index: int, delay: float) -> None:
+        assert self.workdir is not None
+        node = self.layout[index]
+        pid = self._container(node).attrs["State"]["Pid"]
+        log = self.workdir / f"proxy_{node.service}.log"
+        self._faults[index] = _netns.apply(kind, pid, node.container_ports(), delay, log)

@@ -1,0 +1,349 @@
+"""A fleet of real OpenSSH ``sshd`` processes on loopback addresses: no Docker, starts in seconds.
+
+Each sshd process (a node) listens on up to 16 distinct 127.x.y.z addresses (OpenSSH 9.2's limit
+per process) with its own host key; ``per_process=1`` gives every endpoint a process of its own,
+so faults hit exactly one endpoint. Every node runs in a private mount namespace where the fleet's
+login users exist (see ``_users`` and ``_namespace``): nothing is added to the machine's accounts.
+Needs root, ``/usr/sbin/sshd`` and util-linux (``unshare``, ``nsenter``, ``mount``).
+
+Network faults hand a node's endpoints to a fault proxy (``_proxy``) only while they last: the
+listener stops (its sessions go on), the proxy takes its addresses, and for ``slow`` a second
+listener serves the proxy on another port. Pause and kill signal every member of the node's
+namespaces, so sessions and the commands they run freeze or die with the listener.
+"""
+
+from __future__ import annotations
+
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+from . import _namespace, _proxy, _registry
+from ._base import Credentials, Endpoint, EndpointLike, Fleet, FleetError
+from ._keys import public_key, write_ed25519, write_encrypted_rsa
+from ._probe import wait_ready
+from ._users import KEY_PASSPHRASE, KEY_USER, PASSWORD, PASSWORD_USER, fleet_users, make_homes, write_etc
+
+SSHD = "/usr/sbin/sshd"
+ADDRESSES_PER_SSHD = 16  # OpenSSH 9.2 refuses more ListenAddress sockets per process.
+# Login records the fleet's sshd would write into the machine's logs (lastlog at uid * 292 bytes:
+# a 500 GB sparse file for the fleet's uids): empty files of the namespace's own instead.
+LOGIN_RECORDS = ("/var/log/lastlog", "/var/log/wtmp", "/var/log/btmp", "/run/utmp")
+STOP_TIMEOUT = 10.0
+
+
+def loopback_addresses(count: int, second_octet: int = 77) -> list[str]:
+    """``count`` distinct loopback addresses 127.<second_octet>.x.y (Linux routes all of 127/8 to lo)."""
+    if not 1 <= second_octet <= 254 or count > 250 * 256:
+        raise FleetError(f"no room for {count} addresses under 127.{second_octet}")
+    return [f"127.{second_octet}.{i // 250}.{i % 250 + 1}" for i in range(count)]
+
+
+@dataclass
+class _Node:
+    """One sshd process: its addresses and host key, and what currently serves them."""
+
+    number: int
+    addresses: list[str]
+    listener: subprocess.Popen[bytes] | None = None
+    proxy: subprocess.Popen[bytes] | None = None
+    namespaces: set[int] = field(default_factory=set)
+
+
+class LoopbackFleet(Fleet):
+    """``len(addresses)`` SSH endpoints on ``port``, ``per_process`` per sshd process.
+
+    ``with LoopbackFleet(loopback_addresses(100), port=2401) as fleet:`` starts them and stops
+    everything after; ``up()`` / ``down()`` do the same by hand.
+    """
+
+    def __init__(self, addresses: Sequence[str], port: int = 2222, per_process: int = ADDRESSES_PER_SSHD) -> None:
+        if not 1 <= per_process <= ADDRESSES_PER_SSHD:
+            raise FleetError(f"per_process must be 1..{ADDRESSES_PER_SSHD}")
+        if not addresses or len(set(addresses)) != len(addresses):
+            raise FleetError("a fleet needs distinct addresses")
+        self.addresses = list(addresses)
+        self.port = port
+        self.per_process = per_process
+        self.workdir: Path | None = None
+        self._nodes = [
+            _Node(n, self.addresses[first : first + per_process])
+            for n, first in enumerate(range(0, len(self.addresses), per_process))
+        ]
+        self._node_of = {a: node for node in self._nodes for a in node.addresses}
+        self._namespace: _namespace.FleetNamespace | None = None
+        self._credentials: Credentials | None = None
+        self._uids: dict[str, int] = {}
+        self._last_workdir: Path | None = None  # what leftovers() checks after down()
+        self._last_uids: dict[str, int] = {}
+        self._reset_states()
+
+    # ---------------------------------------------------------------- what the fleet offers
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return [Endpoint(a, self.port) for a in self.addresses]
+
+    @property
+    def credentials(self) -> Credentials:
+        if self._credentials is None:
+            raise FleetError("the fleet is not up")
+        return self._credentials
+
+    def nodes(self) -> list[tuple[Endpoint, ...]]:
+        return [tuple(Endpoint(a, self.port) for a in node.addresses) for node in self._nodes]
+
+    def host_public_key(self, endpoint: EndpointLike) -> str:
+        target = self._endpoint(endpoint)
+        if target.port != self.port or target.host not in self._node_of:
+            raise FleetError(f"{target} is not an endpoint of this fleet")
+        return public_key(self._host_key(self._node_of[target.host]))
+
+    def uid(self, user: str) -> int:
+        """The numeric uid of a fleet user (``PASSWORD_USER`` or ``KEY_USER``) while the fleet is up."""
+        try:
+            return self._uids[user]
+        except KeyError:
+            raise FleetError(f"{user!r} is not a user of this fleet, or the fleet is not up") from None
+
+    def pids(self) -> list[int]:
+        """Processes the fleet started itself and that still run: namespace holder, sshd listeners,
+        fault proxies. Their CPU, with that of the children they reaped, is the fleet's."""
+        procs = [self._namespace.holder if self._namespace else None]
+        procs += [p for node in self._nodes for p in (node.listener, node.proxy)]
+        return [p.pid for p in procs if p is not None and p.poll() is None]
+
+    # ---------------------------------------------------------------- up and down
+
+    def up(self, timeout: float | None = None) -> Self:
+        """Start every sshd and wait until all endpoints answer (default bound: 60 s + 50 ms each)."""
+        if self.workdir is not None:
+            raise FleetError("the fleet is already up")
+        _registry.reap_orphans()
+        self.workdir = self._last_workdir = Path(tempfile.mkdtemp(prefix="hussh-fleet-"))
+        self.workdir.chmod(0o755)  # fleet users read their homes and authorized keys below it
+        self._namespace = _namespace.FleetNamespace(marker=_layers(self.workdir))
+        self._register({"id": self.workdir.name, "backend": "loopback", "workdir": str(self.workdir)})
+        try:
+            self._start(timeout if timeout is not None else 60.0 + 0.05 * len(self.addresses))
+        except BaseException:
+            self.down()
+            raise
+        self._reset_states()
+        return self
+
+    def _start(self, timeout: float) -> None:
+        assert self.workdir is not None and self._namespace is not None
+        holder = self._namespace.open()
+        users = fleet_users(holder)
+        self._uids = self._last_uids = {u.name: u.uid for u in users}
+        etc_files = write_etc(users, self.workdir / "etc", int(time.time() // 86400))
+        _layers(self.workdir).mkdir()
+        make_homes(users, self.workdir / "home")
+        self._namespace.mount(etc_files, self.workdir / "home", [p for p in LOGIN_RECORDS if Path(p).exists()])
+        self._credentials = self._write_client_keys()
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+        for node in self._nodes:
+            write_ed25519(self._host_key(node), f"hussh-fleet-node-{node.number}")
+            self._start_listener(node, self.port)
+        wait_ready(self.endpoints, timeout)
+
+    def _write_client_keys(self) -> Credentials:
+        assert self.workdir is not None
+        keys = self.workdir / "authorized_keys"
+        keys.mkdir(mode=0o755)
+        client, encrypted = self.workdir / "client_ed25519", self.workdir / "client_rsa_encrypted"
+        lines = [write_ed25519(client, "hussh-fleet-client"),
+                 write_encrypted_rsa(encrypted, KEY_PASSPHRASE, "hussh-fleet-client-encrypted")]
+        (keys / KEY_USER).write_text("".join(f"{line}\n" for line in lines))
+        return Credentials(PASSWORD_USER, PASSWORD, KEY_USER, client, encrypted, KEY_PASSPHRASE)
+
+    def down(self) -> None:
+        """Kill every process of the fleet, remove its files and its record; idempotent."""
+        if self._namespace is not None and self._namespace.holder is not None:
+            self._namespace.close()
+        for node in self._nodes:
+            for proc in (node.listener, node.proxy):
+                if proc is not None:
+                    proc.kill()  # already dead, unless it never entered the namespace
+                    proc.wait()
+            node.listener = node.proxy = None
+            node.namespaces.clear()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            _registry.unregister(self.workdir.name)
+        self.workdir = self._namespace = self._credentials = None
+        self._uids = {}
+        self._reset_states()
+
+    def leftovers(self) -> list[str]:
+        """Processes, files, accounts and records of this fleet that still exist."""
+        found = []
+        marker_dir = self._last_workdir
+        if marker_dir is not None:
+            for inode, pids in _namespace.members(str(_layers(marker_dir))).items():
+                found.append(f"processes {pids} in the fleet's namespace mnt:[{inode}]")
+            if marker_dir.exists():
+                found.append(f"directory {marker_dir}")
+            if _registry.is_registered(marker_dir.name):
+                found.append(f"record {marker_dir.name} in {_registry.state_dir()}")
+        for name, uid in self._last_uids.items():
+            found += [f"host account {entry.pw_name} (uid {uid})" for entry in pwd.getpwall() if entry.pw_uid == uid]
+            found += [f"host account {name}" for entry in pwd.getpwall() if entry.pw_name == name]
+            found += [f"process {pid} running as uid {uid}" for pid in _pids_of_uid(uid)]
+        return found
+
+    # ---------------------------------------------------------------- faults
+
+    def _act(self, action: str, nodes: list[int], **options: Any) -> None:
+        chosen = [self._nodes[i] for i in nodes]
+        marker = self._marker
+        if action == "pause":
+            _namespace.stop(marker, self._live_namespaces(chosen))
+        elif action == "unpause":
+            _namespace.resume(marker, self._live_namespaces(chosen))
+        elif action == "kill":
+            _namespace.kill(marker, self._live_namespaces(chosen))
+            for node in chosen:
+                self._stop(node)
+        elif action == "start":
+            for node in chosen:
+                self._start_listener(node, self.port)
+        elif action == "refuse":
+            for node in chosen:
+                self._stop(node)
+        elif action in ("blackhole", "slow"):
+            for node in chosen:
+                self._divert(node, action, options.get("delay", 0.05))
+        elif action == "restore":
+            for node in chosen:
+                self._stop(node)
+                self._start_listener(node, self.port)
+        else:
+            raise FleetError(f"unknown fault {action!r}")
+
+    def _divert(self, node: _Node, mode: str, delay: float) -> None:
+        """Hand the node's endpoints to a fault proxy (for ``slow``: in front of a listener elsewhere)."""
+        self._stop(node)
+        specs = [f"{a}:{self.port}" for a in node.addresses]
+        if mode == "slow":
+            backend = _free_port(node.addresses[0])
+            self._start_listener(node, backend)
+            wait_ready([(a, backend) for a in node.addresses], self.ready_timeout)
+            specs = [f"{spec}={a}:{backend}" for spec, a in zip(specs, node.addresses)]
+        log = self._log(node, "proxy")
+        with log.open("ab") as stderr:
+            node.proxy = self._ns.spawn(_proxy.command(mode, specs, delay), stdout=subprocess.PIPE, stderr=stderr)
+        _proxy.await_ready(node.proxy, log)
+
+    def _stop(self, node: _Node) -> None:
+        """Stop whatever serves the node's endpoints (its sessions are left alone)."""
+        for proc in (node.proxy, node.listener):
+            if proc is not None:
+                self._remember_namespace(node, proc)
+                proc.terminate()
+                try:
+                    proc.wait(timeout=STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        node.proxy = node.listener = None
+
+    def _start_listener(self, node: _Node, port: int) -> None:
+        config = self._write_config(node, port)
+        with self._log(node, "sshd").open("ab") as log:
+            node.listener = self._ns.spawn([SSHD, "-D", "-e", "-r", "-f", str(config)],
+                                           stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+
+    def _live_namespaces(self, nodes: list[_Node]) -> set[int]:
+        """The namespaces with processes of ``nodes`` (listener's, proxy's, and older ones with sessions)."""
+        for node in nodes:
+            for proc in (node.listener, node.proxy):
+                if proc is not None:
+                    self._remember_namespace(node, proc)
+        alive = _namespace.members(self._marker, set().union(*(n.namespaces for n in nodes)))
+        for node in nodes:
+            node.namespaces &= alive.keys()
+        return set(alive)
+
+    def _remember_namespace(self, node: _Node, proc: subprocess.Popen[bytes]) -> None:
+        inode = _namespace.namespace_of(proc.pid) if proc.poll() is None else None
+        if inode is not None and inode != _namespace.namespace_of(self._ns.holder_pid):
+            node.namespaces.add(inode)
+
+    # ---------------------------------------------------------------- files
+
+    @property
+    def _ns(self) -> _namespace.FleetNamespace:
+        if self._namespace is None:
+            raise FleetError("the fleet is not up")
+        return self._namespace
+
+    @property
+    def _marker(self) -> str:
+        return self._ns.marker
+
+    def _host_key(self, node: _Node) -> Path:
+        if self.workdir is None:
+            raise FleetError("the fleet is not up")
+        return self.workdir / f"host_ed25519_{node.number}"
+
+    def _log(self, node: _Node, kind: str) -> Path:
+        assert self.workdir is not None
+        return self.workdir / f"{kind}_{node.number}.log"
+
+    def _write_config(self, node: _Node, port: int) -> Path:
+        assert self.workdir is not None
+        config = self.workdir / f"sshd_{node.number}.conf"
+        listen = "".join(f"ListenAddress {a}\n" for a in node.addresses)
+        config.write_text(
+            f"Port {port}\n{listen}HostKey {self._host_key(node)}\nPidFile none\n"
+            "UsePAM no\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n"
+            f"PubkeyAuthentication yes\nAuthorizedKeysFile {self.workdir}/authorized_keys/%u\n"
+            "StrictModes no\nMaxStartups 100000\nMaxSessions 1000\nMaxAuthTries 20\n"
+            "LoginGraceTime 120\nUseDNS no\nPermitRootLogin no\nPrintMotd no\nPrintLastLog no\n"
+            f"AllowUsers {PASSWORD_USER} {KEY_USER}\nSubsystem sftp internal-sftp\nLogLevel ERROR\n"
+        )
+        return config
+
+
+def _layers(workdir: Path) -> Path:
+    """Where the namespace mounts its /etc overlay's layers: what marks the fleet's namespaces."""
+    return workdir / "layers"
+
+
+def _free_port(address: str) -> int:
+    """A port nothing listens on at ``address`` right now."""
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return sock.getsockname()[1]
+
+
+def _pids_of_uid(uid: int) -> list[int]:
+    """Live processes whose real uid is ``uid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            zombie = fields.get("State", "").split()[:1] == ["Z"]  # dead, only waiting for init to reap it
+            if fields.get("Uid", "").split()[:1] == [str(uid)] and not zombie:
+                found.append(int(entry.name))
+    return found
+
+
+def remove(record: _registry.Record) -> None:
+    """Tear down a loopback fleet from its record alone (its owner is gone)."""
+    workdir = Path(record["workdir"])
+    _namespace.kill(str(_layers(workdir)))
+    shutil.rmtree(workdir, ignore_errors=True)
