@@ -29,6 +29,8 @@ from .errors import (  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "aio",
+    "multi_conn",
     "AuthenticationError",
     "CommandTimeout",
     "ConfigError",
@@ -48,3 +50,12 @@ __all__ = [
     "SSHResult",
     "WorkerLost",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``hussh.multi_conn`` on first use (upstream lists it in ``__all__``; importing it starts nothing)."""
+    if name == "multi_conn":
+        import importlib  # noqa: PLC0415
+
+        return importlib.import_module(".multi_conn", __name__)
+    raise AttributeError(f"module 'hussh' has no attribute {name!r}")

@@ -89,7 +89,8 @@ class FleetConnection(SSHClientConnection):
 
     def _flush(self, transport: asyncio.Transport) -> None:
         data, self._unsent = b"".join(self._unsent or ()), None
-        if not transport.is_closing():
+        closing = getattr(transport, "is_closing", None)  # a ProxyCommand's tunnel has no is_closing
+        if closing is None or not closing():
             try:
                 transport.write(data)
                 FleetConnection.writes += 1
@@ -106,6 +107,17 @@ def connection_factory(loop: asyncio.AbstractEventLoop, options: asyncssh.SSHCli
             conn._auth_methods = [b"password"]  # skip the "none" probe: one round trip less per host
         return conn
     return build
+
+
+async def open_proxy_command(loop: asyncio.AbstractEventLoop, argv: list[str],
+                             factory: Callable[[], SSHClientConnection]) -> SSHClientConnection:
+    """A connection whose bytes go through a ``ProxyCommand``'s stdin and stdout (asyncssh's own tunnel)."""
+    open_proxy = getattr(asyncssh.connection, "_open_proxy", None)
+    if open_proxy is None or not VERSION_TESTED:
+        from .errors import ConfigError  # noqa: PLC0415 - only on this unlikely path
+
+        raise ConfigError(f"ProxyCommand is not available with asyncssh {asyncssh.__version__}; use ProxyJump")
+    return await open_proxy(loop, argv, factory)
 
 
 # ---------------------------------------------------------------------------------- logging

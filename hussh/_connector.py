@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import errno
+import shlex
 import socket
 
 import asyncssh
@@ -134,8 +135,6 @@ async def open_connection(spec: ConnectSpec, bound: float | None = None) -> SSHC
 
 
 async def _open(spec: ConnectSpec, phase: list[str]) -> SSHClientConnection:
-    if spec.problem:
-        raise ConfigError(spec.problem)
     loop = asyncio.get_running_loop()
     keys = spec.host_keys if spec.host_keys is not None else lookup(spec)
     known_hosts, learning = _host_key_check(spec, keys)
@@ -150,6 +149,12 @@ async def _open(spec: ConnectSpec, phase: list[str]) -> SSHClientConnection:
         phase[0] = "bastion"
         conn = await _bastions.pool().open(spec.jump, factory, options.host, spec.port)
         phase[0] = "connect"
+    elif spec.proxy_command:
+        try:
+            argv = shlex.split(spec.proxy_command)
+        except ValueError as exc:
+            raise ConfigError(f"cannot parse the ProxyCommand of {spec.host}: {exc}") from None
+        conn = await internals.open_proxy_command(loop, argv, factory)
     else:
         _, conn = await loop.create_connection(factory, options.host, spec.port)
     conn.set_extra_info(host=options.host, port=spec.port)

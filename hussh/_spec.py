@@ -91,7 +91,7 @@ class ConnectSpec(msgspec.Struct, frozen=True, array_like=True, gc=False):
     host_keys: HostKeys | None = None
     max_output: int = DEFAULT_MAX_OUTPUT
     jump: Union["ConnectSpec", None] = None
-    problem: str = ""
+    proxy_command: str = ""
 
     @property
     def connect_bound(self) -> float:
@@ -152,6 +152,7 @@ def make_spec(
     host_key_checking: HostKeyChecking | None = None,
     max_output: int = DEFAULT_MAX_OUTPUT,
     proxy_jump: "str | ConnectSpec | AsyncConnection | None" = None,
+    proxy_command: str | None = None,
     forward_agent: bool | None = None,
     ssh_config: SSHConfigArg = None,
     resolver: ConfigResolver | None = None,
@@ -183,15 +184,19 @@ def make_spec(
         jump = _chain(config.proxy_jump, resolver, known_hosts, host_key_checking, connect_timeout, depth=1)
     else:
         jump = _jump_from_argument(proxy_jump, resolver, known_hosts, host_key_checking, connect_timeout)
-    problem = ""
-    if config.proxy_command and jump is None and not config.proxy_jump:
-        problem = (f"the ssh config gives {host!r} a ProxyCommand, which hussh does not run; "
-                   "use ProxyJump (or proxy_jump=) instead")
+    if proxy_command:
+        proxy_command = _expand_tokens(proxy_command, config.hostname or host, explicit_port or config.port or 22,
+                                       explicit_user or config.user or "root", host)
+    elif proxy_jump is None and config.proxy_jump is None:
+        proxy_command = config.proxy_command  # expanded by the config; a ProxyJump takes its place, as in ssh
+    hostname = config.hostname or host
+    port = explicit_port or config.port or 22
+    username = explicit_user or config.user or "root"
     return ConnectSpec(
         host=host,
-        hostname=config.hostname or host,
-        port=explicit_port or config.port or 22,
-        username=explicit_user or config.user or "root",
+        hostname=hostname,
+        port=port,
+        username=username,
         password=password,
         private_key=os.path.expanduser(os.fspath(key)) if key is not None else None,
         identities=() if key is not None or password is not None else _identities_from(config),
@@ -208,8 +213,17 @@ def make_spec(
         hash_known_hosts=bool(config.hash_known_hosts),
         max_output=max_output,
         jump=jump,
-        problem=problem,
+        proxy_command=proxy_command or "",
     )
+
+
+def _expand_tokens(command: str, hostname: str, port: int, username: str, alias: str) -> str:
+    """``ssh``'s ``%h %p %r %n %%`` in a ``proxy_command=`` argument (the config expands its own)."""
+    tokens = {"h": hostname, "p": str(port), "r": username, "n": alias, "%": "%"}
+    out, chars = [], iter(command)
+    for char in chars:
+        out.append(tokens.get(next(chars, ""), "") if char == "%" else char)
+    return "".join(out)
 
 
 def _checking_from(value: str | None) -> HostKeyChecking:

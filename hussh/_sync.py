@@ -32,6 +32,8 @@ class Connection:
         username: str = DEFAULT_USERNAME,
         password: str | None = None,
         private_key: str | os.PathLike[str] | None = None,
+        proxy_jump: "str | AsyncConnection | Connection | None" = None,
+        proxy_command: str | None = None,
         timeout: int = 0,
         *,
         key_path: str | os.PathLike[str] | None = None,
@@ -39,7 +41,6 @@ class Connection:
         known_hosts: str | os.PathLike[str] | None = None,
         host_key_checking: HostKeyChecking | None = None,
         max_output: int = DEFAULT_MAX_OUTPUT,
-        proxy_jump: "str | AsyncConnection | Connection | None" = None,
         forward_agent: bool | None = None,
         ssh_config: SSHConfigArg = None,
     ) -> None:
@@ -47,7 +48,8 @@ class Connection:
             host, username=username, password=password, private_key=private_key, port=port,
             timeout=timeout / 1000, key_path=key_path, connect_timeout=connect_timeout,
             known_hosts=known_hosts, host_key_checking=host_key_checking, max_output=max_output,
-            proxy_jump=proxy_jump, forward_agent=forward_agent, ssh_config=ssh_config,  # type: ignore[arg-type]
+            proxy_jump=proxy_jump, proxy_command=proxy_command, forward_agent=forward_agent,  # type: ignore[arg-type]
+            ssh_config=ssh_config,
         )
         _loop.run(self._async.connect())
 
@@ -57,6 +59,7 @@ class Connection:
     username = property(lambda self: self.spec.username)
     password = property(lambda self: self.spec.password)
     private_key = property(lambda self: self.spec.private_key)
+    proxy_command = property(lambda self: self.spec.proxy_command or None)
     timeout = property(lambda self: int(self.spec.timeout * 1000))
 
     def __repr__(self) -> str:

@@ -48,17 +48,18 @@ class AsyncConnection:
         host: str,
         username: str | None = None,
         password: str | None = None,
-        private_key: str | os.PathLike[str] | None = None,
-        port: int = DEFAULT_PORT,
-        timeout: float = 0,
-        keepalive_interval: float = 0,
-        *,
         key_path: str | os.PathLike[str] | None = None,
+        private_key: str | os.PathLike[str] | None = None,
+        proxy_jump: "str | AsyncConnection | None" = None,
+        proxy_command: str | None = None,
+        port: int = DEFAULT_PORT,
+        keepalive_interval: float = 0,
+        timeout: float = 0,
+        *,
         connect_timeout: float = 0,
         known_hosts: str | os.PathLike[str] | None = None,
         host_key_checking: HostKeyChecking | None = None,
         max_output: int = DEFAULT_MAX_OUTPUT,
-        proxy_jump: "str | AsyncConnection | None" = None,
         forward_agent: bool | None = None,
         ssh_config: SSHConfigArg = None,
     ) -> None:
@@ -67,7 +68,7 @@ class AsyncConnection:
             key_path=key_path, timeout=timeout, connect_timeout=connect_timeout,
             keepalive_interval=keepalive_interval, known_hosts=known_hosts,
             host_key_checking=host_key_checking, max_output=max_output, proxy_jump=proxy_jump,
-            forward_agent=forward_agent, ssh_config=ssh_config,
+            proxy_command=proxy_command, forward_agent=forward_agent, ssh_config=ssh_config,
         )
         self._conn: SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
@@ -95,6 +96,7 @@ class AsyncConnection:
     key_path = private_key
     timeout = property(lambda self: self.spec.timeout)
     keepalive_interval = property(lambda self: self.spec.keepalive_interval)
+    proxy_command = property(lambda self: self.spec.proxy_command or None)
 
     @property
     def connected(self) -> bool:

@@ -1,6 +1,6 @@
 """One exception tree for every hussh failure.
 
-    HusshError
+    HusshError (also RuntimeError, as upstream's async connect and login failures)
     ├── ConfigError (also ValueError)    a malformed ssh config, a bad ProxyJump, a ProxyCommand
     ├── ConnectError (also OSError)      TCP, DNS or SSH handshake failed (also: via a bastion)
     │   └── HostKeyError                 host key mismatch, or unknown under ``strict``
@@ -26,16 +26,23 @@ if TYPE_CHECKING:
     from ._result import SSHResult
 
 
-class HusshError(Exception):
-    """Base of every error hussh raises."""
+class HusshError(RuntimeError):
+    """Base of every error hussh raises.
+
+    A ``RuntimeError``, because upstream's ``AsyncConnection`` raises ``RuntimeError`` for connect
+    and login failures: code written for it keeps catching ours.
+    """
 
 
 class ConfigError(HusshError, ValueError):
     """The ssh config (or a host's settings from it) cannot be used; the message names file and line."""
 
 
-class ConnectError(HusshError, OSError):
-    """The TCP connection or the SSH handshake could not be made."""
+class ConnectError(OSError, HusshError):
+    """The TCP connection or the SSH handshake could not be made (``errno`` set when the OS said why)."""
+
+    def __str__(self) -> str:
+        return self.strerror if self.errno is not None and self.strerror else super().__str__()
 
 
 class HostKeyError(ConnectError):
@@ -46,11 +53,11 @@ class AuthenticationError(HusshError):
     """The server refused the credentials, or a private key could not be read or decrypted."""
 
 
-class ConnectionLost(HusshError, ConnectionError):
+class ConnectionLost(ConnectionError, HusshError):
     """An established connection dropped while an operation was running."""
 
 
-class HusshTimeout(HusshError, TimeoutError):
+class HusshTimeout(TimeoutError, HusshError):
     """A deadline expired; see the subclasses."""
 
 

@@ -26,6 +26,7 @@ from .errors import HusshError
 from .hostlist import Target, parse_target
 
 OnResult = Callable[[str, SSHResult], None]
+DEFAULT_BATCH_SIZE = 100
 
 __all__ = ["AsyncConnection", "MultiConnection", "MultiFileTailer", "MultiResult", "PartialFailureException"]
 
@@ -61,6 +62,16 @@ class MultiResult(Mapping[str, SSHResult]):
 
     def __len__(self) -> int:
         return len(self._results)
+
+    def keys(self) -> list[str]:  # type: ignore[override]
+        """The hosts, in order, as a list (as upstream's ``MultiResult`` gives them)."""
+        return list(self._results)
+
+    def values(self) -> list[SSHResult]:  # type: ignore[override]
+        return list(self._results.values())
+
+    def items(self) -> list[tuple[str, SSHResult]]:  # type: ignore[override]
+        return list(self._results.items())
 
     @property
     def succeeded(self) -> "MultiResult":
@@ -99,8 +110,8 @@ class MultiConnection:
     def __init__(
         self,
         connections: Iterable[AsyncConnection | Connection],
-        batch_size: int = 100,
-        timeout: float = 0,
+        batch_size: int | None = None,
+        timeout: float | None = None,
         *,
         workers: int | None = None,
         progress: Progress | None = None,
@@ -109,8 +120,10 @@ class MultiConnection:
         specs = [_spec_of(conn) for conn in connections]
         self._init(specs, [s.host for s in specs], batch_size, timeout, workers, progress, retry)
 
-    def _init(self, specs: list[ConnectSpec], names: list[str], batch_size: int, timeout: float,
+    def _init(self, specs: list[ConnectSpec], names: list[str], batch_size: int | None, timeout: float | None,
               workers: int | None, progress: Progress | None, retry: Retry | None) -> None:
+        batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+        timeout = timeout or 0
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if timeout < 0:
@@ -135,8 +148,8 @@ class MultiConnection:
 
     @classmethod
     def from_connections(
-        cls, connections: Iterable[AsyncConnection | Connection], batch_size: int = 100, timeout: float = 0,
-        **options: object,
+        cls, connections: Iterable[AsyncConnection | Connection], batch_size: int | None = None,
+        timeout: float | None = None, **options: object,
     ) -> "MultiConnection":
         """Copy the connection details of existing (sync or async) connections."""
         return cls(connections, batch_size=batch_size, timeout=timeout, **options)  # type: ignore[arg-type]
@@ -147,18 +160,19 @@ class MultiConnection:
         hosts: Iterable[str],
         username: str | None = None,
         password: str | None = None,
-        private_key: str | os.PathLike[str] | None = None,
+        key_path: str | os.PathLike[str] | None = None,
         port: int = DEFAULT_PORT,
         timeout: float = 0,
-        batch_size: int = 100,
+        batch_size: int | None = None,
         *,
-        key_path: str | os.PathLike[str] | None = None,
+        private_key: str | os.PathLike[str] | None = None,
         connect_timeout: float = 0,
         keepalive_interval: float = 0,
         known_hosts: str | os.PathLike[str] | None = None,
         host_key_checking: HostKeyChecking | None = None,
         max_output: int = DEFAULT_MAX_OUTPUT,
         proxy_jump: "str | AsyncConnection | Connection | None" = None,
+        proxy_command: str | None = None,
         forward_agent: bool | None = None,
         ssh_config: SSHConfigArg = None,
         retry: Retry | None = None,
@@ -184,7 +198,7 @@ class MultiConnection:
                 private_key=private_key, key_path=key_path, timeout=timeout, connect_timeout=connect_timeout,
                 keepalive_interval=keepalive_interval, known_hosts=known_hosts,
                 host_key_checking=host_key_checking, max_output=max_output, proxy_jump=proxy_jump,
-                forward_agent=forward_agent, resolver=resolver,
+                proxy_command=proxy_command, forward_agent=forward_agent, resolver=resolver,
             ))
         self = cls.__new__(cls)
         self._init(specs, names, batch_size, 0, workers, progress, retry)

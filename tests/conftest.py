@@ -88,6 +88,23 @@ def blackhole():
         hole.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_home(tmp_path_factory):
+    """Module and session fixtures connect before ``isolated_home`` applies: give them an empty HOME
+    too, so no test ever reads or records host keys in the real ``~/.ssh``."""
+    saved = {name: os.environ.get(name) for name in ("HOME", "SSH_AUTH_SOCK")}
+    os.environ["HOME"] = str(tmp_path_factory.mktemp("session-home"))
+    os.environ.pop("SSH_AUTH_SOCK", None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory, monkeypatch) -> Path:
     """A fresh empty HOME (so ``~/.ssh`` is empty) and no ssh-agent, for every test."""

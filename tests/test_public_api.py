@@ -14,6 +14,8 @@ import hussh
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 EXPECTED_ALL = {
+    "aio",
+    "multi_conn",
     "AuthenticationError",
     "CommandTimeout",
     "ConfigError",
@@ -46,6 +48,7 @@ def test_star_import_exports_all():
     namespace: dict[str, object] = {}
     exec("from hussh import *", namespace)
     assert set(namespace) - {"__builtins__"} == EXPECTED_ALL
+    assert namespace["multi_conn"].__name__ == "hussh.multi_conn"
 
 
 def test_upstream_import_names():
@@ -80,6 +83,8 @@ def test_error_tree():
         value = getattr(hussh, name)
         if isinstance(value, type) and issubclass(value, BaseException):
             assert issubclass(value, hussh.HusshError), name
+    assert issubclass(hussh.HusshError, RuntimeError)  # upstream's AsyncConnection raises RuntimeError
+    assert hussh.ConnectError(111, "refused by h:22").errno == 111
 
 
 def test_defaults():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -153,15 +154,51 @@ def test_a_missing_explicit_config_file_is_an_error(tmp_path):
         AsyncConnection("a", ssh_config=tmp_path / "absent")
 
 
-def test_a_proxycommand_host_fails_alone_with_a_clear_reason(fleet, tmp_path):
+RELAY = """
+import os, selectors, socket, sys
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+with open(sys.argv[3], "a") as log:
+    log.write(f"{sys.argv[1]}:{sys.argv[2]}\\n")
+selector = selectors.DefaultSelector()
+selector.register(0, selectors.EVENT_READ)
+selector.register(sock, selectors.EVENT_READ)
+while True:
+    for key, _ in selector.select():
+        data = os.read(0, 65536) if key.fileobj == 0 else sock.recv(65536)
+        if not data:
+            sys.exit(0)
+        if key.fileobj == 0:
+            sock.sendall(data)
+        else:
+            os.write(1, data)
+"""
+
+
+@pytest.fixture
+def relay(tmp_path) -> tuple[Path, Path]:
+    """A ProxyCommand that relays stdin/stdout to host:port and logs where it went."""
+    script = tmp_path / "relay.py"
+    script.write_text(RELAY)
+    return script, tmp_path / "relay.log"
+
+
+def test_proxy_command_from_the_config_and_as_an_argument(fleet, tmp_path, relay):
+    script, log = relay
     path = tmp_path / "config"
-    path.write_text(f"Host viacommand\n    ProxyCommand nc %h %p\nHost *\n    Port {fleet.port}\n")
-    mc = MultiConnection.from_shared_auth(["viacommand", fleet.addresses[0]], username=PASSWORD_USER,
-                                          password=PASSWORD, ssh_config=path)
+    path.write_text(f"Host viacommand\n    HostName {fleet.addresses[0]}\n    Port {fleet.port}\n"
+                    f"    ProxyCommand {sys.executable} {script} %h %p {log}\n")
+    mc = MultiConnection.from_shared_auth(["viacommand", f"{fleet.addresses[1]}:{fleet.port}"],
+                                          username=PASSWORD_USER, password=PASSWORD, ssh_config=path)
     with mc:
-        results = mc.execute("whoami")
-    assert results["viacommand"].error == "ConfigError" and "ProxyJump" in results["viacommand"].stderr
-    assert results[fleet.addresses[0]].stdout == f"{PASSWORD_USER}\n"
+        results = mc.execute("echo $SSH_CONNECTION")
+    assert [r.stdout.split()[2] for r in results.values()] == fleet.addresses[:2]
+    assert log.read_text() == f"{fleet.addresses[0]}:{fleet.port}\n"  # only the configured host went through it
+    command = f"{sys.executable} {script} %h %p {log}"
+    with hussh.Connection(fleet.addresses[2], port=fleet.port, username=PASSWORD_USER, password=PASSWORD,
+                          proxy_command=command, ssh_config=False) as conn:
+        assert conn.proxy_command == f"{sys.executable} {script} {fleet.addresses[2]} {fleet.port} {log}"
+        assert conn.execute("whoami").stdout == f"{PASSWORD_USER}\n"
+    assert log.read_text().splitlines()[-1] == f"{fleet.addresses[2]}:{fleet.port}"
 
 
 def test_hosts_are_reached_by_their_config_names(fleet, tmp_path):

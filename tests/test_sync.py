@@ -59,7 +59,7 @@ def test_constructor_raises_for_a_wrong_password(host, fleet):
 
 
 def test_positional_arguments_follow_upstream_order(host, fleet):
-    connection = Connection(host, fleet.port, KEY_USER, None, str(fleet.client_key), 5000)
+    connection = Connection(host, fleet.port, KEY_USER, None, str(fleet.client_key), None, None, 5000)
     try:
         assert (connection.port, connection.username, connection.timeout) == (fleet.port, KEY_USER, 5000)
         assert connection.private_key == str(fleet.client_key)

@@ -33,18 +33,6 @@ DELIBERATE = {
 }
 """Differences on purpose: the item is skipped, with the reason shown."""
 
-PENDING = {
-    "hussh.Connection": "proxy_jump and proxy_command come before timeout upstream: the constructor rewrite adds them",
-    "hussh.Connection.proxy_command": "bastion support is part of the constructor rewrite",
-    "hussh.aio.AsyncConnection": "upstream's order is host, username, password, key_path, private_key, proxy_jump, "
-                                 "proxy_command, port, keepalive_interval, timeout: the constructor rewrite",
-    "hussh.multi_conn.AsyncConnection": "the same class as hussh.aio.AsyncConnection",
-    "hussh.multi_conn.MultiConnection": "upstream defaults batch_size and timeout to None: the constructor rewrite",
-    "hussh.multi_conn.MultiConnection.from_connections": "upstream defaults batch_size and timeout to None",
-    "hussh.multi_conn.MultiConnection.from_shared_auth": "upstream's 4th parameter is key_path (private_key is "
-                                                         "keyword-only here) and batch_size defaults to None",
-}
-"""Differences still to close (other work in progress): expected to fail until then."""
 
 
 def _items() -> list[Any]:
@@ -64,8 +52,6 @@ def _param(module: str, name: str, member: str | None) -> Any:
     marks = []
     if item_id in DELIBERATE:
         marks.append(pytest.mark.skip(reason=f"deliberate: {DELIBERATE[item_id]}"))
-    elif item_id in PENDING:
-        marks.append(pytest.mark.xfail(reason=f"pending: {PENDING[item_id]}", strict=False))
     return pytest.param(module, name, member, id=item_id, marks=marks)
 
 
