@@ -133,9 +133,9 @@ class Fleet(abc.ABC):
     def down(self) -> None:
         """Stop and remove everything the fleet made; safe to call twice or after a failed ``up``."""
 
-    @abc.abstractmethod
     def leftovers(self) -> list[str]:
-        """Describe whatever of this fleet still exists (after ``down``: nothing)."""
+        """Describe whatever of the fleet last brought up still exists (after ``down``: nothing)."""
+        return _registry.leftovers(self.record) if self.record is not None else []
 
     @abc.abstractmethod
     def _act(self, action: str, nodes: list[int], **options: Any) -> None:

@@ -135,8 +135,8 @@ class FleetNamespace:
         """Start the holder in a fresh private mount namespace; return its pid."""
         self.holder = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "sleep", "infinity"],
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # no inherited stdout: a caller reading ours to its end must not wait for the fleet
         own = namespace_of("self")
         _until("unshare --mount", lambda: namespace_of(self.holder.pid) not in (own, None), timeout)
         return self.holder.pid

@@ -82,6 +82,12 @@ def remove(record: Record) -> None:
     unregister(record["id"])
 
 
+def leftovers(record: Record) -> list[str]:
+    """Whatever of a fleet still exists, its record included (asked of the backend that made it)."""
+    found = importlib.import_module(f"hussh.testing.{record['backend']}").leftovers(record)
+    return found + ([f"record {state_dir() / record['id']}.json"] if is_registered(record["id"]) else [])
+
+
 def reap_orphans() -> list[str]:
     """Tear down every fleet whose owner died without doing it; return their ids."""
     reaped = [record for record in records() if orphaned(record)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Self
 
+from . import _registry
 from ._base import Credentials, Endpoint, EndpointLike, Fleet, State
 from ._errors import FleetError
 
@@ -34,6 +35,10 @@ class FleetView(Fleet):
         return [e.host for e in self._endpoints]
 
     @property
+    def record(self) -> _registry.Record | None:  # type: ignore[override]
+        return self.fleet.record
+
+    @property
     def credentials(self) -> Credentials:
         return self.fleet.credentials
 
@@ -50,9 +55,6 @@ class FleetView(Fleet):
 
     def down(self) -> None:
         raise FleetError("a shared fleet is torn down by its owner (the pytest plugin), not by a view")
-
-    def leftovers(self) -> list[str]:
-        return self.fleet.leftovers()
 
     def state(self, endpoint: EndpointLike) -> State:
         return self.fleet.state(endpoint)

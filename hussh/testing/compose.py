@@ -85,6 +85,16 @@ def _remove_project(client: docker.DockerClient, project: str) -> None:
         network.remove()
 
 
+def leftovers(record: _registry.Record) -> list[str]:
+    """Containers, networks and files of a compose fleet that still exist."""
+    client = _docker_client()
+    label = {"label": f"{PROJECT_LABEL}={record['project']}"}
+    found = [f"container {c.name}" for c in client.containers.list(all=True, filters=label)]
+    found += [f"network {n.name}" for n in client.networks.list(filters=label)]
+    found += [f"directory {record['workdir']}"] if Path(record["workdir"]).exists() else []
+    return found
+
+
 def remove(record: _registry.Record) -> None:
     """Tear down a compose fleet from its record alone (its owner is gone)."""
     _remove_project(_docker_client(), record["project"])
@@ -101,7 +111,6 @@ class ComposeFleet(Fleet):
         self.layout = layout(count, per_container, base_port)
         self.project = project
         self.workdir: Path | None = None
-        self._last_workdir: Path | None = None
         self._client: docker.DockerClient | None = None
         self._credentials: Credentials | None = None
         self._host_keys: dict[Endpoint, str] = {}
@@ -175,7 +184,7 @@ class ComposeFleet(Fleet):
         if taken:
             raise FleetError(f"{len(taken)} ports already in use on 127.0.0.1, e.g. {taken[:5]}: "
                              "choose another base port")
-        self.workdir = self._last_workdir = Path(tempfile.mkdtemp(prefix="hussh-compose-"))
+        self.workdir = Path(tempfile.mkdtemp(prefix="hussh-compose-"))
         self._register({"id": self.workdir.name, "backend": "compose", "project": self.project,
                         "workdir": str(self.workdir)})
         try:
@@ -228,18 +237,6 @@ class ComposeFleet(Fleet):
         self.workdir = self._credentials = None
         self._host_keys.clear()
         self._reset_states()
-
-    def leftovers(self) -> list[str]:
-        """Containers, networks, files and records of this fleet that still exist."""
-        label = {"label": f"{PROJECT_LABEL}={self.project}"}
-        found = [f"container {c.name}" for c in self.client.containers.list(all=True, filters=label)]
-        found += [f"network {n.name}" for n in self.client.networks.list(filters=label)]
-        if self._last_workdir is not None:
-            if self._last_workdir.exists():
-                found.append(f"directory {self._last_workdir}")
-            if _registry.is_registered(self._last_workdir.name):
-                found.append(f"record {self._last_workdir.name} in {_registry.state_dir()}")
-        return found
 
     # ---------------------------------------------------------------- faults
 

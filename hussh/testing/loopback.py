@@ -81,8 +81,6 @@ class LoopbackFleet(Fleet):
         self._namespace: _namespace.FleetNamespace | None = None
         self._credentials: Credentials | None = None
         self._uids: dict[str, int] = {}
-        self._last_workdir: Path | None = None  # what leftovers() checks after down()
-        self._last_uids: dict[str, int] = {}
         self._reset_states()
 
     # ---------------------------------------------------------------- what the fleet offers
@@ -127,7 +125,7 @@ class LoopbackFleet(Fleet):
         if self.workdir is not None:
             raise FleetError("the fleet is already up")
         _registry.reap_orphans()
-        self.workdir = self._last_workdir = Path(tempfile.mkdtemp(prefix="hussh-fleet-"))
+        self.workdir = Path(tempfile.mkdtemp(prefix="hussh-fleet-"))
         self.workdir.chmod(0o755)  # fleet users read their homes and authorized keys below it
         self._namespace = _namespace.FleetNamespace(marker=_layers(self.workdir))
         self._register({"id": self.workdir.name, "backend": "loopback", "workdir": str(self.workdir)})
@@ -143,7 +141,8 @@ class LoopbackFleet(Fleet):
         assert self.workdir is not None and self._namespace is not None
         holder = self._namespace.open()
         users = fleet_users(holder)
-        self._uids = self._last_uids = {u.name: u.uid for u in users}
+        self._uids = {u.name: u.uid for u in users}
+        self._register({**(self.record or {}), "uids": self._uids})  # so leftovers() can look for them
         etc_files = write_etc(users, self.workdir / "etc", int(time.time() // 86400))
         _layers(self.workdir).mkdir()
         make_homes(users, self.workdir / "home")
@@ -182,23 +181,6 @@ class LoopbackFleet(Fleet):
         self.workdir = self._namespace = self._credentials = None
         self._uids = {}
         self._reset_states()
-
-    def leftovers(self) -> list[str]:
-        """Processes, files, accounts and records of this fleet that still exist."""
-        found = []
-        marker_dir = self._last_workdir
-        if marker_dir is not None:
-            for inode, pids in _namespace.members(str(_layers(marker_dir))).items():
-                found.append(f"processes {pids} in the fleet's namespace mnt:[{inode}]")
-            if marker_dir.exists():
-                found.append(f"directory {marker_dir}")
-            if _registry.is_registered(marker_dir.name):
-                found.append(f"record {marker_dir.name} in {_registry.state_dir()}")
-        for name, uid in self._last_uids.items():
-            found += [f"host account {entry.pw_name} (uid {uid})" for entry in pwd.getpwall() if entry.pw_uid == uid]
-            found += [f"host account {name}" for entry in pwd.getpwall() if entry.pw_name == name]
-            found += [f"process {pid} running as uid {uid}" for pid in _pids_of_uid(uid)]
-        return found
 
     # ---------------------------------------------------------------- faults
 
@@ -339,6 +321,19 @@ def _pids_of_uid(uid: int) -> list[int]:
             zombie = fields.get("State", "").split()[:1] == ["Z"]  # dead, only waiting for init to reap it
             if fields.get("Uid", "").split()[:1] == [str(uid)] and not zombie:
                 found.append(int(entry.name))
+    return found
+
+
+def leftovers(record: _registry.Record) -> list[str]:
+    """Processes, files and host accounts of a loopback fleet that still exist."""
+    workdir = Path(record["workdir"])
+    found = [f"processes {pids} in the fleet's namespace mnt:[{inode}]"
+             for inode, pids in _namespace.members(str(_layers(workdir))).items()]
+    found += [f"directory {workdir}"] if workdir.exists() else []
+    for name, uid in record.get("uids", {}).items():
+        found += [f"host account {entry.pw_name} with {name}'s uid {uid}" for entry in pwd.getpwall()
+                  if entry.pw_uid == uid]
+        found += [f"process {pid} running as {name} (uid {uid})" for pid in _pids_of_uid(uid)]
     return found
 
 
