@@ -8,6 +8,7 @@ seconds``...). Results come back as a ``MultiResult`` in the order the hosts wer
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
@@ -104,7 +105,9 @@ class MultiConnection:
     ``workers`` overrides the number of worker processes (default: one per CPU, fewer for small
     fleets). ``progress(done, total)`` is called as hosts finish, for long runs. ``retry`` (a
     ``hussh.Retry``) says how long a host that failed to connect is not waited on again, and
-    whether transient connect failures are retried. Calls from several threads run one at a time.
+    whether transient connect failures are retried. Calls from several threads run one at a time,
+    each getting its own results; a ``progress`` or ``on_result`` callback cannot make a call on
+    the same ``MultiConnection`` (``RuntimeError``).
     """
 
     def __init__(
@@ -145,6 +148,7 @@ class MultiConnection:
             raise TypeError(f"retry must be a hussh.Retry, got {retry!r}")
         self._pool: WorkerPool | None = None
         self._finalizer: weakref.finalize | None = None
+        self._lock = threading.RLock()  # one call (or close) at a time, whichever thread asks
 
     @classmethod
     def from_connections(
@@ -283,10 +287,17 @@ class MultiConnection:
         return MultiFileTailer(self, dict(self._check_hosts(host_file_map)))
 
     def close(self) -> None:
-        """Disconnect every host and stop the worker processes (also done on GC and at exit)."""
-        if self._finalizer is not None:
-            self._finalizer()
-        self._pool = self._finalizer = None
+        """Disconnect every host and stop the worker processes (also done on GC and at exit).
+
+        A call running in another thread finishes first; inside a call's callback this raises
+        ``RuntimeError``. A later call starts new workers and connects again.
+        """
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown()  # raises inside a callback, before anything is let go
+            if self._finalizer is not None:
+                self._finalizer.detach()
+            self._pool = self._finalizer = None
 
     def __enter__(self) -> "MultiConnection":
         self.connect()
@@ -308,13 +319,14 @@ class MultiConnection:
              on_result: OnResult | None = None, on_host: OnHost | None = None) -> MultiResult:
         if not indices:
             return MultiResult()
-        if self._pool is None:
-            self._pool = WorkerPool(self._specs, self._batch_size, self._workers, self._retry)
-            self._finalizer = weakref.finalize(self, self._pool.shutdown)
         if on_result is not None:
             keys = self._keys
             on_host = lambda index, result, seconds: on_result(keys[index], result)  # noqa: E731
-        results, seconds = self._pool.call(build, indices, self._progress, on_host)
+        with self._lock:
+            if self._pool is None:
+                self._pool = WorkerPool(self._specs, self._batch_size, self._workers, self._retry)
+                self._finalizer = weakref.finalize(self, self._pool.release)
+            results, seconds = self._pool.call(build, indices, self._progress, on_host)
         return MultiResult(((self._keys[i], results[i]) for i in indices),
                            {self._keys[i]: seconds[i] for i in indices})
 

@@ -23,7 +23,9 @@ import os
 import random
 import resource
 import signal
+import sys
 import time
+import traceback
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -104,6 +106,10 @@ class Worker:
         _bastions.pool().cooldown = message.retry.cooldown
         for index, spec in message.hosts:
             self.conns[index] = AsyncConnection.from_spec(spec, record_keys=False)
+
+    def owns(self, call: p.Call) -> bool:
+        """Whether every host ``call`` names belongs to this worker's shard."""
+        return all(index in self.conns for index, _ in self.jobs(call))
 
     async def handle(self, call: p.Call) -> None:
         """Run ``call`` on its hosts, ``lanes`` at a time, emitting each host's result as it finishes."""
@@ -337,14 +343,16 @@ async def serve(read_fd: int, write_fd: int) -> None:
 
     End of file on the request pipe (the parent was interrupted, closed the pool or died) stops
     the call in progress: its remote commands get a KILL signal, as on a timeout, then the worker
-    disconnects within ``ABORT_GRACE`` and exits.
+    disconnects within ``ABORT_GRACE`` and exits. So do bytes that are not a request of ours
+    (garbage, a frame over ``MAX_REQUEST``, a call naming hosts this worker was not given) and a
+    call that crashed: the parent sees end of file and reports the worker lost.
     """
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", 0))
     out, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(write_fd, "wb", 0))
     encoder = msgspec.msgpack.Encoder()
-    decoder = msgspec.msgpack.Decoder(p.Request)
+    frames = p.FrameDecoder(p.Request, p.MAX_REQUEST)
     outbox: list[bytes] = []
 
     def flush() -> None:
@@ -357,33 +365,39 @@ async def serve(read_fd: int, write_fd: int) -> None:
             loop.call_soon(flush)
         outbox.append(p.frame(encoder.encode(message)))
 
+    def stop_if_crashed(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            traceback.print_exception(task.exception(), file=sys.stderr)  # a bug here: say where
+            reader.feed_eof()
+
     worker = Worker(emit, raise_fd_limit())
     current: asyncio.Task[None] | None = None
     try:
         while True:
-            try:
-                (size,) = p.HEADER.unpack(await reader.readexactly(p.HEADER.size))
-                if size > p.MAX_REQUEST:
-                    return  # not our parent speaking: stop rather than buffer it
-                message = decoder.decode(await reader.readexactly(size))
-            except (asyncio.IncompleteReadError, msgspec.DecodeError):
+            chunk = await reader.read(1 << 20)
+            for message in frames.feed(chunk):
+                if isinstance(message, p.Shutdown):
+                    if current is not None:
+                        await current
+                    await worker.close_all()
+                    return
+                if current is not None and not current.done():
+                    await current  # the parent sends one call at a time; never interleave
+                if isinstance(message, p.Assign):
+                    worker.assign(message)
+                elif not worker.owns(message):
+                    frames.error = f"a call for hosts this worker was not given ({type(message).__name__})"
+                    break
+                else:
+                    current = asyncio.create_task(worker.handle(message))
+                    current.add_done_callback(stop_if_crashed)
+            if not chunk or frames.error:
                 if current is not None and not current.done():
                     current.cancel()  # stops remote commands (KILL signal), as a timeout does
                     with contextlib.suppress(BaseException):
                         await current
                 await worker.close_all(ABORT_GRACE)
                 return
-            if isinstance(message, p.Shutdown):
-                if current is not None:
-                    await current
-                await worker.close_all()
-                return
-            if current is not None and not current.done():
-                await current  # the parent sends one call at a time; never interleave
-            if isinstance(message, p.Assign):
-                worker.assign(message)
-            else:
-                current = asyncio.create_task(worker.handle(message))
     finally:
         if outbox:
             flush()

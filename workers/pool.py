@@ -41,6 +41,9 @@ PROGRESS_EVERY = 5.0  # seconds between progress log lines on long calls
 STALL_LIMIT = 10 * p.HEARTBEAT_EVERY  # seconds of silence after which a busy worker counts as lost
 MAX_LOSSES = 3  # consecutive lost calls after which a shard's worker is not started again
 
+IN_CALLBACK = ("{what} cannot run inside a progress or on_result callback: this MultiConnection is still "
+               "running the call that called it (collect what you need, act after the call returns)")
+
 Progress = Callable[[int, int], None]
 OnHost = Callable[[int, SSHResult, float], None]
 
@@ -76,9 +79,9 @@ def split_shares(batch_size: int, sizes: list[int]) -> list[int]:
 class _Worker:
     """One worker process and the parent's ends of its two pipes."""
 
-    def __init__(self, process: _spawn.Process, to_worker: int, from_worker: int) -> None:
+    def __init__(self, process: _spawn.Process, to_worker: int, from_worker: int, max_reply: int) -> None:
         self.process, self.to_worker, self.from_worker = process, to_worker, from_worker
-        self.buffer = bytearray()
+        self.frames = p.FrameDecoder(p.Reply, max_reply)
 
     @property
     def pid(self) -> int:
@@ -129,7 +132,6 @@ class WorkerPool:
         self.owner = os.getpid()
         self.next_req = 0
         self.encoder = msgspec.msgpack.Encoder()
-        self.decoder = msgspec.msgpack.Decoder(p.Reply)
         self.max_reply = p.reply_limit(max((spec.max_output for spec in specs), default=1))
         self.lock = threading.RLock()
         self.calling = False
@@ -148,8 +150,7 @@ class WorkerPool:
         """Run ``build(req, shard_indices)`` on each involved worker; return every index's result and seconds."""
         with self.lock:
             if self.calling:
-                raise RuntimeError("this MultiConnection is already running a call in this thread "
-                                   "(a progress or on_result callback cannot start another)")
+                raise RuntimeError(IN_CALLBACK.format(what="another call"))
             self.calling = True
             try:
                 return self._call(build, indices, progress, on_host)
@@ -228,22 +229,7 @@ class WorkerPool:
         if not chunk:
             self._lose(number, pending.pop(number), gathered, reason)
             return False
-        buffer = worker.buffer
-        buffer += chunk
-        while len(buffer) >= p.HEADER.size:
-            (size,) = p.HEADER.unpack_from(buffer)
-            if size > self.max_reply:
-                self._lose(number, pending.pop(number), gathered,
-                           f"it sent a frame of {size} bytes, more than the {self.max_reply} any reply may take")
-                return False
-            if len(buffer) < p.HEADER.size + size:
-                break
-            try:
-                message = self.decoder.decode(memoryview(buffer)[p.HEADER.size:p.HEADER.size + size])
-            except msgspec.DecodeError as exc:
-                self._lose(number, pending.pop(number), gathered, f"it sent a malformed frame ({exc})")
-                return False
-            del buffer[:p.HEADER.size + size]
+        for message in worker.frames.feed(chunk):
             if message.req != req or isinstance(message, p.Alive):
                 continue  # a straggler from an interrupted earlier call, or a heartbeat
             if isinstance(message, p.CallDone):
@@ -261,6 +247,9 @@ class WorkerPool:
                 return False
             pending[number].discard(message.index)
             gathered.add(message)
+        if worker.frames.error:
+            self._lose(number, pending.pop(number), gathered, f"it sent {worker.frames.error}")
+            return False
         return True
 
     def _lose(self, number: int, indices: set[int], gathered: "_Gathered", reason: str) -> None:
@@ -305,23 +294,43 @@ class WorkerPool:
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
-        return _Worker(process, to_child_w, from_child_r)
+        return _Worker(process, to_child_w, from_child_r, self.max_reply)
 
     def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
-        """Ask every worker to close its connections and exit; SIGKILL any still running after ``grace``."""
+        """Ask every worker to close its connections and exit; SIGKILL any still running after ``grace``.
+
+        A call running in another thread finishes first; from inside a call's callback this raises.
+        """
         if os.getpid() != self.owner:
             return  # a forked copy of the pool must never touch its siblings
-        live = [w for w in self.workers if w is not None]
-        self.workers = [None] * self.count
-        for worker in live:
+        with self.lock:
+            if self.calling:
+                raise RuntimeError(IN_CALLBACK.format(what="close()"))
+            live = [w for w in self.workers if w is not None]
+            self.workers = [None] * self.count
+            for worker in live:
+                try:
+                    worker.send(self.encoder.encode(p.Shutdown()))
+                except OSError:
+                    pass
+            deadline = time.monotonic() + grace
+            for worker in live:
+                exited = worker.process.exited(max(0.0, deadline - time.monotonic()))
+                worker.reap(kill=not exited)
+
+    def release(self) -> None:
+        """``shutdown`` for garbage collection and interpreter exit, which never wait on a call still
+        running in a (daemon) thread: that call is aborted instead."""
+        if os.getpid() != self.owner:
+            return
+        if self.lock.acquire(blocking=False):
             try:
-                worker.send(self.encoder.encode(p.Shutdown()))
-            except OSError:
-                pass
-        deadline = time.monotonic() + grace
-        for worker in live:
-            exited = worker.process.exited(max(0.0, deadline - time.monotonic()))
-            worker.reap(kill=not exited)
+                if not self.calling:
+                    self.shutdown()
+                    return
+            finally:
+                self.lock.release()
+        self.abort()
 
     def abort(self) -> None:
         """Stop now (Ctrl-C, errors): workers stop their remote commands and exit, or are killed after ``ABORT_WAIT``."""

@@ -1,6 +1,7 @@
 """Every message between the parent and a worker, as tagged msgspec Structs, and the frame format.
 
-A frame is a 4-byte big-endian length followed by one msgpack-encoded message. The parent sends
+A frame is a 4-byte big-endian length followed by one msgpack-encoded message; ``FrameDecoder``
+reads them on both sides, refusing a frame longer than the receiver allows. The parent sends
 ``Request`` messages; a worker answers each call with one ``HostDone`` per host, as soon as that
 host finishes, a ``KeyLearned`` per host key accepted on first use, an ``Alive`` every
 ``HEARTBEAT_EVERY`` seconds while it works, then ``CallDone``. Host specs and keys travel once,
@@ -11,6 +12,7 @@ runs, disconnects and exits (that is how Ctrl-C and the parent's death reach it)
 from __future__ import annotations
 
 import struct
+from typing import Generic, TypeVar
 
 import msgspec
 
@@ -134,5 +136,48 @@ Reply = HostDone | KeyLearned | Alive | CallDone
 Call = Connect | Execute | WriteData | ReadFile | TailOpen | TailRead | TailClose | Close
 
 
+M = TypeVar("M")  # Request in a worker, Reply in the parent
+
+
 def frame(payload: bytes) -> bytes:
     return HEADER.pack(len(payload)) + payload
+
+
+class FrameDecoder(Generic[M]):
+    """Splits one pipe's bytes into messages of ``kind``, holding at most one unfinished frame.
+
+    A frame longer than ``limit`` or that does not decode as ``kind`` (garbage, an unknown tag)
+    sets ``error``; from then on nothing more is decoded or kept: the other side is broken.
+    """
+
+    def __init__(self, kind: type[M], limit: int) -> None:
+        self.decoder: msgspec.msgpack.Decoder[M] = msgspec.msgpack.Decoder(kind)
+        self.limit = limit
+        self.buffer = bytearray()
+        self.error = ""
+
+    def feed(self, chunk: bytes) -> list[M]:
+        """The messages ``chunk`` completes, in order (those before a bad frame too; then see ``error``)."""
+        if self.error:
+            return []
+        buffer = self.buffer
+        buffer += chunk
+        messages: list[M] = []
+        while len(buffer) >= HEADER.size:
+            (size,) = HEADER.unpack_from(buffer)
+            if size > self.limit:
+                return self._fail(messages, f"a frame of {size} bytes, more than the {self.limit} allowed")
+            end = HEADER.size + size
+            if len(buffer) < end:
+                break
+            try:
+                messages.append(self.decoder.decode(memoryview(buffer)[HEADER.size:end]))
+            except msgspec.DecodeError as exc:
+                return self._fail(messages, f"a malformed frame ({exc})")
+            del buffer[:end]  # cheap: a bytearray drops its head by moving its start
+        return messages
+
+    def _fail(self, messages: list[M], error: str) -> list[M]:
+        self.error = error
+        self.buffer = bytearray()
+        return messages
