@@ -14,6 +14,7 @@ import copy
 import errno
 import shlex
 import socket
+import weakref
 
 import asyncssh
 from asyncssh.connection import SSHClientConnection
@@ -30,23 +31,25 @@ _ENCRYPTION = [
     "aes128-ctr", "aes192-ctr", "aes256-ctr",
 ]
 
-_profiles: dict[tuple[object, ...], asyncssh.SSHClientConnectionOptions] = {}
-"""Prepared options per credential profile and event loop (agent keys belong to one loop)."""
+Profiles = dict[tuple[object, ...], asyncssh.SSHClientConnectionOptions]
+_profiles: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Profiles] = weakref.WeakKeyDictionary()
+"""Prepared options per event loop (agent keys belong to one loop; a new loop may reuse an old one's
+``id``, a forked child keeps its parent's loop object), then per credential profile."""
 
 internals.install_log_speedups()
 
 
-def _profile_key(spec: ConnectSpec, loop: asyncio.AbstractEventLoop) -> tuple[object, ...]:
-    return (id(loop), spec.username, spec.password, spec.private_key, spec.identities, spec.identities_only,
+def _profile_key(spec: ConnectSpec) -> tuple[object, ...]:
+    return (spec.username, spec.password, spec.private_key, spec.identities, spec.identities_only,
             spec.certificates, spec.agent, spec.forward_agent, spec.keepalive_interval, spec.keepalive_count_max,
             tuple(id(_credentials.material(path, pw)) for path, pw in _credentials.key_refs(spec)))
 
 
 async def _profile_options(spec: ConnectSpec) -> asyncssh.SSHClientConnectionOptions:
     """The prepared options shared by every host with the same credentials (built on first use)."""
-    loop = asyncio.get_running_loop()
-    key = _profile_key(spec, loop)
-    options = _profiles.get(key)
+    profiles = _profiles.setdefault(asyncio.get_running_loop(), {})
+    key = _profile_key(spec)
+    options = profiles.get(key)
     if options is not None:
         return options
     client_keys = _credentials.keypairs(spec)  # raises AuthenticationError for an unusable explicit key
@@ -70,12 +73,12 @@ async def _profile_options(spec: ConnectSpec) -> asyncssh.SSHClientConnectionOpt
     )
     if spec.forward_agent and spec.agent:
         options.agent_forward_path = spec.agent
-    _profiles[key] = options
+    profiles[key] = options
     return options
 
 
 def _offered_keys(spec: ConnectSpec) -> bool:
-    options = _profiles.get(_profile_key(spec, asyncio.get_running_loop()))
+    options = _profiles.get(asyncio.get_running_loop(), {}).get(_profile_key(spec))
     return bool(options is not None and options.client_keys)
 
 

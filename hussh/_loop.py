@@ -1,8 +1,14 @@
-"""One background event-loop thread per process, started on first use, for the blocking ``Connection``."""
+"""One background event-loop thread per process, started on first use, for the blocking ``Connection``.
+
+A forked child has no copy of that thread, only the handle of a loop nobody runs (and perhaps a
+lock held at the fork): the child forgets both and starts its own loop on first use. Connections
+made before the fork belong to the parent's loop and cannot be used in the child.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -30,6 +36,15 @@ def _background_loop() -> asyncio.AbstractEventLoop:
             threading.Thread(target=loop.run_forever, name="hussh-loop", daemon=True).start()
             _loop = loop
         return _loop
+
+
+def _forget_in_child() -> None:
+    """After ``fork()``: drop the parent's loop handle and lock (its thread does not exist here)."""
+    global _lock, _loop
+    _lock, _loop = threading.Lock(), None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
