@@ -47,7 +47,7 @@ def key_creds(fleet) -> dict[str, object]:
 
 
 class _Blackhole:
-    """Accepts TCP connections on 127.0.0.1 and never sends a byte."""
+    """Accepts TCP connections on 127.0.0.1 and never sends a byte; ``accepted`` holds them."""
 
     def __init__(self) -> None:
         self.server = socket.create_server(("127.0.0.1", 0), backlog=64)
@@ -84,6 +84,16 @@ def blackhole():
     hole = _Blackhole()
     try:
         yield hole.address
+    finally:
+        hole.close()
+
+
+@pytest.fixture
+def silent_listener():
+    """A black hole of this test's own: ``.address``, and ``.accepted`` counts the dials."""
+    hole = _Blackhole()
+    try:
+        yield hole
     finally:
         hole.close()
 

@@ -1,16 +1,16 @@
-"""Faults: silent hosts, killed or corrupt workers, Ctrl-C, GC/exit clean-up, descriptor limits."""
+"""Faults: silent hosts, killed or corrupt workers, Ctrl-C, the caller killed, GC/exit clean-up, repeated losses.
+
+Remote commands run on this machine (the loopback fleet), so tests find them as processes: a
+``sleep <marker>`` per host shows when a call has started and, once gone, that it was stopped.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -18,29 +18,12 @@ import hussh._spec
 import workers.pool
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from procs import alive, marker, run_script, sleepers, wait_until
 
 
 def shared(fleet, **kwargs) -> MultiConnection:
     return MultiConnection.from_shared_auth(fleet.addresses, username=PASSWORD_USER, password=PASSWORD,
                                             port=fleet.port, **kwargs)
-
-
-def alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def run_script(body: str, *, timeout: float = 60, **popen) -> subprocess.Popen:
-    """Start ``body`` in a fresh interpreter with the repo importable and the fleet's details in env."""
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(body)], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 
 SCRIPT_HEAD = """
@@ -73,14 +56,43 @@ def test_silent_host_is_bounded_by_the_default_connect_timeout(fleet, blackhole,
     assert len(results.succeeded) == 4
 
 
-def test_worker_killed_mid_call_fails_only_its_hosts_and_is_replaced(fleet):
+class Gate:
+    """Remote commands that say they started, then wait until the test opens the gate."""
+
+    def __init__(self, directory) -> None:  # type: ignore[no-untyped-def]
+        self.directory = directory
+
+    def command(self, then: str = "echo done") -> str:
+        return (f"touch {self.directory}/started.$$; "
+                f"while [ ! -e {self.directory}/open ]; do sleep 0.05; done; {then}")
+
+    def wait_started(self, count: int) -> None:
+        wait_until(lambda: len(list(self.directory.glob("started.*"))) >= count, 10, "the commands to start")
+
+    def open(self) -> None:
+        (self.directory / "open").touch()
+
+
+@pytest.fixture
+def gate(remote_dir) -> Gate:
+    return Gate(remote_dir)
+
+
+def test_worker_killed_mid_call_fails_only_its_hosts_and_is_replaced(fleet, gate):
     mc = shared(fleet, workers=2)
     with mc:
         first_pids = [w.pid for w in mc._pool.workers]
         victim = first_pids[0]
-        killer = threading.Timer(1.0, os.kill, (victim, signal.SIGKILL))
+
+        def kill_then_open() -> None:
+            gate.wait_started(4)
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda: not alive(victim), 10, "the worker to die")
+            gate.open()
+
+        killer = threading.Thread(target=kill_then_open)
         killer.start()
-        results = mc.execute("sleep 3; echo done", timeout=20)
+        results = mc.execute(gate.command(), timeout=20)
         killer.join()
         lost = [fleet.addresses[i] for i in (0, 2)]  # host i lives in worker i % 2
         kept = [fleet.addresses[i] for i in (1, 3)]
@@ -94,7 +106,7 @@ def test_worker_killed_mid_call_fails_only_its_hosts_and_is_replaced(fleet):
     assert not alive(victim)
 
 
-def test_malformed_frame_from_a_worker_is_a_clear_error_not_a_hang(fleet):
+def test_malformed_frame_from_a_worker_is_a_clear_error_not_a_hang(fleet, gate):
     mc = shared(fleet, workers=2)
     with mc:
         worker = mc._pool.workers[1]
@@ -102,13 +114,16 @@ def test_malformed_frame_from_a_worker_is_a_clear_error_not_a_hang(fleet):
         child_fd = next(fd for fd in os.listdir(f"/proc/{worker.pid}/fd")
                         if os.readlink(f"/proc/{worker.pid}/fd/{fd}") == pipe)
 
-        def corrupt() -> None:
+        def corrupt_then_open() -> None:
+            gate.wait_started(4)
             with open(f"/proc/{worker.pid}/fd/{child_fd}", "wb") as into_parent:
                 into_parent.write(b"\x00\x00\x00\x03\xc1\xc1\xc1")  # 0xc1 is never valid msgpack
+            wait_until(lambda: not alive(worker.pid), 10, "the corrupt worker to be killed")
+            gate.open()
 
-        injector = threading.Timer(0.5, corrupt)
+        injector = threading.Thread(target=corrupt_then_open)
         injector.start()
-        results = mc.execute("sleep 2; echo done", timeout=20)
+        results = mc.execute(gate.command(), timeout=20)
         injector.join()
         for host in (fleet.addresses[1], fleet.addresses[3]):
             assert results[host].status == -1 and "malformed frame" in results[host].stderr
@@ -160,42 +175,126 @@ def test_a_parent_held_up_past_the_stall_limit_loses_no_worker(fleet, monkeypatc
         assert [w.pid for w in mc._pool.workers] == pids
 
 
-def test_ctrl_c_interrupts_a_long_call_quickly_and_leaves_no_worker(fleet_env):
-    proc = run_script(SCRIPT_HEAD + """
+def test_ctrl_c_raises_at_once_and_stops_the_remote_commands(fleet_env):
+    token = marker()
+    proc = run_script(SCRIPT_HEAD + f"""
     try:
-        mc.execute("sleep 30")
+        mc.execute("sleep {token}")
     except KeyboardInterrupt:
         print("interrupted", flush=True)
         sys.exit(3)
     """)
     try:
         pids = json.loads(proc.stdout.readline())
-        time.sleep(1.0)  # let the long call start
+        wait_until(lambda: len(sleepers(token)) == 4, 10, "the remote commands to start")
         proc.send_signal(signal.SIGINT)
         sent = time.monotonic()
+        assert proc.stdout.readline() == "interrupted\n"
+        raised = time.monotonic() - sent
+        wait_until(lambda: not sleepers(token), max(0.0, 2.0 - (time.monotonic() - sent)),
+                   "the remote sleeps to stop within 2 s of Ctrl-C", every=0.01)
         out, err = proc.communicate(timeout=10)
-        elapsed = time.monotonic() - sent
     finally:
         proc.kill()
+        _kill(sleepers(token))
     assert proc.returncode == 3, err
-    assert out == "interrupted\n"
-    assert elapsed < 2.0
+    assert raised < 2.0
     assert pids and not any(alive(pid) for pid in pids)
+
+
+@pytest.mark.parametrize("start", ["direct", "zygote"])
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_killed_caller_leaves_no_worker_and_no_remote_command(fleet_env, start, signum):
+    """Workers see end of file on their request pipes (the zygote on its socket) and stop everything."""
+    token = marker()
+    proc = run_script("""
+    import os, threading
+    if os.environ["START"] == "zygote":
+        threading.Thread(target=threading.Event().wait, daemon=True).start()  # not alone: workers by the zygote
+    """ + SCRIPT_HEAD + f"""
+    zygote = mc._pool.workers[0].process.zygote
+    print(json.dumps(zygote.process.pid if zygote else None), flush=True)
+    mc.execute("sleep {token}")
+    """, {"START": start})
+    try:
+        workers_ = json.loads(proc.stdout.readline())
+        zygote = json.loads(proc.stdout.readline())
+        assert (zygote is not None) == (start == "zygote")
+        wait_until(lambda: len(sleepers(token)) == 4, 10, "the remote commands to start")
+        proc.send_signal(signum)
+        assert proc.wait(timeout=10) == -signum
+        wait_until(lambda: not any(alive(pid) for pid in workers_ + [zygote] if pid), 5, "workers to exit")
+        wait_until(lambda: not sleepers(token), 5, "the remote commands to stop")
+    finally:
+        proc.kill()
+        proc.communicate()
+        _kill(sleepers(token))
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.mark.parametrize("ending", ["close", "gc", "exit"])
 def test_close_gc_and_interpreter_exit_stop_every_worker(fleet_env, ending):
-    finish = {"close": "mc.close()", "gc": "import gc; del mc; gc.collect()", "exit": "sys.exit(0)"}[ending]
-    proc = run_script(SCRIPT_HEAD + f"""
-    pids = json.loads(json.dumps([w.pid for w in mc._pool.workers]))
+    """Each ending stops the workers itself while the caller still runs. (Once the caller is gone they stop
+    anyway, at end of file on their pipes: so for ``exit`` the last exit handler looks, not the test.)"""
+    report = 'print(json.dumps([os.path.exists(f"/proc/{pid}") for pid in pids]), flush=True)'
+    finish = {"close": f"mc.close(); {report}", "gc": f"import gc; del mc; gc.collect(); {report}",
+              "exit": "sys.exit(0)"}[ending]
+    proc = run_script(f"""
+    import atexit, json, os
+    pids = []
+    atexit.register(lambda: {report})  # registered before hussh's own exit clean-up, so it runs after it
+    """ + SCRIPT_HEAD + f"""
+    pids += [w.pid for w in mc._pool.workers]
     {finish}
-    print(json.dumps([os.path.exists(f"/proc/{{pid}}") for pid in pids]), flush=True)
     """)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     lines = out.splitlines()
     pids = json.loads(lines[0])
     assert len(pids) == 2
-    if ending != "exit":
-        assert json.loads(lines[1]) == [False, False]  # gone before the interpreter even exits
+    assert json.loads(lines[1]) == [False, False]  # gone (and reaped) before the interpreter is
     assert not any(alive(pid) for pid in pids)
+
+
+def test_a_worker_lost_on_every_call_is_not_started_again(fleet):
+    """After MAX_LOSSES losses in a row a shard's hosts fail at once; a call it finishes resets the count."""
+    token = marker()
+    mine = [fleet.addresses[i] for i in (0, 2)]  # worker 0's hosts
+    commands = {h: f"sleep {token}" if h in mine else "echo ok" for h in fleet.addresses}
+    killed: list[int] = []
+    with shared(fleet, workers=2) as mc:
+        def kill_worker_0(host: str, result: object) -> None:
+            worker = mc._pool.workers[0]
+            if host not in mine and worker is not None and worker.pid not in killed:
+                killed.append(worker.pid)
+                worker.process.kill()
+
+        def lose() -> None:
+            results = mc.execute_map(commands, on_result=kill_worker_0)
+            assert [results[h].error for h in mine] == ["WorkerLost"] * 2
+            assert [results[h].stdout for h in fleet.addresses if h not in mine] == ["ok\n"] * 2
+
+        try:
+            lose(), lose()
+            assert not mc.execute("true").failed  # started again; a finished call resets the count
+            for _ in range(workers.pool.MAX_LOSSES):
+                lose()
+            assert len(set(killed)) == len(killed) == 2 + workers.pool.MAX_LOSSES  # a new process each time
+            before = time.monotonic()
+            results = mc.execute("true")
+            assert time.monotonic() - before < 2
+            assert mc._pool.workers[0] is None  # not forked again
+            for host in mine:
+                assert results[host].stderr.startswith(
+                    f"WorkerLost: the worker for these hosts was lost {workers.pool.MAX_LOSSES} calls in a row, "
+                    "so it is not started again (last: ")
+            assert [results[h].status for h in fleet.addresses if h not in mine] == [0, 0]
+        finally:
+            _kill(sleepers(token))
