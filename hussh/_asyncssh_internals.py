@@ -6,7 +6,7 @@ an upgrade degrades speed rather than correctness. ``tests/test_transport_tweaks
 one of them silently stops taking effect.
 
 * ``FleetConnection``: fewer packets and writes per host (no empty ``MSG_IGNORE``, corked writes,
-  no ``none`` auth probe for password-only logins).
+  no ``none`` auth probe for password-only logins), and no password in asyncssh's packet dumps.
 * ``install_log_speedups``: asyncssh formats log arguments before checking the level.
 * ``CachedClientConfig``: asyncssh's ssh_config parser with each file tokenized once per process
   (asyncssh re-runs ``shlex`` over every line for every host: ~1 ms per host).
@@ -26,7 +26,7 @@ from typing import Any
 import asyncssh
 from asyncssh.config import SSHClientConfig
 from asyncssh.connection import SSHClientConnection
-from asyncssh.constants import MSG_IGNORE
+from asyncssh.constants import MSG_IGNORE, MSG_USERAUTH_FIRST, MSG_USERAUTH_LAST, MSG_USERAUTH_REQUEST
 from asyncssh.logging import SSHLogger
 from asyncssh.packet import SSHPacketLogger, String
 from asyncssh.pattern import WildcardPatternList
@@ -50,7 +50,26 @@ def _has(cls: type, *names: str) -> bool:
 
 CORK_AVAILABLE = _has(SSHClientConnection, "_send", "_transport", "_loop", "send_packet")
 SKIP_NONE_PROBE_AVAILABLE = _has(SSHClientConnection, "_auth_methods")
+HIDE_AUTH_AVAILABLE = _has(SSHClientConnection, "log_sent_packet")
 _EMPTY_STRING = (String(b""),)
+
+
+def _holds_credentials(pkttype: int) -> bool:
+    """A packet a client sends to log in: a password, or the answers to a keyboard-interactive prompt."""
+    return pkttype == MSG_USERAUTH_REQUEST or MSG_USERAUTH_FIRST <= pkttype <= MSG_USERAUTH_LAST
+
+
+class _HiddenPayload:
+    """Stands in as a sent packet's log handler: logs the packet's type and size, never its bytes.
+
+    asyncssh at debug level 3 dumps every packet sent in hex and ASCII, the password included.
+    """
+
+    def __init__(self, handler: SSHPacketLogger) -> None:
+        self.handler = handler
+
+    def log_sent_packet(self, pkttype: int, pktid: int | None, packet: bytes, note: str = "") -> None:
+        self.handler.log_sent_packet(pkttype, pktid, b"", f"{len(packet)} bytes not shown: may hold a password")
 
 
 class FleetConnection(SSHClientConnection):
@@ -58,6 +77,7 @@ class FleetConnection(SSHClientConnection):
 
     * No empty ``MSG_IGNORE`` before every encrypted packet: that padding defends CBC ciphers,
       which hussh never offers; dropping it saves a third of the packets per host.
+    * Login packets are logged without their bytes (``_HiddenPayload``).
     * Corked writes: asyncssh writes each packet as it is built (a syscall and a TCP segment
       each); here the packets of one event-loop turn leave in one write, flushed on the next turn
       and so before anything scheduled after them, such as the abort that follows a disconnect.
@@ -77,6 +97,8 @@ class FleetConnection(SSHClientConnection):
     def send_packet(self, pkttype: int, *args: bytes, handler: object = None) -> None:
         if pkttype == MSG_IGNORE and args == _EMPTY_STRING:
             return
+        if HIDE_AUTH_AVAILABLE and _holds_credentials(pkttype):
+            handler = _HiddenPayload(handler or self)  # type: ignore[arg-type]
         super().send_packet(pkttype, *args, handler=handler)  # type: ignore[arg-type]
 
     if CORK_AVAILABLE:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import asyncssh
@@ -30,6 +30,10 @@ class KeyMaterial(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
     def __repr__(self) -> str:
         return f"KeyMaterial({'error: ' + self.error if self.error else 'key'})"
+
+    def __rich_repr__(self) -> Iterator[str]:
+        """For rich's pretty printer, which would otherwise show the decrypted key's bytes."""
+        yield f"error: {self.error}" if self.error else "key"
 
 
 KeyRef = tuple[str, "str | None"]

@@ -9,6 +9,7 @@ Workers receive finished specs (with host keys pre-matched) and never read confi
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Union
 
@@ -115,6 +116,15 @@ class ConnectSpec(msgspec.Struct, frozen=True, array_like=True, gc=False):
         return f"ConnectSpec({self.host!r} -> {self.target}{via}{secret})"
 
     __str__ = __repr__
+
+    def __rich_repr__(self) -> Iterator[object]:
+        """What rich's pretty printer shows (msgspec's default lists every field, the password too)."""
+        yield self.host
+        yield "target", self.target
+        if self.jump is not None:
+            yield "via", self.jump.target
+        if self.password is not None:
+            yield "password", "***"
 
 
 class Retry(msgspec.Struct, frozen=True, array_like=True, gc=False):
