@@ -212,6 +212,9 @@ class AsyncConnection:
     async def sftp_read(self, remote_path: str, local_path: str | os.PathLike[str] | None = None) -> str | None:
         """Return the remote file as text (undecodable bytes replaced), or save it to ``local_path``.
 
+        A local failure (a full disk, a read-only or missing directory) raises the builtin ``OSError``
+        subclass naming the local path and saying "(local file)"; what was written stays.
+
         Read into memory, a file is held to ``max_output`` bytes like a command's output: past it,
         ``OutputLimitExceeded`` carries the first ``max_output`` bytes.
         """
@@ -225,8 +228,12 @@ class AsyncConnection:
                                           SSHResult(text, "", -1))
             return data.decode("utf-8", "replace")
         sftp = await self._sftp_client()
+        local = os.fspath(local_path)
         async with _sftp_op(self.spec, remote_path):
-            await sftp.get(remote_path, os.fspath(local_path))
+            try:
+                await sftp.get(remote_path, local)
+            except OSError as exc:  # SFTP's own errors are not OSErrors: this one is about our side
+                raise type(exc)(exc.errno, f"{exc.strerror or exc} (local file)", local) from None
         return None
 
     async def sftp_write(self, local_path: str | os.PathLike[str], remote_path: str | None = None) -> None:
