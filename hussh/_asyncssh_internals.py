@@ -43,13 +43,25 @@ VERSION_TESTED = TESTED_RANGE[0] <= _version() < TESTED_RANGE[1]
 
 
 def _has(cls: type, *names: str) -> bool:
+    """Whether ``cls`` has these methods or class attributes (on a tested asyncssh)."""
     return VERSION_TESTED and all(hasattr(cls, name) for name in names)
+
+
+def _sets(cls: type, *names: str) -> bool:
+    """Whether the constructors of ``cls`` assign these instance attributes, which ``hasattr`` on the
+    class cannot see (on a tested asyncssh)."""
+    assigned: set[str] = set()
+    for klass in cls.__mro__:
+        code = getattr(klass.__dict__.get("__init__"), "__code__", None)
+        if code is not None:
+            assigned.update(code.co_names)
+    return VERSION_TESTED and all(name in assigned for name in names)
 
 
 # ---------------------------------------------------------------------------------- transport
 
-CORK_AVAILABLE = _has(SSHClientConnection, "_send", "_transport", "_loop", "send_packet")
-SKIP_NONE_PROBE_AVAILABLE = _has(SSHClientConnection, "_auth_methods")
+CORK_AVAILABLE = _has(SSHClientConnection, "_send", "send_packet") and _sets(SSHClientConnection, "_transport", "_loop")
+SKIP_NONE_PROBE_AVAILABLE = _sets(SSHClientConnection, "_auth_methods")
 HIDE_AUTH_AVAILABLE = _has(SSHClientConnection, "log_sent_packet")
 _EMPTY_STRING = (String(b""),)
 

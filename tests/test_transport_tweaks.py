@@ -1,0 +1,133 @@
+"""The reaches into asyncssh internals (hussh/_asyncssh_internals.py) still take effect against real sshd.
+
+Each tweak degrades to asyncssh's own behaviour when the private names it relies on are gone; these
+tests fail when that happens silently: packets and transport writes of real logins are recorded
+where they leave asyncssh (its base ``send_packet``) and compared with what hussh meant to send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import tomllib
+from pathlib import Path
+
+import asyncssh
+import pytest
+import uvloop
+from asyncssh.connection import SSHConnection
+from asyncssh.constants import MSG_IGNORE, MSG_USERAUTH_REQUEST
+from asyncssh.logging import SSHLogger
+from asyncssh.packet import SSHPacket, String
+
+from hussh import _asyncssh_internals as internals
+from hussh.aio import AsyncConnection
+from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def sent(monkeypatch) -> list[tuple[int, bytes]]:
+    """Every packet asyncssh actually sends (type, payload), recorded below hussh's own send_packet."""
+    packets: list[tuple[int, bytes]] = []
+    send = SSHConnection.send_packet
+
+    def recording(self, pkttype, *args, handler=None):  # type: ignore[no-untyped-def]
+        packets.append((pkttype, b"".join(args)))
+        return send(self, pkttype, *args, handler=handler)
+
+    monkeypatch.setattr(SSHConnection, "send_packet", recording)
+    return packets
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(asyncio.wait_for(coro, 30))
+
+
+def auth_methods(packets: list[tuple[int, bytes]]) -> list[bytes]:
+    """The method of every login request sent (user, service, method are its first three strings)."""
+    methods = []
+    for pkttype, payload in packets:
+        if pkttype == MSG_USERAUTH_REQUEST:
+            packet = SSHPacket(payload)
+            packet.get_string(), packet.get_string()
+            methods.append(packet.get_string())
+    return methods
+
+
+def test_the_tested_asyncssh_is_installed_and_every_tweak_is_on():
+    assert internals.VERSION_TESTED, f"asyncssh {asyncssh.__version__} is outside {internals.TESTED_RANGE}"
+    assert internals.CORK_AVAILABLE and internals.SKIP_NONE_PROBE_AVAILABLE and internals.HIDE_AUTH_AVAILABLE
+    assert internals.CONFIG_CACHE_AVAILABLE
+    assert getattr(SSHLogger.log, "_hussh", False), "the log speed-ups are not installed"
+
+
+def test_the_declared_asyncssh_range_is_the_tested_one():
+    """pyproject pins what TESTED_RANGE says, and its floor is past the Terrapin fix (2.14.2)."""
+    dependencies = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    spec = next(d for d in dependencies if d.startswith("asyncssh"))
+    low, high = re.fullmatch(r"asyncssh>=([\d.]+),<([\d.]+)", spec.split(";")[0].strip()).groups()  # type: ignore[union-attr]
+    assert (tuple(map(int, low.split("."))), tuple(map(int, high.split(".")))) == internals.TESTED_RANGE
+    assert internals.TESTED_RANGE[0] >= (2, 14, 2)
+
+
+def test_no_empty_ignore_packets_and_fewer_writes_than_packets(fleet, sent):
+    async def body() -> int:
+        writes = internals.FleetConnection.writes
+        async with AsyncConnection(fleet.addresses[0], port=fleet.port, username=PASSWORD_USER,
+                                   password=PASSWORD) as conn:
+            for _ in range(5):
+                assert (await conn.execute("echo hi")).stdout == "hi\n"
+        return internals.FleetConnection.writes - writes
+
+    writes = run(body())
+    assert (MSG_IGNORE, String(b"")) not in sent  # asyncssh would send one before every encrypted packet
+    assert len(sent) > 20  # kex, login, 5 sessions
+    assert 0 < writes < len(sent), f"{writes} corked writes for {len(sent)} packets"
+
+
+def test_packets_of_one_loop_turn_leave_in_one_write(fleet, sent):
+    async def body() -> tuple[int, int]:
+        async with AsyncConnection(fleet.addresses[0], port=fleet.port, username=PASSWORD_USER,
+                                   password=PASSWORD) as conn:
+            await conn.execute("true")
+            await asyncio.sleep(0)  # let the last turn's flush happen first
+            before, count = internals.FleetConnection.writes, len(sent)
+            for _ in range(5):  # five packets in this turn (non-empty ignores: sent, and harmless)
+                conn._conn.send_packet(MSG_IGNORE, String(b"x"))  # type: ignore[union-attr]
+            await asyncio.sleep(0)
+            return internals.FleetConnection.writes - before, len(sent) - count
+
+    writes, packets = run(body())
+    assert (writes, packets) == (1, 5)
+
+
+def test_password_logins_send_no_none_probe(fleet, sent):
+    async def login(**credentials: object) -> list[bytes]:
+        sent.clear()
+        async with AsyncConnection(fleet.addresses[0], port=fleet.port, **credentials):  # type: ignore[arg-type]
+            pass
+        return auth_methods(sent)
+
+    assert run(login(username=PASSWORD_USER, password=PASSWORD)) == [b"password"]
+    assert run(login(username=KEY_USER, private_key=str(fleet.client_key)))[0] == b"none"  # left as asyncssh does
+
+
+def test_login_packets_are_logged_without_their_bytes(fleet, caplog):
+    caplog.set_level(logging.DEBUG)
+    asyncssh.set_debug_level(3)
+    try:
+        async def login() -> None:
+            async with AsyncConnection(fleet.addresses[0], port=fleet.port, username=PASSWORD_USER,
+                                       password=PASSWORD):
+                pass
+        run(login())
+    finally:
+        asyncssh.set_debug_level(1)
+    lines = [r.getMessage() for r in caplog.records if "MSG_USERAUTH_REQUEST" in r.getMessage()]
+    assert lines and all("bytes not shown: may hold a password" in line and "\n" not in line for line in lines)
+    assert any("Sent MSG_SERVICE_REQUEST" in r.getMessage() and "\n  00000000:" in r.getMessage()
+               for r in caplog.records)  # other packets are still dumped
