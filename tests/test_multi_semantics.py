@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 
 import pytest
@@ -11,6 +12,7 @@ from hussh.aio import AsyncConnection
 from hussh.multi_conn import MultiConnection, MultiResult, PartialFailureException
 from hussh import SSHResult
 from hussh.testing import PASSWORD, PASSWORD_USER
+from procs import marker, sleepers, wait_until
 from workers.pool import split_shares
 
 
@@ -48,15 +50,21 @@ def test_multiresult_mapping_filters_and_repr():
     MultiResult({"a": SSHResult()}).raise_if_any_failed()
 
 
-def test_command_timeout_keeps_partial_output_stops_command_and_keeps_connection(mc, fleet):
+def test_command_timeout_keeps_partial_output_stops_command_and_keeps_connection(mc, fleet, remote_dir):
     before = mc.execute("echo $SSH_CLIENT")
-    marker = f"/tmp/hussh-timeout-{os.getpid()}"
-    results = mc.execute(f"echo started; sleep 5; touch {marker}", timeout=1)
-    for result in results.values():
-        assert result.status == -1
-        assert result.stdout == "started\n"
-        assert "CommandTimeout: command timed out after 1 seconds" in result.stderr
-    after = mc.execute(f"sleep 5.5; test ! -e {marker} && echo $SSH_CLIENT", timeout=20)
+    token, touched = marker(), remote_dir / "touched"
+    try:
+        results = mc.execute(f"echo started; sleep {token}; touch {touched}", timeout=1)
+        for result in results.values():
+            assert result.status == -1
+            assert result.stdout == "started\n"
+            assert "CommandTimeout: command timed out after 1 seconds" in result.stderr
+        wait_until(lambda: not sleepers(token), 3, "the timed-out commands to be stopped")
+    finally:
+        for pid in sleepers(token):
+            os.kill(pid, signal.SIGKILL)
+    assert not touched.exists()  # stopped, not left to finish
+    after = mc.execute("echo $SSH_CLIENT")
     for host in fleet.addresses:
         assert after[host].status == 0, after[host]
         assert client_port(after[host]) == client_port(before[host])

@@ -1,12 +1,11 @@
 """The examples of spec/multi-connection.md, run as written against the loopback fleet.
 
 Adapted only in host names (the fleet's loopback addresses), credentials and, for tailing, a log
-file the fleet can write; each example's printed output is then checked.
+file the fleet can write, where the spec's ``time.sleep(1)`` becomes a wait for the line to be
+there; each example's printed output is then checked.
 """
 
 from __future__ import annotations
-
-import time
 
 import pytest
 
@@ -14,6 +13,7 @@ from hussh import Connection
 from hussh.aio import AsyncConnection
 from hussh.multi_conn import MultiConnection, PartialFailureException
 from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
+from procs import wait_until
 
 
 @pytest.fixture
@@ -195,7 +195,7 @@ def test_tailing_same_file(hosts, remote_dir, capsys):
     with shared(hosts[:1]) as mc:
         with mc.tail(str(log)) as tailer:
             mc.execute(f"echo 'Test message from hussh' >> {log}")
-            time.sleep(1)
+            wait_until(lambda: "Test message from hussh" in log.read_text(), 10, "the line to be logged")
             contents = tailer.read()
             for host, content in contents.items():
                 print(f"{host}: {content}")
@@ -213,7 +213,7 @@ def test_tailing_different_files(hosts, remote_dir, capsys):
         file_map = {host: str(path) for host, path in files.items()}
         with mc.tail_map(file_map) as tailer:
             mc.execute_map({h: f"echo health-$(whoami) >> {files[h]}" for h in (web1, app1)})
-            time.sleep(1)
+            wait_until(lambda: all("health" in files[h].read_text() for h in (web1, app1)), 10, "the checks")
             contents = tailer.read()
             for host, content in contents.items():
                 if content:

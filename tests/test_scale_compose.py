@@ -17,6 +17,7 @@ import pytest
 
 from hussh.multi_conn import MultiConnection
 from hussh.testing import ComposeFleet
+from procs import sleepers, wait_until
 
 pytestmark = pytest.mark.scale
 
@@ -134,9 +135,15 @@ def test_killed_containers_lose_their_hosts_only_and_the_next_call_reconnects(co
     hostnames = expected_hostnames(fleet)
     victims = five_percent_of_containers(fleet, offset=1)
     lost: list[tuple[str, int]] = []
-    killer = threading.Timer(1.5, lambda: lost.extend(fleet.kill(victims)))
+    token = f"4.{os.getpid()}{time.monotonic_ns() % 10**6:06d}"  # 4 s, and a command line of this test's own
+
+    def kill_once_running() -> None:  # containers' processes are this machine's processes too
+        wait_until(lambda: len(sleepers(token)) >= len(endpoints), COMMAND_TIMEOUT, "every command to start")
+        lost.extend(fleet.kill(victims))
+
+    killer = threading.Thread(target=kill_once_running)
     killer.start()
-    results = mc.execute("sleep 4; hostname", timeout=COMMAND_TIMEOUT + 20)
+    results = mc.execute(f"sleep {token}; hostname", timeout=COMMAND_TIMEOUT + 20)
     killer.join()
     assert lost
     for endpoint in endpoints:
