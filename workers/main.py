@@ -375,6 +375,7 @@ async def serve(read_fd: int, write_fd: int) -> None:
     try:
         while True:
             chunk = await reader.read(1 << 20)
+            stray = False  # a call for hosts this worker was not given: not our parent speaking
             for message in frames.feed(chunk):
                 if isinstance(message, p.Shutdown):
                     if current is not None:
@@ -386,12 +387,12 @@ async def serve(read_fd: int, write_fd: int) -> None:
                 if isinstance(message, p.Assign):
                     worker.assign(message)
                 elif not worker.owns(message):
-                    frames.error = f"a call for hosts this worker was not given ({type(message).__name__})"
+                    stray = True
                     break
                 else:
                     current = asyncio.create_task(worker.handle(message))
                     current.add_done_callback(stop_if_crashed)
-            if not chunk or frames.error:
+            if not chunk or frames.error or stray:
                 if current is not None and not current.done():
                     current.cancel()  # stops remote commands (KILL signal), as a timeout does
                     with contextlib.suppress(BaseException):
