@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DOCKER_UP := $(shell docker info >/dev/null 2>&1 && echo yes)
 
-.PHONY: setup demo test scale-image scale-test scale-full bench bench-compose clean
+.PHONY: setup demo test soak scale-image scale-test scale-full bench bench-compose clean
 
 setup: $(VENV)/.installed
 
@@ -20,8 +20,11 @@ $(VENV)/.installed: pyproject.toml
 demo: setup  ## the main job: a command across a local fleet of 300 real sshd endpoints
 	$(PY) -m scale.demo --hosts 300
 
-test: setup  ## every test: real sshd on loopback, plus a 40-endpoint docker compose fleet when Docker answers
-	$(PY) -m pytest -q -p no:cacheprovider -m "scale or not scale"
+test: setup  ## every test: real sshd on loopback, plus a 40-endpoint docker compose fleet when Docker answers (not the soak)
+	$(PY) -m pytest -q -p no:cacheprovider -m "not soak"
+
+soak: setup  ## 200 calls on 1000 loopback hosts with faults; prints fds and RSS of caller and workers (minutes)
+	HUSSH_SOAK_REPORT=soak.json $(PY) -m pytest -q -p no:cacheprovider -m soak -s -o timeout=1800 tests/test_soak.py
 
 scale-image: setup  ## build the fleet's base and sshd images locally (no registry needed)
 	$(PY) -m hussh.testing image
