@@ -166,7 +166,7 @@ def test_a_parent_held_up_past_the_stall_limit_loses_no_worker(fleet, monkeypatc
     def progress(done: int, total: int) -> None:  # the caller's callback blocks the parent, once
         calls.append(done)
         if len(calls) == 1:
-            time.sleep(3.0)
+            time.sleep(workers.pool.STALL_LIMIT + 1)  # not a wait for anything: the held-up caller itself
 
     with shared(fleet, workers=2, progress=progress) as mc:
         pids = [w.pid for w in mc._pool.workers]

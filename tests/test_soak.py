@@ -46,10 +46,9 @@ def snapshot(mc: MultiConnection) -> dict[str, object]:
             "worker_pids": pids, "children": len(children(os.getpid()))}
 
 
-def test_two_hundred_calls_on_a_thousand_hosts_stay_flat(soak_fleet, tmp_path_factory):
+def test_two_hundred_calls_on_a_thousand_hosts_stay_flat(soak_fleet, remote_dir, tmp_path_factory):
     fleet = soak_fleet
-    shared = Path(tmp_path_factory.mktemp("soak"))
-    shared.chmod(0o777)
+    shared = remote_dir  # the fleet's users write here (this machine's disk)
     log = shared / "app.log"
     log.write_text("")
     log.chmod(0o666)
