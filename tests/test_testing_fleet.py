@@ -90,6 +90,10 @@ def test_the_machines_own_sshd_refuses_the_fleet_password(fleet, tmp_path):
     try:
         wait_ready([("127.79.255.1", TEST_PORT)], 30)
         for user in (PASSWORD_USER, KEY_USER):
+            host_accounts = [e.pw_name for e in pwd.getpwall()]
+            assert user not in host_accounts, (
+                f"this machine has an account {user!r}, not made by hussh.testing (scale/sshd_fleet.py of older "
+                f"checkouts made it with password {PASSWORD!r}): remove it with userdel -r {user}")
             with pytest.raises(hussh.AuthenticationError):
                 whoami("127.79.255.1", username=user, password=PASSWORD, port=TEST_PORT, connect_timeout=10)
     finally:
