@@ -14,22 +14,28 @@ import subprocess
 import sys
 import textwrap
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import TEST_PORT
+from sshcheck import whoami
 
 import hussh
 from hussh.multi_conn import MultiConnection
-from hussh.testing import (KEY_USER, PASSWORD, PASSWORD_USER, Fleet, FleetError, LoopbackFleet, State,
-                           loopback_addresses)
-from hussh.testing import _registry
+from hussh.testing import (
+    KEY_USER,
+    PASSWORD,
+    PASSWORD_USER,
+    Fleet,
+    FleetError,
+    LoopbackFleet,
+    State,
+    _registry,
+    loopback_addresses,
+)
 from hussh.testing._keys import write_ed25519
 from hussh.testing._probe import wait_ready
 from hussh.testing._users import PASSWORD_HASH
-from sshcheck import whoami
-
-from conftest import TEST_PORT
 
 BACKENDS = [
     pytest.param({"size": 4}, id="loopback"),
@@ -92,8 +98,9 @@ def test_the_machines_own_sshd_refuses_the_fleet_password(fleet, tmp_path):
         for user in (PASSWORD_USER, KEY_USER):
             host_accounts = [e.pw_name for e in pwd.getpwall()]
             assert user not in host_accounts, (
-                f"this machine has an account {user!r}, not made by hussh.testing (scale/sshd_fleet.py of older "
-                f"checkouts made it with password {PASSWORD!r}): remove it with userdel -r {user}")
+                f"this machine has an account {user!r} that hussh.testing did not make (older checkouts' "
+                f"scale/sshd_fleet.py made {PASSWORD_USER!r} with password {PASSWORD!r}, and {KEY_USER!r}): "
+                f"remove it with userdel -r {user}")
             with pytest.raises(hussh.AuthenticationError):
                 whoami("127.79.255.1", username=user, password=PASSWORD, port=TEST_PORT, connect_timeout=10)
     finally:

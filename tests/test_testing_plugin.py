@@ -14,12 +14,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import TEST_PORT
 
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER, _registry
 from hussh.testing._probe import wait_ready
-
-from conftest import TEST_PORT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BOUND = 90.0  # seconds any subprocess here may take: far above need, short of a hang

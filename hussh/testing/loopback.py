@@ -219,7 +219,7 @@ class LoopbackFleet(Fleet):
             backend = _free_port(node.addresses[0])
             self._start_listener(node, backend)
             wait_ready([(a, backend) for a in node.addresses], self.ready_timeout)
-            specs = [f"{spec}={a}:{backend}" for spec, a in zip(specs, node.addresses)]
+            specs = [f"{spec}={a}:{backend}" for spec, a in zip(specs, node.addresses, strict=True)]
         log = self._log(node, "proxy")
         with log.open("ab") as stderr:
             node.proxy = self._ns.spawn(_proxy.command(mode, specs, delay), stdout=subprocess.PIPE, stderr=stderr)
