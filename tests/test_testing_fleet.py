@@ -10,6 +10,7 @@ import json
 import os
 import pwd
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -297,3 +298,11 @@ def test_importing_the_package_starts_nothing():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "XDG_RUNTIME_DIR": ""})
     assert json.loads(done.stdout) == [[], False], done.stderr
+
+
+def test_an_endpoint_already_taken_fails_up_with_sshds_reason_and_leaves_nothing():
+    with socket.create_server(("127.86.0.2", TEST_PORT)):
+        fleet = LoopbackFleet(["127.86.0.1", "127.86.0.2"], port=TEST_PORT, per_process=1)
+        with pytest.raises(FleetError, match="sshd of 127.86.0.2 exited with 255: Cannot bind any address"):
+            fleet.up(timeout=60)
+    assert fleet.record is not None and fleet.leftovers() == []
