@@ -83,6 +83,22 @@ def test_parametrized(hussh_fleet):
     assert _registry.leftovers(fleets[0]) == []
 
 
+def test_tests_deselected_by_k_do_not_size_the_fleet(pytester):
+    inner_project(pytester, 86, """
+import pytest
+
+@pytest.mark.hussh_fleet(900)
+def test_big(hussh_fleet):
+    pass
+
+@pytest.mark.hussh_fleet(2)
+def test_small(hussh_fleet):
+    assert len(hussh_fleet.fleet.endpoints) == 2
+""")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "small", timeout=BOUND).assert_outcomes(
+        passed=1, deselected=1)
+
+
 def test_a_failing_test_is_healed_after_and_the_fleet_torn_down_at_the_end(pytester):
     inner_project(pytester, 83, RECORD + """
 import pytest
