@@ -138,18 +138,21 @@ class AsyncConnection:
         assert self._conn is not None
         return self._conn
 
-    async def execute(self, command: str, timeout: float | None = None) -> SSHResult:
+    async def execute(self, command: str, timeout: float | None = None, *,
+                      budget: OutputBudget | None = None) -> SSHResult:
         """Run ``command``; raise ``CommandTimeout`` (with the partial output) past ``timeout`` seconds.
 
         Opening the session is bounded too, by the command's deadline or else the connect bound,
-        so a server that stops answering (paused, black-holed) cannot hang the call.
+        so a server that stops answering (paused, black-holed) cannot hang the call. Output past
+        ``max_output`` (or past what ``budget``, shared with other hosts, has left) stops the
+        command with ``OutputLimitExceeded``.
         """
         conn = await self._connection()
         limit = self.spec.timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit if limit else None
         open_by = loop.time() + self.spec.connect_bound
-        session = _CommandSession(self.spec.max_output)
+        session = _CommandSession(self.spec.max_output, budget)
         try:
             async with asyncio.timeout_at(min(open_by, deadline or open_by)):
                 channel, _ = await conn.create_session(lambda: session, command, encoding=None)
@@ -174,9 +177,7 @@ class AsyncConnection:
             _stop(channel)
             raise
         if session.overflow:
-            raise OutputLimitExceeded(
-                f"command output exceeded {self.spec.max_output} bytes; stopped it", session.result(-1)
-            )
+            raise OutputLimitExceeded(session.overflow_reason(), session.result(-1))
         if lost is not None:
             self._drop()
             raise ConnectionLost(f"connection to {self.spec.address} lost during the command: {lost}")
@@ -197,35 +198,41 @@ class AsyncConnection:
                 raise ConnectionLost(f"{self.spec.address} refused the SFTP subsystem: {exc}") from None
         return self._sftp
 
-    async def sftp_read_bytes(self, remote_path: str, offset: int = 0, limit: int = -1) -> bytes:
-        """The remote file's bytes from ``offset`` to its end, or at most ``limit`` of them."""
+    async def sftp_read_bytes(self, remote_path: str, offset: int = 0, limit: int = -1,
+                              budget: OutputBudget | None = None) -> tuple[bytes, int]:
+        """Up to ``limit`` bytes of the remote file from ``offset`` (and no more than ``budget`` grants),
+        with how many bytes there were from ``offset`` to the end."""
         sftp = await self._sftp_client()
         async with _sftp_op(self.spec, remote_path):
             async with sftp.open(remote_path, "rb") as remote:
-                if not offset:
-                    return await remote.read(limit)
-                size = (await remote.stat()).size or 0  # past the end (a truncated log): nothing to read
-                if size <= offset:
-                    return b""
-                return await remote.read(size - offset if limit < 0 else min(limit, size - offset), offset)
+                size = (await remote.stat()).size or 0
+                available = max(0, size - offset)  # past the end (a truncated log): nothing to read
+                wanted = available if limit < 0 else min(limit, available)
+                if budget is not None:
+                    wanted = budget.take(wanted)
+                data = await remote.read(wanted, offset) if wanted else b""
+                if budget is not None:
+                    budget.left += wanted - len(data)  # the file shrank meanwhile
+                return data, available
 
-    async def sftp_read(self, remote_path: str, local_path: str | os.PathLike[str] | None = None) -> str | None:
+    async def sftp_read(self, remote_path: str, local_path: str | os.PathLike[str] | None = None, *,
+                        budget: OutputBudget | None = None) -> str | None:
         """Return the remote file as text (undecodable bytes replaced), or save it to ``local_path``.
 
-        A local failure (a full disk, a read-only or missing directory) raises the builtin ``OSError``
-        subclass naming the local path and saying "(local file)"; what was written stays.
-
-        Read into memory, a file is held to ``max_output`` bytes like a command's output: past it,
-        ``OutputLimitExceeded`` carries the first ``max_output`` bytes.
+        Read into memory, a file is held to ``max_output`` bytes (and what ``budget`` grants) like a
+        command's output: past it, ``OutputLimitExceeded`` carries the first bytes. A local failure
+        (a full disk, a read-only or missing directory) raises the builtin ``OSError`` subclass
+        naming the local path and saying "(local file)"; what was written stays.
         """
         if local_path is None:
             limit = self.spec.max_output
-            data = await self.sftp_read_bytes(remote_path, limit=limit + 1)
-            if len(data) > limit:
-                text = data[:limit].decode("utf-8", "replace")
-                raise OutputLimitExceeded(f"{remote_path} on {self.spec.address} is larger than {limit} bytes; "
-                                          "read the first ones (save it with local_path= to get all of it)",
-                                          SSHResult(text, "", -1))
+            data, available = await self.sftp_read_bytes(remote_path, limit=limit, budget=budget)
+            if len(data) < available:
+                why = (f"is larger than {limit} bytes" if len(data) == limit
+                       else f"did not fit in what was left of the call's output budget ({len(data)} bytes)")
+                raise OutputLimitExceeded(f"{remote_path} on {self.spec.address} {why}; kept the first bytes "
+                                          "(save it with local_path= to get all of it)",
+                                          SSHResult(data.decode("utf-8", "replace"), "", -1))
             return data.decode("utf-8", "replace")
         sftp = await self._sftp_client()
         local = os.fspath(local_path)
@@ -341,19 +348,24 @@ class AsyncFileTailer:
         self.last_pos = await self.conn.sftp_size(self.remote_file)
         return self.last_pos
 
-    async def read(self, from_pos: int | None = None) -> str:
-        """Text added since the last read (or since ``from_pos``); a split UTF-8 character waits for the next read."""
+    async def read(self, from_pos: int | None = None, *, budget: OutputBudget | None = None) -> str:
+        """Text added since the last read (or since ``from_pos``); a split UTF-8 character waits for the next read.
+
+        One read returns at most ``max_output`` bytes (or what ``budget`` grants); the rest comes next time.
+        """
         start = self.last_pos if from_pos is None else from_pos
-        data = await self.conn.sftp_read_bytes(self.remote_file, start)
+        data, _ = await self.conn.sftp_read_bytes(self.remote_file, start, self.conn.spec.max_output, budget)
         complete = utf8_complete_length(data)
         self.last_pos = start + complete
         return data[:complete].decode("utf-8", "replace")
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        """Collect ``contents`` even when the block failed; then a failed read does not hide the block's error."""
+        """Collect ``contents`` (up to ``max_output`` bytes) even when the block failed; then a failed
+        read does not hide the block's error."""
         try:
-            data = await self.conn.sftp_read_bytes(self.remote_file, self.init_pos or 0)
+            data, _ = await self.conn.sftp_read_bytes(self.remote_file, self.init_pos or 0,
+                                                      self.conn.spec.max_output)
         except (OSError, HusshError):
             if exc_type is None:
                 raise
@@ -374,15 +386,31 @@ def utf8_complete_length(data: bytes) -> int:
     return len(data)
 
 
-class _CommandSession(asyncssh.SSHClientSession[bytes]):
-    """Collects one command's output in one buffer per stream, stopping it past ``limit`` bytes."""
+class OutputBudget:
+    """Bytes of output a whole call may still keep, shared by its hosts (a worker's share of the call's budget)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, left: int) -> None:
+        self.total = self.left = left
+
+    def take(self, wanted: int) -> int:
+        """Reserve up to ``wanted`` bytes; return how many were granted."""
+        granted = min(wanted, self.left)
+        self.left -= granted
+        return granted
+
+
+class _CommandSession(asyncssh.SSHClientSession[bytes]):
+    """Collects one command's output in one buffer per stream, stopping it past ``limit`` bytes
+    (or when the call's shared ``budget`` runs out)."""
+
+    def __init__(self, limit: int, budget: OutputBudget | None = None) -> None:
         self.stdout = bytearray()
         self.stderr = bytearray()
         self.size = 0
         self.limit = limit
+        self.budget = budget
         self.overflow = False
+        self.budget_spent = False
         self.status: int | None = None
         self.signal: str | None = None
         self.channel: asyncssh.SSHClientChannel[bytes] | None = None
@@ -394,13 +422,23 @@ class _CommandSession(asyncssh.SSHClientSession[bytes]):
     def data_received(self, data: bytes, datatype: int | None) -> None:
         if self.overflow:
             return
-        room = self.limit - self.size
+        room = min(len(data), self.limit - self.size)
+        if self.budget is not None:
+            granted = self.budget.take(room)
+            self.budget_spent = granted < room
+            room = granted
         if len(data) > room:
             data, self.overflow = data[:room], True
             assert self.channel is not None
             _stop(self.channel)
         self.size += len(data)
         (self.stdout if datatype is None else self.stderr).extend(data)
+
+    def overflow_reason(self) -> str:
+        if self.budget_spent and self.budget is not None:
+            return (f"the call's output budget ({self.budget.total} bytes for this worker's hosts) ran out "
+                    f"after {self.size} bytes of this command; stopped it")
+        return f"command output exceeded {self.limit} bytes; stopped it"
 
     def exit_status_received(self, status: int) -> None:
         self.status = status

@@ -29,6 +29,23 @@ from .hostlist import Target, parse_target
 OnResult = Callable[[str, SSHResult], None]
 DEFAULT_BATCH_SIZE = 100
 
+
+def _default_call_output() -> int:
+    """A quarter of the machine's memory, at most 4 GiB: what one call's results may hold in all."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        memory = 16 << 30
+    return min(4 << 30, memory // 4)
+
+
+DEFAULT_CALL_OUTPUT = _default_call_output()
+"""Bytes of output (stdout + stderr, or files read into memory) one call keeps over all its hosts.
+
+``max_output`` bounds one host; this bounds the call, so 1,000 hosts printing 50 MB each cannot
+exhaust the client: once it is spent, further output stops its command with ``OutputLimitExceeded``
+(keeping what arrived)."""
+
 __all__ = ["AsyncConnection", "MultiConnection", "MultiFileTailer", "MultiResult", "PartialFailureException"]
 
 
@@ -119,12 +136,14 @@ class MultiConnection:
         workers: int | None = None,
         progress: Progress | None = None,
         retry: Retry | None = None,
+        max_call_output: int | None = None,
     ) -> None:
         specs = [_spec_of(conn) for conn in connections]
-        self._init(specs, [s.host for s in specs], batch_size, timeout, workers, progress, retry)
+        self._init(specs, [s.host for s in specs], batch_size, timeout, workers, progress, retry, max_call_output)
 
     def _init(self, specs: list[ConnectSpec], names: list[str], batch_size: int | None, timeout: float | None,
-              workers: int | None, progress: Progress | None, retry: Retry | None) -> None:
+              workers: int | None, progress: Progress | None, retry: Retry | None,
+              max_call_output: int | None) -> None:
         batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
         timeout = timeout or 0
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -143,6 +162,9 @@ class MultiConnection:
         self.timeout = timeout
         self._workers = workers
         self._progress = progress
+        self._max_call_output = DEFAULT_CALL_OUTPUT if max_call_output is None else max_call_output
+        if not isinstance(self._max_call_output, int) or self._max_call_output <= 0:
+            raise ValueError(f"max_call_output must be a positive number of bytes, got {max_call_output!r}")
         self._retry = retry if retry is not None else Retry()
         if not isinstance(self._retry, Retry):
             raise TypeError(f"retry must be a hussh.Retry, got {retry!r}")
@@ -180,6 +202,7 @@ class MultiConnection:
         forward_agent: bool | None = None,
         ssh_config: SSHConfigArg = None,
         retry: Retry | None = None,
+        max_call_output: int | None = None,
         workers: int | None = None,
         progress: Progress | None = None,
     ) -> "MultiConnection":
@@ -205,7 +228,7 @@ class MultiConnection:
                 proxy_command=proxy_command, forward_agent=forward_agent, resolver=resolver,
             ))
         self = cls.__new__(cls)
-        self._init(specs, names, batch_size, 0, workers, progress, retry)
+        self._init(specs, names, batch_size, 0, workers, progress, retry, max_call_output)
         return self
 
     @property
@@ -222,11 +245,11 @@ class MultiConnection:
 
     def connect(self, prune_failures: bool = False, timeout: float | None = None) -> MultiResult:
         """Connect every host not yet connected; ``prune_failures`` drops the failed ones from ``hosts``."""
-        results = self._run(lambda req, idx: p.Connect(req, idx, timeout), self._active)
+        results = self._run(lambda req, idx, _: p.Connect(req, idx, timeout), self._active)
         if prune_failures:
             failed = {self._index[h] for h in results.failed}
             if failed:
-                self._run(lambda req, idx: p.Close(req, idx), sorted(failed))
+                self._run(lambda req, idx, _: p.Close(req, idx), sorted(failed))
                 self._active = [i for i in self._active if i not in failed]
         return results
 
@@ -235,14 +258,14 @@ class MultiConnection:
 
         ``on_result(host, result)`` is called in this thread as each host finishes.
         """
-        return self._run(lambda req, idx: p.Execute(req, [(i, command) for i in idx], timeout), self._active,
+        return self._run(lambda req, idx, budget: p.Execute(req, [(i, command) for i in idx], timeout, budget), self._active,
                          on_result)
 
     def execute_map(self, host_command_map: Mapping[str, str], timeout: float | None = None, *,
                     on_result: OnResult | None = None) -> MultiResult:
         """Run a different command per host, only on the hosts in ``host_command_map`` (upstream's name)."""
         commands = {self._index[h]: c for h, c in self._check_hosts(host_command_map).items()}
-        return self._run(lambda req, idx: p.Execute(req, [(i, commands[i]) for i in idx], timeout),
+        return self._run(lambda req, idx, budget: p.Execute(req, [(i, commands[i]) for i in idx], timeout, budget),
                          sorted(commands), on_result)
 
     def sftp_write(self, local_path: str | os.PathLike[str], remote_path: str | None = None, *,
@@ -259,7 +282,7 @@ class MultiConnection:
         if len(payload) > p.MAX_REQUEST - (1 << 20):
             raise ValueError(f"sftp_write holds the data in memory once and sends it to each worker; "
                              f"{len(payload)} bytes is over its {p.MAX_REQUEST >> 20} MiB limit")
-        return self._run(lambda req, idx: p.WriteData(req, idx, payload, remote_path), self._active, on_result)
+        return self._run(lambda req, idx, _: p.WriteData(req, idx, payload, remote_path), self._active, on_result)
 
     def sftp_read(self, remote_path: str, local_path: str | os.PathLike[str] | None = None, *,
                   on_result: OnResult | None = None) -> MultiResult:
@@ -269,13 +292,13 @@ class MultiConnection:
         name, so hosts never overwrite each other's file; ``stdout`` then holds the path written.
         """
         if local_path is None:
-            return self._run(lambda req, idx: p.ReadFile(req, idx, remote_path), self._active, on_result)
+            return self._run(lambda req, idx, budget: p.ReadFile(req, idx, remote_path, budget=budget), self._active, on_result)
         template = os.fspath(local_path)
         if "{host}" not in template and len(self._active) > 1:
             raise ValueError("local_path must contain '{host}' when reading from several hosts, "
                              f"e.g. {template + '.{host}'!r}, so that hosts do not overwrite each other")
         paths = {i: template.replace("{host}", self._keys[i].replace("/", "_")) for i in self._active}
-        return self._run(lambda req, idx: p.ReadFile(req, idx, remote_path, [paths[i] for i in idx]), self._active,
+        return self._run(lambda req, idx, _: p.ReadFile(req, idx, remote_path, [paths[i] for i in idx]), self._active,
                          on_result)
 
     def tail(self, remote_file: str) -> "MultiFileTailer":
@@ -315,7 +338,7 @@ class MultiConnection:
                              + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""))
         return mapping
 
-    def _run(self, build: Callable[[int, list[int]], p.Call], indices: list[int],
+    def _run(self, build: Callable[[int, list[int], int], p.Call], indices: list[int],
              on_result: OnResult | None = None, on_host: OnHost | None = None) -> MultiResult:
         if not indices:
             return MultiResult()
@@ -326,7 +349,7 @@ class MultiConnection:
             if self._pool is None:
                 self._pool = WorkerPool(self._specs, self._batch_size, self._workers, self._retry)
                 self._finalizer = weakref.finalize(self, self._pool.release)
-            results, seconds = self._pool.call(build, indices, self._progress, on_host)
+            results, seconds = self._pool.call(build, indices, self._progress, on_host, self._max_call_output)
         return MultiResult(((self._keys[i], results[i]) for i in indices),
                            {self._keys[i]: seconds[i] for i in indices})
 
@@ -354,21 +377,21 @@ class MultiFileTailer:
     def __enter__(self) -> "MultiFileTailer":
         mc = self._mc
         paths = {mc._index[h]: path for h, path in self.files.items()}
-        results = mc._run(lambda req, idx: p.TailOpen(req, [(i, paths[i]) for i in idx]), sorted(paths))
+        results = mc._run(lambda req, idx, _: p.TailOpen(req, [(i, paths[i]) for i in idx]), sorted(paths))
         self._record(results)
         self._open = [mc._index[h] for h, r in results.items() if r.status == 0]
         return self
 
     def read(self, from_pos: int | None = None) -> dict[str, str]:
         """Text appended on each host since the last read (or from byte ``from_pos`` if given)."""
-        results = self._mc._run(lambda req, idx: p.TailRead(req, idx, from_pos), self._open)
+        results = self._mc._run(lambda req, idx, budget: p.TailRead(req, idx, from_pos, budget), self._open)
         self._record(results)
         return {host: results[host].stdout if host in results and results[host].status == 0 else ""
                 for host in self.files}
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        results = self._mc._run(lambda req, idx: p.TailClose(req, idx), self._open)
+        results = self._mc._run(lambda req, idx, _: p.TailClose(req, idx), self._open)
         self._open = []  # closed: a later read() maps every host to "", as upstream's does
         self._record(results)
         self.contents = {host: results[host].stdout if host in results and results[host].status == 0 else ""

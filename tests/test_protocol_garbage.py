@@ -242,7 +242,7 @@ def garbage_call(garbage: bytes, hosts: int = 3) -> dict[int, object]:
     writer.start()
     try:
         started = time.monotonic()
-        results, _ = pool.call(lambda req, idx: p.Execute(req, [(i, "true") for i in idx]), range(hosts))
+        results, _ = pool.call(lambda req, idx, budget: p.Execute(req, [(i, "true") for i in idx]), range(hosts))
         assert time.monotonic() - started < 10
         writer.join(timeout=10)
         assert pool.workers[0] is None  # lost, to be replaced on the next call

@@ -34,7 +34,7 @@ import uvloop
 
 from hussh import _bastions, _credentials
 from hussh._result import SSHResult
-from hussh.aio import AsyncConnection, AsyncFileTailer
+from hussh.aio import AsyncConnection, AsyncFileTailer, OutputBudget
 from hussh.errors import (
     AuthenticationError,
     CommandTimeout,
@@ -148,19 +148,22 @@ class Worker:
     def jobs(self, call: p.Call) -> list[tuple[int, Job]]:
         """One job per host of the call; each returns that host's result or raises."""
         match call:
-            case p.Execute(commands=commands, timeout=timeout):
-                return [(i, _execute(command, timeout)) for i, command in commands]
+            case p.Execute(commands=commands, timeout=timeout, budget=budget):
+                shared = OutputBudget(budget) if budget else None
+                return [(i, _execute(command, timeout, shared)) for i, command in commands]
             case p.Connect(indices=indices, timeout=timeout):
                 return [(i, _connect(timeout)) for i in indices]
             case p.WriteData(indices=indices, data=data, remote_path=remote_path):
                 return [(i, _write_data(data, remote_path)) for i in indices]
-            case p.ReadFile(indices=indices, remote_path=remote_path, local_paths=local_paths):
+            case p.ReadFile(indices=indices, remote_path=remote_path, local_paths=local_paths, budget=budget):
                 locals_ = local_paths or [None] * len(indices)
-                return [(i, _read_file(remote_path, local)) for i, local in zip(indices, locals_)]
+                shared = OutputBudget(budget) if budget else None
+                return [(i, _read_file(remote_path, local, shared)) for i, local in zip(indices, locals_)]
             case p.TailOpen(paths=paths):
                 return [(i, self._tail_open(i, path)) for i, path in paths]
-            case p.TailRead(indices=indices, from_pos=from_pos):
-                return [(i, self._tail_read(i, from_pos)) for i in indices]
+            case p.TailRead(indices=indices, from_pos=from_pos, budget=budget):
+                shared = OutputBudget(budget) if budget else None
+                return [(i, self._tail_read(i, from_pos, shared)) for i in indices]
             case p.TailClose(indices=indices):
                 return [(i, self._tail_close(i)) for i in indices]
             case p.Close(indices=indices):
@@ -253,9 +256,9 @@ class Worker:
             return SSHResult(status=0)
         return job
 
-    def _tail_read(self, index: int, from_pos: int | None) -> Job:
+    def _tail_read(self, index: int, from_pos: int | None, budget: OutputBudget | None) -> Job:
         async def job(conn: AsyncConnection) -> SSHResult:
-            return SSHResult(await self._tailer(index).read(from_pos))
+            return SSHResult(await self._tailer(index).read(from_pos, budget=budget))
         return job
 
     def _tail_close(self, index: int) -> Job:
@@ -293,8 +296,8 @@ class Worker:
             pass
 
 
-def _execute(command: str, timeout: float | None) -> Job:
-    return lambda conn: conn.execute(command, timeout)
+def _execute(command: str, timeout: float | None, budget: OutputBudget | None) -> Job:
+    return lambda conn: conn.execute(command, timeout, budget=budget)
 
 
 def _connect(timeout: float | None) -> Job:
@@ -311,9 +314,9 @@ def _write_data(data: bytes, remote_path: str) -> Job:
     return job
 
 
-def _read_file(remote_path: str, local_path: str | None) -> Job:
+def _read_file(remote_path: str, local_path: str | None, budget: OutputBudget | None) -> Job:
     async def job(conn: AsyncConnection) -> SSHResult:
-        text = await conn.sftp_read(remote_path, local_path)
+        text = await conn.sftp_read(remote_path, local_path, budget=budget if local_path is None else None)
         return SSHResult(local_path if text is None else text)
     return job
 

@@ -142,29 +142,34 @@ class WorkerPool:
 
     def call(
         self,
-        build: Callable[[int, list[int]], p.Call],
+        build: Callable[[int, list[int], int], p.Call],
         indices: Iterable[int],
         progress: Progress | None = None,
         on_host: OnHost | None = None,
+        budget: int = 0,
     ) -> tuple[dict[int, SSHResult], dict[int, float]]:
-        """Run ``build(req, shard_indices)`` on each involved worker; return every index's result and seconds."""
+        """Run ``build(req, shard_indices, shard_budget)`` on each involved worker; return every index's
+        result and seconds. ``budget`` (bytes of output for the whole call, 0: none) is split over the
+        workers in proportion to their hosts."""
         with self.lock:
             if self.calling:
                 raise RuntimeError(IN_CALLBACK.format(what="another call"))
             self.calling = True
             try:
-                return self._call(build, indices, progress, on_host)
+                return self._call(build, indices, progress, on_host, budget)
             finally:
                 self.calling = False
 
-    def _call(self, build: Callable[[int, list[int]], p.Call], indices: Iterable[int],
-              progress: Progress | None, on_host: OnHost | None) -> tuple[dict[int, SSHResult], dict[int, float]]:
+    def _call(self, build: Callable[[int, list[int], int], p.Call], indices: Iterable[int],
+              progress: Progress | None, on_host: OnHost | None,
+              budget: int) -> tuple[dict[int, SSHResult], dict[int, float]]:
         shards: dict[int, list[int]] = {}
         for index in indices:
             shards.setdefault(self.shard(index), []).append(index)
         self.next_req += 1
         req = self.next_req
-        gathered = _Gathered(sum(len(v) for v in shards.values()), progress, on_host)
+        total = sum(len(v) for v in shards.values())
+        gathered = _Gathered(total, progress, on_host)
         pending: dict[int, set[int]] = {}
         try:
             for number, shard_indices in shards.items():
@@ -175,7 +180,8 @@ class WorkerPool:
                     continue
                 try:
                     worker = self._worker(number)
-                    worker.send(self.encoder.encode(build(req, shard_indices)))
+                    share = max(1, budget * len(shard_indices) // total) if budget else 0
+                    worker.send(self.encoder.encode(build(req, shard_indices, share)))
                     pending[number] = set(shard_indices)
                 except OSError as exc:
                     self._lose(number, set(shard_indices), gathered, f"could not start or reach it ({exc})")

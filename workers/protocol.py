@@ -56,6 +56,7 @@ class Execute(_Message):
     req: int
     commands: list[tuple[int, str]]
     timeout: float | None = None
+    budget: int = 0  # bytes of output this worker's hosts may keep in all (0: no call-wide bound)
 
 
 class WriteData(_Message):
@@ -74,6 +75,7 @@ class ReadFile(_Message):
     indices: list[int]
     remote_path: str
     local_paths: list[str] | None = None
+    budget: int = 0
 
 
 class TailOpen(_Message):
@@ -85,6 +87,7 @@ class TailRead(_Message):
     req: int
     indices: list[int]
     from_pos: int | None = None
+    budget: int = 0
 
 
 class TailClose(_Message):
