@@ -293,7 +293,10 @@ class MultiConnection:
         if "{host}" not in template and len(self._active) > 1:
             raise ValueError("local_path must contain '{host}' when reading from several hosts, "
                              f"e.g. {template + '.{host}'!r}, so that hosts do not overwrite each other")
+        template = os.path.abspath(template)  # workers may not share this process's working directory
         paths = {i: template.replace("{host}", self._keys[i].replace("/", "_")) for i in self._active}
+        for directory in {os.path.dirname(path) for path in paths.values()} - {""}:
+            os.makedirs(directory, exist_ok=True)  # a host whose directory cannot be made fails on its own
         return self._run(lambda req, idx, _: p.ReadFile(req, idx, remote_path, [paths[i] for i in idx]), self._active,
                          on_result)
 
