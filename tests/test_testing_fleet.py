@@ -10,26 +10,33 @@ import json
 import os
 import pwd
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import TEST_PORT
+from sshcheck import whoami
 
 import hussh
 from hussh.multi_conn import MultiConnection
-from hussh.testing import (KEY_USER, PASSWORD, PASSWORD_USER, Fleet, FleetError, LoopbackFleet, State,
-                           loopback_addresses)
-from hussh.testing import _registry
+from hussh.testing import (
+    KEY_USER,
+    PASSWORD,
+    PASSWORD_USER,
+    Fleet,
+    FleetError,
+    LoopbackFleet,
+    State,
+    _registry,
+    loopback_addresses,
+)
 from hussh.testing._keys import write_ed25519
 from hussh.testing._probe import wait_ready
 from hussh.testing._users import PASSWORD_HASH
-from sshcheck import whoami
-
-from conftest import TEST_PORT
 
 BACKENDS = [
     pytest.param({"size": 4}, id="loopback"),
@@ -90,6 +97,11 @@ def test_the_machines_own_sshd_refuses_the_fleet_password(fleet, tmp_path):
     try:
         wait_ready([("127.79.255.1", TEST_PORT)], 30)
         for user in (PASSWORD_USER, KEY_USER):
+            host_accounts = [e.pw_name for e in pwd.getpwall()]
+            assert user not in host_accounts, (
+                f"this machine has an account {user!r} that hussh.testing did not make (older checkouts' "
+                f"scale/sshd_fleet.py made {PASSWORD_USER!r} with password {PASSWORD!r}, and {KEY_USER!r}): "
+                f"remove it with userdel -r {user}")
             with pytest.raises(hussh.AuthenticationError):
                 whoami("127.79.255.1", username=user, password=PASSWORD, port=TEST_PORT, connect_timeout=10)
     finally:
@@ -286,3 +298,11 @@ def test_importing_the_package_starts_nothing():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "XDG_RUNTIME_DIR": ""})
     assert json.loads(done.stdout) == [[], False], done.stderr
+
+
+def test_an_endpoint_already_taken_fails_up_with_sshds_reason_and_leaves_nothing():
+    with socket.create_server(("127.86.0.2", TEST_PORT)):
+        fleet = LoopbackFleet(["127.86.0.1", "127.86.0.2"], port=TEST_PORT, per_process=1)
+        with pytest.raises(FleetError, match="sshd of 127.86.0.2 exited with 255: Cannot bind any address"):
+            fleet.up(timeout=60)
+    assert fleet.record is not None and fleet.leftovers() == []

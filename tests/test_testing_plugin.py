@@ -14,12 +14,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import TEST_PORT
 
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER, _registry
 from hussh.testing._probe import wait_ready
-
-from conftest import TEST_PORT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BOUND = 90.0  # seconds any subprocess here may take: far above need, short of a hang
@@ -82,6 +81,22 @@ def test_parametrized(hussh_fleet):
     fleets = recorded_fleets(pytester)
     assert len(fleets) == 4 and len({f["id"] for f in fleets}) == 1  # one fleet, started once, of 5
     assert _registry.leftovers(fleets[0]) == []
+
+
+def test_tests_deselected_by_k_do_not_size_the_fleet(pytester):
+    inner_project(pytester, 86, """
+import pytest
+
+@pytest.mark.hussh_fleet(900)
+def test_big(hussh_fleet):
+    pass
+
+@pytest.mark.hussh_fleet(2)
+def test_small(hussh_fleet):
+    assert len(hussh_fleet.fleet.endpoints) == 2
+""")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "small", timeout=BOUND).assert_outcomes(
+        passed=1, deselected=1)
 
 
 def test_a_failing_test_is_healed_after_and_the_fleet_torn_down_at_the_end(pytester):

@@ -70,11 +70,13 @@ def apply(kind: str, pid: int, ports: list[int], delay: float, log: Path) -> Net
         _proxy.await_ready(fault.proxy, log)
         fault.rules += [["nat", "PREROUTING", "-p", "tcp", "--dport", str(p),
                          "-j", "REDIRECT", "--to-ports", str(p + PROXY_PORT_OFFSET)] for p in ports]
+    applied = []
     try:
-        for done, rule in enumerate(fault.rules):
+        for rule in fault.rules:
             _iptables(pid, "-I", rule)
+            applied.append(rule)
     except FleetError:
-        fault.rules = fault.rules[:done]
+        fault.rules = applied
         undo(fault)
         raise
     return fault

@@ -32,7 +32,7 @@ async def _answers(endpoint: Address, deadline: float, gate: asyncio.Semaphore) 
                     writer.close()
             if line.startswith(b"SSH-2.0-"):
                 return True
-        except (OSError, asyncio.TimeoutError):
+        except (OSError, TimeoutError):
             pass
         await asyncio.sleep(PROBE_RETRY_DELAY)
 
@@ -43,7 +43,7 @@ async def unanswered_async(endpoints: Iterable[Address], timeout: float) -> list
     deadline = time.monotonic() + timeout
     gate = asyncio.Semaphore(PROBE_CONCURRENCY)
     answered = await asyncio.gather(*(_answers(e, deadline, gate) for e in targets))
-    return [endpoint for endpoint, ok in zip(targets, answered) if not ok]
+    return [endpoint for endpoint, ok in zip(targets, answered, strict=True) if not ok]
 
 
 def unanswered(endpoints: Iterable[Address], timeout: float) -> list[Address]:

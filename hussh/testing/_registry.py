@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 Record = dict[str, Any]
+log = logging.getLogger("hussh.testing")
 
 
 def state_dir() -> Path:
@@ -45,7 +47,9 @@ def register(record: Record) -> Path:
     directory = state_dir()
     directory.mkdir(mode=0o700, exist_ok=True)
     path = directory / f"{record['id']}.json"
-    path.write_text(json.dumps(record, indent=1))
+    partial = path.with_suffix(".partial")  # renamed into place: readers never see half a record
+    partial.write_text(json.dumps(record, indent=1))
+    partial.rename(path)
     return path
 
 
@@ -60,10 +64,14 @@ def unregister(fleet_id: str) -> None:
 
 
 def records() -> list[Record]:
-    """Every fleet written down, oldest first."""
-    directory = state_dir()
-    paths = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime) if directory.is_dir() else []
-    return [json.loads(p.read_text()) for p in paths]
+    """Every fleet written down (its record still there when read), oldest first."""
+    found = []
+    for path in state_dir().glob("*.json"):
+        try:
+            found.append((path.stat().st_mtime, json.loads(path.read_text())))
+        except (OSError, ValueError):  # removed meanwhile by its fleet's down
+            continue
+    return [record for _, record in sorted(found, key=lambda pair: pair[0])]
 
 
 def is_registered(fleet_id: str) -> bool:
@@ -89,8 +97,18 @@ def leftovers(record: Record) -> list[str]:
 
 
 def reap_orphans() -> list[str]:
-    """Tear down every fleet whose owner died without doing it; return their ids."""
-    reaped = [record for record in records() if orphaned(record)]
-    for record in reaped:
-        remove(record)
-    return [record["id"] for record in reaped]
+    """Tear down every fleet whose owner died without doing it; return their ids.
+
+    One that cannot be torn down now (say, a compose fleet while Docker is down) keeps its record
+    for a later try, and does not stop the fleet being started.
+    """
+    reaped = []
+    for record in records():
+        if orphaned(record):
+            try:
+                remove(record)
+            except Exception as error:  # noqa: BLE001 - whatever failed, the next start tries again
+                log.warning("cannot tear down orphaned fleet %s yet: %s", record["id"], error)
+                continue
+            reaped.append(record["id"])
+    return reaped

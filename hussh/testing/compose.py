@@ -162,7 +162,7 @@ class ComposeFleet(Fleet):
         with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
             keys = {m.name.rsplit("_", 1)[-1]: archive.extractfile(m).read().decode()
                     for m in archive.getmembers() if m.name.endswith(".pub")}
-        for endpoint, port in zip(node.endpoints(), node.container_ports()):
+        for endpoint, port in zip(node.endpoints(), node.container_ports(), strict=True):
             if f"{port}.pub" not in keys:
                 raise FleetError(f"{node.service} has no host key for port {port} yet")
             self._host_keys[endpoint] = " ".join(keys[f"{port}.pub"].split()[:2])

@@ -28,7 +28,7 @@ from typing import Any, Self
 from . import _namespace, _proxy, _registry
 from ._base import Credentials, Endpoint, EndpointLike, Fleet, FleetError
 from ._keys import public_key, write_ed25519, write_encrypted_rsa
-from ._probe import wait_ready
+from ._probe import unanswered
 from ._users import KEY_PASSPHRASE, KEY_USER, PASSWORD, PASSWORD_USER, fleet_users, make_homes, write_etc
 
 SSHD = "/usr/sbin/sshd"
@@ -152,7 +152,7 @@ class LoopbackFleet(Fleet):
         for node in self._nodes:
             write_ed25519(self._host_key(node), f"hussh-fleet-node-{node.number}")
             self._start_listener(node, self.port)
-        wait_ready(self.endpoints, timeout)
+        self._await_listeners(self._nodes, self.port, timeout)
 
     def _write_client_keys(self) -> Credentials:
         assert self.workdir is not None
@@ -218,8 +218,8 @@ class LoopbackFleet(Fleet):
         if mode == "slow":
             backend = _free_port(node.addresses[0])
             self._start_listener(node, backend)
-            wait_ready([(a, backend) for a in node.addresses], self.ready_timeout)
-            specs = [f"{spec}={a}:{backend}" for spec, a in zip(specs, node.addresses)]
+            self._await_listeners([node], backend, self.ready_timeout)
+            specs = [f"{spec}={a}:{backend}" for spec, a in zip(specs, node.addresses, strict=True)]
         log = self._log(node, "proxy")
         with log.open("ab") as stderr:
             node.proxy = self._ns.spawn(_proxy.command(mode, specs, delay), stdout=subprocess.PIPE, stderr=stderr)
@@ -243,6 +243,22 @@ class LoopbackFleet(Fleet):
         with self._log(node, "sshd").open("ab") as log:
             node.listener = self._ns.spawn([SSHD, "-D", "-e", "-r", "-f", str(config)],
                                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+
+    def _await_listeners(self, nodes: list[_Node], port: int, timeout: float) -> None:
+        """Wait until the nodes' endpoints on ``port`` send banners; fail at once if an sshd exits."""
+        deadline = time.monotonic() + timeout
+        pending = [(a, port) for node in nodes for a in node.addresses]
+        while pending:
+            for node in nodes:
+                if node.listener is not None and node.listener.poll() is not None:
+                    log = self._log(node, "sshd").read_text(errors="replace").strip().splitlines()
+                    raise FleetError(f"sshd of {node.addresses[0]} exited with {node.listener.returncode}: "
+                                     f"{log[-1] if log else 'no output'}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise FleetError(f"{len(pending)} sshd sent no banner within {timeout:.0f}s, e.g. "
+                                 f"{pending[0][0]}:{pending[0][1]}")
+            pending = unanswered(pending, min(remaining, 1.0))
 
     def _live_namespaces(self, nodes: list[_Node]) -> set[int]:
         """The namespaces with processes of ``nodes`` (listener's, proxy's, and older ones with sessions)."""

@@ -149,8 +149,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[PLANNED] = {}
 
 
+@pytest.hookimpl(trylast=True)  # after -k and -m deselected what will not run
 def pytest_collection_modifyitems(items: list[pytest.Item], config: pytest.Config) -> None:
-    """Plan each fleet's size from every collected test's request, so one start serves them all."""
+    """Plan each fleet's size from every selected test's request, so one start serves them all."""
     planned = config.stash[PLANNED]
     for item in items:
         spec = _spec_of(item)
