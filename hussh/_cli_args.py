@@ -86,7 +86,8 @@ def _host_options() -> argparse.ArgumentParser:
     conn.add_argument("-t", "--timeout", type=_seconds, default=0.0, metavar="SECONDS",
                       help="per-host limit for the operation, connecting included (default: none)")
     conn.add_argument("--connect-timeout", type=_seconds, default=0.0, metavar="SECONDS",
-                      help="per-host limit for connecting and logging in (default: -t, else 15)")
+                      help="per-host limit for connecting and logging in "
+                           "(default: the ssh config's ConnectTimeout, else -t, else 15)")
     conn.add_argument("--workers", type=_positive_int, metavar="N", help="worker processes (default: one per CPU)")
     conn.add_argument("-v", "--verbose", action="count", default=0,
                       help="-v: per-connection log lines (asyncssh) and progress logs; -vv: debug detail")

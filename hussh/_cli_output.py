@@ -60,23 +60,18 @@ class Display:
             base = self.outdir / file_name(host)
             Path(f"{base}.out").write_text(result.stdout, encoding="utf-8")
             Path(f"{base}.err").write_text(result.stderr, encoding="utf-8")
+        out = err = ""
         if self.mode == "lines":
-            self._write(prefixed(host, result.stdout), prefixed(host, result.stderr)
-                        + (f"hussh: {host}: exit status {result.status}\n"
-                           if result.status and not result.error else ""))
+            out = prefixed(host, result.stdout)
+            err = prefixed(host, result.stderr) + (f"hussh: {host}: exit status {result.status}\n"
+                                                   if result.status and not result.error else "")
         elif self.mode == "json":
-            self._write(json_line(host, result, seconds), "")
+            out = json_line(host, result, seconds)
+        write = (lambda: self._emit(out, err)) if out or err else None
         if self.bar is not None:
-            self.bar.advance(self.failed)
-
-    def _write(self, out: str, err: str) -> None:
-        if not out and not err:
-            return
-        if self.bar is None:
-            self._emit(out, err)
-        else:
-            with self.bar.cleared():
-                self._emit(out, err)
+            self.bar.advance(self.failed, write)
+        elif write is not None:
+            write()
 
     def _emit(self, out: str, err: str) -> None:
         if out:

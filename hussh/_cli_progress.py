@@ -8,36 +8,30 @@ directly, inheriting the logging set up for ``-v``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TextIO
 
 FORMAT = "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} hosts{postfix} [{elapsed}<{remaining}, {rate_noinv_fmt}]"
 
 
 class ProgressBar:
-    """A bar counting finished hosts and failures; ``cleared()`` lets other lines through without tearing it."""
+    """A bar counting finished hosts and failures, redrawn as each host finishes (there is no thread to
+    redraw it later), with that host's lines printed above it."""
 
     def __init__(self, total: int, stream: TextIO) -> None:
         from tqdm import tqdm  # noqa: PLC0415 - only a terminal run pays for the import
 
         tqdm.monitor_interval = 0
         self._bar = tqdm(total=total, file=stream, unit=" hosts", leave=False, dynamic_ncols=True,
-                         mininterval=0.2, bar_format=FORMAT, postfix="0 failed")
+                         mininterval=0, miniters=1, bar_format=FORMAT, postfix="0 failed")
 
-    def advance(self, failed: int) -> None:
-        """One more host finished; ``failed`` is the count of failures so far."""
+    def advance(self, failed: int, write: Callable[[], None] | None = None) -> None:
+        """One more host finished (``failed`` so far); ``write`` prints its lines where the bar was, above the new bar."""
         self._bar.set_postfix_str(f"{failed} failed", refresh=False)
+        if write is not None:
+            self._bar.clear()
+            write()
         self._bar.update(1)
-
-    @contextmanager
-    def cleared(self) -> Iterator[None]:
-        """Take the bar off the screen while the block writes to the terminal, then draw it again."""
-        self._bar.clear()
-        try:
-            yield
-        finally:
-            self._bar.refresh()
 
     def close(self) -> None:
         """Remove the bar for good (before the summary)."""
