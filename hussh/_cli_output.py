@@ -43,13 +43,13 @@ class Display:
     """
 
     def __init__(self, mode: str, total: int, outdir: Path | None = None, progress: bool = False,
-                 stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> None:
+                 stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
         self.mode, self.total, self.outdir = mode, total, outdir
-        self.out, self.err = stdout, stderr
+        self.out, self.err = stdout or sys.stdout, stderr or sys.stderr
         self.results: dict[str, SSHResult] = {}
         self.seconds: dict[str, float] = {}
         self.failed = 0
-        self.bar = ProgressBar(total, stderr) if progress else None
+        self.bar = ProgressBar(total, self.err) if progress else None
 
     def host(self, host: str, result: SSHResult, seconds: float) -> None:
         self.results[host] = result

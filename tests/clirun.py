@@ -15,8 +15,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def env(**extra: str) -> dict[str, str]:
-    """This process's environment (the isolated HOME included) with the working tree's hussh importable."""
-    return {**os.environ, "PYTHONPATH": str(REPO), **extra}
+    """This process's environment (the isolated HOME included) with the working tree's hussh importable,
+    and Python's own buffering of stdout (which the command must flush as hosts finish)."""
+    inherited = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    return {**inherited, "PYTHONPATH": str(REPO), **extra}
 
 
 def hussh(*args: str, timeout: float = 60, cwd: Path | None = None, **extra_env: str) -> subprocess.CompletedProcess:
