@@ -81,10 +81,15 @@ class Display:
             self.err.write(err)
             self.err.flush()
 
-    def finish(self, order: list[str], elapsed: float, interrupted: bool = False) -> int:
-        """Groups (``-g``) of the hosts that finished and the summary line; return the exit status."""
+    def close(self) -> None:
+        """Take the progress bar off the screen for good."""
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+
+    def finish(self, order: list[str], elapsed: float, interrupted: bool = False) -> int:
+        """Groups (``-g``) of the hosts that finished and the summary line; return the exit status."""
+        self.close()
         finished = MultiResult(((h, self.results[h]) for h in order if h in self.results), self.seconds)
         if self.mode == "group":
             groups = finished.grouped(by_error_kind=True)

@@ -29,6 +29,8 @@ EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 Operation = Callable[[OnTimedResult], MultiResult]
 
+_handler: logging.Handler | None = None
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hussh`` command; returns the exit status."""
@@ -54,9 +56,13 @@ def main(argv: list[str] | None = None) -> int:
 def configure_logging(verbosity: int) -> None:
     """Before any worker starts (they inherit it): hussh's warnings only, asyncssh's per-connection
     lines from ``-v``, debug detail from ``-vv``; every line names the process it came from."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d [%(process)d] %(message)s", "%H:%M:%S"))
-    logging.getLogger().addHandler(handler)
+    global _handler
+    root = logging.getLogger()
+    if _handler is not None:  # main() called again in one process (tests, scripts): one handler, not two
+        root.removeHandler(_handler)
+    _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d [%(process)d] %(message)s", "%H:%M:%S"))
+    root.addHandler(_handler)
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.getLogger("hussh").setLevel(level)
     logging.getLogger("asyncssh").setLevel(level)
@@ -103,7 +109,8 @@ def perform(mc: MultiConnection, operation: Operation, args: argparse.Namespace)
     except KeyboardInterrupt:  # the pool has already stopped every worker
         interrupted = True
     except ValueError as exc:  # raised before anything ran (e.g. a file too large for put)
-        display.finish([], 0.0)
+        display.close()
+        mc.close()
         return fail(UsageError(f"hussh: {exc}"))
     try:
         return display.finish(hosts, time.monotonic() - started, interrupted)

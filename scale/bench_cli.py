@@ -6,7 +6,7 @@ command's overhead over the library call it wraps, and the parent's peak memory 
 
 Every tool runs ``whoami`` once on every host, 100 hosts at a time, logging in as the fleet's key
 user with the same ed25519 key, as its own process, in one run, in a rotated order each
-repetition (after waiting for a quiet machine). Measured from spawn to exit: wall time and CPU
+repetition (after the previous run's per-connection sshds have exited and the machine is quiet). Measured from spawn to exit: wall time and CPU
 (the process and the descendants it reaped: hussh's workers, clush's and pssh's ssh processes).
 Each tool's output is checked: a run counts only hosts that printed the right user.
 
@@ -18,6 +18,9 @@ Each tool's output is checked: a run counts only hosts that printed the right us
 * ``pssh``: the classic pssh command (Debian's ``pssh`` package: ``parallel-ssh -i -p 100``), also
   over the system ``ssh``;
 * ``pssh-lib``: the parallel-ssh library (libssh2; its package has no command), ``peers/run_once_pssh.py``.
+
+The command's own work is also measured without a fleet and its noise: importing ``hussh.cli``
+against ``hussh.multi_conn``, and parsing, expanding and printing N hosts' results.
 
 Then, once: ``hussh run -g`` and ``-q`` on every host printing the same 1 MB, run in a fresh process
 that reports its own peak RSS (``VmHWM``): identical outputs are held once, so the peak stays far
@@ -40,7 +43,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from scale.bench import DEFAULT_VENV_ROOT, Tool, ensure_venv, wait_quiet
+from scale.bench import DEFAULT_VENV_ROOT, FleetCPU, Tool, ensure_venv, wait_quiet
 from scale.sshd_fleet import KEY_USER, SSHDFleet, loopback_addresses
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,6 +153,36 @@ real.write(json.dumps({{"exit": code, "before_kib": before, "peak_kib": hwm()}})
     return {"mode": mode, **report, "summary": done.stderr.strip().splitlines()[-1]}
 
 
+def command_own_work(s: Setup, repeat: int = 7) -> dict:
+    """What the command adds to the library call, measured without a fleet (so without its noise), in
+    fresh interpreters (median of ``repeat``): importing ``hussh.cli`` once ``hussh.multi_conn`` is
+    imported, and parsing, expanding the hosts and showing N hosts' results (lines into /dev/null, summary)."""
+    code = f"""
+import os, sys, time
+sys.path.insert(0, {str(REPO)!r})
+import hussh.multi_conn
+started = time.perf_counter()
+import hussh.cli
+imported = time.perf_counter()
+from hussh import SSHResult
+from hussh._cli_args import hosts_of, parse
+from hussh._cli_output import Display
+devnull = open(os.devnull, "w")
+began = time.perf_counter()
+args = parse(["run", "-f", {str(s.names_file)!r}, "-p", "{s.port}", "whoami"])
+hosts = hosts_of(args)
+display = Display("lines", len(hosts), stdout=devnull, stderr=devnull)
+for host in hosts:
+    display.host(host, SSHResult("hussh-key\\n"), 0.1)
+display.finish(hosts, 1.0)
+print(imported - started, time.perf_counter() - began)
+"""
+    samples = [subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                              cwd=s.work).stdout.split() for _ in range(repeat)]
+    return {"import": statistics.median(float(a) for a, _ in samples),
+            "work": statistics.median(float(b) for _, b in samples)}
+
+
 def report(runs: list[dict], tools: list[str], hosts: int) -> str:
     """A table of medians (min-max) per tool, with the ratio of each wall to hussh's."""
     by_tool = {tool: [r for r in runs if r["tool"] == tool] for tool in tools}
@@ -199,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         for repetition in range(args.repeat):
             order = tools[repetition % len(tools):] + tools[:repetition % len(tools)]
             for tool in order:
+                FleetCPU([proc.pid for proc in fleet.processes]).quiesce()  # the last run's sshds are gone
                 busy = wait_quiet(0.2, 30)
                 run = measure(tool, setup, args.timeout)
                 run.update(repetition=repetition, busy_before=round(busy, 3))
@@ -208,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr, flush=True)
         print(f"\n{args.hosts} loopback hosts, '{COMMAND}', batch {args.batch}, {args.repeat} runs each, medians:")
         print(report(runs, tools, args.hosts))
+        own = command_own_work(setup)
+        print(f"the command's own work, without a fleet (median of fresh interpreters): importing hussh.cli "
+              f"on top of hussh.multi_conn {own['import'] * 1000:.1f} ms; parsing, expanding and showing "
+              f"{args.hosts} hosts' results {own['work'] * 1000:.1f} ms")
         memory = []
         if not args.no_memory:
             for mode in ("-q", "-g"):
@@ -217,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{m['peak_kib'] / 1024:.0f} MiB (at start {m['before_kib'] / 1024:.0f} MiB; "
                       f"{args.hosts} MB of output received); {m['summary']}")
         if args.json:
-            args.json.write_text(json.dumps({"runs": runs, "memory": memory}, indent=1))
+            args.json.write_text(json.dumps({"runs": runs, "own_work": own, "memory": memory}, indent=1))
         return 0
     finally:
         fleet.stop()
