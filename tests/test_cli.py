@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from clirun import Running, children, env, hussh
+
 from hussh import cli
 from hussh.hostlist import fold
 from scale.sshd_fleet import KEY_USER, PASSWORD, PASSWORD_USER

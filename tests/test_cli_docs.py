@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from clirun import REPO, Running, env
+
 from scale.sshd_fleet import PASSWORD
 
 DOC = REPO / "docs" / "cli.md"
