@@ -81,7 +81,7 @@ def test_group_gathers_identical_output_and_failures_by_kind(fleet, conn, hosts,
         f"{rule}\n{fold(a[1:])} (3)\n{rule}\n{KEY_USER}\n"
         f"{rule}\n{a[0]} (1) exit 3\n{rule}\n{KEY_USER}\n"
         f"{rule}\n127.77.9.[8-9] (2) ConnectError\n{rule}\n"
-        f"127.77.9.8: ConnectError: [Errno 111] connection refused by 127.77.9.8:{fleet.port}\n"
+        f"127.77.9.8: ConnectError: connection refused by 127.77.9.8:{fleet.port}\n"
         f"{rule}\n{silent} (1) ConnectTimeout\n{rule}\n"
         f"{silent}: ConnectTimeout: connecting to {silent} timed out after 1 seconds (TCP connect, handshake and login)\n"
     )
@@ -154,7 +154,7 @@ def test_ssh_config_names_and_password_from_the_environment(fleet, isolated_home
 def test_a_host_that_does_not_resolve_is_that_hosts_failure(fleet, conn, hosts):
     done = hussh("run", *hosts, "-H", "no-such-host!", *conn, "true")  # '!' fails before any DNS query
     assert done.returncode == 1
-    assert done.stderr.splitlines()[0].startswith("no-such-host!: ConnectError: [Errno -2] cannot resolve host")
+    assert done.stderr.splitlines()[0].startswith("no-such-host!: ConnectError: cannot resolve host")
     assert summary_of(done.stderr) == "4 ok, 1 ConnectError"
 
 
