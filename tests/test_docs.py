@@ -61,6 +61,9 @@ def docs_home(fleet, isolated_home, tmp_path, monkeypatch) -> Path:
         f"{hosts}Host bastion\n    HostName {fleet.addresses[0]}\n"
         f"Host *\n    User {KEY_USER}\n    Port {fleet.port}\n    IdentityFile {key}\n"
     )
+    runtime = tmp_path / "runtime"  # `python -m hussh.testing up` keeps its record here, apart from other runs'
+    runtime.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     monkeypatch.setenv("SSH_USER", PASSWORD_USER)
     monkeypatch.setenv("SSH_PASSWORD", PASSWORD)
     work = tmp_path / "work"
