@@ -7,7 +7,8 @@ pair, made per fleet and handed to the containers in their environment (no bind 
 With ``bastion=True`` the sshd containers publish nothing: they sit on an internal network, each
 at a fixed address, and a bastion container (same image, on both networks) is the one published
 sshd, ``fleet.bastion``. Needs a Docker daemon and the ``docker`` package
-(``pip install 'hussh-fleet[fleet]'``); the images are built on first use (``python -m hussh.testing image``), without a registry.
+(``pip install 'hussh-fleet[fleet]'``); the images are built on first use
+(``python -m hussh.testing image``), without a registry.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ DOCKER_WORKERS = 16
 # batches of at most half the limit; a slow start on 2 cores may wait long for the API.
 COMPOSE_ENV = {"COMPOSE_PARALLEL_LIMIT": "64", "COMPOSE_HTTP_TIMEOUT": "600"}
 SERVICES_PER_UP = 32
+# runc gives up freezing a container whose processes do not all stop in time ("unable to freeze":
+# seen pausing a bastion relaying 1000 tunnels on 2 cores at load 200) and thaws it again.
+PAUSE_ATTEMPTS = 5
 
 
 def _docker_client() -> docker.DockerClient:
@@ -78,6 +82,19 @@ def _each(items: list[Any], action: Callable[[Any], None]) -> None:
     if errors:
         shown = "; ".join(f"{getattr(item, 'name', item)}: {error}" for item, error in errors[:5])
         raise FleetError(f"{len(errors)} of {len(items)} docker actions failed: {shown}")
+
+
+def _pause(container: Container) -> None:
+    """``docker pause``, tried again while runc reports that it could not freeze the container in time."""
+    import docker.errors  # noqa: PLC0415 - optional dependency, only for this backend
+
+    for attempt in range(1, PAUSE_ATTEMPTS + 1):
+        try:
+            container.pause()
+            return
+        except docker.errors.APIError as error:
+            if "unable to freeze" not in str(error) or attempt == PAUSE_ATTEMPTS:
+                raise
 
 
 def _remove_project(client: docker.DockerClient, project: str) -> None:
@@ -330,7 +347,7 @@ class ComposeFleet(Fleet):
             _each(nodes, lambda i: self._net_fault(action, i, options.get("delay", 0.05)))
             return
         docker_actions: dict[str, Callable[[Container], None]] = {
-            "pause": lambda c: c.pause(), "unpause": lambda c: c.unpause(),
+            "pause": _pause, "unpause": lambda c: c.unpause(),
             "kill": lambda c: c.kill(), "start": lambda c: c.start(),
         }
         if action not in docker_actions:
