@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import hashlib
 import os
 import re
+import socket
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -262,6 +264,13 @@ def _host_patterns(pattern: str) -> WildcardPatternList | _CompiledPatterns:
         return patterns
 
 
+@lru_cache(maxsize=8)
+def _local_tokens(home_env: str) -> tuple[str, str, str, str]:
+    """This machine's name (long and short), the home directory and the uid, for ``%l %L %d %i``."""
+    local_host = socket.gethostname()
+    return local_host, local_host.split(".", 1)[0], os.path.expanduser("~"), str(os.getuid())
+
+
 def _tokenized(path: Path) -> tuple[Line, ...]:
     stat = os.stat(path)
     return _tokenize(str(path), stat.st_mtime_ns, stat.st_size)
@@ -322,6 +331,21 @@ class CachedClientConfig(SSHClientConfig):
                 self._options[option] = [self._expand_val(item) for item in value]
             elif isinstance(value, str):
                 self._options[option] = self._expand_val(value)
+
+    def _set_tokens(self) -> None:
+        """asyncssh's ``%`` tokens, with the parts that do not depend on the host computed once."""
+        if not CONFIG_CACHE_AVAILABLE:
+            super()._set_tokens()
+            return
+        local_host, short_local_host, home, uid = _local_tokens(os.environ.get("HOME", ""))
+        host = self._options.get("Hostname", self._orig_host)
+        port = str(self._options.get("Port", 22))
+        user = self._options.get("User") or self._local_user
+        conn_hash = hashlib.sha1("".join((local_host, host, port, user)).encode()).hexdigest()
+        self._tokens.update({"C": conn_hash, "h": host, "L": short_local_host, "l": local_host,
+                             "n": self._orig_host, "p": port, "r": user, "u": self._local_user, "i": uid})
+        if home != "~":
+            self._tokens["d"] = home
 
     def _match_host(self, option: str, args: list[str]) -> None:
         self._matching = _host_patterns(",".join(args)).matches(self._orig_host)

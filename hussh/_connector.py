@@ -109,7 +109,7 @@ async def open_connection(spec: ConnectSpec, bound: float | None = None) -> SSHC
             return await _open(spec, phase)
     except TimeoutError:
         if phase[0] == "bastion" and spec.jump is not None:
-            raise ConnectError(f"via bastion {spec.jump.target}: ConnectTimeout: no connection to the bastion "
+            raise ConnectError(f"via bastion {spec.jump.target}: ConnectTimeout: no answer from the bastion "
                                f"within this host's {bound:g} seconds") from None
         what = f"{spec.address} via bastion {spec.jump.target}" if spec.jump is not None else spec.address
         raise ConnectTimeout(

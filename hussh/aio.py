@@ -158,21 +158,23 @@ class AsyncConnection:
                 channel, _ = await conn.create_session(lambda: session, command, encoding=None)
         except TimeoutError:
             if deadline is not None and deadline <= open_by:
-                raise CommandTimeout(f"command timed out after {limit:g} seconds", session.result(-1)) from None
+                raise CommandTimeout(f"command timed out after {limit:g} seconds{_via(self.spec)}",
+                                     session.result(-1)) from None
             self._drop()
-            raise ConnectionLost(f"{self.spec.address} did not open a session within "
+            raise ConnectionLost(f"{self.spec.address}{_via(self.spec)} did not open a session within "
                                  f"{self.spec.connect_bound:g} seconds") from None
         except asyncssh.ChannelOpenError as exc:
             raise ConnectionLost(f"{self.spec.address} refused a session: {exc.reason}") from None
         except (asyncssh.DisconnectError, asyncssh.ConnectionLost, OSError) as exc:
             self._drop()
-            raise ConnectionLost(f"connection to {self.spec.address} lost: {exc}") from None
+            raise ConnectionLost(f"connection to {self.spec.address}{_via(self.spec)} lost: {exc}") from None
         try:
             async with asyncio.timeout_at(deadline):
                 lost = await session.finished
         except TimeoutError:
             _stop(channel)
-            raise CommandTimeout(f"command timed out after {limit:g} seconds", session.result(-1)) from None
+            raise CommandTimeout(f"command timed out after {limit:g} seconds{_via(self.spec)}",
+                                 session.result(-1)) from None
         except BaseException:
             _stop(channel)
             raise
@@ -180,7 +182,7 @@ class AsyncConnection:
             raise OutputLimitExceeded(session.overflow_reason(), session.result(-1))
         if lost is not None:
             self._drop()
-            raise ConnectionLost(f"connection to {self.spec.address} lost during the command: {lost}")
+            raise ConnectionLost(f"connection to {self.spec.address}{_via(self.spec)} lost during the command: {lost}")
         return session.result()
 
     async def _sftp_client(self) -> asyncssh.SFTPClient:
@@ -192,7 +194,7 @@ class AsyncConnection:
                     self._sftp = await conn.start_sftp_client()
             except TimeoutError:
                 self._drop()
-                raise ConnectionLost(f"{self.spec.address} did not start SFTP within "
+                raise ConnectionLost(f"{self.spec.address}{_via(self.spec)} did not start SFTP within "
                                      f"{self.spec.connect_bound:g} seconds") from None
             except asyncssh.Error as exc:
                 raise ConnectionLost(f"{self.spec.address} refused the SFTP subsystem: {exc}") from None
@@ -459,6 +461,12 @@ class _CommandSession(asyncssh.SSHClientSession[bytes]):
         return SSHResult(stdout, stderr, status)
 
 
+def _via(spec: ConnectSpec) -> str:
+    """`` via bastion user@host:port`` for a host behind one: when it stops answering, every host
+    behind it fails alike, and the message must say which bastion they share."""
+    return f" via bastion {spec.jump.target}" if spec.jump is not None else ""
+
+
 def _signal_status(name: str | None) -> int:
     """A shell-style ``128 + signal number`` for a command killed by a signal, else -1."""
     try:
@@ -485,12 +493,12 @@ async def _sftp_op(spec: ConnectSpec, path: str) -> AsyncIterator[None]:
         async with asyncio.timeout(spec.timeout or None):
             yield
     except TimeoutError:
-        raise HusshTimeout(f"SFTP on {where} timed out after {spec.timeout:g} seconds") from None
+        raise HusshTimeout(f"SFTP on {where}{_via(spec)} timed out after {spec.timeout:g} seconds") from None
     except asyncssh.SFTPError as exc:
         kind, code = _SFTP_ERRORS.get(exc.code, (OSError, errno.EIO))
         raise kind(code, exc.reason, where) from None
     except (asyncssh.DisconnectError, asyncssh.ConnectionLost) as exc:
-        raise ConnectionLost(f"connection lost during SFTP on {where}: {exc}") from None
+        raise ConnectionLost(f"connection lost during SFTP on {where}{_via(spec)}: {exc}") from None
 
 
 _SFTP_ERRORS = {

@@ -22,12 +22,15 @@ from ._config import ConfigResolver, SSHConfigArg
 from ._result import SSHResult
 from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, ConnectSpec, HostKeyChecking, Retry, make_spec
 from ._sync import Connection
+from ._views import Group, Summary, group_results, json_line, summarize
 from .aio import AsyncConnection
 from .errors import HusshError
 from .hostlist import Target, parse_target
 
 OnResult = Callable[[str, SSHResult], None]
 DEFAULT_BATCH_SIZE = 100
+OnTimedResult = Callable[[str, SSHResult, float], None]
+"""``on_timed_result(host, result, seconds)``: ``on_result`` plus the host's ``MultiResult.seconds``, for streaming views."""
 
 
 def _default_call_output() -> int:
@@ -109,6 +112,20 @@ class MultiResult(Mapping[str, SSHResult]):
         failed = self.failed
         if failed:
             raise PartialFailureException(self.succeeded, failed)
+
+    def grouped(self, by_error_kind: bool = False) -> list[Group]:
+        """Hosts with identical ``(status, stdout, stderr)`` together, largest group first, each with
+        its host list and their folded form (``web[001-117,119]``); outputs are shared, not copied.
+        ``by_error_kind`` groups hussh's own failures by ``error`` alone (their messages name each host)."""
+        return group_results(self._results, by_error_kind)
+
+    def summary(self) -> Summary:
+        """Hosts per outcome: ``"ok"``, ``"exit N"`` or the error kind; ``str()`` reads ``997 ok, 3 ConnectTimeout``."""
+        return summarize(self._results.values())
+
+    def json_lines(self) -> Iterator[str]:
+        """One JSON object per host, newline-terminated: host, status, stdout, stderr, error, seconds."""
+        return (json_line(host, result, self.seconds.get(host, 0.0)) for host, result in self._results.items())
 
     def __repr__(self) -> str:
         failed = sum(1 for r in self._results.values() if r.status != 0)
@@ -253,53 +270,64 @@ class MultiConnection:
                 self._active = [i for i in self._active if i not in failed]
         return results
 
-    def execute(self, command: str, timeout: float | None = None, *, on_result: OnResult | None = None) -> MultiResult:
+    def execute(self, command: str, timeout: float | None = None, *, on_result: OnResult | None = None,
+                on_timed_result: OnTimedResult | None = None) -> MultiResult:
         """Run ``command`` on every host; past ``timeout`` seconds a host gets ``status=-1`` with its partial output.
 
-        ``on_result(host, result)`` is called in this thread as each host finishes.
+        ``on_result(host, result)`` is called in this thread as each host finishes;
+        ``on_timed_result(host, result, seconds)`` also gets the host's seconds.
         """
-        return self._run(lambda req, idx, budget: p.Execute(req, [(i, command) for i in idx], timeout, budget), self._active,
-                         on_result)
+        return self._run(lambda req, idx, budget: p.Execute(req, [(i, command) for i in idx], timeout, budget),
+                         self._active, on_result, on_timed_result)
 
     def execute_map(self, host_command_map: Mapping[str, str], timeout: float | None = None, *,
-                    on_result: OnResult | None = None) -> MultiResult:
+                    on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None) -> MultiResult:
         """Run a different command per host, only on the hosts in ``host_command_map`` (upstream's name)."""
         commands = {self._index[h]: c for h, c in self._check_hosts(host_command_map).items()}
         return self._run(lambda req, idx, budget: p.Execute(req, [(i, commands[i]) for i in idx], timeout, budget),
-                         sorted(commands), on_result)
+                         sorted(commands), on_result, on_timed_result)
 
     def sftp_write(self, local_path: str | os.PathLike[str], remote_path: str | None = None, *,
-                   on_result: OnResult | None = None) -> MultiResult:
+                   on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None) -> MultiResult:
         """Copy a local file to every host; it is read once here, not once per host."""
         with open(local_path, "rb") as handle:
             data = handle.read()
-        return self.sftp_write_data(data, remote_path or os.fspath(local_path), on_result=on_result)
+        return self.sftp_write_data(data, remote_path or os.fspath(local_path), on_result=on_result,
+                                    on_timed_result=on_timed_result)
 
     def sftp_write_data(self, data: str | bytes, remote_path: str, *,
-                        on_result: OnResult | None = None) -> MultiResult:
+                        on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None) -> MultiResult:
         """Write ``data`` (text is UTF-8 encoded) to ``remote_path`` on every host."""
         payload = data.encode() if isinstance(data, str) else bytes(data)
         if len(payload) > p.MAX_REQUEST - (1 << 20):
             raise ValueError(f"sftp_write holds the data in memory once and sends it to each worker; "
                              f"{len(payload)} bytes is over its {p.MAX_REQUEST >> 20} MiB limit")
-        return self._run(lambda req, idx, _: p.WriteData(req, idx, payload, remote_path), self._active, on_result)
+        return self._run(lambda req, idx, _: p.WriteData(req, idx, payload, remote_path), self._active, on_result,
+                         on_timed_result)
 
     def sftp_read(self, remote_path: str, local_path: str | os.PathLike[str] | None = None, *,
-                  on_result: OnResult | None = None) -> MultiResult:
+                  on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None) -> MultiResult:
         """Read a remote file from every host: as each result's ``stdout``, or saved to ``local_path``.
 
         With more than one host, ``local_path`` must contain ``{host}``, replaced by each host's
         name, so hosts never overwrite each other's file; ``stdout`` then holds the path written.
         """
         if local_path is None:
-            return self._run(lambda req, idx, budget: p.ReadFile(req, idx, remote_path, budget=budget), self._active, on_result)
+            return self._run(lambda req, idx, budget: p.ReadFile(req, idx, remote_path, budget=budget), self._active,
+                             on_result, on_timed_result)
         template = os.fspath(local_path)
         if "{host}" not in template and len(self._active) > 1:
             raise ValueError("local_path must contain '{host}' when reading from several hosts, "
                              f"e.g. {template + '.{host}'!r}, so that hosts do not overwrite each other")
+        template = os.path.abspath(template)  # workers may not share this process's working directory
         paths = {i: template.replace("{host}", self._keys[i].replace("/", "_")) for i in self._active}
+        for directory in {os.path.dirname(path) for path in paths.values()} - {""}:
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError:
+                pass  # a host whose directory cannot be made fails on its own, naming its local file
         return self._run(lambda req, idx, _: p.ReadFile(req, idx, remote_path, [paths[i] for i in idx]), self._active,
-                         on_result)
+                         on_result, on_timed_result)
 
     def tail(self, remote_file: str) -> "MultiFileTailer":
         """A context manager reading what is appended to ``remote_file`` on every host."""
@@ -339,12 +367,18 @@ class MultiConnection:
         return mapping
 
     def _run(self, build: Callable[[int, list[int], int], p.Call], indices: list[int],
-             on_result: OnResult | None = None, on_host: OnHost | None = None) -> MultiResult:
+             on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None) -> MultiResult:
         if not indices:
             return MultiResult()
-        if on_result is not None:
+        on_host: OnHost | None = None
+        if on_result is not None or on_timed_result is not None:
             keys = self._keys
-            on_host = lambda index, result, seconds: on_result(keys[index], result)  # noqa: E731
+
+            def on_host(index: int, result: SSHResult, seconds: float) -> None:
+                if on_result is not None:
+                    on_result(keys[index], result)
+                if on_timed_result is not None:
+                    on_timed_result(keys[index], result, seconds)
         with self._lock:
             if self._pool is None:
                 self._pool = WorkerPool(self._specs, self._batch_size, self._workers, self._retry)

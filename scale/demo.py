@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import tempfile
 import time
+from pathlib import Path
 
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER, LoopbackFleet, loopback_addresses
@@ -27,10 +29,13 @@ def main() -> None:
     with LoopbackFleet(loopback_addresses(args.hosts, second_octet=88), port=args.port) as fleet:
         print(f"fleet ready in {time.monotonic() - started:.1f}s ({len(fleet.nodes())} sshd processes)")
         ran = time.monotonic()
-        mc = MultiConnection.from_shared_auth(fleet.addresses, username=PASSWORD_USER, password=PASSWORD,
-                                              port=fleet.port, batch_size=args.batch_size)
-        with mc:
-            results = mc.execute(args.command)
+        with tempfile.TemporaryDirectory() as scratch:  # the fleet's fresh host keys, checked strictly
+            known_hosts = fleet.write_known_hosts(Path(scratch) / "known_hosts")
+            mc = MultiConnection.from_shared_auth(fleet.addresses, username=PASSWORD_USER, password=PASSWORD,
+                                                  port=fleet.port, batch_size=args.batch_size,
+                                                  known_hosts=known_hosts, host_key_checking="strict")
+            with mc:
+                results = mc.execute(args.command)
         elapsed = time.monotonic() - ran
     for host, result in list(results.items())[:3]:
         print(f"  {host}: {result.stdout.strip()}")

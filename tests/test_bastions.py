@@ -294,7 +294,7 @@ def test_a_dropped_bastion_is_reopened_on_the_next_call(net, b1_key_as_default):
     with mc:
         assert not mc.execute("true").failed
         for pid in _sessions(net.b1):  # the bastion's side of our login dies
-            with contextlib.suppress(ProcessLookupError):  # gone with the one killed before it
+            with contextlib.suppress(ProcessLookupError):  # gone already
                 os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while connections_to("127.75.0.1", JUMP_PORT) and time.monotonic() < deadline:

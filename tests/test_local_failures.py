@@ -1,11 +1,10 @@
-"""Local failures during transfers: a read-only or full file system, a missing directory, a local file that
-is missing or vanishes. Each is that host's error (or one clear error before anything runs); the
+"""Local failures during transfers: a read-only or full file system, a directory that cannot be made, a local
+file that is missing or vanishes. Each is that host's error (or one clear error before anything runs); the
 other hosts are unaffected. File systems are small tmpfs mounts made (and unmounted) by the tests.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import subprocess
 from pathlib import Path
@@ -49,8 +48,8 @@ def mounts(tmp_path):
             subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
 
 
-def test_sftp_read_to_a_read_only_full_or_missing_directory_fails_only_those_hosts(mc, fleet, mounts, tmp_path,
-                                                                                    remote_dir):
+def test_sftp_read_into_a_read_only_full_or_blocked_directory_fails_only_those_hosts(mc, fleet, mounts, tmp_path,
+                                                                                     remote_dir):
     source = remote_dir / "big"
     source.write_bytes(os.urandom(SIZE))
     source.chmod(0o644)
@@ -58,19 +57,18 @@ def test_sftp_read_to_a_read_only_full_or_missing_directory_fails_only_those_hos
     full = mounts("full", "size=1m")
     root = tmp_path / "copies"
     root.mkdir()
-    ok, ro_host, full_host, gone_host = fleet.addresses
-    (root / ok).mkdir()
+    ok, ro_host, full_host, blocked_host = fleet.addresses
     (root / ro_host).symlink_to(read_only)
-    (root / full_host).symlink_to(full)  # gone_host: no directory at all
+    (root / full_host).symlink_to(full)
+    (root / blocked_host).write_text("a file where the directory should be")  # ok's directory is made
     results = mc.sftp_read(str(source), str(root / "{host}" / "copy"))
     assert results[ok].status == 0 and (root / ok / "copy").read_bytes() == source.read_bytes()
-    expected = {ro_host: (errno.EROFS, "Read-only file system"), full_host: (errno.ENOSPC, "No space left on device"),
-                gone_host: (errno.ENOENT, "No such file or directory")}
-    for host, (code, text) in expected.items():
+    expected = {ro_host: ("OSError", "Read-only file system"), full_host: ("OSError", "No space left on device"),
+                blocked_host: ("NotADirectoryError", "Not a directory")}
+    for host, (kind, text) in expected.items():
         result = results[host]
-        assert result.status == -1 and result.error == {errno.EROFS: "OSError", errno.ENOSPC: "OSError",
-                                                        errno.ENOENT: "FileNotFoundError"}[code]
-        assert text in result.stderr and "local file" in result.stderr and str(root / host / "copy") in result.stderr
+        assert result.status == -1 and result.error == kind, result
+        assert text in result.stderr and "(local file)" in result.stderr and str(root / host / "copy") in result.stderr
     assert mc.execute("true").succeeded.keys() == fleet.addresses  # the hosts themselves are fine
 
 

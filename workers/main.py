@@ -99,6 +99,11 @@ class Worker:
         self.released = asyncio.Event()
 
     def assign(self, message: p.Assign) -> None:
+        if message.cwd:
+            os.chdir(message.cwd)
+        if message.env is not None:
+            os.environ.clear()
+            os.environ.update(message.env)
         self.lanes = max(1, min(message.concurrency, self.fd_budget // 2))
         self.max_open = max(1, self.fd_budget - self.lanes)
         self.retry = message.retry

@@ -283,7 +283,8 @@ class WorkerPool:
             hosts = [(i, finalized(self.specs[i])) for i in range(number, len(self.specs), self.count)]
             keys = _credentials.ship(ref for _, spec in hosts for ref in _credentials.chain_key_refs(spec))
             worker = self.workers[number] = self._start()
-            worker.send(self.encoder.encode(p.Assign(hosts, self.shares[number], keys, self.retry)))
+            worker.send(self.encoder.encode(p.Assign(hosts, self.shares[number], keys, self.retry,
+                                                     os.getcwd(), dict(os.environ))))
         return worker
 
     def _start(self) -> _Worker:

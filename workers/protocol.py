@@ -44,6 +44,8 @@ class Assign(_Message):
     concurrency: int
     keys: list[tuple[str, str | None, KeyMaterial]] = []
     retry: Retry = Retry()
+    cwd: str = ""  # the caller's working directory and environment, which a worker started by the
+    env: dict[str, str] | None = None  # zygote does not share (a ProxyCommand may rely on them)
 
 
 class Connect(_Message):

@@ -121,6 +121,14 @@ class Fleet(abc.ABC):
     def nodes(self) -> list[tuple[Endpoint, ...]]:
         """The fault units: the endpoints of each sshd process or container, in order."""
 
+    def _servers(self) -> list[tuple[Endpoint, ...]]:
+        """Every fault unit with a host key: ``nodes()``, then any the endpoints are reached through (a bastion)."""
+        return self.nodes()
+
+    def _wait_ready(self, endpoints: list[Endpoint], timeout: float) -> None:
+        """Raise ``FleetError`` unless every endpoint sends its banner in time (probed from here)."""
+        wait_ready(endpoints, timeout)
+
     @abc.abstractmethod
     def host_public_key(self, endpoint: EndpointLike) -> str:
         """The ``type base64`` host key that ``endpoint`` presents."""
@@ -260,7 +268,7 @@ class Fleet(abc.ABC):
 
     def _reset_states(self) -> None:
         """Index endpoints by node and mark every node up (called by ``up``)."""
-        nodes = self.nodes()
+        nodes = self._servers()
         self._node_index = {e: i for i, node in enumerate(nodes) for e in node}
         self._states = [State.UP] * len(nodes)
 
@@ -276,7 +284,7 @@ class Fleet(abc.ABC):
         return sorted({self._node_index[e] for e in wanted})
 
     def _affected(self, indexes: list[int]) -> list[Endpoint]:
-        nodes = self.nodes()
+        nodes = self._servers()
         return sorted(e for i in indexes for e in nodes[i])
 
     def _apply(self, fault: str, endpoints: Iterable[EndpointLike], **options: Any) -> list[Endpoint]:
@@ -284,7 +292,7 @@ class Fleet(abc.ABC):
         chosen = self._nodes_of(endpoints)
         wrong = [i for i in chosen if self._states[i] not in allowed]
         if wrong:
-            shown = ", ".join(f"{self.nodes()[i][0]} ({self._states[i].value})" for i in wrong[:5])
+            shown = ", ".join(f"{self._servers()[i][0]} ({self._states[i].value})" for i in wrong[:5])
             raise FleetError(f"cannot {fault} nodes in these states: {shown}; heal them first")
         self._run(fault, chosen, options)
         return self._affected(chosen)
@@ -294,4 +302,4 @@ class Fleet(abc.ABC):
         for i in chosen:
             self._states[i] = State.UP if action == "restore" else TRANSITIONS[action][1]
         if action in BRINGS_UP:
-            wait_ready(self._affected(chosen), self.ready_timeout)
+            self._wait_ready(self._affected(chosen), self.ready_timeout)

@@ -6,19 +6,29 @@ container. So a fault has to sit behind it, in the container's network namespace
 them there (blackhole: docker-proxy has accepted, its dial hangs, the client hears nothing), resets
 them (refuse: docker-proxy closes the accepted connection at once), or redirects them to a fault
 proxy started in that namespace (slow). The rules die with the namespace; the proxy with its owner.
+
+Behind a bastion there is no docker-proxy: a node's namespace admits new connections only from
+the bastion (``admit_only``), since Docker's internal network leaves the host a route to it, and
+the fleet's readiness probes run from inside the node's namespace (``inside``).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from . import _proxy
 from ._errors import FleetError
 
 PROXY_PORT_OFFSET = 20000  # the slow proxy listens at each container port + this
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
 
 
 @dataclass
@@ -90,3 +100,28 @@ def undo(fault: NetFault) -> None:
     if fault.proxy is not None:
         fault.proxy.kill()
         fault.proxy.wait()
+
+
+def admit_only(pid: int, source: str) -> None:
+    """Reset new TCP connections into the namespace of ``pid`` unless they come from ``source`` or its loopback."""
+    _iptables(pid, "-A", ["filter", "INPUT", "-p", "tcp", "--syn", "!", "-s", source, "!", "-i", "lo",
+                          "-j", "REJECT", "--reject-with", "tcp-reset"])
+
+
+def inside(pid: int, action: Callable[[], T]) -> T:
+    """Run ``action`` in a thread of its own that entered the network namespace of ``pid`` (its sockets live there)."""
+    def entered() -> T:
+        libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            namespace = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+        except OSError:
+            raise FleetError(f"container process {pid} is gone") from None
+        try:
+            if libc.setns(namespace, CLONE_NEWNET) != 0:
+                raise FleetError(f"cannot enter the network namespace of pid {pid}: {os.strerror(ctypes.get_errno())}")
+        finally:
+            os.close(namespace)
+        return action()
+
+    with ThreadPoolExecutor(1) as thread:  # the thread ends with the pool: nothing else runs in that namespace
+        return thread.submit(entered).result()

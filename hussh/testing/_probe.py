@@ -59,7 +59,11 @@ def unanswered(endpoints: Iterable[Address], timeout: float) -> list[Address]:
 
 def wait_ready(endpoints: Iterable[Address], timeout: float) -> None:
     """Raise ``FleetError`` unless every endpoint sends its SSH banner within ``timeout`` seconds."""
-    silent = unanswered(endpoints, timeout)
+    raise_silent(unanswered(endpoints, timeout), timeout)
+
+
+def raise_silent(silent: list[Address], timeout: float) -> None:
+    """Raise ``FleetError`` naming the endpoints that sent no banner within ``timeout``, if any."""
     if silent:
         shown = ", ".join(f"{host}:{port}" for host, port in silent[:10])
         raise FleetError(f"{len(silent)} sshd sent no banner within {timeout:.0f}s: {shown}")

@@ -4,8 +4,11 @@ Each container (a node) runs ``per_container`` sshd at fixed host ports on 127.0
 ``_compose_layout``); pause, kill and start act on whole containers, network faults on their
 namespace (see ``_netns``). Login: user ``hussh``, password ``hussh``, or the fleet's own key
 pair, made per fleet and handed to the containers in their environment (no bind mount).
-Needs a Docker daemon and the ``docker`` package (``pip install 'hussh-fleet[fleet]'``); the
-images are built on first use (``python -m hussh.testing image``), without a registry.
+With ``bastion=True`` the sshd containers publish nothing: they sit on an internal network, each
+at a fixed address, and a bastion container (same image, on both networks) is the one published
+sshd, ``fleet.bastion``. Needs a Docker daemon and the ``docker`` package
+(``pip install 'hussh-fleet[fleet]'``); the images are built on first use
+(``python -m hussh.testing image``), without a registry.
 """
 
 from __future__ import annotations
@@ -20,15 +23,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from . import _netns, _registry
+from . import _netns, _registry, _subnet
 from ._base import Credentials, Endpoint, EndpointLike, Fleet
-from ._compose_layout import Node, compose_file, layout, taken_ports
+from ._compose_layout import Node, bastion_node, compose_file, internal_layout, layout, taken_ports
 from ._errors import FleetError
 from ._keys import write_ed25519, write_encrypted_rsa
-from ._probe import wait_ready
+from ._probe import raise_silent, unanswered
 from ._users import KEY_PASSPHRASE, PASSWORD, PASSWORD_USER
 
 if TYPE_CHECKING:
@@ -51,6 +55,9 @@ DOCKER_WORKERS = 16
 # batches of at most half the limit; a slow start on 2 cores may wait long for the API.
 COMPOSE_ENV = {"COMPOSE_PARALLEL_LIMIT": "64", "COMPOSE_HTTP_TIMEOUT": "600"}
 SERVICES_PER_UP = 32
+# runc gives up freezing a container whose processes do not all stop in time ("unable to freeze":
+# seen pausing a bastion relaying 1000 tunnels on 2 cores at load 200) and thaws it again.
+PAUSE_ATTEMPTS = 5
 
 
 def _docker_client() -> docker.DockerClient:
@@ -77,6 +84,19 @@ def _each(items: list[Any], action: Callable[[Any], None]) -> None:
         raise FleetError(f"{len(errors)} of {len(items)} docker actions failed: {shown}")
 
 
+def _pause(container: Container) -> None:
+    """``docker pause``, tried again while runc reports that it could not freeze the container in time."""
+    import docker.errors  # noqa: PLC0415 - optional dependency, only for this backend
+
+    for attempt in range(1, PAUSE_ATTEMPTS + 1):
+        try:
+            container.pause()
+            return
+        except docker.errors.APIError as error:
+            if "unable to freeze" not in str(error) or attempt == PAUSE_ATTEMPTS:
+                raise
+
+
 def _remove_project(client: docker.DockerClient, project: str) -> None:
     """Remove every container and network labelled with ``project``."""
     label = {"label": f"{PROJECT_LABEL}={project}"}
@@ -101,14 +121,33 @@ def remove(record: _registry.Record) -> None:
     shutil.rmtree(record["workdir"], ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Bastion:
+    """The one way into a fleet behind a bastion: its sshd on 127.0.0.1 and the logins it accepts."""
+
+    endpoint: Endpoint
+    credentials: Credentials
+    internal_address: str  # where the endpoints see its connections come from
+
+
 class ComposeFleet(Fleet):
-    """``count`` sshd endpoints in containers of ``per_container``, host ports from ``base_port``."""
+    """``count`` sshd endpoints in containers of ``per_container``, host ports from ``base_port``.
+
+    With ``bastion=True`` only the bastion is published, at ``base_port``; the endpoints are the
+    containers' ports at their addresses in ``subnet`` (default: a /16 of 10.128.0.0/9 picked by
+    the project's name), which only the bastion may connect to.
+    """
 
     ready_timeout = READY_TIMEOUT
 
     def __init__(self, count: int, per_container: int = PER_CONTAINER, base_port: int = BASE_PORT,
-                 project: str = PROJECT) -> None:
-        self.layout = layout(count, per_container, base_port)
+                 project: str = PROJECT, bastion: bool = False, subnet: str | None = None) -> None:
+        self.subnet = (subnet or _subnet.default_subnet(project)) if bastion else None
+        if self.subnet is None:
+            self.layout, self._bastion = layout(count, per_container, base_port), None
+        else:
+            self.layout = internal_layout(count, per_container, self.subnet)
+            self._bastion = bastion_node(base_port, self.subnet)
         self.project = project
         self.workdir: Path | None = None
         self._client: docker.DockerClient | None = None
@@ -135,8 +174,28 @@ class ComposeFleet(Fleet):
             raise FleetError("the fleet is not up")
         return self._credentials
 
+    @property
+    def bastion(self) -> Bastion | None:
+        """Where the fleet's bastion listens and its logins (the endpoints' own); None without one."""
+        if self._bastion is None or self._bastion.internal_address is None:
+            return None
+        return Bastion(self._bastion.endpoints()[0], self.credentials, self._bastion.internal_address)
+
     def nodes(self) -> list[tuple[Endpoint, ...]]:
         return [tuple(node.endpoints()) for node in self.layout]
+
+    @property
+    def _units(self) -> list[Node]:
+        """The containers faults act on, by index: the nodes, then the bastion if any."""
+        return self.layout + ([self._bastion] if self._bastion is not None else [])
+
+    def _servers(self) -> list[tuple[Endpoint, ...]]:
+        return [tuple(node.endpoints()) for node in self._units]
+
+    def known_hosts(self) -> str:
+        """known_hosts lines of every endpoint, then the bastion's."""
+        bastion = self.known_hosts_line(self._bastion.endpoints()[0]) if self._bastion is not None else ""
+        return super().known_hosts() + bastion
 
     def containers(self) -> list[Container]:
         """Every container of the project, running or not, in node order."""
@@ -152,7 +211,7 @@ class ComposeFleet(Fleet):
     def host_public_key(self, endpoint: EndpointLike) -> str:
         target = self._endpoint(endpoint)
         if target not in self._host_keys:
-            self._read_host_keys(self.layout[self._node_index[target]])
+            self._read_host_keys(self._units[self._node_index[target]])
         return self._host_keys[target]
 
     def _read_host_keys(self, node: Node) -> None:
@@ -180,10 +239,13 @@ class ComposeFleet(Fleet):
 
         _registry.reap_orphans()
         _remove_project(self.client, self.project)
-        taken = taken_ports(self.endpoints)
+        taken = taken_ports([e for node in self._units if node.published for e in node.endpoints()])
         if taken:
             raise FleetError(f"{len(taken)} ports already in use on 127.0.0.1, e.g. {taken[:5]}: "
                              "choose another base port")
+        in_use = _subnet.users(self.subnet, self.client) if self.subnet is not None else []
+        if in_use:
+            raise FleetError(f"{self.subnet} overlaps {', '.join(in_use)}: choose another subnet")
         self.workdir = Path(tempfile.mkdtemp(prefix="hussh-compose-"))
         self._register({"id": self.workdir.name, "backend": "compose", "project": self.project,
                         "workdir": str(self.workdir)})
@@ -191,14 +253,15 @@ class ComposeFleet(Fleet):
             ensure_images(self.client)
             authorized = self._write_client_keys()
             path = self.workdir / "compose.json"
-            path.write_text(json.dumps(compose_file(self.layout, SERVICE_IMAGE, authorized), indent=1))
+            path.write_text(json.dumps(compose_file(self._units, SERVICE_IMAGE, authorized, self.subnet), indent=1))
             deadline = time.monotonic() + (timeout or UP_TIMEOUT)
-            for first in range(0, len(self.layout), SERVICES_PER_UP):
-                batch = [node.service for node in self.layout[first : first + SERVICES_PER_UP]]
+            for first in range(0, len(self._units), SERVICES_PER_UP):
+                batch = [node.service for node in self._units[first : first + SERVICES_PER_UP]]
                 command = [*compose_command(), "--project-name", self.project, "--project-directory",
                            str(self.workdir), "--file", str(path), "up", "--detach", *batch]
                 self._compose(command, f"compose up of {batch[0]}..{batch[-1]}", deadline)
-            wait_ready(self.endpoints, ready_timeout)
+            self._admit_only_bastion(self.layout)
+            self._wait_ready([e for server in self._servers() for e in server], ready_timeout)
         except BaseException:
             self.down()
             raise
@@ -240,6 +303,35 @@ class ComposeFleet(Fleet):
 
     # ---------------------------------------------------------------- faults
 
+    def _wait_ready(self, endpoints: list[Endpoint], timeout: float) -> None:
+        """Probe published endpoints from here, those behind the bastion from inside their own container."""
+        wanted = set(endpoints)
+        deadline = time.monotonic() + timeout
+        inner = [(node, eps) for node in self._units if not node.published
+                 if (eps := [e for e in node.endpoints() if e in wanted])]
+
+        def probe(group: tuple[Node, list[Endpoint]]) -> list[tuple[str, int]]:
+            node, eps = group
+            return _netns.inside(self._pid(node), lambda: unanswered(eps, max(deadline - time.monotonic(), 1.0)))
+
+        with ThreadPoolExecutor(DOCKER_WORKERS) as pool:
+            silent_inside = pool.map(probe, inner)
+            silent = unanswered([e for node in self._units if node.published for e in node.endpoints()
+                                 if e in wanted], timeout)
+            silent += [e for found in silent_inside for e in found]
+        raise_silent(silent, timeout)
+
+    def _admit_only_bastion(self, nodes: list[Node]) -> None:
+        """Behind a bastion, let only the bastion connect to these nodes' containers (the host has a route)."""
+        if self._bastion is None or self._bastion.internal_address is None:
+            return
+        source = self._bastion.internal_address
+        _each([node for node in nodes if not node.published], lambda node: _netns.admit_only(self._pid(node), source))
+
+    def _pid(self, node: Node) -> int:
+        """The pid of the node's container's init (its namespaces), 0 if it is not running."""
+        return self._container(node).attrs["State"]["Pid"]
+
     def _container(self, node: Node) -> Container:
         found = self.client.containers.list(all=True, filters={
             "label": [f"{PROJECT_LABEL}={self.project}", f"{SERVICE_LABEL}={node.service}"]})
@@ -255,16 +347,18 @@ class ComposeFleet(Fleet):
             _each(nodes, lambda i: self._net_fault(action, i, options.get("delay", 0.05)))
             return
         docker_actions: dict[str, Callable[[Container], None]] = {
-            "pause": lambda c: c.pause(), "unpause": lambda c: c.unpause(),
+            "pause": _pause, "unpause": lambda c: c.unpause(),
             "kill": lambda c: c.kill(), "start": lambda c: c.start(),
         }
         if action not in docker_actions:
             raise FleetError(f"unknown fault {action!r}")
-        _each([self._container(self.layout[i]) for i in nodes], docker_actions[action])
+        _each([self._container(self._units[i]) for i in nodes], docker_actions[action])
+        if action == "start":  # a new namespace, without the rule that kept the host out
+            self._admit_only_bastion([self._units[i] for i in nodes])
 
     def _net_fault(self, kind: str, index: int, delay: float) -> None:
         assert self.workdir is not None
-        node = self.layout[index]
-        pid = self._container(node).attrs["State"]["Pid"]
+        node = self._units[index]
+        pid = self._pid(node)
         log = self.workdir / f"proxy_{node.service}.log"
         self._faults[index] = _netns.apply(kind, pid, node.container_ports(), delay, log)

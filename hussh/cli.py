@@ -1,0 +1,176 @@
+"""``hussh``: the operator's command line over ``MultiConnection`` (clush/pssh conventions).
+
+    hussh run  [HOSTS] [CONN] [OUTPUT] COMMAND...
+    hussh put  [HOSTS] [CONN] [OUTPUT] LOCAL REMOTE
+    hussh get  [HOSTS] [CONN] [OUTPUT] REMOTE LOCAL_DIR
+    hussh tail [HOSTS] [CONN] REMOTE_FILE
+    hussh fleet ...
+
+Exit status: 0 every host succeeded, 1 some host failed, 2 bad usage (nothing ran), 130
+interrupted. ``docs/cli.md`` describes every option, the output modes and the JSON schema.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ._cli_args import UsageError, connect, fail, parse
+from ._cli_output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Display, prefixed
+from .multi_conn import MultiConnection, MultiResult, OnTimedResult
+
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
+Operation = Callable[[OnTimedResult], MultiResult]
+
+_handler: logging.Handler | None = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hussh`` command; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["fleet"]:
+        return fleet(argv[1:])
+    try:
+        args = parse(argv)
+        configure_logging(args.verbose)
+        mc = connect(args)
+        if args.command == "tail":
+            return tail(mc, args.remote, args.interval)
+        return perform(mc, prepare(mc, args), args)
+    except UsageError as exc:
+        return fail(exc)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of our output went away (``| head``): stop quietly, as ``cat`` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def configure_logging(verbosity: int) -> None:
+    """Before any worker starts (they inherit it): hussh's warnings only, asyncssh's per-connection
+    lines from ``-v``, debug detail from ``-vv``; every line names the process it came from."""
+    global _handler
+    root = logging.getLogger()
+    if _handler is not None:  # main() called again in one process (tests, scripts): one handler, not two
+        root.removeHandler(_handler)
+    _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d [%(process)d] %(message)s", "%H:%M:%S"))
+    root.addHandler(_handler)
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.getLogger("hussh").setLevel(level)
+    logging.getLogger("asyncssh").setLevel(level)
+    if verbosity >= 2:
+        import asyncssh  # noqa: PLC0415 - already imported by hussh; named here for its debug switch
+
+        asyncssh.set_debug_level(2)
+
+
+def prepare(mc: MultiConnection, args: argparse.Namespace) -> Operation:
+    """The call to make for ``run``/``put``/``get``, with its local files checked (and directories made) first."""
+    if args.command == "run":
+        command = " ".join(args.cmd)
+        make_dir(args.outdir)
+        return lambda on_host: mc.execute(command, on_timed_result=on_host)
+    if args.command == "put":
+        try:
+            data = Path(args.local).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"hussh: cannot read {args.local}: {exc.strerror}") from None
+        return lambda on_host: mc.sftp_write_data(data, args.remote, on_timed_result=on_host)
+    make_dir(args.local_dir)
+    template = os.path.join(args.local_dir, "{host}")
+    return lambda on_host: mc.sftp_read(args.remote, template, on_timed_result=on_host)
+
+
+def make_dir(path: str | None) -> None:
+    if path is not None:
+        try:
+            Path(path).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"hussh: cannot create directory {path}: {exc.strerror}") from None
+
+
+def perform(mc: MultiConnection, operation: Operation, args: argparse.Namespace) -> int:
+    """Run the operation, showing hosts as they finish; Ctrl-C shows what finished and exits 130."""
+    hosts = mc.hosts
+    display = Display(args.mode, len(hosts), Path(args.outdir) if getattr(args, "outdir", None) else None,
+                      progress=args.mode != "quiet" and sys.stderr.isatty())
+    started = time.monotonic()
+    interrupted = False
+    try:
+        operation(display.host)
+    except KeyboardInterrupt:  # the pool has already stopped every worker
+        interrupted = True
+    except ValueError as exc:  # raised before anything ran (e.g. a file too large for put)
+        display.close()
+        mc.close()
+        return fail(UsageError(f"hussh: {exc}"))
+    try:
+        return display.finish(hosts, time.monotonic() - started, interrupted)
+    finally:
+        mc.close()
+
+
+def tail(mc: MultiConnection, remote: str, interval: float) -> int:
+    """Print lines appended to ``remote`` on every host, prefixed ``host: ``, until Ctrl-C (exit 130).
+
+    The tailer is entered but never exited: leaving it would read every file's whole tail once
+    more, which an interrupted run does not want; closing the connection drops the tails.
+    """
+    follower = mc.tail(remote)
+    partial: dict[str, str] = {}
+    reported: dict[str, str] = {}
+    try:
+        follower.__enter__()
+        report_errors(follower.errors, reported)
+        if len(follower.errors) == len(follower.hosts):
+            return EXIT_FAILED
+        while True:
+            for host, text in follower.read().items():
+                if text:
+                    complete, _, rest = (partial.pop(host, "") + text).rpartition("\n")
+                    if rest:
+                        partial[host] = rest
+                    if complete:
+                        sys.stdout.write(prefixed(host, complete + "\n"))
+            sys.stdout.flush()
+            report_errors(follower.errors, reported)
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        for host, rest in partial.items():
+            sys.stdout.write(prefixed(host, rest))
+        sys.stdout.flush()
+        return EXIT_INTERRUPTED
+    finally:
+        mc.close()
+
+
+def report_errors(errors: dict[str, str], reported: dict[str, str]) -> None:
+    """Print each host's tail error once (again if it changes)."""
+    for host, message in errors.items():
+        if reported.get(host) != message:
+            reported[host] = message
+            sys.stderr.write(prefixed(host, message))
+    sys.stderr.flush()
+
+
+def fleet(argv: list[str]) -> int:
+    """``hussh fleet ...``: the test-fleet tool of ``hussh.testing``, when this installation has it."""
+    try:
+        from hussh.testing.cli import main as fleet_main  # noqa: PLC0415 - optional, built separately
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("hussh.testing", "hussh.testing.cli"):
+            raise
+        print("hussh fleet: not available: this installation has no hussh.testing.cli", file=sys.stderr)
+        return EXIT_USAGE
+    return int(fleet_main(argv) or 0)
+
+
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "main"]
