@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-EXPERIMENTS = ("pipeline-auth",)
+EXPERIMENTS = ("pipeline-auth", "sftp-window", "skip-none", "cork", "tweaks-on", "chacha", "abort-close", "no-eof-reply")
 
 
 def pipeline_auth() -> None:
@@ -58,6 +58,83 @@ def pipeline_auth() -> None:
     _FleetConnection._packet_handlers = {**SSHClientConnection._packet_handlers,
                                          MSG_SERVICE_ACCEPT: process_service_accept}
     _FleetConnection._flush = hold_then_flush
+
+
+def sftp_window() -> None:
+    """``sftp_write_data`` with at most 16 x 64 KiB SFTP writes in flight per host (asyncssh's default is 128
+    requests of up to the server's write limit, ~255 KiB for OpenSSH: a whole 10 MB payload in flight, copied
+    per block, per host: batch_size copies of the payload in the client)."""
+    from hussh import aio
+
+    async def sftp_write_data(self, data, remote_path):  # type: ignore[no-untyped-def]
+        payload = data.encode() if isinstance(data, str) else data
+        sftp = await self._sftp_client()
+        async with aio._sftp_op(self.spec, remote_path):
+            async with sftp.open(remote_path, "wb", block_size=64 * 1024, max_requests=16) as remote:
+                await remote.write(payload)
+
+    aio.AsyncConnection.sftp_write_data = sftp_write_data
+
+
+def skip_none() -> None:
+    """Password-only logins send the password first, as ``_asyncssh_internals`` documents, but does not do: its
+    guard ``_has(SSHClientConnection, "_auth_methods")`` looks for an *instance* attribute on the class, so
+    ``SKIP_NONE_PROBE_AVAILABLE`` is False and every login starts with a ``none`` request the server refuses."""
+    from hussh import _asyncssh_internals as internals
+
+    internals.SKIP_NONE_PROBE_AVAILABLE = True  # connection_factory reads the module global at each connection
+
+
+def cork() -> None:
+    """Corked writes (one ``write()`` per loop turn), as documented; off for the same reason as skip-none
+    (``_transport`` and ``_loop`` are instance attributes, so ``CORK_AVAILABLE`` is False and ``_send`` was never
+    overridden)."""
+    from hussh._asyncssh_internals import FleetConnection
+
+    def _send(self, data):  # type: ignore[no-untyped-def]
+        if self._unsent is not None:
+            self._unsent.append(data)
+        elif self._transport:
+            self._unsent = [data]
+            self._loop.call_soon(self._flush, self._transport)
+
+    FleetConnection._send = _send
+
+
+def tweaks_on() -> None:
+    """Both of the above: the transport tweaks the README describes, actually in effect."""
+    skip_none()
+    cork()
+
+
+def chacha() -> None:
+    """chacha20-poly1305 first, as OpenSSH's and libssh2's (upstream's) clients negotiate it, instead of AES-GCM."""
+    from hussh import _connector
+
+    _connector._ENCRYPTION[:] = ["chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
+                                 "aes128-ctr", "aes192-ctr", "aes256-ctr"]
+
+
+def abort_close() -> None:
+    """Close by dropping the socket, as upstream does at exit, instead of MSG_DISCONNECT and waiting for the server."""
+    from hussh import aio
+
+    async def close(self):  # type: ignore[no-untyped-def]
+        conn = self._conn
+        if self._sftp is not None:
+            self._sftp.exit()
+        self._conn = self._sftp = None
+        if conn is not None:
+            conn.abort()
+
+    aio.AsyncConnection.close = close
+
+
+def no_eof_reply() -> None:
+    """Do not answer the server's CHANNEL_EOF with one of ours (asyncssh half-closes by default; libssh2 does not)."""
+    from hussh import aio
+
+    aio._CommandSession.eof_received = lambda self: True
 
 
 def apply(names: list[str]) -> None:
