@@ -161,6 +161,11 @@ class LoopbackBench:
         argv = [*wrap, self.python(tool), str(PEERS / (script or tool.script)), *tool.args, *extra,
                 "--targets", str(self.targets(size)), "--user", self.creds["user"], "--batch", str(self.args.batch_size)]
         argv += ["--password", self.creds["password"]] if "password" in self.creds else ["--key", self.creds["key"]]
+        return self.measure(name, argv, size, nofile=nofile, timeout=timeout, record=record)
+
+    def measure(self, name: str, argv: list[str], size: int, *, nofile: int | None = None,
+                timeout: float | None = None, record: bool = True) -> Measurement:
+        """Measure ``argv`` as tool ``name`` on ``size`` hosts (after waiting for a quiet machine)."""
         busy = wait_quiet(self.args.quiet_threshold, self.args.quiet_wait) if self.args.quiet_wait > 0 else 0.0
         m = run_measured(name, argv, size, self.env, nofile=nofile, timeout=timeout or self.args.timeout,
                          fleet=self.fleet_cpu, busy_before=busy, reaper=self.reaper,

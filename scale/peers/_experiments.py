@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 
-EXPERIMENTS = ("pipeline-auth", "sftp-window", "skip-none", "cork", "tweaks-on", "chacha", "abort-close", "no-eof-reply")
+EXPERIMENTS = ("pipeline-auth", "sftp-window", "skip-none", "cork", "tweaks-on", "chacha", "abort-close", "no-eof-reply",
+               "bastion-open-failed")
 
 
 def pipeline_auth() -> None:
@@ -135,6 +136,32 @@ def no_eof_reply() -> None:
     from hussh import aio
 
     aio._CommandSession.eof_received = lambda self: True
+
+
+def bastion_open_failed() -> None:
+    """A bastion out of descriptors refuses a direct-tcpip channel with code 2 (CONNECT_FAILED) and the bare reason
+    "open failed" (its socket() failed: EMFILE), not RESOURCE_SHORTAGE: treat that as "this link is full" too, so
+    the host is opened through another bastion login instead of failing. A target that refuses answers "connect
+    failed: ..." and still fails the host."""
+    import asyncssh
+
+    from hussh import _bastions
+
+    original = _bastions.BastionPool.open
+
+    async def open_(self, hop, factory, host, port):  # type: ignore[no-untyped-def]
+        for _ in range(_bastions.MAX_LINKS_PER_CALL):
+            link = await self._link(self.bastions.setdefault(hop, _bastions._Bastion(hop)))
+            try:
+                return await original(self, hop, factory, host, port)
+            except _bastions.ConnectError as exc:
+                if not str(exc).endswith(": open failed") or link.channels == 0:
+                    raise
+                link.full = True  # out of descriptors on the bastion: the next try opens another login
+        raise _bastions.ConnectError(f"{host}:{port} via bastion {hop.target}: no room for another tunnel")
+
+    assert asyncssh.OPEN_CONNECT_FAILED == 2
+    _bastions.BastionPool.open = open_
 
 
 def apply(names: list[str]) -> None:
