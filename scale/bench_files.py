@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--read-mb", type=float, default=1.0)
     parser.add_argument("--remote-write", help="remote path written (default: /dev/shm/<per-run dir>/payload.bin)")
     parser.add_argument("--only", choices=("write", "read"), help="run one of the two")
+    parser.add_argument("--section", default="files", help="README section name (default files)")
     parser.add_argument("--no-strace", action="store_true", help="skip the untimed strace run counting opens")
     args = parser.parse_args(argv)
     tools = args.tools.split(",")
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             sections.append(f"**{title}**\n\n```text\n{text}\n```")
         bench.save(all_summaries)
         if args.readme:
-            write_readme("files", bench.header(command_line("scale.bench_files"),
+            write_readme(args.section, bench.header(command_line("scale.bench_files"),
                                                "local opens counted in one more run under strace (at most 100 hosts)")
                          + "\n\n" + "\n\n".join(sections))
     return 0

@@ -181,11 +181,13 @@ def model(data: dict[str, Any], hosts: int = 100_000) -> list[str]:
 def plot(datasets: dict[str, dict[str, Any]], path: Path) -> None:
     """Wall and PSS against hosts, one line per tool and limit (in a matplotlib venv if this one has none)."""
     series = []
+    lowest = min(int(d["args"]["nofile"]) for d in datasets.values())
     for label, data in datasets.items():
         for tool, sizes in by_tool(data).items():
             points = [(n, s["wall_s"], s["pss_sum_mib"]) for n, s in sorted(sizes.items()) if ok(s)]
             if points:
-                series.append({"label": f"{tool} ({label})", "points": points})
+                series.append({"label": f"{tool} ({label})", "points": points,
+                               "dashed": len(datasets) > 1 and int(data["args"]["nofile"]) == lowest})
     spec = json.dumps({"series": series, "path": str(path),
                        "title": "connect + true + whoami + close, loopback fleet, batch 100"})
     python = sys.executable

@@ -23,7 +23,7 @@ def scaling(spec: dict) -> None:
     fig, (wall, memory) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=110)
     for series in spec["series"]:
         hosts = [p[0] for p in series["points"]]
-        style = "--" if "1024" in series["label"] else "-"
+        style = "--" if series.get("dashed") else "-"
         wall.plot(hosts, [p[1] for p in series["points"]], style, marker="o", label=series["label"])
         memory.plot(hosts, [p[2] for p in series["points"]], style, marker="o", label=series["label"])
     for ax, label in ((wall, "wall seconds (whole process, median)"), (memory, "peak PSS sum of the client, MiB")):
