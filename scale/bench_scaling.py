@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .measure import ensure_venv, machine_info, machine_line, mem_available_kib
-from .suite import README, RESULTS, SCALE, command_line, render, write_readme
+from .suite import RESULTS, SCALE, command_line, render, write_readme
 
 TOOLS = "hussh,hussh-2w,upstream,pssh"
 PID_RESERVE = 3000  # processes left for the machine's other work

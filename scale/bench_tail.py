@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             ("text KB/read", lambda s: s["chars_per_read"] and s["chars_per_read"] / 1000, ".0f"),
             ("CPU ms/read", lambda s: s["cpu_per_read_s"] and s["cpu_per_read_s"] * 1000, ".0f"),
             ("read wall s", lambda s: s["read_wall_median_s"], ".3f"),
+            ("wire/text", lambda s: s["chars_per_read"] and s["wire_sent_per_read"] / s["chars_per_read"], ".2f"),
+            ("CPU ms/MB text", lambda s: s["chars_per_read"] and s["cpu_per_read_s"] * 1e9 / s["chars_per_read"], ".0f"),
         ] + COMMON_COLUMNS[3:]
         table = render(summaries, columns)
         lines = [table]
@@ -75,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         if wire and cpu:
             lines.append(f"upstream/hussh per read: {wire:.1f}x the bytes on the wire, {cpu:.1f}x the client CPU "
                          f"(target >= 10x: bytes {'met' if wire >= 10 else 'MISSED'}, CPU {'met' if cpu >= 10 else 'MISSED'})")
+        lines.append("A read that takes longer than the interval makes the next one start at once and carry more new "
+                     "text, so per-read figures are compared with the text each read returned beside them: wire/text "
+                     "is the bytes on the wire per byte of new text, CPU ms/MB text the client CPU per MB of it.")
         lines.append(failures_text(summaries))
         text = "\n\n".join(x for x in lines if x)
         title = (f"{args.hosts} hosts appending {args.rate:g} lines/s each, read() every {args.interval:g} s "
