@@ -93,7 +93,8 @@ def sftp_write() -> None:
 def outputs() -> None:
     cpu, wall = tree_cpu(), time.perf_counter()
     results = execute(opts.command)
-    extra.update(execute_s=time.perf_counter() - wall, execute_cpu_s=tree_cpu() - cpu)
+    extra.update(execute_s=time.perf_counter() - wall, execute_cpu_s=tree_cpu() - cpu,
+                 stdout_chars=sum(len(stdout) for _, stdout, _ in results.values()))
     run.mark("execute")
     for host in run.hosts:
         error = error_of(results.get(host))
