@@ -30,28 +30,38 @@ with ratios to hussh. Tools other than hussh get venvs under ``--venv-root`` (cr
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
-import platform
-import resource
 import shutil
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER, LoopbackFleet, loopback_addresses
+from hussh.testing import (
+    KEY_USER,
+    PASSWORD,
+    PASSWORD_USER,
+    LoopbackFleet,
+    loopback_addresses,
+)
+
+from .measure import (
+    DEFAULT_VENV_ROOT,
+    FleetCPU,
+    Measurement,
+    OrphanReaper,
+    ensure_venv,
+    machine_info,
+    run_measured,
+    wait_quiet,
+)
+from .measure import median as _median
 
 PEERS = Path(__file__).resolve().parent / "peers"
-DEFAULT_VENV_ROOT = Path(os.environ.get("HUSSH_BENCH_VENVS", "/opt/hussh-bench"))
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+PHASES = ("start", "imported", "connected", "true", "whoami", "closed", "end")
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,9 @@ TOOLS = {
     tool.name: tool
     for tool in (
         Tool("hussh", "hussh_multi.py", label="hussh (this project)"),
+        Tool("hussh-2w", "hussh_multi.py", args=("--workers", "2"),
+             label="hussh with workers=2 (more hosts per worker than one worker's descriptors hold under a low limit: "
+                   "LRU eviction)"),
         Tool("upstream", "upstream_multi.py", ("hussh==0.3.3",), label="upstream hussh 0.3.3 (Rust)"),
         Tool("pssh", "pssh_parallel.py", ("parallel-ssh==2.16.0.post1",), label="parallel-ssh"),
         Tool("asyncssh", "asyncssh_gather.py", label="asyncssh, one asyncio loop"),
@@ -101,357 +114,27 @@ def tool_named(name: str) -> Tool | None:
     return None
 
 
-# --------------------------------------------------------------------------- venvs
+# --------------------------------------------------------------------------- one tool run
 
-def base_python() -> str:
-    """The interpreter behind this venv (venvs are made from it, not nested in ours)."""
-    candidate = getattr(sys, "_base_executable", None) or sys.executable
-    return candidate if os.path.exists(candidate) else shutil.which("python3") or sys.executable
-
-
-def ensure_venv(tool: Tool, root: Path) -> str:
-    """The python for ``tool``: ours, or ``root/venv-<tool>`` with its packages (made once, idempotently)."""
-    if not tool.packages:
-        return sys.executable
-    venv = root / f"venv-{tool.name}"
-    python = venv / "bin" / "python"
-    marker = venv / "hussh-bench.json"
-    wanted = {"packages": list(tool.packages)}
-    try:
-        if python.exists() and json.loads(marker.read_text()) == wanted:
-            return str(python)
-    except (OSError, ValueError):
-        pass
-    print(f"[bench] preparing {venv} with {' '.join(tool.packages)}", file=sys.stderr, flush=True)
-    if not python.exists():
-        root.mkdir(parents=True, exist_ok=True)
-        subprocess.run([base_python(), "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    *tool.packages], check=True)
-    marker.write_text(json.dumps(wanted))
-    return str(python)
-
-
-# --------------------------------------------------------------------------- process measurement
-
-def _children(pid: int) -> list[int]:
-    kids: list[int] = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as handle:
-                kids.extend(int(k) for k in handle.read().split())
-    except OSError:
-        pass
-    return kids
-
-
-def _tree(pid: int) -> list[int]:
-    pids, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        pids.append(current)
-        todo.extend(_children(current))
-    return pids
-
-
-def _rollup(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) of one process in KiB, (0, 0) if it is gone."""
-    rss = pss = 0
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as handle:
-            for line in handle:
-                if line.startswith("Rss:"):
-                    rss = int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss = int(line.split()[1])
-    except OSError:
-        pass
-    return rss, pss
-
-
-class TreeSampler(threading.Thread):
-    """Peak over time of the summed RSS and PSS of a process tree, and its peak process count."""
-
-    def __init__(self, pid: int, interval: float) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.interval = pid, interval
-        self.stop_event = threading.Event()
-        self.peak_rss_sum = self.peak_pss_sum = self.peak_procs = 0
-
-    def run(self) -> None:
-        while not self.stop_event.wait(self.interval):
-            pids = _tree(self.pid)
-            rss = pss = 0
-            for pid in pids:
-                r, p = _rollup(pid)
-                rss, pss = rss + r, pss + p
-            if rss:  # an exiting process reads as empty; keep the peak of real samples
-                self.peak_rss_sum = max(self.peak_rss_sum, rss)
-                self.peak_pss_sum = max(self.peak_pss_sum, pss)
-                self.peak_procs = max(self.peak_procs, len(pids))
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.join()
-
-
-@dataclass
-class Measurement:
-    tool: str
-    hosts: int
-    wall: float
-    cpu: float  # seconds, user + system, tool process plus reaped descendants
-    user: float
-    sys: float
-    orphan_cpu: float  # CPU of the tool's processes that it left behind (orphans the bench reaped)
-    maxrss_kib: int
-    pss_sum_kib: int
-    rss_sum_kib: int
-    procs: int
-    server_cpu: float | None
-    exit_code: int
-    timed_out: bool
-    report: dict | None
-    stderr_tail: str
-    phases: dict[str, float] = field(default_factory=dict)
-    other_cpu: float = 0.0  # machine CPU during the run spent neither by the tool nor by the fleet
-    other_frac: float = 0.0  # the same as a share of all cores over the run
-    busy_before: float = 0.0  # machine busy fraction just before the run
-
-    @property
-    def completed(self) -> int:
-        return int(self.report["completed"]) if self.report else 0
-
-    @property
-    def children_cpu(self) -> float | None:
-        """CPU of the processes the tool had reaped when it reported (hussh: its workers)."""
-        if not self.report or "cpu_children" not in self.report:
-            return None
-        return self.report["cpu_children"]["user"] + self.report["cpu_children"]["sys"]
-
-    def as_json(self) -> dict:
-        data = dict(self.__dict__)
-        data["completed"] = self.completed
-        return data
-
-
-def _limit_nofile(limit: int | None):
-    def apply() -> None:
-        if limit:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-    return apply
+def tool_python(tool: Tool, root: Path) -> str:
+    """The python for ``tool``: ours, or ``root/venv-<tool>`` with its packages (made once)."""
+    return ensure_venv(tool.name, tool.packages, root)
 
 
 def measure(tool: Tool, python: str, targets_file: Path, hosts: int, creds: dict[str, str], batch: int,
             env: dict[str, str], nofile: int | None, timeout: float, sample_interval: float,
-            fleet: "FleetCPU | None", busy_before: float = 0.0, reaper: "OrphanReaper | None" = None) -> Measurement:
-    """Run one tool once as its own process and measure the whole of it."""
-    argv = [python, str(PEERS / tool.script), *tool.args, "--targets", str(targets_file),
+            fleet: FleetCPU | None, busy_before: float = 0.0, reaper: OrphanReaper | None = None,
+            extra: tuple[str, ...] = ()) -> Measurement:
+    """Run one tool once (connect + true + whoami + close) as its own process and measure the whole of it."""
+    argv = [python, str(PEERS / tool.script), *tool.args, *extra, "--targets", str(targets_file),
             "--user", creds["user"], "--batch", str(batch)]
     argv += ["--password", creds["password"]] if "password" in creds else ["--key", creds["key"]]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        server_before = fleet.cpu() if fleet else None
-        machine_before = machine_busy()
-        spawned = time.monotonic()
-        started = time.perf_counter()
-        orphans_before = reaper.tool_cpu if reaper else 0.0
-        with reaper.lock if reaper else contextlib.nullcontext():
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
-                                    cwd=tempfile.gettempdir(), start_new_session=True,
-                                    preexec_fn=_limit_nofile(nofile))
-            if reaper:
-                reaper.known.add(proc.pid)
-                reaper.tool_sessions.add(proc.pid)
-        sampler = TreeSampler(proc.pid, sample_interval) if sample_interval > 0 else None
-        if sampler:
-            sampler.start()
-        timed_out = threading.Event()
-
-        def kill() -> None:
-            timed_out.set()
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # its own session: only the tool's processes
-            except ProcessLookupError:
-                pass
-
-        watchdog = threading.Timer(timeout, kill)
-        watchdog.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - started
-        if reaper:
-            reaper.known.discard(proc.pid)
-        watchdog.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if sampler:
-            sampler.stop()
-        if timed_out.is_set():
-            try:  # workers the tool could not reap
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if reaper:
-            reaper.reap()
-        orphan_cpu = (reaper.tool_cpu - orphans_before) if reaper else 0.0
-        server_cpu = None
-        if fleet:
-            fleet.quiesce()  # per-connection sshds still closing: their CPU belongs to this run
-            server_cpu = fleet.cpu() - server_before
-        machine_during = machine_busy() - machine_before
-        window = time.monotonic() - spawned
-        out.seek(0)
-        err.seek(0)
-        stdout = out.read().decode(errors="replace")
-        stderr = err.read().decode(errors="replace")
-    report = None
-    for line in reversed(stdout.splitlines()):
-        if line.startswith("{"):
-            try:
-                report = json.loads(line)
-            except ValueError:
-                pass
-            break
-    phases = {}
-    if report:
-        marks = report.get("marks", {})
-        previous = spawned
-        phases_order = ["start", "imported", "connected", "true", "whoami", "closed", "end"]
-        for name in phases_order:
-            if name in marks:
-                phases[name] = round(marks[name] - previous, 4)
-                previous = marks[name]
-        phases["exit"] = round(spawned + wall - previous, 4)
-    return Measurement(
-        tool=tool.name, hosts=hosts, wall=wall, cpu=usage.ru_utime + usage.ru_stime + orphan_cpu,
-        user=usage.ru_utime, sys=usage.ru_stime, orphan_cpu=orphan_cpu, maxrss_kib=usage.ru_maxrss,
-        pss_sum_kib=sampler.peak_pss_sum if sampler else 0, rss_sum_kib=sampler.peak_rss_sum if sampler else 0,
-        procs=sampler.peak_procs if sampler else 0, server_cpu=server_cpu, exit_code=proc.returncode,
-        timed_out=timed_out.is_set(), report=report, stderr_tail=stderr[-2000:], phases=phases,
-        other_cpu=max(0.0, machine_during - usage.ru_utime - usage.ru_stime - orphan_cpu - (server_cpu or 0.0)),
-        other_frac=max(0.0, machine_during - usage.ru_utime - usage.ru_stime - orphan_cpu - (server_cpu or 0.0))
-        / (window * len(os.sched_getaffinity(0))),
-        busy_before=busy_before,
-    )
-
-
-# --------------------------------------------------------------------------- the machine
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has spent busy (all cores), from ``/proc/stat``."""
-    with open("/proc/stat") as handle:
-        fields = [int(f) for f in handle.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
-
-def wait_quiet(threshold: float, limit: float, window: float = 0.5) -> float:
-    """Wait (up to ``limit`` s) until the machine is less than ``threshold`` busy over ``window`` s.
-
-    Other work on the machine (other test suites, containers) steals the cores a run measures;
-    returns the busy fraction last seen, so a run that had to start anyway can be flagged.
-    """
-    cpus = len(os.sched_getaffinity(0))
-    deadline = time.monotonic() + limit
-    while True:
-        before = machine_busy()
-        time.sleep(window)
-        busy = (machine_busy() - before) / (window * cpus)
-        if busy < threshold or time.monotonic() >= deadline:
-            return busy
-
-
-# --------------------------------------------------------------------------- the fleet
-
-class OrphanReaper(threading.Thread):
-    """Makes the bench a child subreaper and reaps, with their CPU, the processes orphaned under it.
-
-    sshd's per-connection processes can outlive their parent (seen: hundreds per 1000-host run,
-    depending on how the client disconnects); an orphan is reparented to the nearest subreaper
-    ancestor, normally init, and its CPU would vanish from the fleet's account. With the bench as
-    subreaper they come here: an orphan from a tool's session (the runner's session id) is that
-    tool's CPU, any other one the fleet's.
-    """
-
-    PR_SET_CHILD_SUBREAPER = 36
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.lock = threading.Lock()
-        self.known: set[int] = set()  # our own children, reaped by their owners (Popen, wait4)
-        self.tool_sessions: set[int] = set()
-        self.server_cpu = 0.0
-        self.tool_cpu = 0.0
-        self.reaped = 0
-        self.stop_event = threading.Event()
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        self.enabled = libc.prctl(self.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-
-    def run(self) -> None:
-        while not self.stop_event.wait(0.05):
-            self.reap()
-
-    def reap(self) -> int:
-        """Reap exited orphans; return how many orphans are still running."""
-        running = 0
-        with self.lock:
-            for pid in _children(os.getpid()):
-                if pid in self.known:
-                    continue
-                try:
-                    with open(f"/proc/{pid}/stat") as handle:
-                        session = int(handle.read().rsplit(")", 1)[1].split()[3])
-                    done, _, usage = os.wait4(pid, os.WNOHANG)
-                except (OSError, ValueError, IndexError):
-                    continue
-                if not done:
-                    running += 1
-                    continue
-                self.reaped += 1
-                if session in self.tool_sessions:
-                    self.tool_cpu += usage.ru_utime + usage.ru_stime
-                else:
-                    self.server_cpu += usage.ru_utime + usage.ru_stime
-        return running
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.join()
-
-
-class FleetCPU:
-    """CPU the sshd listeners, the per-connection sshds they reaped and the orphans we reaped have used."""
-
-    def __init__(self, pids: list[int], reaper: OrphanReaper | None = None) -> None:
-        self.pids = pids
-        self.reaper = reaper
-
-    def cpu(self) -> float:
-        ticks = 0
-        for pid in self.pids:
-            try:
-                with open(f"/proc/{pid}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-                ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-            except OSError:
-                pass
-        return ticks / CLK_TCK + (self.reaper.server_cpu if self.reaper else 0.0)
-
-    def quiesce(self, limit: float = 15.0) -> None:
-        """Wait until no per-connection sshd is left, so their CPU is counted and the next run starts clean."""
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            orphans = self.reaper.reap() if self.reaper else 0
-            if not orphans and not any(_children(pid) for pid in self.pids):
-                return
-            time.sleep(0.05)
+    return run_measured(tool.name, argv, hosts, env, nofile=nofile, timeout=timeout,
+                        sample_interval=sample_interval, fleet=fleet, busy_before=busy_before, reaper=reaper,
+                        phase_order=PHASES)
 
 
 # --------------------------------------------------------------------------- summaries
-
-def _median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
 
 def summarize(runs: list[Measurement]) -> dict:
     hosts = runs[0].hosts
@@ -477,7 +160,15 @@ def summarize(runs: list[Measurement]) -> dict:
         "maxrss_mib": _median([m.maxrss_kib for m in runs]) / 1024,
         "pss_sum_mib": _median([m.pss_sum_kib for m in runs]) / 1024,
         "procs": max(m.procs for m in runs),
+        "root_pss_mib": _median([m.root_pss_kib for m in runs]) / 1024,
+        "rest_pss_mib": _median([m.rest_pss_kib for m in runs]) / 1024,
+        "fleet_procs": max(m.fleet_procs for m in runs),
+        "fleet_rss_mib": _median([m.fleet_rss_kib for m in runs]) / 1024,
+        "mem_available_drop_mib": _median([m.mem_available_drop_kib for m in runs]) / 1024,
+        "server_cpu_s": _median(server) if server else None,
         "server_cpu_ms_per_host": _median(server) * 1000 / hosts if server else None,
+        "server_cpu_ms_min": min(server) * 1000 / hosts if server else None,
+        "server_cpu_ms_max": max(server) * 1000 / hosts if server else None,
         "other_load_pct": _median([m.other_frac for m in runs]) * 100,
         "other_load_max_pct": max(m.other_frac for m in runs) * 100,
         "phases": {k: _median([m.phases[k] for m in runs if k in m.phases])
@@ -503,16 +194,17 @@ def table(summaries: list[dict], base: str = "hussh") -> str:
     lines = []
     head = (f"{'tool':<{w}} {'version':<13} {'completed':<16} {'wall s':>7} {'(min-max)':>13} "
             f"{'CPU ms/host':>11} {'usr+sys':>11} {'children':>8} {'peak RSS MiB':>12} {'PSS sum MiB':>11} "
-            f"{'procs':>5} {'sshd CPU ms/host':>16} {'other load %':>12}")
+            f"{'procs':>5} {'sshd CPU ms/host (min-max)':>26} {'other load %':>12}")
     lines += [head, "-" * len(head)]
     for s in summaries:
-        server = f"{s['server_cpu_ms_per_host']:.2f}" if s["server_cpu_ms_per_host"] is not None else "-"
+        server = (f"{s['server_cpu_ms_per_host']:.2f} ({s['server_cpu_ms_min']:.2f}-{s['server_cpu_ms_max']:.2f})"
+                  if s["server_cpu_ms_per_host"] is not None else "-")
         lines.append(
             f"{s['tool']:<{w}} {s['version']:<13.13} {_ok(s):<16} {s['wall_s']:>7.2f} "
             f"{'(' + format(s['wall_min_s'], '.2f') + '-' + format(s['wall_max_s'], '.2f') + ')':>13} "
             f"{s['cpu_ms_per_host']:>11.2f} {format(s['user_ms_per_host'], '.2f') + '+' + format(s['sys_ms_per_host'], '.2f'):>11} "
             f"{s['children_ms_per_host']:>8.2f} {s['maxrss_mib']:>12.1f} {s['pss_sum_mib']:>11.1f} {s['procs']:>5} "
-            f"{server:>16} {format(s['other_load_pct'], '.0f') + ' (max ' + format(s['other_load_max_pct'], '.0f') + ')':>12}"
+            f"{server:>26} {format(s['other_load_pct'], '.0f') + ' (max ' + format(s['other_load_max_pct'], '.0f') + ')':>12}"
         )
     ref = next((s for s in summaries if s["tool"] == base), None)
     if ref is not None and len(summaries) > 1:
@@ -573,15 +265,6 @@ def check_targets(by_size: dict[int, list[dict]], nofile: int | None) -> list[st
     return verdicts
 
 
-def machine_info() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    mem = next((int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
-    ssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True)
-    return {
-        "cpu": cpu, "cpus": len(os.sched_getaffinity(0)), "mem_gib": round(mem / 2**20, 1),
-        "kernel": platform.release(), "python": platform.python_version(),
-        "openssh": (ssh.stderr or ssh.stdout).strip(), "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
-    }
 
 
 # --------------------------------------------------------------------------- main
@@ -607,10 +290,10 @@ def read_targets(path: str) -> list[str]:
 
 def plot(by_size: dict[int, list[dict]], tools: list[str], path: Path, title: str) -> None:
     """Median wall seconds against host count, one line per tool (matplotlib, from the bench extra)."""
-    import matplotlib  # noqa: PLC0415 - optional dependency, only for --plot
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     sizes = sorted(by_size)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
@@ -632,10 +315,10 @@ def write_readme_section(by_size: dict[int, list[dict]], sizes: list[int], args:
     """Replace the text between scale/README.md's markers for this kind of fleet with this run's tables."""
     readme = Path(__file__).with_name("README.md")
     text = readme.read_text()
-    kind = "compose" if args.compose else "loopback"
+    kind = args.section or ("compose" if args.compose else "loopback")
     start, end = f"<!-- bench-results:{kind}:start -->", f"<!-- bench-results:{kind}:end -->"
     if start not in text or end not in text:
-        raise SystemExit(f"{readme} lacks the markers {start} ... {end}")
+        text = text.rstrip() + f"\n\n{start}\n{end}\n"
     command = "python -m scale.bench " + " ".join(a for a in (sys.argv[1:] if sys.argv[1:] else []))
     body = [start, "", f"Generated by `{command.strip()}` on {time.strftime('%Y-%m-%d')}: {fleet_kind}, "
             f"batch {args.batch_size}, {args.repeat} rep(s) (median), {limit}.", ""]
@@ -685,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", action="store_true",
                         help="write the result tables into scale/README.md between its bench-results markers "
                              "(one pair for the loopback fleet, one for --compose)")
+    parser.add_argument("--section", help="README markers to write between (default loopback, or compose)")
     args = parser.parse_args(argv)
 
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
@@ -695,11 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         parser.error("--plot needs matplotlib: pip install '.[bench]' (make bench-compose does)")
     specs = {name: tool_named(name) for name in tools}
-    pythons = {name: ensure_venv(specs[name], args.venv_root) for name in tools}
+    pythons = {name: tool_python(specs[name], args.venv_root) for name in tools}
 
     compose = None
     if args.compose:
-        from hussh.testing import ComposeFleet  # noqa: PLC0415 - needs the docker SDK, only for this mode
+        from hussh.testing import ComposeFleet
 
         compose = ComposeFleet(args.compose, project="hussh-bench")
         started = time.perf_counter()

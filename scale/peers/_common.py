@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import resource
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -99,6 +101,15 @@ class Tally:
         self.failures: Counter[str] = Counter()
         self.examples: dict[str, str] = {}
 
+    def check(self, name: str, ok: bool, error: str | None = None) -> None:
+        """A host's verdict in a workload of its own (``error`` says what was wrong)."""
+        if ok:
+            self.completed += 1
+            return
+        key = _group(error or "wrong result")
+        self.failures[key] += 1
+        self.examples.setdefault(key, f"{name}: {(error or 'wrong result').strip()[:400]}")
+
     def host(self, name: str, true_status: int | None, whoami_status: int | None, whoami_stdout: str | None,
              error: str | None = None) -> None:
         if true_status == 0 and whoami_status == 0 and (whoami_stdout or "").strip() == self.run.user:
@@ -133,3 +144,67 @@ class Tally:
             **extra,
         }))
         sys.stdout.flush()
+
+
+# ---------------------------------------------------------------- what a runner can measure of itself
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as handle:
+                    todo.extend(int(k) for k in handle.read().split())
+        except OSError:
+            pass
+    return pids
+
+
+def tree_cpu() -> float:
+    """CPU seconds of this process, its live descendants (hussh's workers) and the children they reaped.
+
+    ``getrusage(RUSAGE_CHILDREN)`` only counts children once reaped; workers live across calls, so
+    a phase's CPU is read from ``/proc`` instead (threads included: upstream's runtime is threaded).
+    """
+    total = 0
+    for pid in _descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                total += sum(int(f) for f in handle.read().rsplit(")", 1)[1].split()[11:15])
+        except OSError:
+            pass
+    return total / _CLK_TCK
+
+
+def tree_pss_kib() -> int:
+    """Summed PSS of this process and its live descendants, in KiB."""
+    total = 0
+    for pid in _descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as handle:
+                total += next(int(line.split()[1]) for line in handle if line.startswith("Pss:"))
+        except (OSError, StopIteration):
+            pass
+    return total
+
+
+def wire_bytes(port: int) -> tuple[int, int]:
+    """(bytes servers sent, bytes they received) over the established TCP connections from local port ``port``.
+
+    Read with ``ss`` on the server ends, so it counts what crossed the wire for every client alike
+    (SSH framing and encryption included); take it before and after a phase and subtract.
+    """
+    out = subprocess.run(["ss", "-tinH", "state", "established", f"( sport = :{port} )"],
+                         capture_output=True, text=True, check=False).stdout
+    sent = received = 0
+    for match in re.finditer(r"bytes_acked:(\d+)|bytes_received:(\d+)", out):
+        if match.group(1):
+            sent += int(match.group(1))
+        else:
+            received += int(match.group(2))
+    return sent, received
