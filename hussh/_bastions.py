@@ -82,7 +82,7 @@ class BastionPool:
                 _, conn = await link.conn.create_connection(factory, host, port)  # type: ignore[arg-type]
             except asyncssh.ChannelOpenError as exc:
                 link.channels -= 1
-                if exc.code == asyncssh.OPEN_RESOURCE_SHORTAGE or "open files" in exc.reason.lower():
+                if _out_of_room(exc, link):
                     link.full = True  # the bastion's session process is out of descriptors: use another
                     continue
                 raise ConnectError(f"{host}:{port} via bastion {hop.target}: {exc.reason}") from None
@@ -141,6 +141,16 @@ class BastionPool:
             link.conn.close()
         await asyncio.gather(*(link.conn.wait_closed() for link in links), return_exceptions=True)
         self.bastions.clear()
+
+
+def _out_of_room(exc: asyncssh.ChannelOpenError, link: _Link) -> bool:
+    """A refusal meaning "this bastion login cannot take another tunnel", not "the target refused".
+
+    OpenSSH 9.2 answers a session process out of descriptors with code 2 (connect failed) and the
+    bare reason "open failed"; a target that refuses says "connect failed: ..." instead."""
+    if exc.code == asyncssh.OPEN_RESOURCE_SHORTAGE or "open files" in exc.reason.lower():
+        return True
+    return exc.code == asyncssh.OPEN_CONNECT_FAILED and exc.reason.strip() == "open failed" and link.channels > 0
 
 
 def _release(link: _Link) -> None:

@@ -26,6 +26,11 @@ from .errors import CommandTimeout, ConnectionLost, HusshError, HusshTimeout, Ou
 
 __all__ = ["AsyncConnection", "AsyncFileTailer", "AsyncInteractiveShell"]
 
+SFTP_BLOCK, SFTP_REQUESTS = 65536, 16
+"""SFTP writes in flight per host: 16 x 64 KiB. asyncssh's default (128 x ~255 KiB) holds the whole
+payload in memory once per host being served; this cut a 10 MB fan-out's memory growth by ~70%
+and the fleet's CPU by ~40% at about the same wall time (scale/README.md, experiment sftp-window)."""
+
 CLOSE_GRACE = 2.0
 """Seconds ``close()`` waits for the server to acknowledge the disconnect before dropping the socket."""
 
@@ -253,14 +258,14 @@ class AsyncConnection:
         sftp = await self._sftp_client()
         target = remote_path or local_path
         async with _sftp_op(self.spec, target):
-            await sftp.put(local_path, target)
+            await sftp.put(local_path, target, block_size=SFTP_BLOCK, max_requests=SFTP_REQUESTS)
 
     async def sftp_write_data(self, data: str | bytes, remote_path: str) -> None:
         """Write ``data`` (text is UTF-8 encoded) to ``remote_path``, replacing it."""
         payload = data.encode() if isinstance(data, str) else data
         sftp = await self._sftp_client()
         async with _sftp_op(self.spec, remote_path):
-            async with sftp.open(remote_path, "wb") as remote:
+            async with sftp.open(remote_path, "wb", block_size=SFTP_BLOCK, max_requests=SFTP_REQUESTS) as remote:
                 await remote.write(payload)
 
     async def sftp_list(self, path: str) -> list[str]:

@@ -342,3 +342,48 @@ def test_a_thousand_hosts_through_one_bastion_use_one_connection_per_worker(net,
         assert connections_to("127.75.0.1", JUMP_PORT) == 2  # 500 tunnels in each worker's one connection
         assert not mc.execute("true").failed
         assert connections_to("127.75.0.1", JUMP_PORT) == 2
+
+
+@pytest.fixture
+def hidden_hundred(net):
+    _remove_rules(HIDDEN_PORT)
+    try:
+        fleet = LoopbackFleet(loopback_addresses(100, second_octet=73), port=HIDDEN_PORT).up(timeout=60)
+    finally:
+        net.hide()
+    try:
+        yield fleet
+    finally:
+        fleet.down()
+
+
+@pytest.fixture
+def bastion_short_of_descriptors(net):
+    """b1's sshd (and so every session it forks from now on) may hold 48 descriptors."""
+    def nofile(pid: int, value: str | None = None) -> str:
+        args = ["prlimit", f"--pid={pid}", "--nofile", "--output=SOFT,HARD", "--noheadings"]
+        if value is not None:
+            args = ["prlimit", f"--pid={pid}", f"--nofile={value}"]
+        return subprocess.run(args, check=True, capture_output=True, text=True, timeout=10).stdout.split()
+    saved = {pid: ":".join(nofile(pid)) for pid in net.b1.pids()}
+    for pid in saved:
+        nofile(pid, "48:48")
+    try:
+        yield
+    finally:
+        for pid, value in saved.items():
+            with contextlib.suppress(subprocess.CalledProcessError):
+                nofile(pid, value)
+
+
+def test_a_bastion_out_of_descriptors_gets_another_connection(net, hidden_hundred, bastion_short_of_descriptors,
+                                                               b1_key_as_default):
+    """OpenSSH refuses a tunnel with a bare "open failed" once its session process runs out of
+    descriptors: hussh opens another login to the bastion and carries on."""
+    mc = MultiConnection.from_shared_auth(hidden_hundred.addresses, username=PASSWORD_USER, password=PASSWORD,
+                                          port=HIDDEN_PORT, proxy_jump=f"{KEY_USER}@127.75.0.1:{JUMP_PORT}",
+                                          workers=1, batch_size=100)
+    with mc:
+        results = mc.execute("true")
+        assert not results.failed, sorted({r.stderr for r in results.failed.values()})[:2]
+        assert connections_to("127.75.0.1", JUMP_PORT) >= 3  # ~40 tunnels per login at 48 descriptors
