@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import errno
+import logging
 import shlex
 import socket
 import weakref
@@ -37,6 +38,18 @@ _profiles: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Profiles] = weak
 ``id``, a forked child keeps its parent's loop object), then per credential profile."""
 
 internals.install_log_speedups()
+
+
+def _quiet_asyncssh() -> None:
+    """asyncssh logs every connection at INFO (1,300 lines for 100 hosts): noise from hussh's
+    transport at fleet scale. Unless asyncssh's logger was given a level, it passes warnings only;
+    ``logging.getLogger("asyncssh").setLevel(logging.INFO)`` brings the detail back."""
+    logger = logging.getLogger("asyncssh")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
+
+
+_quiet_asyncssh()
 
 
 def _profile_key(spec: ConnectSpec) -> tuple[object, ...]:
