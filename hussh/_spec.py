@@ -38,6 +38,13 @@ DEFAULT_KEY_FILES = ("id_ed25519", "id_ecdsa", "id_rsa", "id_ed25519_sk", "id_ec
 
 MAX_JUMPS = 8  # ProxyJump chains longer than this are a configuration loop
 
+BASTION_KEEPALIVE = 15.0
+"""Seconds between keepalives on a bastion connection when its config sets no ``ServerAliveInterval``.
+
+A bastion carries every host behind it: if it stops answering (paused, cut off) after the login,
+three unanswered keepalives close it, and with it every tunnel, so hosts still queued fail at once
+instead of each waiting out its own bound."""
+
 
 class _DefaultPort(int):
     """``22``, but recognisably "not given", so an ssh config ``Port`` can take its place."""
@@ -313,13 +320,14 @@ def _chain(chain: str | None, resolver: ConfigResolver, known_hosts: object, che
         except ValueError as exc:
             raise ConfigError(f"bad ProxyJump hop {text!r}: {exc}") from None
         own_jump: str | ConnectSpec | None = previous if number else None
+        hop_config = resolver.resolve(target.host, target.user, target.port)
         if number == 0:
-            hop_config = resolver.resolve(target.host, target.user, target.port)
             own_jump = _chain(hop_config.proxy_jump, resolver, known_hosts, checking, connect_timeout, depth + 1)
         previous = make_spec(
             target.host, port=target.port or DEFAULT_PORT, username=target.user,
             connect_timeout=connect_timeout, known_hosts=known_hosts,  # type: ignore[arg-type]
             host_key_checking=checking, proxy_jump=own_jump or "none", resolver=resolver,
+            keepalive_interval=0 if hop_config.server_alive_interval is not None else BASTION_KEEPALIVE,
         )
     resolver.jumps[cache_key] = previous
     return previous

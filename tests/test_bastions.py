@@ -387,3 +387,21 @@ def test_a_bastion_out_of_descriptors_gets_another_connection(net, hidden_hundre
         results = mc.execute("true")
         assert not results.failed, sorted({r.stderr for r in results.failed.values()})[:2]
         assert connections_to("127.75.0.1", JUMP_PORT) >= 3  # ~40 tunnels per login at 48 descriptors
+
+
+def test_a_frozen_bastion_is_noticed_by_its_keepalives(net, b1_key_as_default):
+    """Bastions get keepalives (15 s by default; 1 s here): a bastion that stops answering after the
+    login fails every host behind it within a few keepalives, not each host's own command bound."""
+    bastion = AsyncConnection("127.75.0.1", username=KEY_USER, port=JUMP_PORT, keepalive_interval=1)
+    mc = MultiConnection.from_shared_auth(net.hosts, username=PASSWORD_USER, password=PASSWORD, port=HIDDEN_PORT,
+                                          proxy_jump=bastion, workers=1)
+    with mc:
+        assert not mc.execute("true").failed
+        with net.b1.fault("pause", net.b1.endpoints):
+            results = mc.execute("true", timeout=60)
+        # ConnectionLost, not CommandTimeout: three unanswered 1 s keepalives closed the bastion long before
+        # the 60 s command bound
+        assert all(r.error == "ConnectionLost" for r in results.values()), {r.stderr for r in results.values()}
+        assert not mc.execute("true").failed  # a new bastion connection once it answers again
+    default = MultiConnection.from_shared_auth(["t"], proxy_jump="127.75.0.1", ssh_config=False)
+    assert default._specs[0].jump.keepalive_interval == 15.0
