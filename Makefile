@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DOCKER_UP := $(shell docker info >/dev/null 2>&1 && echo yes)
 
-.PHONY: setup demo test scale-image scale-test scale-full bench bench-compose clean
+.PHONY: setup demo test test-ray scale-image scale-test scale-full bench bench-compose clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,11 @@ demo: setup  ## the main job: a command across a local fleet of 300 real sshd en
 
 test: setup  ## every test: real sshd on loopback, plus a 40-endpoint docker compose fleet when Docker answers
 	$(PY) -m pytest -q -p no:cacheprovider -m "scale or not scale"
+
+test-ray: setup  ## the Ray engine's tests (hussh.ray, docs/beyond-one-machine.md) on a local 3-node Ray cluster
+	$(PY) -m pip install -q -e '.[test,ray]'
+	$(PY) -m pytest -q -p no:cacheprovider -m ray tests/test_ray_engine.py
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_docs.py -k beyond-one-machine
 
 scale-image: setup  ## build the fleet's base and sshd images locally (no registry needed)
 	$(PY) -m hussh.testing image

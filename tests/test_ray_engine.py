@@ -65,7 +65,8 @@ def ray_cluster(tmp_path_factory):
     from ray.cluster_utils import Cluster
 
     home = tmp_path_factory.mktemp("ray-home")
-    env = {"HOME": str(home), "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {"HOME": str(home), "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "PYTHONPATH": str(REPO_ROOT)}  # the actors import this checkout
     with pytest.MonkeyPatch.context() as patch:  # node processes inherit this environment
         for name, value in env.items():
             patch.setenv(name, value)
@@ -273,6 +274,32 @@ def test_a_node_removed_mid_call_fails_exactly_its_hosts_and_the_next_call_succe
 
 
 @ray_test
+def test_an_actor_that_dies_before_taking_its_hosts_is_placed_again(ray_cluster, fleet, hosts, monkeypatch):
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from hussh.ray import RayEngine
+    from workers.ray_engine import RayPool
+
+    placed = RayPool._placement
+    tries: list[int] = []
+
+    def nowhere_first(self, shard):  # as if its node had died: Ray gives up on the actor
+        tries.append(shard.number)
+        if tries.count(shard.number) == 1:
+            return {"scheduling_strategy": NodeAffinitySchedulingStrategy("ab" * 28, soft=False)}
+        return placed(self, shard)
+
+    monkeypatch.setattr(RayPool, "_placement", nowhere_first)
+    mc = with_key(fleet, hosts, engine=RayEngine(hosts_per_shard=2))
+    try:
+        assert [r.status for r in mc.connect().values()] == [0] * 4
+        assert sorted(tries) == [0, 0, 1, 1]
+        assert [r.stdout for r in mc.execute("whoami").values()] == [f"{KEY_USER}\n"] * 4
+    finally:
+        mc.close()
+
+
+@ray_test
 def test_a_stopped_actor_is_lost_after_the_stall_limit_and_re_created(ray_cluster, fleet, hosts, monkeypatch):
     from hussh.ray import RayEngine
 
@@ -323,7 +350,7 @@ CTRL_C_SCRIPT = """
 def test_ctrl_c_stops_remote_commands_and_leaves_no_actor_running(ray_cluster, fleet, hosts, remote_dir):
     from ray._private.state import actors
 
-    env = dict(os.environ, **ray_cluster.env, PYTHONPATH=str(REPO_ROOT), RAY_ADDRESS=ray_cluster.address,
+    env = dict(os.environ, **ray_cluster.env, RAY_ADDRESS=ray_cluster.address,
                FLEET=json.dumps([hosts, str(fleet.client_key), KEY_USER, str(remote_dir)]))
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CTRL_C_SCRIPT)], env=env, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)

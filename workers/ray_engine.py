@@ -58,7 +58,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hussh")
 
-BATCH_WINDOW = 0.05  # seconds of frames an actor gathers into one streamed object
+BATCH_WINDOW = 0.05  # seconds of frames an actor gathers into one streamed object, at least...
+BATCHES_PER_SECOND = 500  # ...and longer with many shards, so that the caller takes in at most about this many
 BATCH_BYTES = 8 << 20  # ...or fewer, once this much output is waiting
 MAX_PLACEMENTS = 3  # actors tried per shard and call when they die before taking their hosts
 
@@ -184,10 +185,13 @@ class ShardActor:
         return ray.get_runtime_context().get_node_id(), os.getpid(), os.path.dirname(workers.__file__ or "")
 
     @ray.method(num_returns="streaming")
-    async def handle(self, payload: bytes, assigned: object = None):  # noqa: ANN201 - a Ray streaming generator
+    async def handle(self, payload: bytes, assigned: object = None,  # noqa: ANN201 - a Ray streaming generator
+                     window: float = BATCH_WINDOW):
         """Run one call (an encoded ``p.Call``), yielding ``(files, frames)`` batches until ``CallDone``.
 
-        ``assigned`` is the ``assign`` call's result, passed so that Ray runs this after it.
+        A batch is what was emitted in the last ``window`` seconds (or ``BATCH_BYTES``); the end of
+        the call is sent at once. ``assigned`` is the ``assign`` call's result, passed so that Ray
+        runs this after it.
         Cancelled (``ray.cancel``: Ctrl-C), it cancels the worker's call, which sends a KILL
         signal to the remote commands still running, as a timeout does. The parent sends the
         next call as soon as it has this one's ``CallDone``, maybe before this generator has
@@ -203,7 +207,7 @@ class ShardActor:
         try:
             while not task.done():
                 full = asyncio.ensure_future(box.full.wait())
-                await asyncio.wait((task, full), timeout=BATCH_WINDOW, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait((task, full), timeout=window, return_when=asyncio.FIRST_COMPLETED)
                 full.cancel()
                 if box:
                     yield box.take()
@@ -333,6 +337,7 @@ class RayPool:
         self.encoder = msgspec.msgpack.Encoder()
         self.decoder = msgspec.msgpack.Decoder(p.Reply)
         self.max_reply = p.reply_limit(max((spec.max_output for spec in specs), default=1))
+        self.window = max(BATCH_WINDOW, self.count / BATCHES_PER_SECOND)
         self.lock = threading.RLock()
         self.calling = False
 
@@ -375,7 +380,7 @@ class RayPool:
                 payload = self.encoder.encode(call)
                 try:
                     self._ensure(shard)
-                    generator = shard.actor.handle.remote(payload, shard.assigned)
+                    generator = shard.actor.handle.remote(payload, shard.assigned, self.window)
                 except ray.exceptions.RayError as exc:
                     self._lose(shard, set(shard_indices), gathered, f"could not start or reach it ({_reason(exc)})")
                     continue
@@ -396,8 +401,10 @@ class RayPool:
         next_log = time.monotonic() + local.PROGRESS_EVERY
         while streams:
             by_generator = {id(s.generator): s for s in streams.values()}
-            ready, _ = ray.wait([s.generator for s in streams.values()], num_returns=1,
-                                timeout=min(1.0, local.STALL_LIMIT))
+            generators = [s.generator for s in streams.values()]
+            ready, _ = ray.wait(generators, num_returns=1, timeout=min(1.0, local.STALL_LIMIT))
+            if ready and len(generators) > 1:  # every shard with a batch waiting, not only the first
+                ready, _ = ray.wait(generators, num_returns=len(generators), timeout=0)
             for generator in ready:
                 stream = by_generator[id(generator)]
                 stream.heard = time.monotonic()
@@ -497,7 +504,7 @@ class RayPool:
         self._kill(shard)
         try:
             self._ensure(shard)
-            stream.generator = shard.actor.handle.remote(stream.payload, shard.assigned)
+            stream.generator = shard.actor.handle.remote(stream.payload, shard.assigned, self.window)
         except ray.exceptions.RayError:
             return False
         stream.placed += 1
