@@ -10,11 +10,15 @@ make a ``MultiConnection`` -> connect -> ``true`` -> ``whoami`` -> close, timing
 engines get the same ``workers=`` (shards), the local engine's default for this many hosts, and
 the same ``batch_size``. Worker start-up counts (fork for the local engine, actor creation for
 Ray), as it does for a script; the cluster's start does not. HOME is a temporary directory
-(known_hosts, Ray's token). One warm-up round of each engine
-runs first and is reported apart (it starts the local engine's zygote, since this process has
-Ray's threads, and Ray's first worker processes).
+(known_hosts, Ray's token). One warm-up round of each engine runs first and is reported apart
+(it starts the local engine's zygote, since this process has Ray's threads, and Ray's first
+worker processes).
 
-Beside the wall times it measures what the cost model in docs/beyond-one-machine.md needs: each
+Beside the wall times, each round's client CPU: this process (with its Ray threads), the local
+engine's worker processes, and every process of the one-machine Ray cluster (GCS, raylet, actors),
+but not the fleet's sshd. On a machine shared with other work, wall times move with the others'
+load while CPU seconds barely do: the ratio of client CPU is the steadier measure of what the Ray
+engine adds. It also measures what the cost model in docs/beyond-one-machine.md needs: each
 engine's per-call overhead (a ``true`` on already connected hosts, small and large), the time an
 actor takes to start and take its hosts, and the memory (PSS) and CPU of the worker processes
 or actors. Each run waits first (``--quiet-wait``) for the machine to be under ``--quiet``
@@ -66,6 +70,36 @@ def cpu(pid: int) -> float:
         return 0.0
 
 
+def tree_times(root: int, exclude: set[int]) -> dict[int, float]:
+    """pid -> CPU seconds (user + system, its threads included) of ``root`` and its descendants,
+    outside ``exclude``'s subtrees: this process with its Ray threads, the local engine's zygote and
+    workers, and every process of the one-machine Ray cluster (GCS, raylet, workers, actors)."""
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry)
+        children.setdefault(int(fields[1]), []).append(pid)
+        times[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    found, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in exclude or pid not in times:
+            continue
+        found[pid] = times[pid]
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+FLEET_PIDS: set[int] = set()
+
+
 def pids_of(mc: MultiConnection) -> list[int]:
     pool = mc._pool
     if hasattr(pool, "where"):
@@ -76,6 +110,7 @@ def pids_of(mc: MultiConnection) -> list[int]:
 def one_round(name: str, engine, hosts: list[str], batch: int, workers: int) -> dict:
     """make -> connect -> true -> whoami -> close, each phase timed; worker memory and CPU."""
     marks = [("start", time.perf_counter())]
+    before = tree_times(os.getpid(), FLEET_PIDS)
     mc = MultiConnection.from_shared_auth(hosts, username=PASSWORD_USER, password=PASSWORD, batch_size=batch,
                                           workers=workers, engine=engine)
     connected = mc.connect()
@@ -89,30 +124,41 @@ def one_round(name: str, engine, hosts: list[str], batch: int, workers: int) -> 
     used = sum(cpu(pid) for pid in pids)
     mc.close()
     marks.append(("close", time.perf_counter()))
+    time.sleep(1.0)  # the same settling time for both engines
+    after = tree_times(os.getpid(), FLEET_PIDS)
+    # Workers and actors are counted as they were before close (they exit then, and Ray's raylet
+    # does not account for the children it reaps); every other process by what it spent meanwhile.
+    total = used + sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items() if pid not in pids)
     ok = sum(1 for h in hosts if connected[h].status == 0 and first[h].status == 0
              and second[h].stdout == f"{PASSWORD_USER}\n")
     phases = {label: round(marks[i][1] - marks[i - 1][1], 3) for i, (label, _) in enumerate(marks) if i}
     return {"engine": name, "wall": round(marks[-1][1] - marks[0][1], 3), "phases": phases, "ok": ok,
-            "shards": len(pids), "pss_mb": round(memory / 2**20, 1), "worker_cpu": round(used, 2)}
+            "shards": len(pids), "pss_mb": round(memory / 2**20, 1), "worker_cpu": round(used, 2),
+            "client_cpu": round(total, 2)}
 
 
-def call_overhead(engine, hosts: list[str], workers: int, calls: int) -> dict:
-    """Median seconds of ``execute("true")`` on already connected hosts, for ``len(hosts)`` hosts."""
-    mc = MultiConnection.from_shared_auth(hosts, username=PASSWORD_USER, password=PASSWORD, workers=workers,
-                                          engine=engine)
+def call_overhead(engines: dict, hosts: list[str], workers: int, calls: int) -> dict:
+    """Seconds of ``execute("true")`` on already connected hosts, per engine: both connected at
+    once and called in turn, so that other load on the machine hits both alike."""
+    conns = {name: MultiConnection.from_shared_auth(hosts, username=PASSWORD_USER, password=PASSWORD,
+                                                    workers=workers, engine=engine)
+             for name, engine in engines.items()}
+    times: dict[str, list[float]] = {name: [] for name in conns}
     try:
-        mc.connect()
-        mc.execute("true")
-        times = []
+        for mc in conns.values():
+            mc.connect()
+            mc.execute("true")
         for _ in range(calls):
-            started = time.perf_counter()
-            results = mc.execute("true")
-            times.append(time.perf_counter() - started)
-            assert len(results.succeeded) == len(hosts)
+            for name, mc in conns.items():
+                started = time.perf_counter()
+                results = mc.execute("true")
+                times[name].append(time.perf_counter() - started)
+                assert len(results.succeeded) == len(hosts)
     finally:
-        mc.close()
-    return {"hosts": len(hosts), "median_ms": round(1000 * statistics.median(times), 1),
-            "min_ms": round(1000 * min(times), 1)}
+        for mc in conns.values():
+            mc.close()
+    return {name: {"hosts": len(hosts), "median_ms": round(1000 * statistics.median(values), 1),
+                   "min_ms": round(1000 * min(values), 1)} for name, values in times.items()}
 
 
 def actor_start(hosts: list[str], shards: int) -> dict:
@@ -169,6 +215,7 @@ def main() -> None:
                     "ray": ray.__version__, "rounds": [], "warmup": []}
     with LoopbackFleet(loopback_addresses(args.hosts, args.second_octet), port=args.port) as fleet:
         hosts = [str(endpoint) for endpoint in fleet.endpoints]
+        FLEET_PIDS.update(fleet.pids())
         started = time.perf_counter()
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                  object_store_memory=200 << 20)
@@ -184,9 +231,8 @@ def main() -> None:
                     result["busy_before"] = round(busy, 2)
                     report["rounds"].append(result)
                     print(json.dumps(result), flush=True)
-            report["overhead"] = {
-                name: [call_overhead(engines[name], hosts[:size], workers, args.calls) for size in (4, args.hosts)]
-                for name in ("local", "ray")}
+            sizes = [call_overhead(engines, hosts[:size], workers, args.calls) for size in (4, args.hosts)]
+            report["overhead"] = {name: [size[name] for size in sizes] for name in engines}
             report["actor_start"] = [actor_start(hosts[:size], shards)
                                      for size, shards in ((2, 1), (16 * 8, 8))]
         finally:
@@ -201,7 +247,8 @@ def summarize(report: dict) -> None:
     med = {name: statistics.median(r["wall"] for r in rounds) for name, rounds in by.items() if rounds}
     print(f"\n{report['hosts']} hosts, batch {report['batch_size']}, {report['workers']} worker(s)/shard(s), "
           f"{report['cpus']} cores, Ray {report['ray']} (cluster start {report['cluster_start_s']} s, not counted)")
-    print(f"{'engine':8} {'wall (median)':>14} {'min':>7} {'max':>7}  phases (median s)        PSS MB  worker CPU s  ok")
+    print(f"{'engine':8} {'wall (median)':>14} {'min':>7} {'max':>7}  phases (median s)"
+          "                                 PSS MB  worker CPU s  client CPU s  ok")
     for name, rounds in by.items():
         if not rounds:
             continue
@@ -211,10 +258,14 @@ def summarize(report: dict) -> None:
               + " ".join(f"{k}={v:.2f}" for k, v in phases.items())
               + f"  {statistics.median(r['pss_mb'] for r in rounds):>6.0f}"
               f"  {statistics.median(r['worker_cpu'] for r in rounds):>10.2f}"
+              f"  {statistics.median(r['client_cpu'] for r in rounds):>12.2f}"
               f"  {min(r['ok'] for r in rounds)}/{report['hosts']}")
     if "local" in med and "ray" in med:
         print(f"ray / local wall: {med['ray'] / med['local']:.2f}x "
-              f"(per repetition: {', '.join(f'{r:.2f}' for r in ratios(by))})")
+              f"(per repetition: {', '.join(f'{r:.2f}' for r in ratios(by, 'wall'))})")
+        cpu = {name: statistics.median(r["client_cpu"] for r in rounds) for name, rounds in by.items()}
+        print(f"ray / local client CPU: {cpu['ray'] / cpu['local']:.2f}x "
+              f"(per repetition: {', '.join(f'{r:.2f}' for r in ratios(by, 'client_cpu'))})")
     print("warm-up:", ", ".join(f"{r['engine']} {r['wall']:.2f} s" for r in report["warmup"]))
     for name, sizes in report.get("overhead", {}).items():
         print(f"per-call overhead, {name}: " + ", ".join(
@@ -224,8 +275,8 @@ def summarize(report: dict) -> None:
               f"{start['pss_mb_each']} MB PSS each")
 
 
-def ratios(by: dict) -> list[float]:
-    return [r["wall"] / l["wall"] for l, r in zip(by["local"], by["ray"])]
+def ratios(by: dict, key: str) -> list[float]:
+    return [r[key] / l[key] for l, r in zip(by["local"], by["ray"])]
 
 
 if __name__ == "__main__":

@@ -167,6 +167,7 @@ class ShardActor:
         self.spool = ""
         self.current: asyncio.Task[None] | None = None
         self.worker = Worker(lambda message: self.outbox.emit(message), raise_fd_limit())
+        gc.freeze()  # what Ray and the imports made is never garbage: stop scanning it
 
     def __repr__(self) -> str:  # what Ray's state API shows (repr_name): nothing secret
         return f"hussh-shard-{self.name}"
