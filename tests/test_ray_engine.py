@@ -1,7 +1,8 @@
 """The Ray engine: the same MultiConnection with its shards as Ray actors on a local 3-node cluster.
 
 One ``ray.cluster_utils.Cluster`` per module: three nodes labelled ``region`` a, b and c (no CPUs
-to hand out: shard actors take ``num_cpus=0``), 100 MB object stores, its own HOME, no dashboard.
+to hand out: shard actors take ``num_cpus=0``), 100 MB object stores, its own HOME, no dashboard,
+no token authentication (conftest.py: one mode for the whole session, loopback only).
 Hosts are the session's loopback fleet, logged in with an explicit key (or an explicit password),
 so nothing reads or writes the real ``~/.ssh``. Every wait is bounded.
 
@@ -65,8 +66,7 @@ def ray_cluster(tmp_path_factory):
     from ray.cluster_utils import Cluster
 
     home = tmp_path_factory.mktemp("ray-home")
-    env = {"HOME": str(home), "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "PYTHONPATH": str(REPO_ROOT)}  # the actors import this checkout
+    env = {"HOME": str(home), "PYTHONPATH": str(REPO_ROOT)}  # the actors import this checkout (conftest: no token auth)
     with pytest.MonkeyPatch.context() as patch:  # node processes inherit this environment
         for name, value in env.items():
             patch.setenv(name, value)
@@ -411,6 +411,44 @@ def test_ctrl_c_stops_remote_commands_and_leaves_no_actor_running(ray_cluster, f
     finally:
         proc.kill()
         proc.wait()
+
+
+ENDING_SCRIPT = """
+    import json, os, sys
+    import ray
+    from hussh.multi_conn import MultiConnection
+    from hussh.ray import RayEngine
+    ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+    hosts, key, user, _ = json.loads(os.environ["FLEET"])
+    mc = MultiConnection.from_shared_auth(hosts, username=user, private_key=key, engine=RayEngine(hosts_per_shard=2))
+    mc.connect()
+    pids = [pid for _, pid, _ in mc._pool.where().values()]
+    print(json.dumps({"job": ray.get_runtime_context().get_job_id(), "pids": pids}), flush=True)
+    {ending}
+    print(json.dumps([os.path.exists(f"/proc/{{pid}}") for pid in pids]), flush=True)
+"""
+
+
+@ray_test
+@pytest.mark.parametrize("ending", ["close", "gc", "exit"])
+def test_close_gc_and_exit_leave_no_actor(ray_cluster, fleet, hosts, ending):
+    from ray._private.state import actors
+
+    finish = {"close": "mc.close()", "gc": "import gc; del mc; gc.collect()", "exit": "sys.exit(0)"}[ending]
+    env = dict(os.environ, **ray_cluster.env, RAY_ADDRESS=ray_cluster.address,
+               FLEET=json.dumps([hosts, str(fleet.client_key), KEY_USER, ""]))
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(ENDING_SCRIPT).replace("{ending}", finish)],
+                          env=env, text=True, capture_output=True, cwd=REPO_ROOT, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    started = json.loads(lines[0])
+    assert len(started["pids"]) == 2
+    if ending != "exit":
+        assert json.loads(lines[1]) == [False, False]  # gone before the driver even exits
+    wait_until("the actors' processes gone", lambda: not any(alive(pid) for pid in started["pids"]), 30)
+    states = [a["State"] for a in actors().values()
+              if a["JobID"] == started["job"] and a["ActorClassName"].endswith("ShardActor")]
+    assert states == ["DEAD", "DEAD"]
 
 
 class _Lines:
