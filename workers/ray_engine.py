@@ -4,8 +4,8 @@ Each shard is one ``ShardActor``: a Ray worker process on some node whose event 
 uvloop when installed, in a thread that is not the main one) runs the local engine's
 ``workers.main.Worker`` for its hosts, with its share of ``batch_size``. A call is one streaming
 generator per shard: the actor yields batches of the local engine's frames (everything emitted in
-the last ``BATCH_WINDOW`` seconds, one Ray object each, since each costs about a millisecond),
-and the parent multiplexes shards with ``ray.wait`` on the generators, applies the local engine's
+the last ``BATCH_WINDOW`` seconds as one Ray object: an object costs 0.3-0.6 ms of CPU on each
+side, too much to spend per host), and the parent multiplexes shards with ``ray.wait`` on the generators, applies the local engine's
 stall limit (heartbeats are in the frames) and fills the same ``_Gathered`` results.
 
 Failures are the local engine's: a generator that fails (actor or node died, the actor could not
@@ -58,9 +58,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hussh")
 
-BATCH_WINDOW = 0.05  # seconds of frames an actor gathers into one streamed object, at least...
-BATCHES_PER_SECOND = 500  # ...and longer with many shards, so that the caller takes in at most about this many
-BATCH_BYTES = 8 << 20  # ...or fewer, once this much output is waiting
+BATCH_WINDOW = 0.05  # seconds of frames an actor gathers into one streamed object, at least; longer
+BATCHES_PER_SECOND = 500  # with many shards, so that the caller takes in about this many at most
+BATCH_BYTES = 8 << 20  # a batch goes at once when this much output waits
 MAX_PLACEMENTS = 3  # actors tried per shard and call when they die before taking their hosts
 
 
@@ -192,7 +192,8 @@ class ShardActor:
 
         A batch is what was emitted in the last ``window`` seconds (or ``BATCH_BYTES``); the end of
         the call is sent at once. ``assigned`` is the ``assign`` call's result, passed so that Ray
-        runs this after it.
+        runs this after it (and not at all if the actor died before it took its hosts).
+
         Cancelled (``ray.cancel``: Ctrl-C), it cancels the worker's call, which sends a KILL
         signal to the remote commands still running, as a timeout does. The parent sends the
         next call as soon as it has this one's ``CallDone``, maybe before this generator has
