@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DOCKER_UP := $(shell docker info >/dev/null 2>&1 && echo yes)
 
-.PHONY: setup demo test soak scale-image scale-test scale-full bench bench-compose bench-all bench-smoke bench-fleet-cpu bench-bastion clean
+.PHONY: setup demo test test-ray soak scale-image scale-test scale-full bench bench-compose bench-all bench-smoke bench-fleet-cpu bench-bastion clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,11 @@ test: setup  ## every test: real sshd on loopback, plus a 40-endpoint docker com
 
 soak: setup  ## 200 calls on 1000 loopback hosts with faults; prints fds and RSS of caller and workers (minutes)
 	HUSSH_SOAK_REPORT=soak.json $(PY) -m pytest -q -p no:cacheprovider -m soak -s -o timeout=1800 tests/test_soak.py
+
+test-ray: setup  ## the Ray engine's tests (hussh.ray, docs/beyond-one-machine.md) on a local 3-node Ray cluster
+	$(PY) -m pip install -q -e '.[test,ray]'
+	$(PY) -m pytest -q -p no:cacheprovider -m ray tests/test_ray_engine.py
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_docs.py -k beyond-one-machine
 
 scale-image: setup  ## build the fleet's base and sshd images locally (no registry needed)
 	$(PY) -m hussh.testing image

@@ -16,7 +16,7 @@ from types import TracebackType
 import msgspec
 
 from workers import protocol as p
-from workers.pool import OnHost, Progress, WorkerPool
+from workers.engine import Engine, LocalEngine, OnHost, Pool, Progress
 
 from ._config import ConfigResolver, SSHConfigArg
 from ._result import SSHResult
@@ -141,7 +141,9 @@ class MultiConnection:
     ``hussh.Retry``) says how long a host that failed to connect is not waited on again, and
     whether transient connect failures are retried. Calls from several threads run one at a time,
     each getting its own results; a ``progress`` or ``on_result`` callback cannot make a call on
-    the same ``MultiConnection`` (``RuntimeError``).
+    the same ``MultiConnection`` (``RuntimeError``). ``engine`` runs the shards: local worker
+    processes by default, or e.g. ``hussh.ray.RayEngine()`` for Ray actors across a cluster (see
+    docs/beyond-one-machine.md).
     """
 
     def __init__(
@@ -154,13 +156,15 @@ class MultiConnection:
         progress: Progress | None = None,
         retry: Retry | None = None,
         max_call_output: int | None = None,
+        engine: Engine | None = None,
     ) -> None:
         specs = [_spec_of(conn) for conn in connections]
-        self._init(specs, [s.host for s in specs], batch_size, timeout, workers, progress, retry, max_call_output)
+        self._init(specs, [s.host for s in specs], batch_size, timeout, workers, progress, retry, max_call_output,
+                   engine)
 
     def _init(self, specs: list[ConnectSpec], names: list[str], batch_size: int | None, timeout: float | None,
               workers: int | None, progress: Progress | None, retry: Retry | None,
-              max_call_output: int | None) -> None:
+              max_call_output: int | None, engine: Engine | None = None) -> None:
         batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
         timeout = timeout or 0
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -185,7 +189,10 @@ class MultiConnection:
         self._retry = retry if retry is not None else Retry()
         if not isinstance(self._retry, Retry):
             raise TypeError(f"retry must be a hussh.Retry, got {retry!r}")
-        self._pool: WorkerPool | None = None
+        self._engine: Engine = engine if engine is not None else LocalEngine()
+        if not callable(getattr(self._engine, "pool", None)):
+            raise TypeError(f"engine must have a pool(specs, batch_size, workers, retry) method, got {engine!r}")
+        self._pool: Pool | None = None
         self._finalizer: weakref.finalize | None = None
         self._lock = threading.RLock()  # one call (or close) at a time, whichever thread asks
 
@@ -222,6 +229,7 @@ class MultiConnection:
         max_call_output: int | None = None,
         workers: int | None = None,
         progress: Progress | None = None,
+        engine: Engine | None = None,
     ) -> "MultiConnection":
         """Same credentials for every host; hosts may be ``name``, ``name:port``, ``user@name:port``,
         ``[v6addr]:port`` or names from the ssh config (see ``AsyncConnection`` for the options).
@@ -245,7 +253,7 @@ class MultiConnection:
                 proxy_command=proxy_command, forward_agent=forward_agent, resolver=resolver,
             ))
         self = cls.__new__(cls)
-        self._init(specs, names, batch_size, 0, workers, progress, retry, max_call_output)
+        self._init(specs, names, batch_size, 0, workers, progress, retry, max_call_output, engine)
         return self
 
     @property
@@ -381,7 +389,7 @@ class MultiConnection:
                     on_timed_result(keys[index], result, seconds)
         with self._lock:
             if self._pool is None:
-                self._pool = WorkerPool(self._specs, self._batch_size, self._workers, self._retry)
+                self._pool = self._engine.pool(self._specs, self._batch_size, self._workers, self._retry)
                 self._finalizer = weakref.finalize(self, self._pool.release)
             results, seconds = self._pool.call(build, indices, self._progress, on_host, self._max_call_output)
         return MultiResult(((self._keys[i], results[i]) for i in indices),

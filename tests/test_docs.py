@@ -5,6 +5,8 @@ and carry no credentials: ``docs_home`` writes the ``~/.ssh/config`` that maps t
 fleet, with the fleet's key, exactly as a real fleet is described. Password examples read
 ``SSH_USER``/``SSH_PASSWORD`` from the environment, as scripts should. The Python blocks of one
 page run in order in one namespace (a page is one story); each shell block runs alone in bash.
+A page may start with ``<!-- docs-test: requires=mod,... teardown="code" -->``: it is skipped
+when a module is missing, and ``code`` runs in its namespace after its blocks, even on failure.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCS = REPO_ROOT / "docs"
 FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.M | re.S)
 NAMES = ("web1", "web2", "web3", "db1")
+OPTIONS = re.compile(r"\A<!-- docs-test:(.*?)-->")
+OPTION = re.compile(r'(\w+)=(?:"([^"]*)"|(\S+))')
 
 
 def examples(page: Path, language: str) -> list[tuple[int, str]]:
@@ -36,6 +40,15 @@ def examples(page: Path, language: str) -> list[tuple[int, str]]:
 
 RUN_ELSEWHERE = {"cli.md": "tests/test_cli_docs.py"}
 """Pages whose examples a dedicated test runs (it also checks the output they show)."""
+
+
+def page_options(page: Path) -> dict[str, str]:
+    """The page's ``docs-test`` options (``requires``, ``teardown``), skipping it if a module is missing."""
+    found = OPTIONS.match(page.read_text())
+    options = {key: quoted or bare for key, quoted, bare in OPTION.findall(found.group(1))} if found else {}
+    for module in filter(None, options.get("requires", "").split(",")):
+        pytest.importorskip(module, reason=f"{page.name} needs {module}")
+    return options
 
 
 def pages(language: str) -> list[Path]:
@@ -66,6 +79,7 @@ def docs_home(fleet, isolated_home, tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     monkeypatch.setenv("SSH_USER", PASSWORD_USER)
     monkeypatch.setenv("SSH_PASSWORD", PASSWORD)
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))  # processes examples start (Ray's workers) import this checkout
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -76,9 +90,12 @@ PRINTS = re.compile(r"#\s*prints:\s*(.+?)\s*$", re.M)
 
 
 @pytest.mark.parametrize("page", pages("python"), ids=lambda p: p.name)
-def test_python_examples(page, docs_home):
+def test_python_examples(page, docs_home, request):
     """Each block runs without raising, and prints what its ``# prints: ...`` comments say, in order."""
+    options = page_options(page)
     namespace: dict[str, object] = {"__name__": "__docs__"}
+    if "teardown" in options:
+        request.addfinalizer(lambda: exec(options["teardown"], namespace))  # noqa: S102 - our own docs
     for line, code in examples(page, "python"):
         out = io.StringIO()
         try:
@@ -94,6 +111,7 @@ def test_python_examples(page, docs_home):
 
 @pytest.mark.parametrize("page", pages("sh"), ids=lambda p: p.name)
 def test_shell_examples(page, docs_home):
+    page_options(page)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                PYTHONPATH=str(REPO_ROOT))
     for line, code in examples(page, "sh"):

@@ -1,0 +1,590 @@
+"""The Ray engine: the same MultiConnection with its shards as Ray actors on a local 3-node cluster.
+
+One ``ray.cluster_utils.Cluster`` per module: three nodes labelled ``region`` a, b and c (no CPUs
+to hand out: shard actors take ``num_cpus=0``), 100 MB object stores, its own HOME, no dashboard,
+no token authentication (conftest.py: one mode for the whole session, loopback only).
+Hosts are the session's loopback fleet, logged in with an explicit key (or an explicit password),
+so nothing reads or writes the real ``~/.ssh``. Every wait is bounded.
+
+Ray's state API needs the dashboard (``ray[default]``); without it, ``ray_records`` reads the same
+GCS tables the dashboard would (the actor table and task events).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import workers.pool
+from hussh.multi_conn import MultiConnection
+from hussh.testing import KEY_PASSPHRASE, KEY_USER
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REGIONS = ("a", "b", "c")
+ray_test = pytest.mark.ray
+
+pytestmark = pytest.mark.timeout(300)  # cluster start-up on a loaded machine, then bounded waits
+
+
+def _ray():
+    return pytest.importorskip("ray", reason="the Ray engine needs Ray: pip install 'hussh-fleet[ray]'")
+
+
+class RayCluster:
+    """The module's cluster: its nodes by region, the HOME and environment its processes share."""
+
+    def __init__(self, cluster, nodes: dict, home: Path, env: dict[str, str]) -> None:
+        self.cluster, self.nodes, self.home, self.env = cluster, nodes, home, env
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
+
+    def node_ids(self) -> dict[str, str]:
+        """Live node id -> region."""
+        ray = _ray()
+        return {n["NodeID"]: n["Labels"].get("region") for n in ray.nodes() if n["Alive"]}
+
+
+def _node_args(region: str) -> dict:
+    return dict(num_cpus=0, object_store_memory=100 << 20, labels={"region": region})
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    ray = _ray()
+    from ray.cluster_utils import Cluster
+
+    home = tmp_path_factory.mktemp("ray-home")
+    env = {"HOME": str(home), "PYTHONPATH": str(REPO_ROOT)}  # the actors import this checkout (conftest: no token auth)
+    with pytest.MonkeyPatch.context() as patch:  # node processes inherit this environment
+        for name, value in env.items():
+            patch.setenv(name, value)
+        cluster = Cluster(initialize_head=True,
+                          head_node_args={**_node_args("a"), "include_dashboard": False})
+        try:
+            nodes = {"a": cluster.head_node}
+            for region in REGIONS[1:]:
+                nodes[region] = cluster.add_node(**_node_args(region))
+            cluster.wait_for_nodes(timeout=120)
+            ray.init(address=cluster.address, log_to_driver=False)
+            yield RayCluster(cluster, nodes, home, env)
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+
+
+@pytest.fixture
+def hosts(fleet) -> list[str]:
+    return [f"{address}:{fleet.port}" for address in fleet.addresses]
+
+
+def with_key(fleet, hosts: list[str], **kwargs) -> MultiConnection:
+    return MultiConnection.from_shared_auth(hosts, username=KEY_USER, private_key=str(fleet.client_key), **kwargs)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_until(what: str, done, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout:g} s")
+        time.sleep(0.1)
+
+
+def ray_records() -> str:
+    """Everything Ray's state API says about actors and tasks, as text (the GCS tables behind it
+    when the dashboard is not running)."""
+    from ray.util.state import list_actors, list_tasks
+    from ray.util.state.exception import RayStateApiException
+
+    try:
+        return repr(list_actors(detail=True, limit=10_000)) + repr(list_tasks(detail=True, limit=10_000))
+    except (RayStateApiException, ConnectionError):
+        from ray._private.state import state
+
+        accessor = state._connect_and_get_accessor()
+        raw = list(accessor.get_actor_table(None, None)) + [e.SerializeToString() for e in state._get_all_task_events()]
+        return repr(state.actor_table(None)) + repr(raw)
+
+
+# ---------------------------------------------------------------------------------------------- parity
+
+
+def scenario(fleet, hosts: list[str], engine, remote: Path, local: Path) -> list:
+    """Every MultiConnection operation, with per-host errors; results as comparable tuples."""
+    remote.mkdir(mode=0o777)
+    remote.chmod(0o777)
+    local.mkdir()
+    payload = bytes(range(256)) * 300
+    (local / "app.bin").write_bytes(payload)
+    log = remote / "app.log"
+    log.write_text("before\n")
+    log.chmod(0o666)
+    progress: list[tuple[int, int]] = []
+    seen: list[str] = []
+    out: list = []
+
+    def rows(results) -> list:
+        return [(h, r.stdout.replace(str(remote), "R").replace(str(local), "L"),
+                 r.stderr.replace(str(remote), "R").replace(str(local), "L"), r.status, r.error)
+                for h, r in results.items()] + [sorted(results.seconds) == sorted(results)]
+
+    refused = "127.0.0.1:1"
+    mc = with_key(fleet, hosts + [refused], engine=engine, progress=lambda d, t: progress.append((d, t)),
+                  connect_timeout=10)
+    try:
+        out.append(rows(mc.connect(prune_failures=True)))
+        out.append(mc.hosts)
+        out.append(rows(mc.execute("whoami; echo err >&2; exit 3", on_result=lambda h, r: seen.append(h))))
+        out.append(sorted(seen))
+        first, second, third, _ = hosts
+        out.append(rows(mc.execute_map({first: "echo zero", second: "sleep 5", third: "echo two >&2"}, timeout=1)))
+        out.append(rows(mc.sftp_write(str(local / "app.bin"), str(remote / "app.bin"))))
+        out.append((remote / "app.bin").read_bytes() == payload)
+        out.append(rows(mc.sftp_write_data("config=1\n", str(remote / "cfg"))))
+        out.append(rows(mc.sftp_read(str(remote / "cfg"))))
+        out.append(rows(mc.sftp_read(str(remote / "app.bin"), str(local / "copies" / "{host}.bin"))))
+        out.append(sorted((p.name, p.read_bytes() == payload) for p in (local / "copies").iterdir()))
+        out.append(rows(mc.sftp_read(str(remote / "missing"))))
+        with mc.tail(str(log)) as tailer:
+            mc.execute(f"echo line >> {log}")
+            out.append(tailer.read())
+        out.append(tailer.contents)
+        with mc.tail_map({first: str(log), second: str(remote / "absent.log")}) as tailer:
+            mc.execute_map({first: f"echo again >> {log}"})
+            out.append(tailer.read())
+        out.append((tailer.contents, sorted(tailer.errors)))
+        out.append(progress[-1])
+    finally:
+        mc.close()
+    return out
+
+
+@ray_test
+def test_every_operation_gives_the_local_engines_results(ray_cluster, fleet, hosts, remote_dir, tmp_path):
+    from hussh.ray import RayEngine
+    from workers.engine import LocalEngine
+
+    expected = scenario(fleet, hosts, LocalEngine(), remote_dir / "local", tmp_path / "local")
+    got = scenario(fleet, hosts, RayEngine(hosts_per_shard=2), remote_dir / "ray", tmp_path / "ray")
+    for number, (want, have) in enumerate(zip(expected, got)):
+        assert have == want, f"step {number} differs"
+    assert len(got) == len(expected)
+    assert expected[0][-2][3] == -1 and "ConnectError" in expected[0][-2][2]  # the refused host, kept as local
+    assert any(row[4] == "CommandTimeout" for row in expected[4][:-1])
+
+
+@ray_test
+def test_proxy_command_and_bastions_work_off_the_main_thread(ray_cluster, fleet, tmp_path):
+    """Ray runs the actor's event loop in a thread that is not the main one: a ProxyCommand (a
+    subprocess of that loop) and a ProxyJump bastion work there, with the key read on the node."""
+    from test_ssh_config import RELAY
+
+    from hussh.ray import RayEngine
+
+    script, log = tmp_path / "relay.py", tmp_path / "relay.log"
+    script.write_text(RELAY)
+    config = tmp_path / "config"
+    config.write_text(
+        f"Host viacommand\n    HostName {fleet.addresses[0]}\n"
+        f"    ProxyCommand {sys.executable} {script} %h %p {log}\n"
+        f"Host bastion\n    HostName {fleet.addresses[1]}\n"
+        f"Host behind-*\n    ProxyJump bastion\n"
+        f"Host behind-2\n    HostName {fleet.addresses[2]}\n"
+        f"Host behind-3\n    HostName {fleet.addresses[3]}\n"
+        f"Host *\n    User {KEY_USER}\n    Port {fleet.port}\n    IdentityFile {fleet.client_key}\n")
+    names = ["viacommand", "behind-2", "behind-3"]
+    with MultiConnection.from_shared_auth(names, ssh_config=config, engine=RayEngine(hosts_per_shard=1)) as mc:
+        results = mc.execute("whoami")
+    assert [r.stdout for r in results.values()] == [f"{KEY_USER}\n"] * 3, results.values()
+    assert log.read_text() == f"{fleet.addresses[0]}:{fleet.port}\n"
+    config.write_text(config.read_text().replace(f"HostName {fleet.addresses[1]}", "HostName 127.0.0.1\n    Port 1"))
+    with MultiConnection.from_shared_auth(names[1:], ssh_config=config, engine=RayEngine()) as mc:
+        results = mc.execute("whoami")  # the bastion refuses: its hosts fail naming it
+    assert all(r.status == -1 and "127.0.0.1:1" in r.stderr for r in results.values()), results.values()
+
+
+# ---------------------------------------------------------------------------------------------- placement
+
+
+@ray_test
+def test_each_regions_hosts_run_on_its_labelled_nodes_and_the_rest_spread(ray_cluster, fleet, hosts):
+    from hussh.ray import RayEngine
+
+    regions = {fleet.addresses[0]: "c", fleet.addresses[1]: "c", fleet.addresses[2]: "b"}  # the 4th: anywhere
+    engine = RayEngine(placement=regions.get, hosts_per_shard=1)
+    with with_key(fleet, hosts, engine=engine) as mc:
+        results = mc.execute("whoami")
+        assert len(results.succeeded) == 4
+        pool = mc._pool
+        assert pool.count == 4  # one shard per host
+        where = pool.where()
+        node_region = ray_cluster.node_ids()
+        ran_in = {fleet.addresses[i]: node_region[where[pool.shard_of[i]][0]] for i in range(3)}
+        assert ran_in == regions
+        assert where[pool.shard_of[3]][0] in node_region
+        assert {code for _, _, code in where.values()} == {str(REPO_ROOT / "workers")}  # this checkout's code
+
+
+@ray_test
+def test_placement_dict_and_shard_sizes(ray_cluster, fleet, hosts):
+    from hussh.ray import RayEngine
+
+    engine = RayEngine(placement={fleet.addresses[0]: "a", fleet.addresses[1]: "a"}, hosts_per_shard=1)
+    with with_key(fleet, hosts, engine=engine, batch_size=3) as mc:  # 4 wanted, batch_size allows 3
+        pool = mc._pool
+        assert pool.count == 3
+        assert sorted(s.share for s in pool.shards) == [1, 1, 1]
+        node_region = ray_cluster.node_ids()
+        where = pool.where()
+        assert {node_region[where[pool.shard_of[i]][0]] for i in (0, 1)} == {"a"}
+        assert [r.stdout for r in mc.execute("whoami").values()] == [f"{KEY_USER}\n"] * 4
+
+
+# ---------------------------------------------------------------------------------------------- failures
+
+
+@ray_test
+def test_a_node_removed_mid_call_fails_exactly_its_hosts_and_the_next_call_succeeds(ray_cluster, fleet, hosts):
+    from hussh.ray import RayEngine
+
+    with with_key(fleet, hosts, engine=RayEngine(hosts_per_shard=1)) as mc:  # 4 shards spread over 3 nodes
+        pool = mc._pool
+        where = pool.where()
+        removable = {node for region, node in ray_cluster.nodes.items() if region != "a"}  # the driver's is "a"
+        by_id = {node.node_id: node for node in removable}
+        victims = {number for number, (node_id, _, _) in where.items() if node_id in by_id}
+        if not victims:
+            pytest.fail(f"SPREAD put every shard on the head node: {where}")
+        victim_id = where[min(victims)][0]
+        lost = {i for i in range(4) if where[pool.shard_of[i]][0] == victim_id}
+        remover = threading.Timer(1.5, ray_cluster.cluster.remove_node, (by_id[victim_id],),
+                                  {"allow_graceful": False})
+        remover.start()
+        started = time.monotonic()
+        try:
+            results = mc.execute("sleep 4; echo done", timeout=30)
+        finally:
+            remover.join()
+        assert time.monotonic() - started < 4 + workers.pool.STALL_LIMIT
+        for i, host in enumerate(hosts):
+            if i in lost:
+                assert results[host].status == -1 and results[host].error == "WorkerLost", results[host]
+                assert results[host].stderr.startswith("WorkerLost: shard actor lost before this host finished")
+            else:
+                assert results[host].stdout == "done\n", results[host]
+        again = mc.execute("whoami")
+        assert [r.stdout for r in again.values()] == [f"{KEY_USER}\n"] * 4
+        assert all(node_id != victim_id for node_id, _, _ in pool.where().values())
+    # A new pool while Ray still lists the dead node alive (SPREAD favours it: it runs no actor):
+    # an actor placed there dies before it takes its hosts and is placed again; nothing fails.
+    with with_key(fleet, hosts, engine=RayEngine(hosts_per_shard=1)) as mc:
+        assert [r.stdout for r in mc.execute("whoami").values()] == [f"{KEY_USER}\n"] * 4
+    region = next(r for r, node in ray_cluster.nodes.items() if node.node_id == victim_id)
+    ray_cluster.nodes[region] = ray_cluster.cluster.add_node(**_node_args(region))  # whole again for later tests
+    wait_until("Ray sees the removed node dead", lambda: victim_id not in ray_cluster.node_ids(), 120)
+
+
+@ray_test
+def test_an_actor_that_dies_before_taking_its_hosts_is_placed_again(ray_cluster, fleet, hosts, monkeypatch):
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from hussh.ray import RayEngine
+    from workers.ray_engine import RayPool
+
+    placed = RayPool._placement
+    tries: list[int] = []
+
+    def nowhere_first(self, shard):  # as if its node had died: Ray gives up on the actor
+        tries.append(shard.number)
+        if tries.count(shard.number) == 1:
+            return {"scheduling_strategy": NodeAffinitySchedulingStrategy("ab" * 28, soft=False)}
+        return placed(self, shard)
+
+    monkeypatch.setattr(RayPool, "_placement", nowhere_first)
+    mc = with_key(fleet, hosts, engine=RayEngine(hosts_per_shard=2))
+    try:
+        assert [r.status for r in mc.connect().values()] == [0] * 4
+        assert sorted(tries) == [0, 0, 1, 1]
+        assert [r.stdout for r in mc.execute("whoami").values()] == [f"{KEY_USER}\n"] * 4
+    finally:
+        mc.close()
+
+
+@ray_test
+def test_a_stopped_actor_is_lost_after_the_stall_limit_and_re_created(ray_cluster, fleet, hosts, monkeypatch):
+    from hussh.ray import RayEngine
+
+    monkeypatch.setattr(workers.pool, "STALL_LIMIT", 3.0)
+    with with_key(fleet, hosts, engine=RayEngine(hosts_per_shard=2)) as mc:
+        pool = mc._pool
+        victim = pool.where()[1][1]
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            results = mc.execute("whoami", timeout=20)
+            elapsed = time.monotonic() - started
+        finally:
+            os.kill(victim, signal.SIGCONT)
+        stalled = [hosts[i] for i in pool.shards[1].indices]
+        for host in hosts:
+            if host in stalled:
+                assert "sent nothing for 3 seconds" in results[host].stderr, results[host]
+            else:
+                assert results[host].stdout == f"{KEY_USER}\n"
+        assert 3.0 <= elapsed < 10.0
+        assert [r.stdout for r in mc.execute("whoami").values()] == [f"{KEY_USER}\n"] * 4
+        assert pool.where()[1][1] != victim
+    wait_until("the stopped actor killed", lambda: not alive(victim), 30)
+
+
+CTRL_C_SCRIPT = """
+    import json, os, sys, time
+    import ray
+    from hussh.multi_conn import MultiConnection
+    from hussh.ray import RayEngine
+    ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+    hosts, key, user, marks = json.loads(os.environ["FLEET"])
+    mc = MultiConnection.from_shared_auth(hosts, username=user, private_key=key,
+                                          engine=RayEngine(hosts_per_shard=2))
+    mc.connect()
+    print(json.dumps({"job": ray.get_runtime_context().get_job_id(),
+                      "pids": [pid for _, pid, _ in mc._pool.where().values()]}), flush=True)
+    try:
+        mc.execute_map({h: f"echo $$ > {marks}/{n}; exec sleep 60" for n, h in enumerate(hosts)})
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    sys.stdin.readline()  # the test looks at actors and commands while this driver still runs
+"""
+
+
+@ray_test
+def test_ctrl_c_stops_remote_commands_and_leaves_no_actor_running(ray_cluster, fleet, hosts, remote_dir):
+    from ray._private.state import actors
+
+    env = dict(os.environ, **ray_cluster.env, RAY_ADDRESS=ray_cluster.address,
+               FLEET=json.dumps([hosts, str(fleet.client_key), KEY_USER, str(remote_dir)]))
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CTRL_C_SCRIPT)], env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)
+    try:
+        reader = _Lines(proc)
+        started = json.loads(reader.next(180))
+        wait_until("every remote command started", lambda: len(list(remote_dir.iterdir())) == 4, 30)
+        commands = [int(p.read_text()) for p in remote_dir.iterdir()]
+        assert all(alive(pid) for pid in commands)
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        assert reader.next(30) == "interrupted"
+        elapsed = time.monotonic() - sent
+        assert elapsed < workers.pool.ABORT_WAIT + 1.0  # cancel, disconnect within ABORT_GRACE, kill (0.9 s here)
+        wait_until("remote commands killed", lambda: not any(alive(pid) for pid in commands), 5)
+        job = started["job"]
+
+        def states() -> dict[str, str]:
+            return {a["ActorID"]: a["State"] for a in actors().values()
+                    if a["JobID"] == job and a["ActorClassName"].endswith("ShardActor")}
+
+        assert states(), "no shard actor of the interrupted driver found"
+        wait_until("every actor dead while its driver still runs",
+                   lambda: set(states().values()) == {"DEAD"} and not any(alive(p) for p in started["pids"]), 15)
+        assert proc.poll() is None
+        proc.stdin.close()
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+ENDING_SCRIPT = """
+    import json, os, sys
+    import ray
+    from hussh.multi_conn import MultiConnection
+    from hussh.ray import RayEngine
+    ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+    hosts, key, user, _ = json.loads(os.environ["FLEET"])
+    mc = MultiConnection.from_shared_auth(hosts, username=user, private_key=key, engine=RayEngine(hosts_per_shard=2))
+    mc.connect()
+    pids = [pid for _, pid, _ in mc._pool.where().values()]
+    print(json.dumps({"job": ray.get_runtime_context().get_job_id(), "pids": pids}), flush=True)
+    {ending}
+    print(json.dumps([os.path.exists(f"/proc/{{pid}}") for pid in pids]), flush=True)
+"""
+
+
+@ray_test
+@pytest.mark.parametrize("ending", ["close", "gc", "exit"])
+def test_close_gc_and_exit_leave_no_actor(ray_cluster, fleet, hosts, ending):
+    from ray._private.state import actors
+
+    finish = {"close": "mc.close()", "gc": "import gc; del mc; gc.collect()", "exit": "sys.exit(0)"}[ending]
+    env = dict(os.environ, **ray_cluster.env, RAY_ADDRESS=ray_cluster.address,
+               FLEET=json.dumps([hosts, str(fleet.client_key), KEY_USER, ""]))
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(ENDING_SCRIPT).replace("{ending}", finish)],
+                          env=env, text=True, capture_output=True, cwd=REPO_ROOT, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    started = json.loads(lines[0])
+    assert len(started["pids"]) == 2
+    if ending != "exit":
+        assert json.loads(lines[1]) == [False, False]  # gone before the driver even exits
+    wait_until("the actors' processes gone", lambda: not any(alive(pid) for pid in started["pids"]), 30)
+    states = [a["State"] for a in actors().values()
+              if a["JobID"] == started["job"] and a["ActorClassName"].endswith("ShardActor")]
+    assert states == ["DEAD", "DEAD"]
+
+
+class _Lines:
+    """Lines of a child's stdout, each waited for with a bound."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.cond = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            with self.cond:
+                self.lines.append(line.rstrip("\n"))
+                self.cond.notify_all()
+        with self.cond:
+            self.lines.append(None)
+            self.cond.notify_all()
+
+    def next(self, timeout: float) -> str:
+        with self.cond:
+            if not self.cond.wait_for(lambda: self.lines, timeout):
+                pytest.fail(f"no line from the child within {timeout:g} s")
+            line = self.lines.pop(0)
+        if line is None:
+            pytest.fail(f"the child exited {self.proc.wait()}: {self.proc.stderr.read()[-3000:]}")
+        return line
+
+
+# ---------------------------------------------------------------------------------------------- secrets
+
+
+@ray_test
+def test_secrets_travel_in_method_calls_never_in_actor_creation_arguments(ray_cluster, fleet, hosts, monkeypatch):
+    ray = _ray()
+    from ray.actor import ActorClass, ActorMethod
+
+    from hussh import _credentials
+    from hussh.ray import RayEngine
+
+    created: list[bytes] = []
+    called: list[bytes] = []
+    real_create, real_call = ActorClass._remote, ActorMethod._remote
+
+    def create(self, args=None, kwargs=None, **options):
+        created.append(pickle.dumps((args, kwargs, options)))
+        return real_create(self, args=args, kwargs=kwargs, **options)
+
+    def call(self, args=None, kwargs=None, **options):
+        called.append(pickle.dumps((args, kwargs)))
+        return real_call(self, args=args, kwargs=kwargs, **options)
+
+    monkeypatch.setattr(ActorClass, "_remote", create)
+    monkeypatch.setattr(ActorMethod, "_remote", call)
+    key = str(fleet.encrypted_client_key)
+    material = _credentials.material(key, KEY_PASSPHRASE).private  # the decrypted key: ship_keys sends it
+    secret_key = material.splitlines()[3]  # a line of the key's body
+    assert len(secret_key) > 40
+
+    engine = RayEngine(hosts_per_shard=2, ship_keys=True)
+    mc = MultiConnection.from_shared_auth(hosts, username=KEY_USER, private_key=key, password=KEY_PASSPHRASE,
+                                          engine=engine)
+    with mc:
+        assert [r.stdout for r in mc.execute("whoami").values()] == [f"{KEY_USER}\n"] * 4
+        records = ray_records()
+
+    assert len(created) == 2  # two shards
+    for secret in (KEY_PASSPHRASE.encode(), secret_key):
+        assert not any(secret in args for args in created), "a secret in an actor's creation arguments"
+        assert secret.decode() not in records, "a secret in what Ray's state API shows"
+        assert any(secret in args for args in called)  # where it does travel: the assign() method call
+    assert not any(b"passphrase" in args for args in created)
+
+    class Probe:  # the checks above can see a secret when there is one
+        def __init__(self, secret: str) -> None:
+            self.size = len(secret)
+
+        def ping(self) -> int:
+            return self.size
+
+    probe = ray.remote(num_cpus=0)(Probe).remote(KEY_PASSPHRASE)
+    assert ray.get(probe.ping.remote(), timeout=60) == len(KEY_PASSPHRASE)
+    assert KEY_PASSPHRASE.encode() in created[-1]
+    ray.kill(probe)
+
+
+# ---------------------------------------------------------------------------------------------- no cluster
+
+
+def test_importing_hussh_ray_does_not_import_ray():
+    code = "import sys, hussh.ray; e = hussh.ray.RayEngine(address='auto'); print('ray' in sys.modules)"
+    if not _has_ray():
+        code = "import sys, hussh.ray; print('ray' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_without_ray_the_error_says_what_to_install():
+    code = textwrap.dedent("""
+        import sys
+        class NoRay:
+            def find_spec(self, name, path=None, target=None):
+                if name == "ray" or name.startswith("ray."):
+                    raise ModuleNotFoundError("No module named 'ray'", name="ray")
+        sys.meta_path.insert(0, NoRay())
+        from hussh.ray import RayEngine
+        try:
+            RayEngine()
+        except ImportError as exc:
+            print(exc)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert "pip install 'hussh-fleet[ray]'" in done.stdout, done.stdout + done.stderr
+
+
+def _has_ray() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
+def test_plan_shards_by_region_size_and_batch_size():
+    _ray()
+    from hussh._spec import ConnectSpec
+    from hussh.ray import RayEngine
+    from workers.ray_engine import plan
+
+    specs = [ConnectSpec(f"h{i}") for i in range(10)]
+    regions = {"h0": "x", "h1": "x", "h2": "x", "h3": "y"}
+    shards = plan(specs, 100, None, RayEngine(placement=regions, hosts_per_shard=2))
+    assert [(s.region, s.indices) for s in shards] == [
+        ("x", [0, 2]), ("x", [1]), ("y", [3]), (None, [4, 7]), (None, [5, 8]), (None, [6, 9])]
+    assert sum(s.share for s in shards) == 100
+    assert [len(s.indices) for s in plan(specs, 100, 2, RayEngine())] == [5, 5]  # workers= sets the count
+    assert len(plan(specs, 3, None, RayEngine(placement=regions, hosts_per_shard=1))) == 3
+    with pytest.raises(ValueError, match="batch_size=1 is less than the 3 placements"):
+        plan(specs, 1, None, RayEngine(placement=regions))

@@ -1,0 +1,68 @@
+"""The seam between ``MultiConnection`` and whatever runs its shards: an ``Engine`` makes a ``Pool``.
+
+``MultiConnection`` only ever talks to a ``Pool``: ``call`` runs one operation on some hosts and
+returns every host's result (in the local engine's terms: per-host errors, ``WorkerLost`` for the
+hosts of a shard that died, progress and ``on_host`` callbacks as hosts finish), ``shutdown``
+disconnects politely, ``abort`` stops now (Ctrl-C). ``LocalEngine`` (the default) is the fork
+pool of ``workers.pool``; ``hussh.ray.RayEngine`` runs the same ``workers.main.Worker`` code in
+Ray actors (``workers.ray_engine``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Protocol, runtime_checkable
+
+from hussh._result import SSHResult
+from hussh._spec import ConnectSpec, Retry
+
+from . import protocol as p
+
+Progress = Callable[[int, int], None]
+OnHost = Callable[[int, SSHResult, float], None]
+Build = Callable[[int, list[int], int], p.Call]
+"""``build(req, shard_indices, shard_budget)``: the message one shard receives for one call."""
+
+
+@runtime_checkable
+class Pool(Protocol):
+    """Shards serving a fixed table of hosts (indices into the specs it was made with)."""
+
+    count: int  # how many shards (worker processes or actors) the hosts are spread over
+
+    def call(self, build: Build, indices: Iterable[int], progress: Progress | None = None,
+             on_host: OnHost | None = None, budget: int = 0) -> tuple[dict[int, SSHResult], dict[int, float]]:
+        """Run ``build(...)`` on the shards owning ``indices``; every index's result and seconds."""
+        ...
+
+    def shutdown(self) -> None:
+        """Disconnect every host and stop every shard (bounded)."""
+        ...
+
+    def abort(self) -> None:
+        """Stop now: running remote commands are killed, no shard is left running (bounded)."""
+        ...
+
+    def release(self) -> None:
+        """On garbage collection and interpreter exit: ``shutdown``, or ``abort`` if a call still runs."""
+        ...
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Makes the pool of one ``MultiConnection`` (called on its first operation)."""
+
+    def pool(self, specs: list[ConnectSpec], batch_size: int, workers: int | None, retry: Retry) -> Pool:
+        ...
+
+
+class LocalEngine:
+    """Worker processes on this machine, one per CPU (``workers.pool.WorkerPool``): the default."""
+
+    def pool(self, specs: list[ConnectSpec], batch_size: int, workers: int | None, retry: Retry) -> Pool:
+        from .pool import WorkerPool  # noqa: PLC0415 - keeps this module import-light
+
+        return WorkerPool(specs, batch_size, workers, retry)
+
+    def __repr__(self) -> str:
+        return "LocalEngine()"

@@ -1,0 +1,629 @@
+"""Shards as Ray async actors: the Ray engine's pool (parent side) and actor (node side).
+
+Each shard is one ``ShardActor``: a Ray worker process on some node whose event loop (Ray's,
+uvloop when installed, in a thread that is not the main one) runs the local engine's
+``workers.main.Worker`` for its hosts, with its share of ``batch_size``. A call is one streaming
+generator per shard: the actor yields batches of the local engine's frames (everything emitted in
+the last ``BATCH_WINDOW`` seconds as one Ray object: an object costs 0.3-0.6 ms of CPU on each
+side, too much to spend per host), and the parent multiplexes shards with ``ray.wait`` on the generators, applies the local engine's
+stall limit (heartbeats are in the frames) and fills the same ``_Gathered`` results.
+
+Failures are the local engine's: a generator that fails (actor or node died, the actor could not
+be placed within ``start_timeout``, garbage) or falls silent turns its shard's unfinished hosts
+into ``WorkerLost`` results; the actor is killed and re-created on the next call. Actors have
+``max_restarts=0`` and ``max_task_retries=0``: Ray never re-runs a call, so a command never runs
+twice. Ctrl-C cancels the in-flight generators (the worker's cancellation KILLs the remote
+commands), lets the actors disconnect within ``ABORT_GRACE`` and kills them all.
+
+Secrets never go into actor constructor arguments (Ray's control service keeps those to replay
+restarts): the constructor takes only the shard's name; host specs (passwords included) and, with
+``ship_keys``, key material travel in the ``assign`` method call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from hussh import _credentials
+from hussh._known_hosts import record as record_host_keys
+from hussh._result import SSHResult
+from hussh._spec import ConnectSpec, Retry, finalized
+from hussh.errors import describe
+
+from . import pool as local  # the local engine's limits (read at call time, so tests can change them)
+from . import protocol as p
+from .engine import Build, OnHost, Progress
+from .main import ABORT_GRACE, Worker, raise_fd_limit
+
+if TYPE_CHECKING:
+    from hussh.ray import RayEngine
+
+log = logging.getLogger("hussh")
+
+BATCH_WINDOW = 0.05  # seconds of frames an actor gathers into one streamed object, at least; longer
+BATCHES_PER_SECOND = 500  # with many shards, so that the caller takes in about this many at most
+BATCH_BYTES = 8 << 20  # a batch goes at once when this much output waits
+MAX_PLACEMENTS = 3  # actors tried per shard and call when they die before taking their hosts
+
+
+def decode_frames(data: bytes, limit: int) -> list[Any]:
+    """The messages of one streamed batch: whole frames, as on the local engine's pipes.
+
+    Raises ``ValueError`` for a frame over ``limit`` bytes, a truncated or a malformed one.
+    """
+    frames = p.FrameDecoder(p.Reply, limit)
+    messages = frames.feed(data)
+    if frames.error or frames.buffer:
+        raise ValueError(frames.error or "a truncated frame")
+    return messages
+
+
+# ---------------------------------------------------------------------------------------------
+# Node side
+
+
+class _Outbox:
+    """One call's frames and files waiting to go back, and the files it saves for the caller."""
+
+    def __init__(self, encoder: msgspec.msgpack.Encoder) -> None:
+        self.encoder = encoder
+        self.frames: list[bytes] = []
+        self.files: list[tuple[int, bytes]] = []
+        self.waiting = 0  # bytes in frames and files
+        self.full = asyncio.Event()
+        self.saving: dict[int, tuple[str, str]] = {}  # host index -> (file here, the caller's path)
+
+    def __bool__(self) -> bool:
+        return bool(self.frames or self.files)
+
+    def emit(self, message: p.HostDone | p.KeyLearned | p.Alive | p.CallDone) -> None:
+        if type(message) is p.HostDone and message.index in self.saving:
+            message = self._saved(message)
+        frame = p.frame(self.encoder.encode(message))
+        self.frames.append(frame)
+        self.waiting += len(frame)
+        if self.waiting >= BATCH_BYTES:
+            self.full.set()
+
+    def take(self) -> tuple[list[tuple[int, bytes]], bytes]:
+        """What waits to go back (files first: the parent writes them before their hosts' results)."""
+        files, frames = self.files, b"".join(self.frames)
+        self.files, self.frames, self.waiting = [], [], 0
+        self.full.clear()
+        return files, frames
+
+    def spool(self, call: p.ReadFile, directory: str) -> p.ReadFile:
+        """``sftp_read`` to the caller's files: save them in ``directory`` first, then ship each with its result."""
+        temporaries = []
+        for index, wanted in zip(call.indices, call.local_paths or ()):
+            temporary = os.path.join(directory, f"{call.req}-{index}")
+            self.saving[index] = (temporary, wanted)
+            temporaries.append(temporary)
+        return msgspec.structs.replace(call, local_paths=temporaries)
+
+    def _saved(self, done: p.HostDone) -> p.HostDone:
+        temporary, wanted = self.saving.pop(done.index)
+        try:
+            if done.status != 0:
+                return msgspec.structs.replace(done, stdout=done.stdout.replace(temporary, wanted),
+                                               stderr=done.stderr.replace(temporary, wanted))
+            with open(temporary, "rb") as handle:
+                data = handle.read()
+            self.files.append((done.index, data))
+            self.waiting += len(data)
+            return msgspec.structs.replace(done, stdout=wanted)
+        except OSError as exc:
+            return msgspec.structs.replace(done, stdout="", stderr=describe(exc), status=-1, error=type(exc).__name__)
+        finally:
+            _unlink(temporary)
+
+    def discard(self) -> None:
+        for temporary, _ in self.saving.values():
+            _unlink(temporary)
+        self.saving.clear()
+        self.take()
+
+
+class ShardActor:
+    """One shard on a node: the local engine's ``Worker``, its frames streamed back in batches."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        gc.set_threshold(50_000, 20, 20)  # as local workers: asyncssh allocates a lot per packet
+        self.encoder = msgspec.msgpack.Encoder()
+        self.requests = msgspec.msgpack.Decoder(p.Request)
+        self.outbox = _Outbox(self.encoder)  # the current call's
+        self.spool = ""
+        self.current: asyncio.Task[None] | None = None
+        self.worker = Worker(lambda message: self.outbox.emit(message), raise_fd_limit())
+        gc.freeze()  # what Ray and the imports made is never garbage: stop scanning it
+
+    def __repr__(self) -> str:  # what Ray's state API shows (repr_name): nothing secret
+        return f"hussh-shard-{self.name}"
+
+    async def assign(self, payload: bytes) -> tuple[str, int, str]:
+        """Take the shard (an encoded ``Assign``); return where this actor runs: node id, pid, code."""
+        message = self.requests.decode(payload)
+        if not isinstance(message, p.Assign):
+            raise TypeError(f"expected Assign, got {type(message).__name__}")
+        self.worker.assign(message)
+        return self.where()
+
+    def where(self) -> tuple[str, int, str]:
+        import workers  # noqa: PLC0415
+
+        return ray.get_runtime_context().get_node_id(), os.getpid(), os.path.dirname(workers.__file__ or "")
+
+    @ray.method(num_returns="streaming")
+    async def handle(self, payload: bytes, assigned: object = None,  # noqa: ANN201 - a Ray streaming generator
+                     window: float = BATCH_WINDOW):
+        """Run one call (an encoded ``p.Call``), yielding ``(files, frames)`` batches until ``CallDone``.
+
+        A batch is what was emitted in the last ``window`` seconds (or ``BATCH_BYTES``); the end of
+        the call is sent at once. ``assigned`` is the ``assign`` call's result, passed so that Ray
+        runs this after it (and not at all if the actor died before it took its hosts).
+
+        Cancelled (``ray.cancel``: Ctrl-C), it cancels the worker's call, which sends a KILL
+        signal to the remote commands still running, as a timeout does. The parent sends the
+        next call as soon as it has this one's ``CallDone``, maybe before this generator has
+        returned: everything of the call lives in its own outbox.
+        """
+        call = self.requests.decode(payload)
+        box = self.outbox = _Outbox(self.encoder)
+        if isinstance(call, p.ReadFile) and call.local_paths:
+            if not self.spool:
+                self.spool = tempfile.mkdtemp(prefix="hussh-shard-")
+            call = box.spool(call, self.spool)
+        task = self.current = asyncio.create_task(self.worker.handle(call))
+        try:
+            while not task.done():
+                full = asyncio.ensure_future(box.full.wait())
+                await asyncio.wait((task, full), timeout=window, return_when=asyncio.FIRST_COMPLETED)
+                full.cancel()
+                if box:
+                    yield box.take()
+            task.result()
+            if box:
+                yield box.take()
+        except BaseException:
+            task.cancel()
+            await asyncio.wait((task,), timeout=ABORT_GRACE)
+            raise
+        finally:
+            box.discard()  # a cancelled call's leftovers are nobody's
+
+    async def close(self, grace: float | None = None) -> None:
+        """Stop the call in progress (if any), then disconnect every host (within ``grace`` if given)."""
+        task = self.current
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait((task,), timeout=ABORT_GRACE)
+        await self.worker.close_all(grace)
+        if self.spool:
+            shutil.rmtree(self.spool, ignore_errors=True)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+RemoteShard = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(ShardActor)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent side
+
+
+@dataclass(eq=False)
+class _Shard:
+    """One shard's hosts and placement, and its actor while it has one."""
+
+    number: int
+    indices: list[int]
+    region: str | None
+    share: int = 1
+    actor: Any = None
+    assigned: Any = None  # ObjectRef of the actor's assign(): (node id, pid, code directory)
+    fresh: bool = True  # nothing heard from this actor yet: it may still be placed and starting
+    losses: int = 0
+    last_loss: str = ""
+    avoid: set[str] = field(default_factory=set)  # nodes its lost actors ran on (Ray may not know yet they are dead)
+
+
+@dataclass(eq=False)
+class _Stream:
+    """One shard's part of a call: its generator, hosts still unanswered, when it last sent."""
+
+    shard: _Shard
+    payload: bytes  # the encoded call, sent again if its actor died before it took its hosts
+    generator: Any
+    pending: set[int]
+    heard: float = field(default_factory=time.monotonic)
+    born: float = field(default_factory=time.monotonic)
+    placed: int = 1  # actors tried for this call
+
+
+def plan(specs: list[ConnectSpec], batch_size: int, workers: int | None, engine: RayEngine) -> list[_Shard]:
+    """Shards by region: ``ceil(region hosts / per shard)`` each, host ``j`` of a region in its shard ``j mod k``.
+
+    ``per shard`` is ``engine.hosts_per_shard``, or ``ceil(hosts / workers)`` when ``workers`` is
+    given; the total is cut to ``batch_size`` (every shard needs a lane), largest regions first.
+    """
+    regions: dict[str | None, list[int]] = {}
+    for index, spec in enumerate(specs):
+        regions.setdefault(engine.region_of(spec.host), []).append(index)
+    if len(regions) > batch_size:
+        raise ValueError(f"batch_size={batch_size} is less than the {len(regions)} placements its hosts need "
+                         "(each placement's shard needs at least one lane)")
+    per_shard = math.ceil(len(specs) / workers) if workers else engine.hosts_per_shard
+    counts = {region: math.ceil(len(indices) / per_shard) for region, indices in regions.items()}
+    while sum(counts.values()) > batch_size:
+        largest = max(counts, key=lambda r: counts[r])
+        counts[largest] -= 1
+    shards: list[_Shard] = []
+    for region, indices in regions.items():
+        count = counts[region]
+        for offset in range(count):
+            shards.append(_Shard(len(shards), indices[offset::count], region))
+    for shard, share in zip(shards, local.split_shares(batch_size, [len(s.indices) for s in shards])):
+        shard.share = share
+    return shards
+
+
+def _on_node(spec: ConnectSpec, agent: str | None) -> ConnectSpec:
+    """``spec`` (and its hops) as the node uses it: the caller's agent socket is not there."""
+    return msgspec.structs.replace(spec, agent=agent if spec.agent is not None else None,
+                                   jump=_on_node(spec.jump, agent) if spec.jump is not None else None)
+
+
+def _reason(exc: BaseException) -> str:
+    """A Ray error in one line (its traceback stays in Ray's logs)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and not isinstance(exc, ray.exceptions.RayActorError):
+        exc = cause
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+class RayPool:
+    """The Ray engine's ``Pool``: one actor per shard, created on first use and after a loss."""
+
+    def __init__(self, specs: list[ConnectSpec], batch_size: int, workers: int | None, retry: Retry,
+                 engine: RayEngine) -> None:
+        if not ray.is_initialized():
+            ray.init(address=engine.address, **engine.init)
+        self.specs = specs
+        self.retry = retry
+        self.engine = engine
+        self.shards = plan(specs, batch_size, workers, engine)
+        self.count = len(self.shards)
+        self.shard_of = [0] * len(specs)
+        for shard in self.shards:
+            for index in shard.indices:
+                self.shard_of[index] = shard.number
+        self.tag = uuid.uuid4().hex[:8]
+        self.owner = os.getpid()
+        self.next_req = 0
+        self.encoder = msgspec.msgpack.Encoder()
+        self.max_reply = p.reply_limit(max((spec.max_output for spec in specs), default=1))
+        self.window = max(BATCH_WINDOW, self.count / BATCHES_PER_SECOND)
+        self.lock = threading.RLock()
+        self.calling = False
+
+    def call(self, build: Build, indices: Iterable[int], progress: Progress | None = None,
+             on_host: OnHost | None = None, budget: int = 0) -> tuple[dict[int, SSHResult], dict[int, float]]:
+        """As ``WorkerPool.call``: ``build(req, shard_indices, shard_budget)`` on each involved shard."""
+        with self.lock:
+            if self.calling:
+                raise RuntimeError("this MultiConnection is already running a call in this thread "
+                                   "(a progress or on_result callback cannot start another)")
+            self.calling = True
+            try:
+                return self._call(build, indices, progress, on_host, budget)
+            finally:
+                self.calling = False
+
+    def _call(self, build: Build, indices: Iterable[int], progress: Progress | None, on_host: OnHost | None,
+              budget: int) -> tuple[dict[int, SSHResult], dict[int, float]]:
+        involved: dict[int, list[int]] = {}
+        for index in indices:
+            involved.setdefault(self.shard_of[index], []).append(index)
+        self.next_req += 1
+        req = self.next_req
+        total = sum(len(v) for v in involved.values())
+        gathered = local._Gathered(total, progress, on_host)
+        saving: dict[int, str] = {}  # host index -> the caller's file, for sftp_read to local paths
+        streams: dict[int, _Stream] = {}
+        try:
+            for number, shard_indices in involved.items():
+                shard = self.shards[number]
+                if shard.losses >= local.MAX_LOSSES:
+                    gathered.fail(shard_indices, f"the actor for these hosts was lost {shard.losses} calls in a "
+                                  f"row, so it is not started again (last: {shard.last_loss}); close and recreate "
+                                  "the MultiConnection to try again")
+                    continue
+                share = max(1, budget * len(shard_indices) // total) if budget else 0
+                call = build(req, shard_indices, share)
+                if isinstance(call, p.ReadFile) and call.local_paths:
+                    saving.update(zip(call.indices, call.local_paths))
+                payload = self.encoder.encode(call)
+                try:
+                    self._ensure(shard)
+                    generator = shard.actor.handle.remote(payload, shard.assigned, self.window)
+                except ray.exceptions.RayError as exc:
+                    self._lose(shard, set(shard_indices), gathered, f"could not start or reach it ({_reason(exc)})")
+                    continue
+                streams[number] = _Stream(shard, payload, generator, set(shard_indices))
+            self._gather(req, streams, gathered, saving)
+        except BaseException:
+            for stream in streams.values():
+                _cancel(stream.generator)
+            self.abort()  # Ctrl-C or a bug: stop remote commands, leave no actor behind, never hang
+            raise
+        finally:
+            if gathered.learned:
+                record_host_keys(gathered.learned)
+        return gathered.results, gathered.seconds
+
+    def _gather(self, req: int, streams: dict[int, _Stream], gathered: local._Gathered,
+                saving: dict[int, str]) -> None:
+        next_log = time.monotonic() + local.PROGRESS_EVERY
+        while streams:
+            by_generator = {id(s.generator): s for s in streams.values()}
+            generators = [s.generator for s in streams.values()]
+            ready, _ = ray.wait(generators, num_returns=1, timeout=min(1.0, local.STALL_LIMIT))
+            if ready and len(generators) > 1:  # every shard with a batch waiting, not only the first
+                ready, _ = ray.wait(generators, num_returns=len(generators), timeout=0)
+            for generator in ready:
+                stream = by_generator[id(generator)]
+                stream.heard = time.monotonic()
+                if not self._receive(stream, req, gathered, saving):
+                    streams.pop(stream.shard.number, None)
+            now = time.monotonic()
+            stalled = [s for s in streams.values() if (now - s.born > self.engine.start_timeout if s.shard.fresh
+                                                       else now - s.heard > local.STALL_LIMIT)]
+            if stalled:  # a batch already waiting (the parent itself was held up) proves the actor alive
+                unread, _ = ray.wait([s.generator for s in stalled], num_returns=len(stalled), timeout=0)
+                unread_ids = {id(g) for g in unread}
+                for stream in (s for s in stalled if id(s.generator) not in unread_ids):
+                    streams.pop(stream.shard.number)
+                    _cancel(stream.generator)
+                    if stream.shard.fresh:
+                        where = f" on a node labelled {self.engine.label}={stream.shard.region}" \
+                            if stream.shard.region is not None else ""
+                        why = f"its Ray actor did not start{where} within {self.engine.start_timeout:g} seconds"
+                    else:
+                        why = f"it sent nothing for {local.STALL_LIMIT:g} seconds (stopped or stuck)"
+                    self._lose(stream.shard, stream.pending, gathered, why)
+            if now >= next_log:
+                log.info("hussh: %d/%d hosts done", len(gathered.results), gathered.total)
+                next_log += local.PROGRESS_EVERY
+
+    def _receive(self, stream: _Stream, req: int, gathered: local._Gathered, saving: dict[int, str]) -> bool:
+        """Take the next batch of ``stream``; return False once its shard finished the call or was lost."""
+        shard = stream.shard
+        try:
+            files, frames = ray.get(next(stream.generator))
+            shard.fresh = False
+            messages = decode_frames(frames, self.max_reply)
+        except StopIteration:
+            self._lose(shard, stream.pending, gathered, "its call ended without finishing")
+            return False
+        except ray.exceptions.RayError as exc:
+            if shard.fresh and stream.placed < MAX_PLACEMENTS and self._never_started(shard) \
+                    and self._place_again(stream, exc):
+                return True
+            self._lose(shard, stream.pending, gathered, _reason(exc))
+            return False
+        except (ValueError, TypeError) as exc:
+            self._lose(shard, stream.pending, gathered, f"it sent {exc}")
+            return False
+        refused: dict[int, OSError] = {}
+        for index, data in files:
+            if index not in saving or index not in stream.pending:
+                self._lose(shard, stream.pending, gathered, f"it sent a file for host {index}, "
+                           "which it was not asked for")
+                return False
+            try:
+                with open(saving[index], "wb") as handle:
+                    handle.write(data)
+            except OSError as exc:
+                refused[index] = exc
+        for message in messages:
+            if message.req != req or isinstance(message, p.Alive):
+                continue
+            if isinstance(message, p.CallDone):
+                shard.losses = 0
+                if stream.pending:
+                    gathered.fail(stream.pending, "the worker finished the call without a result for this host")
+                return False
+            if isinstance(message, p.KeyLearned):
+                gathered.learned.append((message.spec, message.key))
+                continue
+            if message.index not in stream.pending:
+                self._lose(shard, stream.pending, gathered, f"it answered for host {message.index}, "
+                           "which it was not asked about")
+                return False
+            stream.pending.discard(message.index)
+            if message.index in refused:
+                exc = refused[message.index]
+                message = msgspec.structs.replace(message, stdout="", stderr=describe(exc), status=-1,
+                                                  error=type(exc).__name__)
+            gathered.add(message)
+        return True
+
+    def _never_started(self, shard: _Shard) -> bool:
+        """Whether ``shard``'s actor died before it took its hosts (``handle`` waits for ``assign``,
+        so then nothing of the call ran)."""
+        try:
+            ready, _ = ray.wait([shard.assigned], timeout=0)
+            if ready:
+                ray.get(ready[0], timeout=1)
+        except ray.exceptions.RayError:
+            return True
+        return False
+
+    def _place_again(self, stream: _Stream, exc: BaseException) -> bool:
+        """Send ``stream``'s call to a new actor: its first one never started (placed on a node that
+        had just died, for instance). Nothing ran, so nothing runs twice; ``start_timeout`` still
+        counts from the first attempt."""
+        shard = stream.shard
+        log.info("hussh: shard %d's actor died before it started (%s); placing it again", shard.number,
+                 _reason(exc))
+        self._kill(shard)
+        try:
+            self._ensure(shard)
+            stream.generator = shard.actor.handle.remote(stream.payload, shard.assigned, self.window)
+        except ray.exceptions.RayError:
+            return False
+        stream.placed += 1
+        return True
+
+    def _ensure(self, shard: _Shard) -> None:
+        """Give ``shard`` an actor (placed by its region, else spread) and its hosts, if it has none."""
+        if shard.actor is not None:
+            return
+        engine = self.engine
+        hosts = [(i, _on_node(finalized(self.specs[i]), engine.agent)) for i in shard.indices]
+        keys = _credentials.ship(ref for _, spec in hosts for ref in _credentials.chain_key_refs(spec)) \
+            if engine.ship_keys else []
+        shard.actor = RemoteShard.options(**self._placement(shard)).remote(f"{self.tag}-{shard.number}")
+        shard.assigned = shard.actor.assign.remote(self.encoder.encode(p.Assign(hosts, shard.share, keys, self.retry)))
+        shard.fresh = True
+
+    def _placement(self, shard: _Shard) -> dict[str, Any]:
+        """Where ``shard``'s next actor goes: its region's nodes (by label), else anywhere (SPREAD).
+
+        After a loss, a node its lost actor ran on is avoided while another can take the shard:
+        a node that just died is listed alive for several seconds (until Ray's health checks give
+        up on it) and both SPREAD and label selectors still send actors there, so the actor goes
+        to a chosen live node instead (the one running fewest of this pool's shards).
+        """
+        label = self.engine.label
+        if shard.avoid:
+            alive = {n["NodeID"]: n.get("Labels") or {} for n in ray.nodes() if n.get("Alive")}
+            shard.avoid &= alive.keys()
+            candidates = [node for node, labels in alive.items() if node not in shard.avoid
+                          and (shard.region is None or labels.get(label) == shard.region)]
+            if shard.avoid and candidates:
+                load = Counter(self._node_of(s) for s in self.shards if s.actor is not None)
+                node = min(candidates, key=lambda n: (load[n], n))
+                return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
+        if shard.region is None:
+            return {"scheduling_strategy": "SPREAD"}
+        return {"label_selector": {label: shard.region}}
+
+    def _lose(self, shard: _Shard, indices: set[int], gathered: local._Gathered, reason: str) -> None:
+        """``shard``'s actor is gone or broken: kill it, fail its unfinished hosts, re-create it next call
+        (elsewhere if another node can take it)."""
+        node = self._node_of(shard)
+        if node:
+            shard.avoid.add(node)
+        reason = f"{reason}{self._where(shard)}"
+        self._kill(shard)
+        shard.losses += 1
+        shard.last_loss = reason
+        gathered.fail(indices, f"shard actor lost before this host finished: {reason}")
+        log.warning("hussh: shard %d lost (%s); %d host(s) failed, it is re-created on the next call",
+                    shard.number, reason, len(indices))
+
+    @staticmethod
+    def _node_of(shard: _Shard) -> str:
+        """The node ``shard``'s actor runs on, if it has told us."""
+        if shard.assigned is None:
+            return ""
+        try:
+            ready, _ = ray.wait([shard.assigned], timeout=0)
+            return ray.get(ready[0], timeout=1)[0] if ready else ""
+        except Exception:  # noqa: BLE001 - the actor died before it said
+            return ""
+
+    def _where(self, shard: _Shard) -> str:
+        """`` (actor ... on node ..., pid ...)`` when the actor had told us, else ''."""
+        if shard.assigned is None:
+            return ""
+        try:
+            ready, _ = ray.wait([shard.assigned], timeout=0)
+            if not ready:
+                return f" (actor hussh-shard-{self.tag}-{shard.number}, not started)"
+            node, pid, _ = ray.get(shard.assigned, timeout=1)
+        except Exception:  # noqa: BLE001 - only a note in a message
+            return f" (actor hussh-shard-{self.tag}-{shard.number})"
+        return f" (actor hussh-shard-{self.tag}-{shard.number} on node {node[:12]}, pid {pid})"
+
+    def where(self) -> dict[int, tuple[str, int, str]]:
+        """Live shards -> (Ray node id, pid, directory of the ``workers`` code they run)."""
+        live = [s for s in self.shards if s.assigned is not None]
+        found = ray.get([s.assigned for s in live], timeout=30)
+        return {s.number: tuple(info) for s, info in zip(live, found)}  # type: ignore[misc]
+
+    def actors(self) -> list[Any]:
+        """The live shards' actor handles."""
+        return [s.actor for s in self.shards if s.actor is not None]
+
+    @staticmethod
+    def _kill(shard: _Shard) -> None:
+        actor, shard.actor, shard.assigned = shard.actor, None, None
+        if actor is not None:
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
+
+    def _stop(self, grace: float | None, wait: float) -> None:
+        live = [s for s in self.shards if s.actor is not None]
+        if os.getpid() != self.owner or not live:
+            return
+        if not ray.is_initialized():  # Ray went first (interpreter exit): the actors died with this driver
+            for shard in live:
+                shard.actor = shard.assigned = None
+            return
+        closing = []
+        for shard in live:
+            with contextlib.suppress(Exception):
+                closing.append(shard.actor.close.remote(grace))
+        with contextlib.suppress(Exception):
+            ray.wait(closing, num_returns=len(closing), timeout=wait)
+        for shard in live:
+            self._kill(shard)
+
+    def shutdown(self, grace: float = local.SHUTDOWN_GRACE) -> None:
+        """Ask every actor to disconnect its hosts, then kill it (after ``grace`` seconds at most)."""
+        self._stop(None, grace)
+
+    def abort(self) -> None:
+        """Stop now: calls in progress are cancelled (remote commands get KILL), actors killed after ``ABORT_WAIT``."""
+        self._stop(ABORT_GRACE, local.ABORT_WAIT)
+
+    def release(self) -> None:
+        """``shutdown`` for garbage collection and interpreter exit; a call still running elsewhere is aborted."""
+        if self.lock.acquire(blocking=False):
+            try:
+                if not self.calling:
+                    self.shutdown()
+                    return
+            finally:
+                self.lock.release()
+        self.abort()
+
+
+def _cancel(generator: Any) -> None:
+    with contextlib.suppress(Exception):
+        ray.cancel(generator)
