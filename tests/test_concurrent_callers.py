@@ -32,7 +32,7 @@ class SlowToStart(workers.pool.WorkerPool):
 
 
 def test_two_threads_on_one_multiconnection_get_their_own_results(fleet, monkeypatch):
-    monkeypatch.setattr(hussh.multi_conn, "WorkerPool", SlowToStart)
+    monkeypatch.setattr(workers.pool, "WorkerPool", SlowToStart)  # what LocalEngine starts
     hosts = fleet.addresses
     mc = shared(fleet)  # not connected: both threads race to start its workers too
     start = threading.Barrier(2, timeout=10)

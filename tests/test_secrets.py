@@ -58,6 +58,7 @@ def test_the_search_finds_a_password_split_across_a_packet_dump():
 @pytest.fixture
 def debug_everything(caplog):
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="asyncssh")  # hussh keeps it at WARNING unless told
     asyncssh.set_debug_level(3)
     try:
         yield caplog
@@ -122,6 +123,7 @@ SCRIPT = """
     from hussh import Retry
 
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)  # direct-forked workers log here too
+    logging.getLogger("asyncssh").setLevel(logging.DEBUG)  # hussh keeps it at WARNING unless told
     asyncssh.set_debug_level(3)
     if os.environ["START"] == "zygote":
         threading.Thread(target=threading.Event().wait, daemon=True).start()

@@ -118,6 +118,7 @@ def test_password_logins_send_no_none_probe(fleet, sent):
 
 def test_login_packets_are_logged_without_their_bytes(fleet, caplog):
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="asyncssh")  # hussh keeps it at WARNING unless told
     asyncssh.set_debug_level(3)
     try:
         async def login() -> None:
