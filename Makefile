@@ -52,35 +52,34 @@ bench-compose: setup  ## the same on a 1000-endpoint compose fleet at several si
 # Every table and plot of scale/README.md, regenerated on a quiet machine (each run waits for one, up to 120 s,
 # and records the other load it saw). Takes hours: the 10k-host scaling runs dominate. Tables go between the
 # README's bench-results markers; raw runs to scale/results/*.json.
-EXPERIMENTS := hussh,hussh+skip-none,hussh+cork,hussh+tweaks-on,hussh+chacha,hussh+abort-close,hussh+no-eof-reply,upstream
+EXPERIMENTS := hussh,hussh+chacha,hussh+abort-close,hussh+no-eof-reply,upstream
 bench-all: setup bench-fleet-cpu bench-bastion  ## every benchmark of issues 8 and 12, >= 5 alternating repetitions each
 	$(PY) -m scale.bench --hosts 3,1000 --repeat 5 --readme
 	$(PY) -m scale.bench_scaling --sizes 1000,3000,10000 --repeat 5 --readme
 	$(PY) -m scale.bench_rounds --hosts 1000 --rounds 20 --repeat 5 --readme
 	$(PY) -m scale.bench_files --hosts 1000 --write-mb 10 --read-mb 1 --repeat 5 --readme
-	$(PY) -m scale.bench_files --hosts 1000 --write-mb 10 --only write --tools hussh,hussh+sftp-window,upstream --repeat 5 --no-strace --readme --section files-window
 	$(PY) -m scale.bench_tail --hosts 1000 --rate 100 --duration 60 --repeat 5 --readme
 	$(PY) -m scale.bench_outputs --hosts 1000 --mb 1 --repeat 5 --readme
 	$(PY) -m scale.bench_outputs --hosts 1000 --mb 50 --tools hussh --repeat 1 --max-call-output 4000000000 --readme
 
 bench-fleet-cpu: setup  ## where the fleet's CPU goes per client: negotiated algorithms, sshd's messages, experiments
 	$(PY) -m scale.kexinit_probe --readme
-	$(PY) -m scale.sshd_trace --tools hussh,hussh+tweaks-on,upstream,pssh --readme
+	$(PY) -m scale.sshd_trace --tools hussh,upstream,pssh --readme
 	$(PY) -m scale.bench --hosts 1000 --repeat 5 --tools $(EXPERIMENTS) --section fleet-cpu --readme
 
 bench-bastion: setup  ## issue 8: 1000 hosts through one bastion vs direct, ssh -J, parallel-ssh; OpenSSH's bastion limits
 	$(PY) -m scale.bench_bastion --hosts 1000 --repeat 5 --readme
-	$(PY) -m scale.bastion_limits --hussh-hosts 1200 --hussh-limits 512,1024 --experiments bastion-open-failed --readme
+	$(PY) -m scale.bastion_limits --hussh-hosts 1200 --hussh-limits 512,1024 --readme
 
 bench-smoke: setup  ## every benchmark above at 50-200 hosts, 1 repetition, README untouched: checks they run
 	$(PY) -m scale.bench --hosts 50 --repeat 1 --quiet-wait 0 --tools $(EXPERIMENTS)
 	$(PY) -m scale.bench_scaling --sizes 60,200 --repeat 1 --quiet-wait 0 --low-nofile 256 --plot /tmp/hussh-bench-scaling.png
 	$(PY) -m scale.bench_rounds --hosts 100 --rounds 3 --repeat 1 --quiet-wait 0 --json /tmp/hussh-bench-rounds.json
-	$(PY) -m scale.bench_files --hosts 50 --write-mb 2 --repeat 1 --quiet-wait 0 --tools hussh,hussh+sftp-window,upstream,pssh --json /tmp/hussh-bench-files.json
+	$(PY) -m scale.bench_files --hosts 50 --write-mb 2 --repeat 1 --quiet-wait 0 --tools hussh,upstream,pssh --json /tmp/hussh-bench-files.json
 	$(PY) -m scale.bench_tail --hosts 50 --duration 5 --repeat 1 --quiet-wait 0 --json /tmp/hussh-bench-tail.json
 	$(PY) -m scale.bench_outputs --hosts 50 --mb 1 --repeat 1 --quiet-wait 0 --json /tmp/hussh-bench-outputs.json
 	$(PY) -m scale.bench_bastion --hosts 50 --repeat 1 --quiet-wait 0 --json /tmp/hussh-bench-bastion.json
-	$(PY) -m scale.bastion_limits --limits 256 --max-channels 1000 --hussh-hosts 300 --hussh-limits 128 --experiments bastion-open-failed
+	$(PY) -m scale.bastion_limits --limits 256 --max-channels 1000 --hussh-hosts 300 --hussh-limits 128
 	$(PY) -m scale.kexinit_probe
 	$(PY) -m scale.sshd_trace
 

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hussh-hosts", type=int, default=1200)
     parser.add_argument("--hussh-limits", default="512,1024")
     parser.add_argument("--experiments", default="", help="hussh+EXP runs too: comma-separated names from "
-                        "peers/_experiments.py applied in a second hussh run per limit (e.g. bastion-open-failed)")
+                        "peers/_experiments.py applied in a second hussh run per limit (e.g. chacha)")
     parser.add_argument("--readme", action="store_true")
     parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sys
 
-EXPERIMENTS = ("pipeline-auth", "sftp-window", "skip-none", "cork", "tweaks-on", "chacha", "abort-close", "no-eof-reply",
-               "bastion-open-failed", "tail-handle")
+EXPERIMENTS = ("pipeline-auth", "chacha", "abort-close", "no-eof-reply", "tail-handle")
+"""Candidates still open. Adopted (now hussh's own behaviour, scale/README.md has their figures): sftp-window,
+skip-none, cork (and tweaks-on, the two together), bastion-open-failed."""
 
 
 def pipeline_auth() -> None:
@@ -24,7 +25,7 @@ def pipeline_auth() -> None:
     from asyncssh.connection import _USERAUTH_SERVICE, SSHClientConnection
     from asyncssh.constants import MSG_SERVICE_ACCEPT
 
-    from hussh._connector import _FleetConnection
+    from hussh._asyncssh_internals import FleetConnection as _FleetConnection
 
     def send_service_request(self, service):  # type: ignore[no-untyped-def]
         SSHClientConnection.send_service_request(self, service)
@@ -61,53 +62,6 @@ def pipeline_auth() -> None:
     _FleetConnection._flush = hold_then_flush
 
 
-def sftp_window() -> None:
-    """``sftp_write_data`` with at most 16 x 64 KiB SFTP writes in flight per host (asyncssh's default is 128
-    requests of up to the server's write limit, ~255 KiB for OpenSSH: a whole 10 MB payload in flight, copied
-    per block, per host: batch_size copies of the payload in the client)."""
-    from hussh import aio
-
-    async def sftp_write_data(self, data, remote_path):  # type: ignore[no-untyped-def]
-        payload = data.encode() if isinstance(data, str) else data
-        sftp = await self._sftp_client()
-        async with aio._sftp_op(self.spec, remote_path):
-            async with sftp.open(remote_path, "wb", block_size=64 * 1024, max_requests=16) as remote:
-                await remote.write(payload)
-
-    aio.AsyncConnection.sftp_write_data = sftp_write_data
-
-
-def skip_none() -> None:
-    """Password-only logins send the password first, as ``_asyncssh_internals`` documents, but does not do: its
-    guard ``_has(SSHClientConnection, "_auth_methods")`` looks for an *instance* attribute on the class, so
-    ``SKIP_NONE_PROBE_AVAILABLE`` is False and every login starts with a ``none`` request the server refuses."""
-    from hussh import _asyncssh_internals as internals
-
-    internals.SKIP_NONE_PROBE_AVAILABLE = True  # connection_factory reads the module global at each connection
-
-
-def cork() -> None:
-    """Corked writes (one ``write()`` per loop turn), as documented; off for the same reason as skip-none
-    (``_transport`` and ``_loop`` are instance attributes, so ``CORK_AVAILABLE`` is False and ``_send`` was never
-    overridden)."""
-    from hussh._asyncssh_internals import FleetConnection
-
-    def _send(self, data):  # type: ignore[no-untyped-def]
-        if self._unsent is not None:
-            self._unsent.append(data)
-        elif self._transport:
-            self._unsent = [data]
-            self._loop.call_soon(self._flush, self._transport)
-
-    FleetConnection._send = _send
-
-
-def tweaks_on() -> None:
-    """Both of the above: the transport tweaks the README describes, actually in effect."""
-    skip_none()
-    cork()
-
-
 def chacha() -> None:
     """chacha20-poly1305 first, as OpenSSH's and libssh2's (upstream's) clients negotiate it, instead of AES-GCM."""
     from hussh import _connector
@@ -136,32 +90,6 @@ def no_eof_reply() -> None:
     from hussh import aio
 
     aio._CommandSession.eof_received = lambda self: True
-
-
-def bastion_open_failed() -> None:
-    """A bastion out of descriptors refuses a direct-tcpip channel with code 2 (CONNECT_FAILED) and the bare reason
-    "open failed" (its socket() failed: EMFILE), not RESOURCE_SHORTAGE: treat that as "this link is full" too, so
-    the host is opened through another bastion login instead of failing. A target that refuses answers "connect
-    failed: ..." and still fails the host."""
-    import asyncssh
-
-    from hussh import _bastions
-
-    original = _bastions.BastionPool.open
-
-    async def open_(self, hop, factory, host, port):  # type: ignore[no-untyped-def]
-        for _ in range(_bastions.MAX_LINKS_PER_CALL):
-            link = await self._link(self.bastions.setdefault(hop, _bastions._Bastion(hop)))
-            try:
-                return await original(self, hop, factory, host, port)
-            except _bastions.ConnectError as exc:
-                if not str(exc).endswith(": open failed") or link.channels == 0:
-                    raise
-                link.full = True  # out of descriptors on the bastion: the next try opens another login
-        raise _bastions.ConnectError(f"{host}:{port} via bastion {hop.target}: no room for another tunnel")
-
-    assert asyncssh.OPEN_CONNECT_FAILED == 2
-    _bastions.BastionPool.open = open_
 
 
 def tail_handle() -> None:
