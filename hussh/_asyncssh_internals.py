@@ -8,6 +8,8 @@ one of them silently stops taking effect.
 * ``FleetConnection``: fewer packets and writes per host (no empty ``MSG_IGNORE``, corked writes,
   no ``none`` auth probe for password-only logins), and no password in asyncssh's packet dumps.
 * ``install_log_speedups``: asyncssh formats log arguments before checking the level.
+* ``with_owner``, ``OPENSSH_HOST_KEY_ORDER``: a per-connection owner that answers for hashed
+  known_hosts entries, without re-preparing the shared options; host key types in ``ssh``'s order.
 * ``CachedClientConfig``: asyncssh's ssh_config parser with each file tokenized once per process
   (asyncssh re-runs ``shlex`` over every line for every host: ~1 ms per host).
 """
@@ -154,6 +156,33 @@ async def open_proxy_command(loop: asyncio.AbstractEventLoop, argv: list[str],
 
         raise ConfigError(f"ProxyCommand is not available with asyncssh {asyncssh.__version__}; use ProxyJump")
     return await open_proxy(loop, argv, factory)
+
+
+# ---------------------------------------------------------------------------------- host keys
+
+OWNER_AVAILABLE = VERSION_TESTED and (
+    "protocol_factory" in asyncssh.connection.SSHConnectionOptions.prepare.__code__.co_names)
+
+
+def with_owner(options: asyncssh.SSHClientConnectionOptions, owner: Callable[[], asyncssh.SSHClient]) -> None:
+    """Give one connection's (copied) options their own ``client_factory``: asyncssh keeps the
+    prepared factory as ``protocol_factory`` and asks its object about untrusted host keys."""
+    options.protocol_factory = owner  # type: ignore[attr-defined]
+
+
+def _openssh_host_key_order() -> list[str]:
+    """asyncssh's host key types with OpenSSH's preference first (ed25519, ECDSA, then RSA-SHA2):
+    without a key on record asyncssh would pick RSA, where ``ssh`` records ed25519."""
+    try:
+        available = [alg.decode() for alg in asyncssh.public_key.get_default_public_key_algs()]
+    except AttributeError:
+        return []
+    first = ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+             "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com", "rsa-sha2-512", "rsa-sha2-256"]
+    return [alg for alg in first if alg in available] + [alg for alg in available if alg not in first]
+
+
+OPENSSH_HOST_KEY_ORDER = _openssh_host_key_order()
 
 
 # ---------------------------------------------------------------------------------- logging

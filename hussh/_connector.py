@@ -18,11 +18,12 @@ import socket
 import weakref
 
 import asyncssh
+import msgspec
 from asyncssh.connection import SSHClientConnection
 
 from . import _asyncssh_internals as internals
 from . import _bastions, _credentials
-from ._known_hosts import lookup
+from ._known_hosts import HashedVerifier, lookup
 from ._spec import ConnectSpec, HostKeys
 from .errors import AuthenticationError, ConfigError, ConnectError, ConnectTimeout, HostKeyError, HusshError
 
@@ -95,18 +96,26 @@ def _offered_keys(spec: ConnectSpec) -> bool:
     return bool(options is not None and options.client_keys)
 
 
-def _host_key_check(spec: ConnectSpec, keys: HostKeys) -> tuple[object, bool]:
-    """asyncssh's ``known_hosts`` value for ``spec`` and whether an accepted key is new (to record)."""
+def _host_key_check(spec: ConnectSpec, keys: HostKeys) -> tuple[object, bool, HashedVerifier | None]:
+    """asyncssh's ``known_hosts`` value for ``spec``, whether an accepted key is new (to record),
+    and the owner that tries hashed entries once the server has shown its key (if any may list it)."""
     if spec.host_key_checking == "off":
-        return None, False
-    if keys.listed:
+        return None, False, None
+    verifier = HashedVerifier(spec, keys) if keys.hashed else None
+    if verifier is not None and not verifier.indexes:
+        verifier = None  # the files changed since the spec was made: they hold no hashed entry now
+    if keys.listed or verifier is not None:
         return ([asyncssh.import_public_key(k) for k in keys.trusted],
                 [asyncssh.import_public_key(k) for k in keys.authorities],
-                [asyncssh.import_public_key(k) for k in keys.revoked]), False
+                [asyncssh.import_public_key(k) for k in keys.revoked]), False, verifier
     if spec.host_key_checking == "strict":
-        files = ", ".join(spec.known_hosts) or "no known_hosts file"
-        raise HostKeyError(f"{spec.address} is not listed in {files} and host key checking is strict")
-    return None, True
+        raise HostKeyError(_unlisted(spec))
+    return None, True, None
+
+
+def _unlisted(spec: ConnectSpec) -> str:
+    files = ", ".join(spec.known_hosts) or "no known_hosts file"
+    return f"{spec.address} is not listed in {files} and host key checking is strict"
 
 
 async def open_connection(spec: ConnectSpec, bound: float | None = None) -> SSHClientConnection:
@@ -153,11 +162,15 @@ async def open_connection(spec: ConnectSpec, bound: float | None = None) -> SSHC
 async def _open(spec: ConnectSpec, phase: list[str]) -> SSHClientConnection:
     loop = asyncio.get_running_loop()
     keys = spec.host_keys if spec.host_keys is not None else lookup(spec)
-    known_hosts, learning = _host_key_check(spec, keys)
+    known_hosts, learning, verifier = _host_key_check(spec, keys)
     options = copy.copy(await _profile_options(spec))
     options.host = options.orig_host = spec.hostname or spec.host
     options.port = spec.port
     options.known_hosts = known_hosts
+    if verifier is not None:
+        internals.with_owner(options, lambda: verifier)
+        if not keys.listed and internals.OPENSSH_HOST_KEY_ORDER:
+            options.server_host_key_algs = internals.OPENSSH_HOST_KEY_ORDER  # the key type `ssh` records
     options.waiter = loop.create_future()
     password_only = spec.password is not None and spec.private_key is None
     factory = internals.connection_factory(loop, options, password_only)
@@ -176,10 +189,23 @@ async def _open(spec: ConnectSpec, phase: list[str]) -> SSHClientConnection:
     conn.set_extra_info(host=options.host, port=spec.port)
     try:
         await options.waiter
+    except asyncssh.HostKeyNotVerifiable:
+        conn.abort()
+        if verifier is not None and verifier.other_keys:  # listed only with other key types: prefer those
+            retry = HostKeys(trusted=tuple(verifier.other_keys), authorities=keys.authorities, revoked=keys.revoked)
+            try:
+                return await _open(msgspec.structs.replace(spec, host_keys=retry), phase)
+            except (asyncssh.DisconnectError, ConnectionError) as exc:  # sshd hangs up: no such key type
+                kinds = ", ".join(sorted({k.split()[0] for k in verifier.other_keys}))
+                raise HostKeyError(f"{spec.address} is listed in known_hosts only with {kinds} key(s), and asking "
+                                   f"the server for those failed ({exc}): it does not offer them") from None
+        if verifier is not None and verifier.unlisted:
+            raise HostKeyError(_unlisted(spec)) from None
+        raise
     except BaseException:
         conn.abort()
         raise
-    if learning:
+    if learning or (verifier is not None and verifier.learned):
         host_key = conn.get_server_host_key()
         if host_key is not None:
             conn.learned_key = host_key.export_public_key("openssh").decode("ascii").strip()  # type: ignore[attr-defined]

@@ -59,15 +59,32 @@ DEFAULT_USERNAME = _DefaultUser("root")
 
 
 class HostKeys(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """The known_hosts entries that apply to one host, as OpenSSH public key lines."""
+    """The known_hosts entries that apply to one host, as OpenSSH public key lines.
+
+    ``hashed`` names the files whose hashed entries still have to be tried: a hashed name can
+    only be tested, so that is done once the server has shown its key (see ``HashedHosts``).
+    """
 
     trusted: tuple[str, ...] = ()
     authorities: tuple[str, ...] = ()
     revoked: tuple[str, ...] = ()
+    hashed: tuple[str, ...] = ()
 
     @property
     def listed(self) -> bool:
         return bool(self.trusted or self.authorities)
+
+
+class HashedHosts(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One known_hosts file's hashed entries (``HashKnownHosts``), shipped once to each worker.
+
+    Each is (salt, HMAC-SHA1 of the name under it, ``"type base64"`` key): testing every entry
+    against every host would cost hosts x entries HMACs before connecting, so a host is tested
+    only against the entries holding the key it presents.
+    """
+
+    path: str
+    entries: tuple[tuple[bytes, bytes, str], ...] = ()
 
 
 class ConnectSpec(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -75,7 +92,7 @@ class ConnectSpec(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
     ``host`` is the name as given (result key, config match); ``hostname`` where to connect.
     ``known_hosts`` are the files consulted; new keys are recorded in the first one.
-    ``host_keys`` is filled from them by ``with_host_keys`` before a spec travels to a worker.
+    ``host_keys`` is filled from them by ``finalized`` before a spec travels to a worker.
     """
 
     host: str

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 import uvloop
 
-from hussh import _bastions, _credentials
+from hussh import _bastions, _credentials, _known_hosts
 from hussh._result import SSHResult
 from hussh.aio import AsyncConnection, AsyncFileTailer, OutputBudget
 from hussh.errors import (
@@ -108,6 +108,7 @@ class Worker:
         self.max_open = max(1, self.fd_budget - self.lanes)
         self.retry = message.retry
         _credentials.install(message.keys)
+        _known_hosts.install(message.known)
         _bastions.pool().cooldown = message.retry.cooldown
         for index, spec in message.hosts:
             self.conns[index] = AsyncConnection.from_spec(spec, record_keys=False)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 import msgspec
 
 from hussh import _credentials
-from hussh._known_hosts import record as record_host_keys
+from hussh._known_hosts import hashed_paths, record as record_host_keys, ship as ship_hashed
 from hussh._result import SSHResult
 from hussh._spec import ConnectSpec, finalized
 from hussh.errors import WorkerLost, describe
@@ -283,8 +283,9 @@ class WorkerPool:
             hosts = [(i, finalized(self.specs[i])) for i in range(number, len(self.specs), self.count)]
             keys = _credentials.ship(ref for _, spec in hosts for ref in _credentials.chain_key_refs(spec))
             worker = self.workers[number] = self._start()
+            known = ship_hashed(path for _, spec in hosts for path in hashed_paths(spec))
             worker.send(self.encoder.encode(p.Assign(hosts, self.shares[number], keys, self.retry,
-                                                     os.getcwd(), dict(os.environ))))
+                                                     os.getcwd(), dict(os.environ), known)))
         return worker
 
     def _start(self) -> _Worker:

@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 import msgspec
 
 from hussh._credentials import KeyMaterial
-from hussh._spec import ConnectSpec, Retry
+from hussh._spec import ConnectSpec, HashedHosts, Retry
 
 HEADER = struct.Struct(">I")
 FD_RESERVE = 48  # descriptors a worker keeps free for its pipes, local files and the loop itself
@@ -46,6 +46,7 @@ class Assign(_Message):
     retry: Retry = Retry()
     cwd: str = ""  # the caller's working directory and environment, which a worker started by the
     env: dict[str, str] | None = None  # zygote does not share (a ProxyCommand may rely on them)
+    known: list[HashedHosts] = []  # hashed known_hosts entries its hosts are checked against
 
 
 class Connect(_Message):

@@ -43,7 +43,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from hussh import _credentials
-from hussh._known_hosts import record as record_host_keys
+from hussh._known_hosts import hashed_paths, record as record_host_keys, ship as ship_hashed
 from hussh._result import SSHResult
 from hussh._spec import ConnectSpec, Retry, finalized
 from hussh.errors import describe
@@ -507,7 +507,9 @@ class RayPool:
         keys = _credentials.ship(ref for _, spec in hosts for ref in _credentials.chain_key_refs(spec)) \
             if engine.ship_keys else []
         shard.actor = RemoteShard.options(**self._placement(shard)).remote(f"{self.tag}-{shard.number}")
-        shard.assigned = shard.actor.assign.remote(self.encoder.encode(p.Assign(hosts, shard.share, keys, self.retry)))
+        known = ship_hashed(path for _, spec in hosts for path in hashed_paths(spec))
+        assign = p.Assign(hosts, shard.share, keys, self.retry, known=known)
+        shard.assigned = shard.actor.assign.remote(self.encoder.encode(assign))
         shard.fresh = True
 
     def _placement(self, shard: _Shard) -> dict[str, Any]:

@@ -1,0 +1,136 @@
+"""Hashed known_hosts entries (``HashKnownHosts yes``, Debian's default): checked by the key the
+server presents, so a big hashed file costs a few HMACs per host, not one per entry per host."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import subprocess
+
+import pytest
+import uvloop
+
+import hussh
+from hussh import _known_hosts
+from hussh.aio import AsyncConnection
+from hussh.multi_conn import MultiConnection
+from hussh.testing import PASSWORD, PASSWORD_USER
+
+DECOYS = 3000  # entries for other hosts, each with its own salt, as ssh writes them
+
+
+def hashed_file(path, lines: list[str], decoys: int = DECOYS) -> None:
+    """``lines`` plus ``decoys`` entries for hosts that are not ours, every name hashed by ssh-keygen."""
+    key = lines[0].split(None, 1)[1]
+    decoy_lines = [f"decoy-{n}.example.net {key}" for n in range(decoys)]
+    path.write_text("".join(decoy_lines[: decoys // 2] + lines + decoy_lines[decoys // 2 :]))
+    subprocess.run(["ssh-keygen", "-H", "-f", str(path)], check=True, capture_output=True, timeout=30)
+    assert all(line.startswith("|1|") for line in path.read_text().splitlines())
+
+
+def shared(fleet, known, **options) -> MultiConnection:
+    return MultiConnection.from_shared_auth(fleet.addresses, username=PASSWORD_USER, password=PASSWORD,
+                                            port=fleet.port, known_hosts=known, ssh_config=False, **options)
+
+
+@pytest.fixture
+def hmac_count(monkeypatch):
+    """HMACs computed in this process, by hussh (``hmac.digest``) or asyncssh (``hmac.new``)."""
+    calls = [0]
+    digest, new = hmac.digest, hmac.new
+
+    def counted_digest(*args, **kwargs):
+        calls[0] += 1
+        return digest(*args, **kwargs)
+
+    def counted_new(*args, **kwargs):
+        calls[0] += 1
+        return new(*args, **kwargs)
+
+    monkeypatch.setattr(hmac, "digest", counted_digest)
+    monkeypatch.setattr(hmac, "new", counted_new)
+    return calls
+
+
+def connect_all(hosts: list[str], **kwargs) -> list[str]:
+    async def body() -> list[str]:
+        users = []
+        for host in hosts:
+            async with AsyncConnection(host, **kwargs) as conn:
+                users.append((await conn.execute("id -un")).stdout.strip())
+        return users
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(asyncio.wait_for(body(), 60))
+
+
+def test_listed_hosts_cost_a_few_hmacs_not_one_per_entry(fleet, tmp_path, hmac_count):
+    known = tmp_path / "known_hosts"
+    hashed_file(known, [fleet.known_hosts_line(a) for a in fleet.addresses])
+    users = connect_all(fleet.addresses, username=PASSWORD_USER, password=PASSWORD, port=fleet.port,
+                        known_hosts=known, host_key_checking="strict")
+    assert users == [PASSWORD_USER] * len(fleet.addresses)
+    # Matching every entry by name would be len(addresses) x 3004 HMACs; by key it is the few
+    # entries holding each presented key (all decoys here share one fleet key: at most ~1500).
+    assert hmac_count[0] < DECOYS, hmac_count[0]
+
+
+def test_workers_check_hosts_against_the_hashed_entries_they_are_shipped(fleet, tmp_path):
+    known = tmp_path / "known_hosts"
+    first, *rest = fleet.addresses
+    wrong = f"[{first}]:{fleet.port} {fleet.host_public_key(rest[0])}\n"
+    hashed_file(known, [wrong] + [fleet.known_hosts_line(a) for a in rest])
+    with shared(fleet, known, host_key_checking="strict", workers=2) as mc:
+        result = mc.execute("id -un")
+    assert [result[a].stdout.strip() for a in rest] == [PASSWORD_USER] * len(rest)
+    assert result[first].status == -1 and result[first].stderr.startswith("HostKeyError")
+    assert "does not match" in result[first].stderr
+
+
+def test_strict_refuses_a_host_the_hashed_file_does_not_list(fleet, tmp_path):
+    known = tmp_path / "known_hosts"
+    first, *rest = fleet.addresses
+    hashed_file(known, [fleet.known_hosts_line(a) for a in rest], decoys=10)
+    with pytest.raises(hussh.HostKeyError, match=f"{first}.* is not listed in .* strict"):
+        connect_all([first], username=PASSWORD_USER, password=PASSWORD, port=fleet.port,
+                    known_hosts=known, host_key_checking="strict")
+
+
+def test_an_unlisted_host_is_accepted_and_recorded_once(fleet, tmp_path):
+    known = tmp_path / "known_hosts"
+    first, *rest = fleet.addresses
+    hashed_file(known, [fleet.known_hosts_line(a) for a in rest], decoys=10)
+    before = len(known.read_text().splitlines())
+    for _ in range(2):
+        with shared(fleet, known) as mc:
+            assert not mc.execute("true").failed
+    lines = known.read_text().splitlines()
+    assert len(lines) == before + 1
+    found = subprocess.run(["ssh-keygen", "-F", f"[{first}]:{fleet.port}", "-f", str(known)],
+                           capture_output=True, text=True, timeout=10)
+    assert found.returncode == 0 and fleet.host_public_key(first) in found.stdout
+
+
+def test_a_host_listed_only_with_another_key_type_is_retried_with_it_and_refused(fleet, tmp_path):
+    known = tmp_path / "known_hosts"
+    first = fleet.addresses[0]
+    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", str(tmp_path / "other")],
+                   check=True, capture_output=True, timeout=30)
+    ecdsa = " ".join((tmp_path / "other.pub").read_text().split()[:2])
+    hashed_file(known, [f"[{first}]:{fleet.port} {ecdsa}\n"], decoys=10)
+    # The fleet's sshd has only an ed25519 key: the retry that asks for ECDSA finds none to offer.
+    with pytest.raises(hussh.HostKeyError, match="only with ecdsa-sha2-nistp256"):
+        connect_all([first], username=PASSWORD_USER, password=PASSWORD, port=fleet.port, known_hosts=known)
+    assert len(known.read_text().splitlines()) == 11  # nothing recorded
+
+
+def test_index_parses_what_ssh_keygen_writes(fleet, tmp_path):
+    known = tmp_path / "known_hosts"
+    address = fleet.addresses[0]
+    hashed_file(known, [fleet.known_hosts_line(address)], decoys=4)
+    parsed = _known_hosts.parse(str(known), known.read_text())
+    assert parsed.hashed is not None and len(parsed.hashed.table.entries) == 5
+    key = " ".join(fleet.host_public_key(address).split()[:2])
+    assert parsed.hashed.holds(f"[{address}]:{fleet.port}", key)
+    assert not parsed.hashed.holds(f"[{address}]:{fleet.port + 1}", key)
+    assert parsed.hashed.keys_of(f"[{address}]:{fleet.port}") == [key]
