@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DOCKER_UP := $(shell docker info >/dev/null 2>&1 && echo yes)
 
-.PHONY: setup demo test test-ray soak scale-image scale-test scale-full bench bench-compose bench-all bench-smoke bench-fleet-cpu bench-bastion clean
+.PHONY: setup demo lint test test-ray soak scale-image scale-test scale-full bench bench-compose bench-all bench-smoke bench-fleet-cpu bench-bastion clean
 
 setup: $(VENV)/.installed
 
@@ -22,7 +22,10 @@ $(VENV)/.installed: pyproject.toml
 demo: setup  ## the main job: a command across a local fleet of 300 real sshd endpoints
 	$(PY) -m scale.demo --hosts 300
 
-test: setup  ## every test: real sshd on loopback, plus a 40-endpoint docker compose fleet when Docker answers (not the soak)
+lint: setup  ## ruff over the code (its config: pyproject.toml's [tool.ruff]); make test runs it first
+	$(PY) -m ruff check hussh workers tests scale
+
+test: setup lint  ## every test: real sshd on loopback, plus a 40-endpoint docker compose fleet when Docker answers (not the soak)
 	$(PY) -m pytest -q -p no:cacheprovider -m "not soak"
 
 soak: setup  ## 200 calls on 1000 loopback hosts with faults; prints fds and RSS of caller and workers (minutes)

@@ -26,7 +26,8 @@ class ProgressBar:
                          mininterval=0, miniters=1, bar_format=FORMAT, postfix="0 failed")
 
     def advance(self, failed: int, write: Callable[[], None] | None = None) -> None:
-        """One more host finished (``failed`` so far); ``write`` prints its lines where the bar was, above the new bar."""
+        """One more host finished (``failed`` so far); ``write`` prints its lines where the bar was,
+        above the new bar."""
         self._bar.set_postfix_str(f"{failed} failed", refresh=False)
         if write is not None:
             self._bar.clear()

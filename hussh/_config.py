@@ -13,7 +13,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 from asyncssh.config import ConfigParseError
 
@@ -23,7 +22,7 @@ from .errors import ConfigError
 USER_CONFIG = "~/.ssh/config"
 SYSTEM_CONFIG = "/etc/ssh/ssh_config"
 
-SSHConfigArg = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], bool, None]
+SSHConfigArg = str | os.PathLike | Sequence[str | os.PathLike] | bool | None
 """``None``: ``ssh``'s defaults (user then system file, those that exist); a path or paths: only
 those (like ``ssh -F``); ``False``: no config at all."""
 

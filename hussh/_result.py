@@ -6,7 +6,8 @@ import msgspec
 
 
 class SSHResult(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """Output and exit status of a command, constructed and compared as upstream's ``SSHResult(stdout, stderr, status)``.
+    """Output and exit status of a command, constructed and compared as upstream's
+    ``SSHResult(stdout, stderr, status)``.
 
     ``status=-1`` means hussh itself failed; ``error`` then names the kind of failure
     (``"ConnectTimeout"``, ``"AuthenticationError"``...) and ``stderr`` starts with it and says why.

@@ -36,7 +36,8 @@ _REASONS = (  # what the remote scp (or asyncssh) says -> the builtin error it m
 )
 
 
-async def scp_read(conn: AsyncConnection, remote_path: str, local_path: str | os.PathLike[str] | None = None) -> str | None:
+async def scp_read(conn: AsyncConnection, remote_path: str,
+                   local_path: str | os.PathLike[str] | None = None) -> str | None:
     """Return the remote file as text (undecodable bytes replaced), or save it to ``local_path``."""
     if local_path is not None:
         local = Path(local_path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
@@ -115,7 +115,7 @@ class ConnectSpec(msgspec.Struct, frozen=True, array_like=True, gc=False):
     hash_known_hosts: bool = False
     host_keys: HostKeys | None = None
     max_output: int = DEFAULT_MAX_OUTPUT
-    jump: Union["ConnectSpec", None] = None
+    jump: ConnectSpec | None = None
     proxy_command: str = ""
 
     @property
@@ -185,7 +185,7 @@ def make_spec(
     known_hosts: str | os.PathLike[str] | None = None,
     host_key_checking: HostKeyChecking | None = None,
     max_output: int = DEFAULT_MAX_OUTPUT,
-    proxy_jump: "str | ConnectSpec | AsyncConnection | None" = None,
+    proxy_jump: str | ConnectSpec | AsyncConnection | None = None,
     proxy_command: str | None = None,
     forward_agent: bool | None = None,
     ssh_config: SSHConfigArg = None,
@@ -297,7 +297,7 @@ def _agent_from(config: HostConfig) -> str | None:
     return os.path.expanduser(value)
 
 
-def _jump_from_argument(value: "str | ConnectSpec | AsyncConnection", resolver: ConfigResolver,
+def _jump_from_argument(value: str | ConnectSpec | AsyncConnection, resolver: ConfigResolver,
                         known_hosts: object, checking: HostKeyChecking | None,
                         connect_timeout: float) -> ConnectSpec | None:
     """``proxy_jump=``: a ``-J`` style chain, ``"none"``, or a connection object giving the last hop."""

@@ -6,9 +6,9 @@ import os
 from types import TracebackType
 
 from . import _loop, _scp
+from ._config import SSHConfigArg
 from ._remote_copy import remote_copy
 from ._result import SSHResult
-from ._config import SSHConfigArg
 from ._shell import InteractiveShell
 from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, DEFAULT_USERNAME, ConnectSpec, HostKeyChecking
 from .aio import AsyncConnection, AsyncFileTailer
@@ -32,7 +32,7 @@ class Connection:
         username: str = DEFAULT_USERNAME,
         password: str | None = None,
         private_key: str | os.PathLike[str] | None = None,
-        proxy_jump: "str | AsyncConnection | Connection | None" = None,
+        proxy_jump: str | AsyncConnection | Connection | None = None,
         proxy_command: str | None = None,
         timeout: int = 0,
         *,
@@ -82,13 +82,13 @@ class Connection:
     def sftp_list(self, path: str) -> list[str]:
         return _loop.run(self._async.sftp_list(path))
 
-    def tail(self, remote_file: str) -> "FileTailer":
+    def tail(self, remote_file: str) -> FileTailer:
         return FileTailer(self, remote_file)
 
     def close(self) -> None:
         _loop.run(self._async.close())
 
-    def __enter__(self) -> "Connection":
+    def __enter__(self) -> Connection:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -120,7 +120,7 @@ class Connection:
         return _loop.run(self._async.sftp_get_dir(remote_path, local_path, follow_symlinks, preserve_permissions,
                                                   fail_fast))
 
-    def remote_copy(self, source_path: str, dest_conn: "Connection", dest_path: str | None = None) -> None:
+    def remote_copy(self, source_path: str, dest_conn: Connection, dest_path: str | None = None) -> None:
         """Stream ``source_path`` from this host to ``dest_path`` (default: the same path) on ``dest_conn``."""
         if not isinstance(dest_conn, Connection):
             raise TypeError(f"dest_conn must be a Connection, not {type(dest_conn).__name__}")
@@ -128,7 +128,8 @@ class Connection:
 
 
 class FileTailer:
-    """Blocking twin of ``AsyncFileTailer``: ``read(from_pos=None)``, ``seek_end()``, ``last_pos``; after exit ``contents``."""
+    """Blocking twin of ``AsyncFileTailer``: ``read(from_pos=None)``, ``seek_end()``, ``last_pos``;
+    after exit ``contents``."""
 
     def __init__(self, conn: Connection, remote_file: str, init_pos: int | None = None) -> None:
         self._tailer = AsyncFileTailer(conn._async, remote_file, init_pos)
@@ -138,7 +139,7 @@ class FileTailer:
     last_pos = property(lambda self: self._tailer.last_pos)
     contents = property(lambda self: self._tailer.contents)
 
-    def __enter__(self) -> "FileTailer":
+    def __enter__(self) -> FileTailer:
         _loop.run(self._tailer.__aenter__())
         return self
 

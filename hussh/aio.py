@@ -55,7 +55,7 @@ class AsyncConnection:
         password: str | None = None,
         key_path: str | os.PathLike[str] | None = None,
         private_key: str | os.PathLike[str] | None = None,
-        proxy_jump: "str | AsyncConnection | None" = None,
+        proxy_jump: str | AsyncConnection | None = None,
         proxy_command: str | None = None,
         port: int = DEFAULT_PORT,
         keepalive_interval: float = 0,
@@ -81,7 +81,7 @@ class AsyncConnection:
         self.learned: list[tuple[ConnectSpec, str]] = []
 
     @classmethod
-    def from_spec(cls, spec: ConnectSpec, record_keys: bool = True) -> "AsyncConnection":
+    def from_spec(cls, spec: ConnectSpec, record_keys: bool = True) -> AsyncConnection:
         """Build from an already resolved spec (how workers recreate a host).
 
         With ``record_keys=False`` host keys accepted on first use are kept in ``learned`` for the
@@ -280,7 +280,7 @@ class AsyncConnection:
         async with _sftp_op(self.spec, remote_path):
             return (await sftp.stat(remote_path)).size or 0
 
-    def tail(self, remote_file: str) -> "AsyncFileTailer":
+    def tail(self, remote_file: str) -> AsyncFileTailer:
         """An async context manager reading what is appended to ``remote_file`` while it is open."""
         return AsyncFileTailer(self, remote_file)
 
@@ -306,14 +306,14 @@ class AsyncConnection:
             self._conn.abort()
         self._conn = self._sftp = None
 
-    async def __aenter__(self) -> "AsyncConnection":
+    async def __aenter__(self) -> AsyncConnection:
         await self.connect()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def shell(self, pty: bool | None = None) -> "AsyncInteractiveShell":
+    async def shell(self, pty: bool | None = None) -> AsyncInteractiveShell:
         """A login shell for several ``send``/``read`` cycles (``async with await conn.shell() as sh``)."""
         return await open_shell(self, pty)
 
@@ -344,7 +344,7 @@ class AsyncFileTailer:
         self.last_pos = 0
         self.contents: str | None = None
 
-    async def __aenter__(self) -> "AsyncFileTailer":
+    async def __aenter__(self) -> AsyncFileTailer:
         await self.seek_end()
         if self.init_pos is None:
             self.init_pos = self.last_pos

@@ -68,7 +68,7 @@ class ConnectTimeout(HusshTimeout):
 class CommandTimeout(HusshTimeout):
     """A command ran past its timeout; ``result`` holds the output received until then."""
 
-    def __init__(self, message: str, result: "SSHResult") -> None:
+    def __init__(self, message: str, result: SSHResult) -> None:
         super().__init__(message)
         self.result = result
 
@@ -76,7 +76,7 @@ class CommandTimeout(HusshTimeout):
 class OutputLimitExceeded(HusshError):
     """A command wrote more than ``max_output`` bytes; ``result`` holds the first ones."""
 
-    def __init__(self, message: str, result: "SSHResult") -> None:
+    def __init__(self, message: str, result: SSHResult) -> None:
         super().__init__(message)
         self.result = result
 

@@ -30,7 +30,8 @@ from .hostlist import Target, parse_target
 OnResult = Callable[[str, SSHResult], None]
 DEFAULT_BATCH_SIZE = 100
 OnTimedResult = Callable[[str, SSHResult, float], None]
-"""``on_timed_result(host, result, seconds)``: ``on_result`` plus the host's ``MultiResult.seconds``, for streaming views."""
+"""``on_timed_result(host, result, seconds)``: ``on_result`` plus the host's ``MultiResult.seconds``,
+for streaming views."""
 
 
 def _default_call_output() -> int:
@@ -55,7 +56,7 @@ __all__ = ["AsyncConnection", "MultiConnection", "MultiFileTailer", "MultiResult
 class PartialFailureException(HusshError):
     """Some hosts failed; ``succeeded`` and ``failed`` are the two halves of the ``MultiResult``."""
 
-    def __init__(self, succeeded: "MultiResult", failed: "MultiResult") -> None:
+    def __init__(self, succeeded: MultiResult, failed: MultiResult) -> None:
         total = len(succeeded) + len(failed)
         super().__init__(f"Operation failed on {len(failed)} of {total} host(s)")
         self.succeeded = succeeded
@@ -95,16 +96,16 @@ class MultiResult(Mapping[str, SSHResult]):
         return list(self._results.items())
 
     @property
-    def succeeded(self) -> "MultiResult":
+    def succeeded(self) -> MultiResult:
         """Hosts whose status is 0 (empty, hence falsy, when none)."""
         return self._subset(lambda r: r.status == 0)
 
     @property
-    def failed(self) -> "MultiResult":
+    def failed(self) -> MultiResult:
         """Hosts whose status is not 0, hussh's own failures (status -1) included."""
         return self._subset(lambda r: r.status != 0)
 
-    def _subset(self, keep: Callable[[SSHResult], bool]) -> "MultiResult":
+    def _subset(self, keep: Callable[[SSHResult], bool]) -> MultiResult:
         chosen = [(h, r) for h, r in self._results.items() if keep(r)]
         return MultiResult(chosen, {h: self.seconds[h] for h, _ in chosen if h in self.seconds})
 
@@ -200,7 +201,7 @@ class MultiConnection:
     def from_connections(
         cls, connections: Iterable[AsyncConnection | Connection], batch_size: int | None = None,
         timeout: float | None = None, **options: object,
-    ) -> "MultiConnection":
+    ) -> MultiConnection:
         """Copy the connection details of existing (sync or async) connections."""
         return cls(connections, batch_size=batch_size, timeout=timeout, **options)  # type: ignore[arg-type]
 
@@ -221,7 +222,7 @@ class MultiConnection:
         known_hosts: str | os.PathLike[str] | None = None,
         host_key_checking: HostKeyChecking | None = None,
         max_output: int = DEFAULT_MAX_OUTPUT,
-        proxy_jump: "str | AsyncConnection | Connection | None" = None,
+        proxy_jump: str | AsyncConnection | Connection | None = None,
         proxy_command: str | None = None,
         forward_agent: bool | None = None,
         ssh_config: SSHConfigArg = None,
@@ -230,7 +231,7 @@ class MultiConnection:
         workers: int | None = None,
         progress: Progress | None = None,
         engine: Engine | None = None,
-    ) -> "MultiConnection":
+    ) -> MultiConnection:
         """Same credentials for every host; hosts may be ``name``, ``name:port``, ``user@name:port``,
         ``[v6addr]:port`` or names from the ssh config (see ``AsyncConnection`` for the options).
 
@@ -337,11 +338,11 @@ class MultiConnection:
         return self._run(lambda req, idx, _: p.ReadFile(req, idx, remote_path, [paths[i] for i in idx]), self._active,
                          on_result, on_timed_result)
 
-    def tail(self, remote_file: str) -> "MultiFileTailer":
+    def tail(self, remote_file: str) -> MultiFileTailer:
         """A context manager reading what is appended to ``remote_file`` on every host."""
         return MultiFileTailer(self, {self._keys[i]: remote_file for i in self._active})
 
-    def tail_map(self, host_file_map: Mapping[str, str]) -> "MultiFileTailer":
+    def tail_map(self, host_file_map: Mapping[str, str]) -> MultiFileTailer:
         """Like ``tail`` with a different file per host, only on the hosts in ``host_file_map`` (upstream's name)."""
         return MultiFileTailer(self, dict(self._check_hosts(host_file_map)))
 
@@ -358,7 +359,7 @@ class MultiConnection:
                 self._finalizer.detach()
             self._pool = self._finalizer = None
 
-    def __enter__(self) -> "MultiConnection":
+    def __enter__(self) -> MultiConnection:
         self.connect()
         return self
 
@@ -416,7 +417,7 @@ class MultiFileTailer:
         """The hosts this tailer follows, in the order given."""
         return list(self.files)
 
-    def __enter__(self) -> "MultiFileTailer":
+    def __enter__(self) -> MultiFileTailer:
         mc = self._mc
         paths = {mc._index[h]: path for h, path in self.files.items()}
         results = mc._run(lambda req, idx, _: p.TailOpen(req, [(i, paths[i]) for i in idx]), sorted(paths))

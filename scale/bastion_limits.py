@@ -1,6 +1,7 @@
 """OpenSSH's real limits for a bastion: direct-tcpip channels one login carries, and hussh's behaviour near them.
 
-    python -m scale.bastion_limits [--limits 1024,20000] [--max-channels 20000] [--hussh-hosts 1200 --hussh-limits 512,1024]
+    python -m scale.bastion_limits [--limits 1024,20000] [--max-channels 20000] \\
+        [--hussh-hosts 1200 --hussh-limits 512,1024]
 
 1. Channels per login: one asyncssh connection to a bastion sshd (a LoopbackFleet of one endpoint,
    key login) opens direct-tcpip channels, 100 at a time, to a local sink that accepts and holds TCP
@@ -150,11 +151,13 @@ def main(argv: list[str] | None = None) -> int:
                         set_nofile(bastion, limit, reaper)
                         sampler = FleetSampler(bastion.pids(), None, interval=0.5)
                         sampler.start()
-                        m = run_measured("hussh-bastion", [sys.executable, str(PEERS / "hussh_multi.py"), "--workers", "1",
-                                                           "--jump", f"{KEY_USER}@{endpoint.host}:{endpoint.port}",
-                                                           "--jump-key", str(key),
-                                                           *(["--experiments", variant] if variant else []), "--targets", str(listing), "--user",
-                                                           KEY_USER, "--key", str(target_key), "--batch", "100"],
+                        m = run_measured("hussh-bastion",
+                                         [sys.executable, str(PEERS / "hussh_multi.py"), "--workers", "1",
+                                          "--jump", f"{KEY_USER}@{endpoint.host}:{endpoint.port}",
+                                          "--jump-key", str(key),
+                                          *(["--experiments", variant] if variant else []),
+                                          "--targets", str(listing), "--user", KEY_USER, "--key", str(target_key),
+                                          "--batch", "100"],
                                          args.hussh_hosts, runner_env(workdir / "home"), reaper=reaper)
                         sampler.stop()
                         failures = (m.report or {}).get("failures") or []
@@ -163,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                                      f"open-file limit {limit}: {m.completed}/{args.hussh_hosts} completed in "
                                      f"{m.wall:.1f} s; peak bastion session processes {sampler.peak_procs} "
                                      f"(~{sampler.peak_procs / 2:.0f} logins)"
-                                     + (f"; failures: {failures[0]['count']} x {failures[0]['example'][:200]}" if failures else ""))
+                                     + (f"; failures: {failures[0]['count']} x {failures[0]['example'][:200]}"
+                                        if failures else ""))
                         print(lines[-1], flush=True)
     finally:
         sink_proc.kill()

@@ -202,9 +202,11 @@ def table(summaries: list[dict], base: str = "hussh") -> str:
         lines.append(
             f"{s['tool']:<{w}} {s['version']:<13.13} {_ok(s):<16} {s['wall_s']:>7.2f} "
             f"{'(' + format(s['wall_min_s'], '.2f') + '-' + format(s['wall_max_s'], '.2f') + ')':>13} "
-            f"{s['cpu_ms_per_host']:>11.2f} {format(s['user_ms_per_host'], '.2f') + '+' + format(s['sys_ms_per_host'], '.2f'):>11} "
+            f"{s['cpu_ms_per_host']:>11.2f} "
+            f"{format(s['user_ms_per_host'], '.2f') + '+' + format(s['sys_ms_per_host'], '.2f'):>11} "
             f"{s['children_ms_per_host']:>8.2f} {s['maxrss_mib']:>12.1f} {s['pss_sum_mib']:>11.1f} {s['procs']:>5} "
-            f"{server:>26} {format(s['other_load_pct'], '.0f') + ' (max ' + format(s['other_load_max_pct'], '.0f') + ')':>12}"
+            f"{server:>26} "
+            f"{format(s['other_load_pct'], '.0f') + ' (max ' + format(s['other_load_max_pct'], '.0f') + ')':>12}"
         )
     ref = next((s for s in summaries if s["tool"] == base), None)
     if ref is not None and len(summaries) > 1:
@@ -239,7 +241,7 @@ def check_targets(by_size: dict[int, list[dict]], nofile: int | None) -> list[st
     def get(size: int, tool: str) -> dict | None:
         return next((s for s in by_size.get(size, []) if s["tool"] == tool), None)
 
-    for size, summaries in sorted(by_size.items()):
+    for size, _summaries in sorted(by_size.items()):
         ours = get(size, "hussh")
         if ours is None:
             continue
@@ -253,15 +255,19 @@ def check_targets(by_size: dict[int, list[dict]], nofile: int | None) -> list[st
         if size >= 1000:
             if up:
                 r = ours["wall_s"] / up["wall_s"]
-                verdicts.append(f"{'ok  ' if r <= 1.0 else 'MISS'}  {size} hosts: wall hussh/upstream = {r:.2f} (target <= 1.00)")
+                verdicts.append(f"{'ok  ' if r <= 1.0 else 'MISS'}  {size} hosts: wall hussh/upstream = {r:.2f} "
+                                "(target <= 1.00)")
             if plain:
                 r = ours["wall_s"] / plain["wall_s"]
-                verdicts.append(f"{'ok  ' if r <= 0.85 else 'MISS'}  {size} hosts: wall hussh/asyncssh = {r:.2f} (target <= 0.85)")
+                verdicts.append(f"{'ok  ' if r <= 0.85 else 'MISS'}  {size} hosts: wall hussh/asyncssh = {r:.2f} "
+                                "(target <= 0.85)")
             cpu = ours["cpu_ms_per_host"]
-            verdicts.append(f"{'ok  ' if cpu <= 2.5 else 'MISS'}  {size} hosts: hussh client CPU = {cpu:.2f} ms/host (target <= 2.5)")
+            verdicts.append(f"{'ok  ' if cpu <= 2.5 else 'MISS'}  {size} hosts: hussh client CPU = {cpu:.2f} ms/host "
+                            "(target <= 2.5)")
         if size <= 10 and up:
             d = ours["wall_s"] - up["wall_s"]
-            verdicts.append(f"{'ok  ' if d <= 0.5 else 'MISS'}  {size} hosts: wall hussh - upstream = {d:+.3f} s (target <= +0.5 s)")
+            verdicts.append(f"{'ok  ' if d <= 0.5 else 'MISS'}  {size} hosts: wall hussh - upstream = {d:+.3f} s "
+                            "(target <= +0.5 s)")
     return verdicts
 
 
@@ -362,8 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"where peer venvs live (default {DEFAULT_VENV_ROOT}; env HUSSH_BENCH_VENVS)")
     parser.add_argument("--json", help="write every run and summary to this file")
     parser.add_argument("--compose", type=int, metavar="N",
-                        help="benchmark a docker compose fleet of N sshd endpoints (hussh.testing.ComposeFleet), brought up "
-                             "for the run and removed after, instead of the loopback fleet")
+                        help="benchmark a docker compose fleet of N sshd endpoints (hussh.testing.ComposeFleet), "
+                             "brought up for the run and removed after, instead of the loopback fleet")
     parser.add_argument("--plot", type=Path, help="save a PNG of median wall seconds against hosts, one line per tool")
     parser.add_argument("--readme", action="store_true",
                         help="write the result tables into scale/README.md between its bench-results markers "

@@ -24,9 +24,19 @@ from pathlib import Path
 
 from hussh.testing import KEY_USER, LoopbackFleet, loopback_addresses
 
-from .suite import (COMMON_COLUMNS, LoopbackBench, PEERS, PSSH, command_line, common_options, failures_text, render,
-                    summarize, write_readme)
 from .measure import Measurement, ensure_venv
+from .suite import (
+    COMMON_COLUMNS,
+    PEERS,
+    PSSH,
+    LoopbackBench,
+    command_line,
+    common_options,
+    failures_text,
+    render,
+    summarize,
+    write_readme,
+)
 
 TOOLS = "hussh,hussh-bastion,ssh,ssh-J,pssh,pssh-bastion"
 
@@ -88,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                 m = one(name, args.hosts)
                 runs[name].append(m)
                 print(f"[bastion] {args.hosts} hosts rep {rep + 1}/{args.repeat} {name:<14} {m.completed}/{m.hosts} "
-                      f"wall {m.wall:7.2f} s CPU {m.cpu:6.2f} s other load {m.other_frac:4.0%}", file=sys.stderr, flush=True)
+                      f"wall {m.wall:7.2f} s CPU {m.cpu:6.2f} s other load {m.other_frac:4.0%}",
+                      file=sys.stderr, flush=True)
         summaries = [summarize(runs[t]) for t in tools]
         for s in summaries:
             s["sshd_ms_host"] = s["server_cpu_s"] * 1000 / s["hosts"] if s["server_cpu_s"] is not None else None
@@ -103,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         lines = [table]
         if "hussh" in wall and "hussh-bastion" in wall:
             r = wall["hussh-bastion"] / wall["hussh"]
-            lines.append(f"hussh through the bastion / hussh direct = {r:.2f} (target <= 1.5: {'met' if r <= 1.5 else 'MISSED'})")
+            lines.append(f"hussh through the bastion / hussh direct = {r:.2f} "
+                         f"(target <= 1.5: {'met' if r <= 1.5 else 'MISSED'})")
             for peer in ("ssh-J", "pssh-bastion"):
                 if peer in wall:
                     lines.append(f"hussh-bastion / {peer} wall = {wall['hussh-bastion'] / wall[peer]:.2f} "

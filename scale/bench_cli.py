@@ -6,8 +6,9 @@ command's overhead over the library call it wraps, and the parent's peak memory 
 
 Every tool runs ``whoami`` once on every host, 100 hosts at a time, logging in as the fleet's key
 user with the same ed25519 key, as its own process, in one run, in a rotated order each
-repetition (after the previous run's per-connection sshds have exited and the machine is quiet). Measured from spawn to exit: wall time and CPU
-(the process and the descendants it reaped: hussh's workers, clush's and pssh's ssh processes).
+repetition (after the previous run's per-connection sshds have exited and the machine is quiet).
+Measured from spawn to exit: wall time and CPU (the process and the descendants it reaped: hussh's
+workers, clush's and pssh's ssh processes).
 Each tool's output is checked: a run counts only hosts that printed the right user.
 
 * ``hussh``: ``python -m hussh run -b 100 -f HOSTS -p PORT -l USER -i KEY whoami`` (lines into a file);
@@ -43,8 +44,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from scale.bench import DEFAULT_VENV_ROOT, FleetCPU, Tool, ensure_venv, wait_quiet
 from hussh.testing import KEY_USER, LoopbackFleet, loopback_addresses
+from scale.bench import DEFAULT_VENV_ROOT, FleetCPU, Tool, ensure_venv, wait_quiet
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS = REPO / "scale" / "peers"

@@ -23,8 +23,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .suite import (COMMON_COLUMNS, LoopbackBench, command_line, common_options, failures_text, ratio, render,
-                    summarize, write_readme)
+from .suite import (
+    COMMON_COLUMNS,
+    LoopbackBench,
+    command_line,
+    common_options,
+    failures_text,
+    ratio,
+    render,
+    summarize,
+    write_readme,
+)
 
 FIELDS = ("transfer_s", "transfer_cpu_s", "pss_connected_kib", "pss_end_kib")
 
@@ -36,7 +45,8 @@ def opens_of(bench: LoopbackBench, tool: str, size: int, extra: list[str], path:
         return None
     log = bench.workdir / f"strace-{tool}.log"
     bench.run(tool, size, extra, record=False,
-              wrap=[strace, "-f", "--seccomp-bpf", "-qq", "-e", "trace=open,openat", "-e", "signal=none", "-o", str(log)])
+              wrap=[strace, "-f", "--seccomp-bpf", "-qq", "-e", "trace=open,openat", "-e", "signal=none",
+                    "-o", str(log)])
     count = sum(1 for line in log.read_text(errors="replace").splitlines() if str(path) in line and "= -1" not in line)
     log.unlink()
     return count
@@ -51,7 +61,8 @@ def columns(kind: str) -> list:
     ] + COMMON_COLUMNS[3:]
 
 
-def tabulate(bench: LoopbackBench, tools: list[str], runs: dict, kind: str, opens: dict[str, int | None]) -> tuple[str, list]:
+def tabulate(bench: LoopbackBench, tools: list[str], runs: dict, kind: str,
+             opens: dict[str, int | None]) -> tuple[str, list]:
     summaries = [summarize(runs[t], FIELDS) for t in tools]
     for s in summaries:
         s["pss_growth_mib"] = s["pss_sum_mib"] - (s["pss_connected_kib"] or 0) / 1024

@@ -19,8 +19,17 @@ import argparse
 import json
 import sys
 
-from .suite import (COMMON_COLUMNS, LoopbackBench, command_line, common_options, failures_text, ratio, render,
-                    summarize, write_readme)
+from .suite import (
+    COMMON_COLUMNS,
+    LoopbackBench,
+    command_line,
+    common_options,
+    failures_text,
+    ratio,
+    render,
+    summarize,
+    write_readme,
+)
 
 FIELDS = ("execute_s", "execute_cpu_s", "stdout_chars", "pss_connected_kib")
 

@@ -276,7 +276,7 @@ def summarize(report: dict) -> None:
 
 
 def ratios(by: dict, key: str) -> list[float]:
-    return [r[key] / l[key] for l, r in zip(by["local"], by["ray"])]
+    return [ray[key] / local[key] for local, ray in zip(by["local"], by["ray"])]
 
 
 if __name__ == "__main__":

@@ -12,7 +12,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .suite import COMMON_COLUMNS, LoopbackBench, command_line, common_options, failures_text, ratio, render, summarize, write_readme
+from .suite import (
+    COMMON_COLUMNS,
+    LoopbackBench,
+    command_line,
+    common_options,
+    failures_text,
+    ratio,
+    render,
+    summarize,
+    write_readme,
+)
 
 FIELDS = ("round_median_s", "round_cpu_median_s", "connected")
 
@@ -27,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = bench.alternate(tools, args.hosts, lambda t: ["--workload", "rounds", "--rounds", str(args.rounds)],
                                warmup=lambda t: ["--workload", "rounds", "--rounds", "2"])
         summaries = [summarize(runs[t], FIELDS) for t in tools]
-        for s, t in zip(summaries, tools):
+        for s, _t in zip(summaries, tools):
             s["connect_s"] = s["phases"].get("connected")
         columns = COMMON_COLUMNS[:3] + [
             ("connect s", lambda s: s["connect_s"], ".2f"),

@@ -1,7 +1,8 @@
 """Scaling: connect + ``true`` + ``whoami`` + close at 1k, 3k and 10k hosts, under ``ulimit -n 1024`` and a high limit.
 
     python -m scale.bench_scaling --sizes 1000,3000,10000 --repeat 5 [--readme] [--plot scale/bench-scaling.png]
-    python -m scale.bench_scaling --from-json scale/results/scaling-1024.json,scale/results/scaling-1048576.json --readme
+    python -m scale.bench_scaling \\
+        --from-json scale/results/scaling-1024.json,scale/results/scaling-1048576.json --readme
 
 Runs ``scale.bench`` (same fleet, tools in their own venvs and processes, alternating) once per
 descriptor limit, every tool under the same limit, then derives from its JSON:
@@ -63,8 +64,9 @@ def fits(probe: dict[str, Any], size: int) -> tuple[bool, str]:
     available = mem_available_kib() / 1024
     ok = need_procs + running + PID_RESERVE <= pid_max and need_mib <= 0.9 * available
     return ok, (f"{size} hosts need ~{need_procs:,.0f} sshd processes ({procs_per_host:.2f} per connected session at "
-                f"{small} hosts) beside {running:,} running, against pid_max {pid_max:,}; and ~{need_mib / 1024:.1f} GiB "
-                f"(MemAvailable fell {mem_per_host:.2f} MiB per host at {small}) against {available / 1024:.1f} GiB available")
+                f"{small} hosts) beside {running:,} running, against pid_max {pid_max:,}; "
+                f"and ~{need_mib / 1024:.1f} GiB (MemAvailable fell {mem_per_host:.2f} MiB per host at {small}) "
+                f"against {available / 1024:.1f} GiB available")
 
 
 def by_tool(data: dict[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
@@ -81,13 +83,14 @@ def ok(s: dict[str, Any]) -> bool:
 
 def scaling_table(data: dict[str, Any]) -> str:
     rows = []
-    for tool, sizes in by_tool(data).items():
+    for _tool, sizes in by_tool(data).items():
         for size, s in sorted(sizes.items()):
             rows.append({**s, "size": size})
     columns = [
         ("tool", lambda s: s["tool"], ""), ("hosts", lambda s: s["size"], ""),
         ("completed", lambda s: f"{s['completed_min']}/{s['hosts']}" + ("" if ok(s) else " FAILED"), ""),
-        ("wall s", lambda s: s["wall_s"], ".2f"), ("(min-max)", lambda s: f"({s['wall_min_s']:.2f}-{s['wall_max_s']:.2f})", ""),
+        ("wall s", lambda s: s["wall_s"], ".2f"),
+        ("(min-max)", lambda s: f"({s['wall_min_s']:.2f}-{s['wall_max_s']:.2f})", ""),
         ("wall ms/host", lambda s: s["wall_s"] * 1000 / s["hosts"], ".2f"),
         ("CPU ms/host", lambda s: s["cpu_ms_per_host"], ".2f"),
         ("sshd CPU ms/host", lambda s: s["server_cpu_ms_per_host"], ".2f"),
@@ -113,7 +116,8 @@ def derived(low: dict[str, Any] | None, high: dict[str, Any] | None) -> list[str
             a, b = min(done), max(done)
             sa, sb = done[a], done[b]
             lines.append(
-                f"{label}, {tool}: per host at {b} vs {a}: wall {sb['wall_s'] * 1000 / b:.2f} vs {sa['wall_s'] * 1000 / a:.2f} ms, "
+                f"{label}, {tool}: per host at {b} vs {a}: "
+                f"wall {sb['wall_s'] * 1000 / b:.2f} vs {sa['wall_s'] * 1000 / a:.2f} ms, "
                 f"client CPU {sb['cpu_ms_per_host']:.2f} vs {sa['cpu_ms_per_host']:.2f} ms, "
                 f"sshd CPU {sb['server_cpu_ms_per_host'] or 0:.2f} vs {sa['server_cpu_ms_per_host'] or 0:.2f} ms; "
                 f"memory per connected host (PSS growth {a}->{b}): parent "
@@ -126,10 +130,13 @@ def derived(low: dict[str, Any] | None, high: dict[str, Any] | None) -> list[str
             if ok(lo[size]) and ok(hi[size]):
                 lines.append(
                     f"LRU eviction, hussh with 2 workers at {size} hosts ({size // 2} per worker; "
-                    f"{int(low['args']['nofile']) - 48} connections fit in one under ulimit -n {low['args']['nofile']}): "
-                    f"wall {lo[size]['wall_s']:.2f} s under ulimit -n {low['args']['nofile']} vs {hi[size]['wall_s']:.2f} s with a high limit "
-                    f"({lo[size]['wall_s'] / hi[size]['wall_s']:.2f}x), client CPU {lo[size]['cpu_ms_per_host']:.2f} vs "
-                    f"{hi[size]['cpu_ms_per_host']:.2f} ms/host, sshd CPU {lo[size]['server_cpu_ms_per_host'] or 0:.2f} vs "
+                    f"{int(low['args']['nofile']) - 48} connections fit in one under ulimit -n "
+                    f"{low['args']['nofile']}): "
+                    f"wall {lo[size]['wall_s']:.2f} s under ulimit -n {low['args']['nofile']} "
+                    f"vs {hi[size]['wall_s']:.2f} s with a high limit "
+                    f"({lo[size]['wall_s'] / hi[size]['wall_s']:.2f}x), "
+                    f"client CPU {lo[size]['cpu_ms_per_host']:.2f} vs {hi[size]['cpu_ms_per_host']:.2f} ms/host, "
+                    f"sshd CPU {lo[size]['server_cpu_ms_per_host'] or 0:.2f} vs "
                     f"{hi[size]['server_cpu_ms_per_host'] or 0:.2f} ms/host (each eviction is a reconnect)")
     return lines
 
@@ -169,8 +176,8 @@ def model(data: dict[str, Any], hosts: int = 100_000) -> list[str]:
         f"starts ceil({hosts:,}/976) = {math.ceil(hosts / 976)} workers (or evicts idle connections with fewer); "
         f"with a high limit, {cpus} workers of {hosts // cpus:,} each",
         f"  time with the fleet elsewhere (client CPU-bound): ~{client_s / cpus:,.0f} s; on this machine with a local "
-        f"fleet: {wall_per * 1000:.2f} ms/host measured -> ~{wall_fixed + wall_per * hosts:,.0f} s, of which the fleet's "
-        f"{server_ms:.1f} ms/host is {server_s:,.0f} CPU-s",
+        f"fleet: {wall_per * 1000:.2f} ms/host measured -> ~{wall_fixed + wall_per * hosts:,.0f} s, "
+        f"of which the fleet's {server_ms:.1f} ms/host is {server_s:,.0f} CPU-s",
         f"  the local fleet itself cannot reach {hosts:,}: ~{sb.get('fleet_procs', 0) / b:.1f} sshd processes per "
         f"connected session -> {sb.get('fleet_procs', 0) / b * hosts:,.0f} processes against pid_max "
         f"{data['machine'].get('pid_max', 32768):,}",
@@ -241,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             datasets[str(nofile)]["feasibility"] = [fits(probe, s)[1] for s in sizes]
             out.write_text(json.dumps(datasets[str(nofile)], indent=1, default=str))
     low = datasets.get(str(args.low_nofile))
-    high = datasets.get(str(args.high_nofile)) or next((d for k, d in datasets.items() if k != str(args.low_nofile)), None)
+    high = (datasets.get(str(args.high_nofile))
+            or next((d for k, d in datasets.items() if k != str(args.low_nofile)), None))
     parts = []
     for label, data in (("high limit", high), (f"ulimit -n {args.low_nofile}", low)):
         if data:

@@ -22,8 +22,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .suite import (COMMON_COLUMNS, LoopbackBench, command_line, common_options, failures_text, ratio, render,
-                    summarize, write_readme)
+from .suite import (
+    COMMON_COLUMNS,
+    LoopbackBench,
+    command_line,
+    common_options,
+    failures_text,
+    ratio,
+    render,
+    summarize,
+    write_readme,
+)
 
 FIELDS = ("reads", "wire_sent_per_read", "chars_per_read", "cpu_per_read_s", "read_wall_median_s", "read_cpu_median_s")
 
@@ -69,14 +78,17 @@ def main(argv: list[str] | None = None) -> int:
             ("CPU ms/read", lambda s: s["cpu_per_read_s"] and s["cpu_per_read_s"] * 1000, ".0f"),
             ("read wall s", lambda s: s["read_wall_median_s"], ".3f"),
             ("wire/text", lambda s: s["chars_per_read"] and s["wire_sent_per_read"] / s["chars_per_read"], ".2f"),
-            ("CPU ms/MB text", lambda s: s["chars_per_read"] and s["cpu_per_read_s"] * 1e9 / s["chars_per_read"], ".0f"),
+            ("CPU ms/MB text",
+             lambda s: s["chars_per_read"] and s["cpu_per_read_s"] * 1e9 / s["chars_per_read"], ".0f"),
         ] + COMMON_COLUMNS[3:]
         table = render(summaries, columns)
         lines = [table]
-        wire, cpu = ratio(summaries, "wire_sent_per_read", "upstream", "hussh"), ratio(summaries, "cpu_per_read_s", "upstream", "hussh")
+        wire = ratio(summaries, "wire_sent_per_read", "upstream", "hussh")
+        cpu = ratio(summaries, "cpu_per_read_s", "upstream", "hussh")
         if wire and cpu:
             lines.append(f"upstream/hussh per read: {wire:.1f}x the bytes on the wire, {cpu:.1f}x the client CPU "
-                         f"(target >= 10x: bytes {'met' if wire >= 10 else 'MISSED'}, CPU {'met' if cpu >= 10 else 'MISSED'})")
+                         f"(target >= 10x: bytes {'met' if wire >= 10 else 'MISSED'}, "
+                         f"CPU {'met' if cpu >= 10 else 'MISSED'})")
         lines.append("A read that takes longer than the interval makes the next one start at once and carry more new "
                      "text, so per-read figures are compared with the text each read returned beside them: wire/text "
                      "is the bytes on the wire per byte of new text, CPU ms/MB text the client CPU per MB of it.")

@@ -31,7 +31,8 @@ BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10\r\n"
 
 CLIENTS = {
     "hussh": ((), "import sys; sys.path.insert(0, {root!r}); from hussh import Connection\n"
-                  "try: Connection('127.0.0.1', port={port}, username='u', password='p', timeout=5000).execute('true')\n"
+                  "try: Connection('127.0.0.1', port={port}, username='u', password='p', timeout=5000)"
+                  ".execute('true')\n"
                   "except Exception: pass"),
     "upstream": (UPSTREAM, "from hussh import Connection\n"
                            "try: Connection('127.0.0.1', port={port}, username='u', password='p', timeout=5000)\n"

@@ -23,8 +23,19 @@ from typing import Any
 
 from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER, LoopbackFleet, loopback_addresses
 
-from .measure import (DEFAULT_VENV_ROOT, FleetCPU, Measurement, OrphanReaper, ensure_venv, machine_info,
-                      machine_line, median, run_measured, runner_env, wait_quiet)
+from .measure import (
+    DEFAULT_VENV_ROOT,
+    FleetCPU,
+    Measurement,
+    OrphanReaper,
+    ensure_venv,
+    machine_info,
+    machine_line,
+    median,
+    run_measured,
+    runner_env,
+    wait_quiet,
+)
 
 SCALE = Path(__file__).resolve().parent
 PEERS = SCALE / "peers"
@@ -159,7 +170,8 @@ class LoopbackBench:
         (``wrap``: a command line the runner is started under, such as strace)."""
         tool = runner(name)
         argv = [*wrap, self.python(tool), str(PEERS / (script or tool.script)), *tool.args, *extra,
-                "--targets", str(self.targets(size)), "--user", self.creds["user"], "--batch", str(self.args.batch_size)]
+                "--targets", str(self.targets(size)), "--user", self.creds["user"],
+                "--batch", str(self.args.batch_size)]
         argv += ["--password", self.creds["password"]] if "password" in self.creds else ["--key", self.creds["key"]]
         return self.measure(name, argv, size, nofile=nofile, timeout=timeout, record=record)
 
@@ -178,7 +190,8 @@ class LoopbackBench:
                   before: Callable[[str], None] | None = None, after: Callable[[str], None] | None = None,
                   warmup: Callable[[str], Sequence[str]] | None = None, nofile: int | None = None,
                   label: str = "") -> dict[str, list[Measurement]]:
-        """``args.repeat`` repetitions, each running every tool once in a rotated order; ``before``/``after`` wrap each run."""
+        """``args.repeat`` repetitions, each running every tool once in a rotated order; ``before``/``after``
+        wrap each run."""
         if not self.args.no_warmup and warmup is not None:
             for name in tools:
                 if before:
@@ -202,8 +215,8 @@ class LoopbackBench:
                     if after:
                         after(name)
                 runs[name].append(m)
-                print(f"[{self.name}] {label}{size} hosts rep {rep + 1}/{self.args.repeat} {name:<14} {progress_note(m)}",
-                      file=sys.stderr, flush=True)
+                print(f"[{self.name}] {label}{size} hosts rep {rep + 1}/{self.args.repeat} {name:<14} "
+                      f"{progress_note(m)}", file=sys.stderr, flush=True)
         return runs
 
     def header(self, command: str, detail: str) -> str:

@@ -102,7 +102,8 @@ def silent_listener():
 def session_home(tmp_path_factory):
     """Module and session fixtures connect before ``isolated_home`` applies: give them an empty HOME
     too, so no test ever reads or records host keys in the real ``~/.ssh``."""
-    saved = {name: os.environ.get(name) for name in ("HOME", "SSH_AUTH_SOCK", "RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED")}
+    saved = {name: os.environ.get(name)
+             for name in ("HOME", "SSH_AUTH_SOCK", "RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED")}
     os.environ["HOME"] = str(tmp_path_factory.mktemp("session-home"))
     os.environ.pop("SSH_AUTH_SOCK", None)
     # Ray (tests/test_ray_engine.py, docs/beyond-one-machine.md): local clusters on loopback, one

@@ -109,7 +109,7 @@ class CountingRelay:
 
     @property
     def host(self) -> str:
-        return "127.0.0.1:%d" % self.server.getsockname()[1]
+        return f"127.0.0.1:{self.server.getsockname()[1]}"
 
     def _serve(self) -> None:
         while True:

@@ -9,16 +9,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
 import asyncssh
+import pytest
 
 import hussh
 import hussh._connector
 from hussh import Connection
 from hussh.multi_conn import MultiConnection
-from sshcheck import whoami
 from hussh.testing import KEY_PASSPHRASE, KEY_USER, PASSWORD_USER
+from sshcheck import whoami
 
 
 @pytest.fixture

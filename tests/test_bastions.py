@@ -56,7 +56,7 @@ class Network:
         self.b2 = LoopbackFleet(["127.76.1.1"], port=HIDDEN_PORT, per_process=1)
         self.targets = LoopbackFleet(loopback_addresses(6, second_octet=76), port=HIDDEN_PORT, per_process=3)
 
-    def start(self) -> "Network":
+    def start(self) -> Network:
         for fleet in (self.b1, self.b2, self.targets):
             fleet.up(timeout=30)
         self.hide()

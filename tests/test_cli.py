@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from clirun import Running, children, env, hussh
 
+from clirun import Running, children, env, hussh
 from hussh import cli
 from hussh.hostlist import fold
 from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
@@ -49,7 +49,8 @@ def summary_of(stderr: str) -> str:
 def test_default_prints_prefixed_lines_as_each_host_finishes(fleet, conn, hosts, remote_dir):
     first = fleet.addresses[0]
     flag = remote_dir / "go"
-    command = on_first(fleet, "echo first", f"while [ ! -e {flag} ]; do sleep 0.05; done; echo rest") + "; echo warn >&2"
+    command = on_first(fleet, "echo first",
+                       f"while [ ! -e {flag} ]; do sleep 0.05; done; echo rest") + "; echo warn >&2"
     run = Running("run", *hosts, *conn, "-t", "60", command)
     try:
         run.wait_for(lambda: f"{first}: first\n" in run.out, what="the first host's line")
@@ -83,7 +84,8 @@ def test_group_gathers_identical_output_and_failures_by_kind(fleet, conn, hosts,
         f"{rule}\n127.77.9.[8-9] (2) ConnectError\n{rule}\n"
         f"127.77.9.8: ConnectError: connection refused by 127.77.9.8:{fleet.port}\n"
         f"{rule}\n{silent} (1) ConnectTimeout\n{rule}\n"
-        f"{silent}: ConnectTimeout: connecting to {silent} timed out after 1 seconds (TCP connect, handshake and login)\n"
+        f"{silent}: ConnectTimeout: connecting to {silent} timed out after 1 seconds "
+        "(TCP connect, handshake and login)\n"
     )
     assert done.stderr.splitlines()[:-1] == []  # everything but the summary is in the groups
     assert summary_of(done.stderr) == "3 ok, 2 ConnectError, 1 ConnectTimeout, 1 exit 3"
@@ -219,7 +221,8 @@ def test_ctrl_c_stops_at_once_leaves_no_worker_and_shows_what_finished(mode, fle
         assert run.finish(timeout=15) == 130
     finally:
         run.kill()
-    expected = [f"{first}: fast\n"] if mode == "lines" else ["-" * 15 + "\n", f"{first} (1)\n", "-" * 15 + "\n", "fast\n"]
+    expected = ([f"{first}: fast\n"] if mode == "lines"
+                else ["-" * 15 + "\n", f"{first} (1)\n", "-" * 15 + "\n", "fast\n"])
     assert run.out == expected
     assert summary_of("".join(run.err)) == "1 ok, 3 not finished"
     assert [pid for pid in workers if os.path.exists(f"/proc/{pid}")] == []

@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from clirun import REPO, Running, env
 
+from clirun import REPO, Running, env
 from hussh.testing import PASSWORD
 
 DOC = REPO / "docs" / "cli.md"
@@ -95,7 +95,8 @@ def script(code: str) -> str:
             continue
         expected = EXIT.search(command)
         want = expected.group(1) if expected else "0"
-        lines += [command, f'rc=$?; [ $rc -eq {want} ] || {{ echo "line {number} exited $rc, not {want}" >&2; exit 99; }}']
+        lines += [command,
+                  f'rc=$?; [ $rc -eq {want} ] || {{ echo "line {number} exited $rc, not {want}" >&2; exit 99; }}']
     return "\n".join(lines) + "\n"
 
 

@@ -12,8 +12,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from clirun import REPO, hussh
 
+from clirun import REPO, hussh
 from hussh.hostlist import fold
 from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
 

@@ -7,7 +7,6 @@ import threading
 
 import pytest
 
-import hussh.multi_conn
 import workers.pool
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER

@@ -40,7 +40,7 @@ def timed(call):  # type: ignore[no-untyped-def]
 
 
 def test_a_black_holed_host_costs_one_bound_then_fails_at_once_until_connect_retries(fleet, silent_listener):
-    silent = "%s:%d" % silent_listener.address
+    silent = "{}:{}".format(*silent_listener.address)
     good = f"{fleet.addresses[0]}:{fleet.port}"
     with shared([good, silent], workers=1) as mc:  # connect() on enter: the one bound paid
         assert len(silent_listener.accepted) == 1
@@ -64,7 +64,7 @@ def test_a_black_holed_host_costs_one_bound_then_fails_at_once_until_connect_ret
 
 
 def test_a_zero_cooldown_dials_the_host_on_every_call(silent_listener):
-    silent = "%s:%d" % silent_listener.address
+    silent = "{}:{}".format(*silent_listener.address)
     with shared([silent], retry=Retry(cooldown=0)) as mc:
         again, took = timed(lambda: mc.execute("true"))
         assert again[silent].error == "ConnectTimeout" and "not retried" not in again[silent].stderr
@@ -72,7 +72,7 @@ def test_a_zero_cooldown_dials_the_host_on_every_call(silent_listener):
 
 
 def test_attempts_retry_a_black_holed_host_with_backoff(silent_listener):
-    silent = "%s:%d" % silent_listener.address
+    silent = "{}:{}".format(*silent_listener.address)
     mc = shared([silent], retry=Retry(attempts=3, backoff=0.1, jitter=0))
     try:
         results, took = timed(mc.connect)

@@ -117,4 +117,5 @@ def test_a_single_connection_records_and_then_trusts_only_that_key(fleet, tmp_pa
 
     conn = asyncio.run(body())
     assert known.read_text() == fleet.known_hosts_line(fleet.addresses[2])
-    assert conn.spec.host_keys is not None and conn.spec.host_keys.trusted == (fleet.host_public_key(fleet.addresses[2]),)
+    assert conn.spec.host_keys is not None
+    assert conn.spec.host_keys.trusted == (fleet.host_public_key(fleet.addresses[2]),)

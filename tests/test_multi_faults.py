@@ -144,7 +144,8 @@ def test_stopped_worker_is_lost_after_the_stall_limit_and_replaced(fleet, monkey
         elapsed = time.monotonic() - started
         for host in (fleet.addresses[1], fleet.addresses[3]):  # host i lives in worker i % 2
             assert results[host].status == -1
-            assert results[host].stderr.startswith("WorkerLost: ") and "sent nothing for 3 seconds" in results[host].stderr
+            assert results[host].stderr.startswith("WorkerLost: ")
+            assert "sent nothing for 3 seconds" in results[host].stderr
         assert [results[fleet.addresses[i]].stdout for i in (0, 2)] == ["hussh\n"] * 2
         assert 3.0 <= elapsed < 10.0
         assert [r.stdout for r in mc.execute("whoami").values()] == ["hussh\n"] * 4

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
+from hussh import SSHResult
 from hussh.aio import AsyncConnection
 from hussh.multi_conn import MultiConnection, MultiResult, PartialFailureException
-from hussh import SSHResult
 from hussh.testing import PASSWORD, PASSWORD_USER
 from procs import marker, sleepers, wait_until
 from workers.pool import split_shares

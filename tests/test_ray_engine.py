@@ -196,9 +196,8 @@ def test_every_operation_gives_the_local_engines_results(ray_cluster, fleet, hos
 def test_proxy_command_and_bastions_work_off_the_main_thread(ray_cluster, fleet, tmp_path):
     """Ray runs the actor's event loop in a thread that is not the main one: a ProxyCommand (a
     subprocess of that loop) and a ProxyJump bastion work there, with the key read on the node."""
-    from test_ssh_config import RELAY
-
     from hussh.ray import RayEngine
+    from test_ssh_config import RELAY
 
     script, log = tmp_path / "relay.py", tmp_path / "relay.log"
     script.write_text(RELAY)

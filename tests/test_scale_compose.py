@@ -242,7 +242,7 @@ class ConnectionWatch:
                                  capture_output=True, text=True, timeout=10, check=True).stdout
             self.seen.update(line.split()[3] for line in out.splitlines())  # local address:port
 
-    def __enter__(self) -> "ConnectionWatch":
+    def __enter__(self) -> ConnectionWatch:
         self.thread.start()
         return self
 

@@ -26,7 +26,6 @@ from hussh import AuthenticationError, Connection
 from hussh._credentials import KeyMaterial
 from hussh._spec import ConnectSpec
 from hussh.aio import AsyncConnection
-from hussh.multi_conn import MultiResult
 from hussh.testing import KEY_PASSPHRASE, KEY_USER, PASSWORD_USER
 from procs import run_script
 
@@ -182,7 +181,7 @@ def test_multiconnection_keeps_secrets_out_of_everything_it_shows(fleet, blackho
     known = tmp_path / "known_hosts"
     known.write_text("".join(f"[{a}]:{fleet.port} {fleet.host_public_key(fleet.addresses[(i + 1) % 4])}\n"
                              for i, a in enumerate(fleet.addresses)))
-    env = {"hosts": fleet.addresses, "port": fleet.port, "silent": "%s:%d" % blackhole, "key_user": KEY_USER,
+    env = {"hosts": fleet.addresses, "port": fleet.port, "silent": "{}:{}".format(*blackhole), "key_user": KEY_USER,
            "key": str(fleet.encrypted_client_key), "passphrase": KEY_PASSPHRASE, "wrong_password": WRONG_PASSWORD,
            "wrong_passphrase": WRONG_PASSPHRASE, "wrong_known_hosts": str(known), "remote": str(remote_dir)}
     proc = run_script(SCRIPT, {"SECRETS_TEST": json.dumps(env), "START": start})

@@ -18,10 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TEST_PORT
-from sshcheck import whoami
 
 import hussh
+from conftest import TEST_PORT
 from hussh.multi_conn import MultiConnection
 from hussh.testing import (
     KEY_USER,
@@ -37,6 +36,7 @@ from hussh.testing import (
 from hussh.testing._keys import write_ed25519
 from hussh.testing._probe import wait_ready
 from hussh.testing._users import PASSWORD_HASH
+from sshcheck import whoami
 
 BACKENDS = [
     pytest.param({"size": 4}, id="loopback"),

@@ -14,8 +14,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import TEST_PORT
 
+from conftest import TEST_PORT
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER, _registry
 from hussh.testing._probe import wait_ready

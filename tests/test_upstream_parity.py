@@ -25,7 +25,8 @@ SNAPSHOT = json.loads((Path(__file__).parent / "data" / "upstream_api.json").rea
 POSITIONAL = ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD")
 
 DELIBERATE = {
-    "hussh.aio.AsyncConnection.shell": "upstream requires `pty`, yet its guide calls `await conn.shell()`: ours defaults to None",
+    "hussh.aio.AsyncConnection.shell": "upstream requires `pty`, yet its guide calls `await conn.shell()`: "
+                                       "ours defaults to None",
     "hussh.multi_conn.AsyncConnection.shell": "the same class as hussh.aio.AsyncConnection",
     "hussh.multi_conn.MultiResult.get": "ours is Mapping.get: `default` is optional (upstream requires it)",
     "hussh.InteractiveShell": "upstream's constructor takes an ssh2 channel no Python code can make; "

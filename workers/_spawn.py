@@ -56,7 +56,7 @@ def exit_note(status: int) -> str:
 class Process:
     """A started worker: signalled through a pidfd (never a recycled pid), its exit note known once it exited."""
 
-    def __init__(self, pid: int, pidfd: int, zygote: "_Zygote | None") -> None:
+    def __init__(self, pid: int, pidfd: int, zygote: _Zygote | None) -> None:
         self.pid, self.pidfd, self.zygote = pid, pidfd, zygote
         self.note = ""
 

@@ -235,7 +235,8 @@ class Worker:
         return SSHResult("", f"{failure.kind}: {failure.message}{note}", -1, failure.kind)
 
     async def make_room(self, index: int) -> None:
-        """Before ``index`` opens a direct connection, close idle ones (least recently used) to stay under the fd budget."""
+        """Before ``index`` opens a direct connection, close idle ones (least recently used) to stay
+        under the fd budget."""
         conn = self.conns[index]
         if conn.connected or conn.spec.jump is not None:
             return
@@ -279,7 +280,8 @@ class Worker:
         try:
             return self.tailers[index]
         except KeyError:
-            raise LookupError("no open tailer for this host (its tail failed to start or its connection was recycled)")
+            raise LookupError(
+                "no open tailer for this host (its tail failed to start or its connection was recycled)") from None
 
     def _close(self, index: int) -> Job:
         async def job(conn: AsyncConnection) -> SSHResult:

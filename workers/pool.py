@@ -40,6 +40,7 @@ ABORT_WAIT = 1.5  # seconds interrupted workers get to stop their remote command
 PROGRESS_EVERY = 5.0  # seconds between progress log lines on long calls
 STALL_LIMIT = 10 * p.HEARTBEAT_EVERY  # seconds of silence after which a busy worker counts as lost
 MAX_LOSSES = 3  # consecutive lost calls after which a shard's worker is not started again
+DEFAULT_RETRY = p.Retry()  # WorkerPool's default; frozen, so one shared instance is safe
 
 IN_CALLBACK = ("{what} cannot run inside a progress or on_result callback: this MultiConnection is still "
                "running the call that called it (collect what you need, act after the call returns)")
@@ -120,7 +121,7 @@ class WorkerPool:
     """N worker processes serving a fixed table of hosts; ``call`` runs one operation on some of them."""
 
     def __init__(self, specs: list[ConnectSpec], batch_size: int, workers: int | None = None,
-                 retry: p.Retry = p.Retry()) -> None:
+                 retry: p.Retry = DEFAULT_RETRY) -> None:
         self.specs = specs
         self.retry = retry
         count = workers or default_worker_count(len(specs))
@@ -194,7 +195,7 @@ class WorkerPool:
                 record_host_keys(gathered.learned)
         return gathered.results, gathered.seconds
 
-    def _gather(self, req: int, pending: dict[int, set[int]], gathered: "_Gathered") -> None:
+    def _gather(self, req: int, pending: dict[int, set[int]], gathered: _Gathered) -> None:
         selector = selectors.DefaultSelector()
         heard: dict[int, float] = {}  # worker -> when it last sent a frame
         for number in pending:
@@ -222,7 +223,7 @@ class WorkerPool:
         finally:
             selector.close()
 
-    def _drain(self, number: int, req: int, pending: dict[int, set[int]], gathered: "_Gathered") -> bool:
+    def _drain(self, number: int, req: int, pending: dict[int, set[int]], gathered: _Gathered) -> bool:
         """Read what worker ``number`` sent; return False once it is finished or lost."""
         worker = self._live(number)
         try:
@@ -258,7 +259,7 @@ class WorkerPool:
             return False
         return True
 
-    def _lose(self, number: int, indices: set[int], gathered: "_Gathered", reason: str) -> None:
+    def _lose(self, number: int, indices: set[int], gathered: _Gathered, reason: str) -> None:
         """Worker ``number`` is gone or broken: kill it, fail its unfinished hosts, replace it next call."""
         worker = self.workers[number]
         self.workers[number] = None
@@ -341,7 +342,8 @@ class WorkerPool:
         self.abort()
 
     def abort(self) -> None:
-        """Stop now (Ctrl-C, errors): workers stop their remote commands and exit, or are killed after ``ABORT_WAIT``."""
+        """Stop now (Ctrl-C, errors): workers stop their remote commands and exit, or are killed
+        after ``ABORT_WAIT``."""
         if os.getpid() != self.owner:
             return
         live = [w for w in self.workers if w is not None]

@@ -5,8 +5,9 @@ uvloop when installed, in a thread that is not the main one) runs the local engi
 ``workers.main.Worker`` for its hosts, with its share of ``batch_size``. A call is one streaming
 generator per shard: the actor yields batches of the local engine's frames (everything emitted in
 the last ``BATCH_WINDOW`` seconds as one Ray object: an object costs 0.3-0.6 ms of CPU on each
-side, too much to spend per host), and the parent multiplexes shards with ``ray.wait`` on the generators, applies the local engine's
-stall limit (heartbeats are in the frames) and fills the same ``_Gathered`` results.
+side, too much to spend per host), and the parent multiplexes shards with ``ray.wait`` on the
+generators, applies the local engine's stall limit (heartbeats are in the frames) and fills the
+same ``_Gathered`` results.
 
 Failures are the local engine's: a generator that fails (actor or node died, the actor could not
 be placed within ``start_timeout``, garbage) or falls silent turns its shard's unfinished hosts

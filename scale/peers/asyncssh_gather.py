@@ -4,7 +4,9 @@ Each host: ``asyncssh.connect(host, port, username, password, known_hosts=None)`
 ``whoami``, close. ``--uvloop`` runs the same code on uvloop instead of asyncio's default loop.
 """
 
-from _common import parse_args, Tally  # first: marks the runner's start
+from _common import Tally, parse_args  # first: marks the runner's start
+
+# isort: split
 
 import asyncio
 

@@ -5,10 +5,13 @@ installed copy. ``--experiments a,b`` first applies candidate optimizations from
 ``_experiments.py`` (patches in this parent process, inherited by the forked workers).
 """
 
-from _common import parse_args, Tally  # first: marks the runner's start
+from _common import Tally, parse_args  # first: marks the runner's start
+
+# isort: split
 
 import os
 import sys
+
 
 def _options(parser) -> None:  # type: ignore[no-untyped-def]
     parser.add_argument("--experiments", default="", help="comma-separated names from _experiments.EXPERIMENTS")
@@ -40,7 +43,8 @@ if run.options.jump:
     jump_host, _, jump_port = jump_target.rpartition(":")
     options["proxy_jump"] = AsyncConnection(jump_host, username=jump_user, private_key=run.options.jump_key,
                                             port=int(jump_port))
-mc = MultiConnection.from_shared_auth(names, username=run.user, port=port or 22, batch_size=run.batch, **auth, **options)
+mc = MultiConnection.from_shared_auth(names, username=run.user, port=port or 22, batch_size=run.batch,
+                                      **auth, **options)
 tally = Tally(run)
 try:
     with mc:
@@ -54,7 +58,7 @@ except Exception as exc:  # noqa: BLE001 - a failure of the whole call fails eve
     for name in names:
         tally.host(name, None, None, None, f"the whole call raised {type(exc).__name__}: {exc}")
     tally.report("hussh", hussh.__version__, experiments=experiments)
-    raise SystemExit(0)
+    raise SystemExit(0) from None
 run.mark("closed")
 
 for name in names:

@@ -19,6 +19,8 @@ reaped meanwhile (sshd processes orphaned by their parent end up there).
 
 from _common import parse_args  # first: marks the runner's start
 
+# isort: split
+
 import cProfile
 import gc
 import os

@@ -16,6 +16,8 @@ from /proc), per-round and per-read figures, and the bytes the servers sent (``s
 
 from _common import Tally, parse_args, tree_cpu, tree_pss_kib, wire_bytes  # first: marks the runner's start
 
+# isort: split
+
 import inspect
 import json
 import os

@@ -6,9 +6,12 @@ environment has no agent anyway). ``stop_on_errors=False`` so one host's failure
 result instead of an exception ending the run.
 """
 
-from _common import parse_args, Tally  # first: marks the runner's start
+from _common import Tally, parse_args  # first: marks the runner's start
+
+# isort: split
 
 from importlib.metadata import version
+
 
 def _options(parser) -> None:  # type: ignore[no-untyped-def]
     parser.add_argument("--proxy", help="bastion as user@host:port (parallel-ssh's proxy_host and friends)")
@@ -59,7 +62,7 @@ except Exception as exc:  # noqa: BLE001 - a failure of the whole call fails eve
     for target in run.targets:
         tally.host(target.name, None, None, None, f"the whole call raised {type(exc).__name__}: {exc}")
     tally.report("pssh" + ("-proxy" if proxy else ""), VERSION)
-    raise SystemExit(0)
+    raise SystemExit(0) from None
 for host_client in list(client._host_clients.values()):  # pssh has no public disconnect-all
     host_client._disconnect()
 client._host_clients.clear()

@@ -8,6 +8,8 @@ defaults are kept (``num_retries=3``, ``retry_delay=5``) except ``allow_agent=Fa
 
 from _common import Tally, parse_args, tree_cpu, tree_pss_kib  # first: marks the runner's start
 
+# isort: split
+
 import statistics
 import time
 from importlib.metadata import version
@@ -98,7 +100,8 @@ def outputs() -> None:
     run.mark("execute")
     for host in run.hosts:
         error = error_of(results.get(host))
-        if error is None and len(results[host][1]) < opts.size - opts.size // 50:  # lines joined without their last newline
+        # lines joined without their last newline
+        if error is None and len(results[host][1]) < opts.size - opts.size // 50:
             error = f"printed {len(results[host][1])} characters, expected about {opts.size}"
         tally.check(host, error is None, error)
 

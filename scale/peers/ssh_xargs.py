@@ -8,6 +8,8 @@ Keys only (``BatchMode=yes``), ``StrictHostKeyChecking=no``, ``UserKnownHostsFil
 
 from _common import Tally, parse_args  # first: marks the runner's start
 
+# isort: split
+
 import os
 import subprocess
 import tempfile

@@ -3,7 +3,9 @@
 Run with a venv holding PyPI's ``hussh`` (its own venv: the import name clashes with this project).
 """
 
-from _common import parse_args, Tally  # first: marks the runner's start
+from _common import Tally, parse_args  # first: marks the runner's start
+
+# isort: split
 
 from importlib.metadata import version
 
@@ -33,7 +35,7 @@ except Exception as exc:  # noqa: BLE001 - upstream raises for the whole call (e
     for target in run.targets:
         tally.host(target.name, None, None, None, f"the whole call raised {type(exc).__name__}: {exc}")
     tally.report("upstream", VERSION)
-    raise SystemExit(0)
+    raise SystemExit(0) from None
 run.mark("closed")
 
 for target in run.targets:
