@@ -24,7 +24,9 @@ from collections.abc import Callable, Iterable
 import msgspec
 
 from hussh import _credentials
-from hussh._known_hosts import hashed_paths, record as record_host_keys, ship as ship_hashed
+from hussh._known_hosts import hashed_paths
+from hussh._known_hosts import record as record_host_keys
+from hussh._known_hosts import ship as ship_hashed
 from hussh._result import SSHResult
 from hussh._spec import ConnectSpec, finalized
 from hussh.errors import WorkerLost, describe

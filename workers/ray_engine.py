@@ -44,7 +44,9 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from hussh import _credentials
-from hussh._known_hosts import hashed_paths, record as record_host_keys, ship as ship_hashed
+from hussh._known_hosts import hashed_paths
+from hussh._known_hosts import record as record_host_keys
+from hussh._known_hosts import ship as ship_hashed
 from hussh._result import SSHResult
 from hussh._spec import ConnectSpec, Retry, finalized
 from hussh.errors import describe
