@@ -169,8 +169,8 @@ async def _open(spec: ConnectSpec, phase: list[str]) -> SSHClientConnection:
     options.known_hosts = known_hosts
     if verifier is not None:
         internals.with_owner(options, lambda: verifier)
-        if not keys.listed and internals.OPENSSH_HOST_KEY_ORDER:
-            options.server_host_key_algs = internals.OPENSSH_HOST_KEY_ORDER  # the key type `ssh` records
+    if not keys.listed and internals.OPENSSH_HOST_KEY_ORDER:
+        options.server_host_key_algs = internals.OPENSSH_HOST_KEY_ORDER  # the key type `ssh` records
     options.waiter = loop.create_future()
     password_only = spec.password is not None and spec.private_key is None
     factory = internals.connection_factory(loop, options, password_only)
