@@ -27,7 +27,7 @@ import sys
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 import uvloop
@@ -162,7 +162,7 @@ class Worker:
             case p.WriteData(indices=indices, data=data, remote_path=remote_path):
                 return [(i, _write_data(data, remote_path)) for i in indices]
             case p.ReadFile(indices=indices, remote_path=remote_path, local_paths=local_paths, budget=budget):
-                locals_ = local_paths or [None] * len(indices)
+                locals_: Sequence[str | None] = local_paths or [None] * len(indices)
                 shared = OutputBudget(budget) if budget else None
                 return [(i, _read_file(remote_path, local, shared)) for i, local in zip(indices, locals_)]
             case p.TailOpen(paths=paths):
@@ -325,7 +325,10 @@ def _write_data(data: bytes, remote_path: str) -> Job:
 def _read_file(remote_path: str, local_path: str | None, budget: OutputBudget | None) -> Job:
     async def job(conn: AsyncConnection) -> SSHResult:
         text = await conn.sftp_read(remote_path, local_path, budget=budget if local_path is None else None)
-        return SSHResult(local_path if text is None else text)
+        if text is None:  # saved: sftp_read returns text unless given local_path
+            assert local_path is not None
+            return SSHResult(local_path)
+        return SSHResult(text)
     return job
 
 
