@@ -25,7 +25,7 @@ import socket
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncssh
 from asyncssh.config import SSHClientConfig
@@ -167,7 +167,7 @@ OWNER_AVAILABLE = VERSION_TESTED and (
 def with_owner(options: asyncssh.SSHClientConnectionOptions, owner: Callable[[], asyncssh.SSHClient]) -> None:
     """Give one connection's (copied) options their own ``client_factory``: asyncssh keeps the
     prepared factory as ``protocol_factory`` and asks its object about untrusted host keys."""
-    options.protocol_factory = owner  # type: ignore[attr-defined]
+    options.protocol_factory = owner
 
 
 def _openssh_host_key_order() -> list[str]:
@@ -200,13 +200,14 @@ def install_log_speedups() -> None:
         if self.isEnabledFor(level):
             format_and_log(self, level, msg, *args, **kwargs)
 
-    def log_packet_if_enabled(self: SSHPacketLogger, *args: object) -> None:
+    def log_packet_if_enabled(self: SSHPacketLogger, *args: Any) -> None:  # whatever _log_packet takes
         if SSHLogger._debug_level >= 3 and self.logger.isEnabledFor(10):  # logging.DEBUG
             describe_packet(self, *args)
 
     log_if_enabled._hussh = True  # type: ignore[attr-defined]
     SSHLogger.log = log_if_enabled  # type: ignore[method-assign]
-    SSHPacketLogger._log_packet = log_packet_if_enabled  # type: ignore[method-assign]
+    # [assignment]: positional arguments only, which is how asyncssh calls it (no per-packet kwargs dict)
+    SSHPacketLogger._log_packet = log_packet_if_enabled  # type: ignore[method-assign, assignment]
 
 
 # ---------------------------------------------------------------------------------- ssh_config
@@ -287,8 +288,9 @@ def _host_patterns(pattern: str) -> WildcardPatternList | _CompiledPatterns:
     """A ``Host`` line's patterns, compiled once per process instead of once per host."""
     patterns = WildcardPatternList(pattern)
     try:  # asyncssh's own escaping of each pattern, matched by one regex instead of one fnmatch each
-        return _CompiledPatterns([p._pattern for p in patterns._pos_patterns],
-                                 [p._pattern for p in patterns._neg_patterns])
+        # a CIDR pattern has no _pattern: AttributeError, and asyncssh's own matching below
+        return _CompiledPatterns([p._pattern for p in patterns._pos_patterns],  # type: ignore[union-attr]
+                                 [p._pattern for p in patterns._neg_patterns])  # type: ignore[union-attr]
     except AttributeError:
         return patterns
 
@@ -367,9 +369,9 @@ class CachedClientConfig(SSHClientConfig):
             super()._set_tokens()
             return
         local_host, short_local_host, home, uid = _local_tokens(os.environ.get("HOME", ""))
-        host = self._options.get("Hostname", self._orig_host)
+        host = cast(str, self._options.get("Hostname", self._orig_host))  # the same casts as asyncssh's
         port = str(self._options.get("Port", 22))
-        user = self._options.get("User") or self._local_user
+        user = cast(str, self._options.get("User") or self._local_user)
         conn_hash = hashlib.sha1("".join((local_host, host, port, user)).encode()).hexdigest()
         self._tokens.update({"C": conn_hash, "h": host, "L": short_local_host, "l": local_host,
                              "n": self._orig_host, "p": port, "r": user, "u": self._local_user, "i": uid})

@@ -13,6 +13,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import asyncssh
 import msgspec
@@ -79,7 +80,8 @@ class BastionPool:
             link = await self._link(bastion)
             link.channels += 1
             try:
-                _, conn = await link.conn.create_connection(factory, host, port)  # type: ignore[arg-type]
+                # the tunnel's session is the new connection itself (asyncssh types a TCP session)
+                _, tunnelled = await link.conn.create_connection(factory, host, port)  # type: ignore[arg-type]
             except asyncssh.ChannelOpenError as exc:
                 link.channels -= 1
                 if _out_of_room(exc, link):
@@ -94,6 +96,7 @@ class BastionPool:
             except BaseException:
                 link.channels -= 1
                 raise
+            conn = cast(SSHClientConnection, tunnelled)
             conn.on_lost = lambda link=link: _release(link)  # type: ignore[attr-defined]
             return conn
         raise ConnectError(f"{host}:{port} via bastion {hop.target}: no room for another tunnel after "

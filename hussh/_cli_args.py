@@ -11,7 +11,7 @@ import argparse
 import getpass
 import os
 import sys
-from typing import NoReturn
+from typing import NoReturn, TypedDict
 
 from . import __version__, _credentials
 from .errors import HusshError
@@ -62,7 +62,7 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _host_options() -> argparse.ArgumentParser:
+def _host_options() -> Parser:
     group = Parser(add_help=False)
     hosts = group.add_argument_group("hosts")
     hosts.add_argument("-H", "--hosts", dest="targets", action="append", default=[], metavar="HOSTS",
@@ -94,7 +94,7 @@ def _host_options() -> argparse.ArgumentParser:
     return group
 
 
-def _output_options(with_dir: bool) -> argparse.ArgumentParser:
+def _output_options(with_dir: bool) -> Parser:
     group = Parser(add_help=False)
     out = group.add_argument_group("output")
     modes = out.add_mutually_exclusive_group()
@@ -175,11 +175,19 @@ def password_of(args: argparse.Namespace) -> str | None:
     return os.environ.get(PASSWORD_ENV)
 
 
+class _Options(TypedDict, total=False):
+    """``connect()``'s options that are only passed when given on the command line."""
+
+    private_key: str
+    port: int
+    ssh_config: str
+
+
 def connect(args: argparse.Namespace) -> MultiConnection:
     """A ``MultiConnection`` for the options; nothing is started yet (workers start on the first call)."""
     hosts = hosts_of(args)
     password = password_of(args)
-    options: dict[str, object] = {}
+    options: _Options = {}
     if args.identity is not None:
         found = _credentials.material(os.path.expanduser(args.identity), password)
         if found.error:

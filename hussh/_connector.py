@@ -96,7 +96,11 @@ def _offered_keys(spec: ConnectSpec) -> bool:
     return bool(options is not None and options.client_keys)
 
 
-def _host_key_check(spec: ConnectSpec, keys: HostKeys) -> tuple[object, bool, HashedVerifier | None]:
+_TrustedKeys = tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey], list[asyncssh.SSHKey]]
+"""Host keys, CA keys and revoked keys: the short (pre-X.509) form of asyncssh's ``known_hosts`` lists."""
+
+
+def _host_key_check(spec: ConnectSpec, keys: HostKeys) -> tuple[_TrustedKeys | None, bool, HashedVerifier | None]:
     """asyncssh's ``known_hosts`` value for ``spec``, whether an accepted key is new (to record),
     and the owner that tries hashed entries once the server has shown its key (if any may list it)."""
     if spec.host_key_checking == "off":
@@ -166,11 +170,11 @@ async def _open(spec: ConnectSpec, phase: list[str]) -> SSHClientConnection:
     options = copy.copy(await _profile_options(spec))
     options.host = options.orig_host = spec.hostname or spec.host
     options.port = spec.port
-    options.known_hosts = known_hosts
+    options.known_hosts = known_hosts  # type: ignore[assignment]  # asyncssh's type omits the 3-list form it takes
     if verifier is not None:
         internals.with_owner(options, lambda: verifier)
-        if not keys.listed and internals.OPENSSH_HOST_KEY_ORDER:
-            options.server_host_key_algs = internals.OPENSSH_HOST_KEY_ORDER  # the key type `ssh` records
+    if not keys.listed and internals.OPENSSH_HOST_KEY_ORDER:
+        options.server_host_key_algs = internals.OPENSSH_HOST_KEY_ORDER  # the key type `ssh` records
     options.waiter = loop.create_future()
     password_only = spec.password is not None and spec.private_key is None
     factory = internals.connection_factory(loop, options, password_only)

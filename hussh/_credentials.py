@@ -31,7 +31,7 @@ class KeyMaterial(msgspec.Struct, frozen=True, array_like=True, gc=False):
     def __repr__(self) -> str:
         return f"KeyMaterial({'error: ' + self.error if self.error else 'key'})"
 
-    def __rich_repr__(self) -> Iterator[str]:
+    def __rich_repr__(self) -> Iterator[str]:  # type: ignore[override]  # rich takes values, not only pairs
         """For rich's pretty printer, which would otherwise show the decrypted key's bytes."""
         yield f"error: {self.error}" if self.error else "key"
 

@@ -130,7 +130,8 @@ async def _get_tree(walk: _Walk, remote_dir: str, local_dir: str) -> None:
         return
     walk.ancestors.add(real)
     for entry in sorted(entries, key=lambda e: (e.attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY, e.filename)):
-        source, target = f"{remote_dir}/{entry.filename}", os.path.join(local_dir, str(entry.filename))
+        name = str(entry.filename)  # a str already: asyncssh decodes the names of a str path
+        source, target = f"{remote_dir}/{name}", os.path.join(local_dir, name)
         attrs = entry.attrs
         if attrs.type == asyncssh.FILEXFER_TYPE_SYMLINK:
             if not walk.follow_symlinks:

@@ -13,7 +13,7 @@ import codecs
 import errno
 import signal
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import asyncssh
 
@@ -36,6 +36,11 @@ PTY_TYPE, PTY_SIZE = "xterm", (80, 24)
 """The terminal upstream requests: ``TERM=xterm``, 80 columns, 24 rows."""
 
 
+class _Terminal(TypedDict, total=False):
+    term_type: str
+    term_size: tuple[int, int]
+
+
 class _ShellSession(asyncssh.SSHClientSession[bytes]):
     """Buffers the shell's output until read; past ``limit`` unread bytes the channel is paused."""
 
@@ -55,7 +60,7 @@ class _ShellSession(asyncssh.SSHClientSession[bytes]):
     def full(self) -> bool:
         return len(self.out) + len(self.err) >= self.limit
 
-    def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:  # type: ignore[override]
+    def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
         self.channel = chan
 
     def data_received(self, data: bytes, datatype: int | None) -> None:
@@ -102,7 +107,7 @@ async def open_shell(conn: AsyncConnection, pty: bool | None) -> AsyncInteractiv
     ssh = await conn._connection()
     spec = conn.spec
     session = _ShellSession(spec.max_output)
-    terminal = {"term_type": PTY_TYPE, "term_size": PTY_SIZE} if pty else {}
+    terminal: _Terminal = {"term_type": PTY_TYPE, "term_size": PTY_SIZE} if pty else {}
     try:
         async with asyncio.timeout(spec.connect_bound):
             channel, _ = await ssh.create_session(lambda: session, encoding=None, **terminal)

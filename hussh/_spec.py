@@ -19,6 +19,7 @@ from ._config import ConfigResolver, HostConfig, SSHConfigArg
 from .errors import ConfigError
 
 if TYPE_CHECKING:
+    from ._sync import Connection
     from .aio import AsyncConnection
 
 HostKeyChecking = Literal["accept-new", "strict", "off"]
@@ -141,7 +142,7 @@ class ConnectSpec(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
     __str__ = __repr__
 
-    def __rich_repr__(self) -> Iterator[object]:
+    def __rich_repr__(self) -> Iterator[object]:  # type: ignore[override]  # rich takes values and pairs
         """What rich's pretty printer shows (msgspec's default lists every field, the password too)."""
         yield self.host
         yield "target", self.target
@@ -185,7 +186,7 @@ def make_spec(
     known_hosts: str | os.PathLike[str] | None = None,
     host_key_checking: HostKeyChecking | None = None,
     max_output: int = DEFAULT_MAX_OUTPUT,
-    proxy_jump: str | ConnectSpec | AsyncConnection | None = None,
+    proxy_jump: str | ConnectSpec | AsyncConnection | Connection | None = None,
     proxy_command: str | None = None,
     forward_agent: bool | None = None,
     ssh_config: SSHConfigArg = None,
@@ -297,7 +298,7 @@ def _agent_from(config: HostConfig) -> str | None:
     return os.path.expanduser(value)
 
 
-def _jump_from_argument(value: str | ConnectSpec | AsyncConnection, resolver: ConfigResolver,
+def _jump_from_argument(value: str | ConnectSpec | AsyncConnection | Connection, resolver: ConfigResolver,
                         known_hosts: object, checking: HostKeyChecking | None,
                         connect_timeout: float) -> ConnectSpec | None:
     """``proxy_jump=``: a ``-J`` style chain, ``"none"``, or a connection object giving the last hop."""

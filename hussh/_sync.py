@@ -48,7 +48,7 @@ class Connection:
             host, username=username, password=password, private_key=private_key, port=port,
             timeout=timeout / 1000, key_path=key_path, connect_timeout=connect_timeout,
             known_hosts=known_hosts, host_key_checking=host_key_checking, max_output=max_output,
-            proxy_jump=proxy_jump, proxy_command=proxy_command, forward_agent=forward_agent,  # type: ignore[arg-type]
+            proxy_jump=proxy_jump, proxy_command=proxy_command, forward_agent=forward_agent,
             ssh_config=ssh_config,
         )
         _loop.run(self._async.connect())

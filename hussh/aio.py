@@ -10,6 +10,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from types import TracebackType
+from typing import TYPE_CHECKING, cast
 
 import asyncssh
 import msgspec
@@ -23,6 +24,9 @@ from ._result import SSHResult
 from ._sftp_dirs import get_dir, put_dir
 from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, ConnectSpec, HostKeyChecking, HostKeys, make_spec
 from .errors import CommandTimeout, ConnectionLost, HusshError, HusshTimeout, OutputLimitExceeded
+
+if TYPE_CHECKING:
+    from ._sync import Connection
 
 __all__ = ["AsyncConnection", "AsyncFileTailer", "AsyncInteractiveShell"]
 
@@ -55,7 +59,7 @@ class AsyncConnection:
         password: str | None = None,
         key_path: str | os.PathLike[str] | None = None,
         private_key: str | os.PathLike[str] | None = None,
-        proxy_jump: str | AsyncConnection | None = None,
+        proxy_jump: str | AsyncConnection | Connection | None = None,
         proxy_command: str | None = None,
         port: int = DEFAULT_PORT,
         keepalive_interval: float = 0,
@@ -217,7 +221,7 @@ class AsyncConnection:
                 wanted = available if limit < 0 else min(limit, available)
                 if budget is not None:
                     wanted = budget.take(wanted)
-                data = await remote.read(wanted, offset) if wanted else b""
+                data = cast(bytes, await remote.read(wanted, offset)) if wanted else b""  # opened "rb"
                 if budget is not None:
                     budget.left += wanted - len(data)  # the file shrank meanwhile
                 return data, available
@@ -423,7 +427,7 @@ class _CommandSession(asyncssh.SSHClientSession[bytes]):
         self.channel: asyncssh.SSHClientChannel[bytes] | None = None
         self.finished: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
 
-    def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:  # type: ignore[override]
+    def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
         self.channel = chan
 
     def data_received(self, data: bytes, datatype: int | None) -> None:

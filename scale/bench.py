@@ -455,7 +455,10 @@ def main(argv: list[str] | None = None) -> int:
             if not targets_file.exists():
                 targets_file.write_text("".join(f"{n}\n" for n in names[:size]))
             busy = wait_quiet(args.quiet_threshold, args.quiet_wait) if args.quiet_wait > 0 else 0.0
-            return measure(specs[name], pythons[name], targets_file, size, creds, args.batch_size, env,
+            # A fresh HOME per run: every run meets the fleet for the first time (hussh records its
+            # host keys), never a known_hosts half filled by the tool that ran before it.
+            run_env = {**env, "HOME": tempfile.mkdtemp(prefix="home-", dir=workdir)}
+            return measure(specs[name], pythons[name], targets_file, size, creds, args.batch_size, run_env,
                            args.nofile, args.timeout, args.sample_interval, fleet_cpu, busy, reaper)
 
         if not args.no_warmup:  # .pyc files, page cache, first-use venv costs: not what a run measures

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hussh import Connection
 from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
 from hussh.testing.plugin import FleetOptions, FleetSpec
 
@@ -44,6 +45,20 @@ def creds(fleet) -> dict[str, object]:
 @pytest.fixture
 def key_creds(fleet) -> dict[str, object]:
     return dict(username=KEY_USER, private_key=str(fleet.client_key), port=fleet.port)
+
+
+@pytest.fixture
+def connect():
+    """``connect(host, **kwargs)``: a blocking ``Connection``, closed when the test ends."""
+    opened: list[Connection] = []
+
+    def make(host: str, **kwargs: object) -> Connection:
+        opened.append(Connection(host, **kwargs))
+        return opened[-1]
+
+    yield make
+    for connection in opened:
+        connection.close()
 
 
 class _Blackhole:

@@ -1,11 +1,15 @@
 """Hashed known_hosts entries (``HashKnownHosts yes``, Debian's default): checked by the key the
-server presents, so a big hashed file costs a few HMACs per host, not one per entry per host."""
+server presents, so a big hashed file costs a few HMACs per host, not one per entry per host; and
+the host key types hussh asks for, which decide what it records."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import socket
+import struct
 import subprocess
+import threading
 
 import pytest
 import uvloop
@@ -134,3 +138,49 @@ def test_index_parses_what_ssh_keygen_writes(fleet, tmp_path):
     assert parsed.hashed.holds(f"[{address}]:{fleet.port}", key)
     assert not parsed.hashed.holds(f"[{address}]:{fleet.port + 1}", key)
     assert parsed.hashed.keys_of(f"[{address}]:{fleet.port}") == [key]
+
+
+def offered_host_key_types(known, record: str = "", **kwargs) -> list[str]:
+    """The host key types hussh's first packet (KEXINIT, sent in clear) asks for, in its order,
+    with ``known`` holding ``record`` (a key) for the probe's address."""
+    server = socket.create_server(("127.0.0.1", 0))
+    host, port = server.getsockname()[:2]
+    known.write_text(f"[{host}]:{port} {record}" if record else "")
+    server.settimeout(10)
+    offered: list[str] = []
+
+    def serve() -> None:
+        with server, server.accept()[0] as conn:
+            conn.settimeout(10)
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 probe\r\n")
+            data = b""
+            while b"\r\n" not in data:
+                data += conn.recv(4096)
+            packet = data.split(b"\r\n", 1)[1]
+            while len(packet) < 4 or len(packet) < 4 + struct.unpack(">I", packet[:4])[0]:
+                packet += conn.recv(65536)
+            payload = packet[5 + 1 + 16:]  # length, padding length, KEXINIT, cookie
+            kex_len = struct.unpack(">I", payload[:4])[0]
+            hostkey = payload[4 + kex_len:]
+            offered.extend(hostkey[4 : 4 + struct.unpack(">I", hostkey[:4])[0]].decode().split(","))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with pytest.raises(hussh.HusshError):
+        connect_all([host], port=port, username="nobody", password="x", known_hosts=known, **kwargs)
+    thread.join(10)
+    return offered
+
+
+def test_an_unknown_host_is_asked_for_ed25519_first_as_ssh_does(tmp_path):
+    offered = offered_host_key_types(tmp_path / "known_hosts")
+    plain = [t for t in offered if "cert" not in t]
+    assert offered and offered[0] == "ssh-ed25519" and plain.index("ecdsa-sha2-nistp256") < plain.index("rsa-sha2-512")
+
+
+def test_a_host_on_record_is_asked_for_its_key_type(tmp_path):
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", str(tmp_path / "rsa")],
+                   check=True, capture_output=True, timeout=30)
+    rsa = (tmp_path / "rsa.pub").read_text()
+    offered = offered_host_key_types(tmp_path / "known_hosts", rsa, host_key_checking="strict")
+    assert offered and offered[0].startswith("rsa-sha2") and "ssh-ed25519" not in offered[:3]

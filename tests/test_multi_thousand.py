@@ -106,3 +106,31 @@ def test_ten_changed_host_keys_among_a_thousand_fail_exactly_those_hosts(big_fle
         trusted = [key.export_public_key().decode().strip() for key in listed.match(host, "", big_fleet.port)[0]]
         name = f"[{host}]:{big_fleet.port}"
         assert trusted == [wrong.get(name, big_fleet.host_public_key(host))], host  # refused hosts: not recorded
+
+
+def test_rounds_over_more_hosts_than_fit_reconnect_only_the_overflow(big_fleet):
+    """A batch job's rounds over 1000 hosts with room for far fewer connections: each call keeps the
+    hosts the previous one left connected and reconnects only those that do not fit (plain LRU
+    would close each host just before the next round needs it, and reconnect all 1000 every time)."""
+    limit, batch = 256, 50
+    script = textwrap.dedent(f"""
+        import json, resource, sys
+        resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, {limit}))
+        from hussh.multi_conn import MultiConnection
+        hosts = json.loads(sys.stdin.read())
+        with MultiConnection.from_shared_auth(hosts, username="hussh", password="hussh", port={big_fleet.port},
+                                              batch_size={batch}, workers=1) as mc:
+            rounds = [mc.execute("echo $SSH_CONNECTION") for _ in range(3)]
+            print(json.dumps([[r[h].stdout.split()[1] if r[h].status == 0 else r[h].stderr for h in hosts]
+                              for r in rounds]))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], input=json.dumps(big_fleet.addresses), text=True,
+                          capture_output=True, timeout=240, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+    assert proc.returncode == 0, proc.stderr
+    rounds = json.loads(proc.stdout)
+    assert all(port.isdigit() for ports in rounds for port in ports), rounds  # every host answered, every round
+    budget = limit - FD_RESERVE
+    fits = budget - min(batch, budget // 2)  # connections a worker keeps open: its budget less its lanes
+    for before, after in zip(rounds, rounds[1:]):
+        reconnected = sum(a != b for a, b in zip(before, after))  # a new client port is a new connection
+        assert 1000 - fits - 5 <= reconnected <= 1000 - fits + batch, (reconnected, fits)  # 5: a port reused

@@ -17,28 +17,19 @@ from pathlib import Path
 import pytest
 
 import hussh
-from hussh import Connection
 from hussh.aio import AsyncConnection
 
 FILE_SIZE = 50 * 1024 * 1024
 
 
 @pytest.fixture
-def source(fleet, creds):
-    connection = Connection(fleet.addresses[0], **creds)
-    try:
-        yield connection
-    finally:
-        connection.close()
+def source(connect, fleet, creds):
+    return connect(fleet.addresses[0], **creds)
 
 
 @pytest.fixture
-def dest(fleet, key_creds):
-    connection = Connection(fleet.addresses[1], **key_creds)
-    try:
-        yield connection
-    finally:
-        connection.close()
+def dest(connect, fleet, key_creds):
+    return connect(fleet.addresses[1], **key_creds)
 
 
 def shared_file(path: Path, data: bytes) -> Path:

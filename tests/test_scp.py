@@ -20,12 +20,8 @@ def host(fleet) -> str:
 
 
 @pytest.fixture
-def conn(host, creds):
-    connection = Connection(host, **creds)
-    try:
-        yield connection
-    finally:
-        connection.close()
+def conn(connect, host, creds):
+    return connect(host, **creds)
 
 
 def where(path: os.PathLike[str] | str, conn: Connection) -> str:

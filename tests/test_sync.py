@@ -35,12 +35,8 @@ def host(fleet) -> str:
 
 
 @pytest.fixture
-def conn(host, creds):
-    connection = Connection(host, **creds)
-    try:
-        yield connection
-    finally:
-        connection.close()
+def conn(connect, host, creds):
+    return connect(host, **creds)
 
 
 def test_constructor_connects_and_logs_in(host, creds):

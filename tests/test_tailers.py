@@ -12,19 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from hussh import Connection, FileTailer
+from hussh import FileTailer
 from hussh.aio import AsyncConnection, AsyncFileTailer
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER
 
 
 @pytest.fixture
-def conn(fleet, creds):
-    connection = Connection(fleet.addresses[0], **creds)
-    try:
-        yield connection
-    finally:
-        connection.close()
+def conn(connect, fleet, creds):
+    return connect(fleet.addresses[0], **creds)
 
 
 @pytest.fixture

@@ -81,8 +81,8 @@ class Process:
                 except ChildProcessError:
                     pass
             else:
-                status = self.zygote.exit_status(self.pid, timeout=1.0)
-                self.note = exit_note(status) if status is not None else ""
+                code = self.zygote.exit_status(self.pid, timeout=1.0)
+                self.note = exit_note(code) if code is not None else ""
             os.close(self.pidfd)
             self.pidfd = -1
         return self.note

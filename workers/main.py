@@ -27,7 +27,7 @@ import sys
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 import uvloop
@@ -96,6 +96,7 @@ class Worker:
         self.open_lru: OrderedDict[int, None] = OrderedDict()  # directly connected hosts, least recently used first
         self.closing = 0  # evicted connections whose sockets are not closed yet
         self.busy: set[int] = set()
+        self.served: set[int] = set()  # hosts the current call is done with: the first to close for room
         self.released = asyncio.Event()
 
     def assign(self, message: p.Assign) -> None:
@@ -120,6 +121,7 @@ class Worker:
     async def handle(self, call: p.Call) -> None:
         """Run ``call`` on its hosts, ``lanes`` at a time, emitting each host's result as it finishes."""
         jobs = self.jobs(call)
+        self.served = set()
         pending = iter(jobs)
         if isinstance(call, p.Connect):
             _bastions.pool().forget_failures()  # connect() retries every host, bastions included
@@ -162,7 +164,7 @@ class Worker:
             case p.WriteData(indices=indices, data=data, remote_path=remote_path):
                 return [(i, _write_data(data, remote_path)) for i in indices]
             case p.ReadFile(indices=indices, remote_path=remote_path, local_paths=local_paths, budget=budget):
-                locals_ = local_paths or [None] * len(indices)
+                locals_: Sequence[str | None] = local_paths or [None] * len(indices)
                 shared = OutputBudget(budget) if budget else None
                 return [(i, _read_file(remote_path, local, shared)) for i, local in zip(indices, locals_)]
             case p.TailOpen(paths=paths):
@@ -214,6 +216,7 @@ class Worker:
             return SSHResult("", describe(exc), -1, type(exc).__name__)
         finally:
             self.busy.discard(index)
+            self.served.add(index)
             if conn.connected and conn.spec.jump is None:
                 self.open_lru[index] = None
                 self.open_lru.move_to_end(index)
@@ -235,13 +238,20 @@ class Worker:
         return SSHResult("", f"{failure.kind}: {failure.message}{note}", -1, failure.kind)
 
     async def make_room(self, index: int) -> None:
-        """Before ``index`` opens a direct connection, close idle ones (least recently used) to stay
-        under the fd budget."""
+        """Before ``index`` opens a direct connection, close idle ones to stay under the fd budget.
+
+        The one closed is the most recently used host this call is done with, else the least
+        recently used idle one. Calls that sweep more hosts than fit (a batch job's rounds) then keep
+        the same hosts connected from call to call and reconnect only the overflow each time, where
+        plain LRU would close each host just before the next call needs it and reconnect them all.
+        """
         conn = self.conns[index]
         if conn.connected or conn.spec.jump is not None:
             return
         while len(self.open_lru) + self.closing >= self.max_open:
-            idle = next((i for i in self.open_lru if i not in self.busy), None)
+            idle = next((i for i in reversed(self.open_lru) if i in self.served and i not in self.busy), None)
+            if idle is None:
+                idle = next((i for i in self.open_lru if i not in self.busy), None)
             if idle is None:
                 self.released.clear()
                 await self.released.wait()
@@ -325,7 +335,10 @@ def _write_data(data: bytes, remote_path: str) -> Job:
 def _read_file(remote_path: str, local_path: str | None, budget: OutputBudget | None) -> Job:
     async def job(conn: AsyncConnection) -> SSHResult:
         text = await conn.sftp_read(remote_path, local_path, budget=budget if local_path is None else None)
-        return SSHResult(local_path if text is None else text)
+        if text is None:  # saved: sftp_read returns text unless given local_path
+            assert local_path is not None
+            return SSHResult(local_path)
+        return SSHResult(text)
     return job
 
 

@@ -12,12 +12,15 @@ runs, disconnects and exits (that is how Ctrl-C and the parent's death reach it)
 from __future__ import annotations
 
 import struct
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import msgspec
 
 from hussh._credentials import KeyMaterial
 from hussh._spec import ConnectSpec, HashedHosts, Retry
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeForm  # typing's from Python 3.15 (PEP 747); msgspec's stubs use it
 
 HEADER = struct.Struct(">I")
 FD_RESERVE = 48  # descriptors a worker keeps free for its pipes, local files and the loop itself
@@ -156,7 +159,7 @@ class FrameDecoder(Generic[M]):
     sets ``error``; from then on nothing more is decoded or kept: the other side is broken.
     """
 
-    def __init__(self, kind: type[M], limit: int) -> None:
+    def __init__(self, kind: TypeForm[M], limit: int) -> None:  # a Struct type or a union of them
         self.decoder: msgspec.msgpack.Decoder[M] = msgspec.msgpack.Decoder(kind)
         self.limit = limit
         self.buffer = bytearray()

@@ -37,7 +37,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 import ray
@@ -189,7 +189,7 @@ class ShardActor:
         next call as soon as it has this one's ``CallDone``, maybe before this generator has
         returned: everything of the call lives in its own outbox.
         """
-        call = self.requests.decode(payload)
+        call = cast(p.Call, self.requests.decode(payload))  # the others: Worker.handle raises TypeError
         box = self.outbox = _Outbox(self.encoder)
         if isinstance(call, p.ReadFile) and call.local_paths:
             if not self.spool:
@@ -468,9 +468,9 @@ class RayPool:
                 return False
             stream.pending.discard(message.index)
             if message.index in refused:
-                exc = refused[message.index]
-                message = msgspec.structs.replace(message, stdout="", stderr=describe(exc), status=-1,
-                                                  error=type(exc).__name__)
+                error = refused[message.index]
+                message = msgspec.structs.replace(message, stdout="", stderr=describe(error), status=-1,
+                                                  error=type(error).__name__)
             gathered.add(message)
         return True
 
@@ -579,7 +579,7 @@ class RayPool:
         """Live shards -> (Ray node id, pid, directory of the ``workers`` code they run)."""
         live = [s for s in self.shards if s.assigned is not None]
         found = ray.get([s.assigned for s in live], timeout=30)
-        return {s.number: tuple(info) for s, info in zip(live, found)}  # type: ignore[misc]
+        return {s.number: tuple(info) for s, info in zip(live, found)}
 
     def actors(self) -> list[Any]:
         """The live shards' actor handles."""

@@ -24,6 +24,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from ._errors import FleetError
 
@@ -133,13 +134,13 @@ class FleetNamespace:
 
     def open(self, timeout: float = 10.0) -> int:
         """Start the holder in a fresh private mount namespace; return its pid."""
-        self.holder = subprocess.Popen(
+        holder = self.holder = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "sleep", "infinity"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # no inherited stdout: a caller reading ours to its end must not wait for the fleet
         own = namespace_of("self")
-        _until("unshare --mount", lambda: namespace_of(self.holder.pid) not in (own, None), timeout)
-        return self.holder.pid
+        _until("unshare --mount", lambda: namespace_of(holder.pid) not in (own, None), timeout)
+        return holder.pid
 
     def mount(self, etc_files: list[Path], homes: Path, login_records: list[str]) -> None:
         """Overlay /etc with ``etc_files``, mount ``homes`` on /home and empty files over ``login_records``.
@@ -161,7 +162,7 @@ class FleetNamespace:
         if result.returncode != 0:
             raise FleetError(f"mounts in the fleet's namespace failed: {result.stderr.strip()}")
 
-    def spawn(self, argv: list[str], **popen: object) -> subprocess.Popen[bytes]:
+    def spawn(self, argv: list[str], **popen: Any) -> subprocess.Popen[bytes]:
         """Start ``argv`` in a new child namespace of the fleet's (same pid: each step execs the next)."""
         return subprocess.Popen(self._enter(["unshare", "--mount", "--", *argv]), start_new_session=True, **popen)
 

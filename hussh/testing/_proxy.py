@@ -105,9 +105,11 @@ def command(mode: str, specs: list[str], delay: float = 0.05) -> list[str]:
 def await_ready(proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
     """Wait (bounded) for the proxy's ``ready`` line; kill it and raise if it never comes."""
     deadline = time.monotonic() + timeout
+    stdout = proc.stdout
+    assert stdout is not None, "the proxy is started with stdout=PIPE"
     while time.monotonic() < deadline and proc.poll() is None:
-        if select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))[0]:
-            if proc.stdout.readline().strip() == b"ready":
+        if select.select([stdout], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            if stdout.readline().strip() == b"ready":
                 return
             break
     proc.kill()

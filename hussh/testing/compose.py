@@ -218,9 +218,13 @@ class ComposeFleet(Fleet):
         """Fetch the node's host public keys from its container (made at its first start)."""
         container = self._container(node)
         stream, _ = container.get_archive(HOST_KEYS)
+        keys: dict[str, str] = {}
         with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
-            keys = {m.name.rsplit("_", 1)[-1]: archive.extractfile(m).read().decode()
-                    for m in archive.getmembers() if m.name.endswith(".pub")}
+            for m in archive.getmembers():
+                if m.name.endswith(".pub"):
+                    pub = archive.extractfile(m)
+                    assert pub is not None, f"{m.name} is not a file"  # the entrypoint's ssh-keygen makes regular files
+                    keys[m.name.rsplit("_", 1)[-1]] = pub.read().decode()
         for endpoint, port in zip(node.endpoints(), node.container_ports(), strict=True):
             if f"{port}.pub" not in keys:
                 raise FleetError(f"{node.service} has no host key for port {port} yet")

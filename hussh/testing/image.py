@@ -129,6 +129,7 @@ def _import_rootfs(rootfs: Path, tag: str) -> None:
     imported = subprocess.run(
         ["docker", "import", "-", tag], stdin=tar.stdout, capture_output=True, text=True
     )
+    assert tar.stdout is not None  # stdout=PIPE
     tar.stdout.close()
     if tar.wait() != 0 or imported.returncode != 0:
         raise FleetError(f"importing the base image failed: {imported.stderr.strip()}")
