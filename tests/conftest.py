@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import threading
 import uuid
@@ -17,6 +18,12 @@ from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
 from hussh.testing.plugin import FleetOptions, FleetSpec
 
 pytest_plugins = ["pytester"]
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # Started in the background without job control (nohup ... &): SIGINT is ignored and every child
+    # would inherit that, so the Ctrl-C tests could not interrupt anything. A handler here is reset
+    # to the default in the processes the tests start.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 TEST_PORT = int(os.environ.get("HUSSH_TEST_PORT", "2222"))  # lets several test runs share the machine
