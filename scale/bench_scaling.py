@@ -8,7 +8,7 @@ Runs ``scale.bench`` (same fleet, tools in their own venvs and processes, altern
 descriptor limit, every tool under the same limit, then derives from its JSON:
 
 * cost per host at the largest size against the smallest (wall, client CPU, fleet CPU);
-* the cost of hussh's LRU eviction near the descriptor limit: ``hussh-2w`` (two workers, so each
+* the cost of hussh's eviction (closing idle connections for room) near the descriptor limit: ``hussh-2w`` (two workers, so each
   holds more hosts than 1024 descriptors allow and must close idle connections and reconnect)
   under the low limit against the same under the high one;
 * memory per connected host, parent and workers apart (PSS growth between sizes);
@@ -144,7 +144,7 @@ def derived(low: dict[str, Any] | None, high: dict[str, Any] | None) -> list[str
         for size in sorted(set(lo) & set(hi)):
             if ok(lo[size]) and ok(hi[size]):
                 lines.append(
-                    f"LRU eviction, hussh with 2 workers at {size} hosts ({size // 2} per worker; "
+                    f"Eviction, hussh with 2 workers at {size} hosts ({size // 2} per worker; "
                     f"{int(low['args']['nofile']) - 48} connections fit in one under ulimit -n "
                     f"{low['args']['nofile']}): "
                     f"wall {lo[size]['wall_s']:.2f} s under ulimit -n {low['args']['nofile']} "
