@@ -8,7 +8,7 @@ Runs ``scale.bench`` (same fleet, tools in their own venvs and processes, altern
 descriptor limit, every tool under the same limit, then derives from its JSON:
 
 * cost per host at the largest size against the smallest (wall, client CPU, fleet CPU);
-* the cost of hussh's eviction (closing idle connections for room) near the descriptor limit: ``hussh-2w`` (two workers, so each
+* the cost of hussh's eviction near the descriptor limit: ``hussh-2w`` (two workers, so each
   holds more hosts than 1024 descriptors allow and must close idle connections and reconnect)
   under the low limit against the same under the high one;
 * memory per connected host, parent and workers apart (PSS growth between sizes);
