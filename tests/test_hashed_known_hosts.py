@@ -4,7 +4,6 @@ the host key types hussh asks for, which decide what it records."""
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import socket
 import struct
@@ -12,13 +11,12 @@ import subprocess
 import threading
 
 import pytest
-import uvloop
 
 import hussh
 from hussh import _known_hosts
-from hussh.aio import AsyncConnection
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER
+from sshcheck import whoami
 
 DECOYS = 3000  # entries for other hosts, each with its own salt, as ssh writes them
 
@@ -56,23 +54,11 @@ def hmac_count(monkeypatch):
     return calls
 
 
-def connect_all(hosts: list[str], **kwargs) -> list[str]:
-    async def body() -> list[str]:
-        users = []
-        for host in hosts:
-            async with AsyncConnection(host, **kwargs) as conn:
-                users.append((await conn.execute("id -un")).stdout.strip())
-        return users
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(asyncio.wait_for(body(), 60))
-
-
 def test_listed_hosts_cost_a_few_hmacs_not_one_per_entry(fleet, tmp_path, hmac_count):
     known = tmp_path / "known_hosts"
     hashed_file(known, [fleet.known_hosts_line(a) for a in fleet.addresses])
-    users = connect_all(fleet.addresses, username=PASSWORD_USER, password=PASSWORD, port=fleet.port,
-                        known_hosts=known, host_key_checking="strict")
+    users = [whoami(address, username=PASSWORD_USER, password=PASSWORD, port=fleet.port, known_hosts=known,
+                    host_key_checking="strict") for address in fleet.addresses]
     assert users == [PASSWORD_USER] * len(fleet.addresses)
     # Matching every entry by name would be len(addresses) x 3004 HMACs; by key it is the few
     # entries holding each presented key (all decoys here share one fleet key: at most ~1500).
@@ -96,7 +82,7 @@ def test_strict_refuses_a_host_the_hashed_file_does_not_list(fleet, tmp_path):
     first, *rest = fleet.addresses
     hashed_file(known, [fleet.known_hosts_line(a) for a in rest], decoys=10)
     with pytest.raises(hussh.HostKeyError, match=f"{first}.* is not listed in .* strict"):
-        connect_all([first], username=PASSWORD_USER, password=PASSWORD, port=fleet.port,
+        whoami(first, username=PASSWORD_USER, password=PASSWORD, port=fleet.port,
                     known_hosts=known, host_key_checking="strict")
 
 
@@ -124,7 +110,7 @@ def test_a_host_listed_only_with_another_key_type_is_retried_with_it_and_refused
     hashed_file(known, [f"[{first}]:{fleet.port} {ecdsa}\n"], decoys=10)
     # The fleet's sshd has only an ed25519 key: the retry that asks for ECDSA finds none to offer.
     with pytest.raises(hussh.HostKeyError, match="only with ecdsa-sha2-nistp256"):
-        connect_all([first], username=PASSWORD_USER, password=PASSWORD, port=fleet.port, known_hosts=known)
+        whoami(first, username=PASSWORD_USER, password=PASSWORD, port=fleet.port, known_hosts=known)
     assert len(known.read_text().splitlines()) == 11  # nothing recorded
 
 
@@ -167,7 +153,7 @@ def offered_host_key_types(known, record: str = "", **kwargs) -> list[str]:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     with pytest.raises(hussh.HusshError):
-        connect_all([host], port=port, username="nobody", password="x", known_hosts=known, **kwargs)
+        whoami(host, port=port, username="nobody", password="x", known_hosts=known, **kwargs)
     thread.join(10)
     return offered
 
