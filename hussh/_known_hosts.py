@@ -47,13 +47,17 @@ class HashedIndex:
     def holds(self, name: str, key: str) -> bool:
         """Whether an entry lists ``name`` (``host`` or ``[host]:port``) with ``key``: a few HMACs."""
         raw = name.encode()
-        return any(hmac.compare_digest(hmac.digest(salt, raw, "sha1"), digest)
-                   for salt, digest in self.by_key.get(key, ()))
+        return any(_names(salt, digest, raw) for salt, digest in self.by_key.get(key, ()))
 
     def keys_of(self, name: str) -> list[str]:
         """Every key listed for ``name``: one HMAC per entry, for hosts whose key is not listed."""
         raw = name.encode()
-        return [key for salt, digest, key in self.table.entries if hmac.digest(salt, raw, "sha1") == digest]
+        return [key for salt, digest, key in self.table.entries if _names(salt, digest, raw)]
+
+
+def _names(salt: bytes, digest: bytes, name: bytes) -> bool:
+    """Whether a hashed entry ``|1|salt|digest`` stands for ``name``."""
+    return hmac.compare_digest(hmac.digest(salt, name, "sha1"), digest)
 
 
 class KnownHostsFile(NamedTuple):
