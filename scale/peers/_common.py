@@ -14,6 +14,7 @@ import json
 import os
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -208,3 +209,26 @@ def wire_bytes(port: int) -> tuple[int, int]:
         else:
             received += int(match.group(2))
     return sent, received
+
+
+def timed_rounds(run: Run, tally: Tally, count: int, one_round: Callable[[], object],
+                 error_of: Callable[[object, str], str | None]) -> dict[str, object]:
+    """``count`` rounds of ``one_round()``, each timed (wall, process-tree CPU); a host counts as done
+    only if no round failed it (its first error is kept). Returns the figures for the report."""
+    bad: dict[str, str] = {}
+    walls: list[float] = []
+    cpus: list[float] = []
+    for _ in range(count):
+        cpu, wall = tree_cpu(), time.perf_counter()
+        results = one_round()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(tree_cpu() - cpu)
+        for host in run.hosts:
+            error = error_of(results, host)
+            if error and host not in bad:
+                bad[host] = error
+    run.mark("rounds")
+    for host in run.hosts:
+        tally.check(host, host not in bad, bad.get(host))
+    return dict(round_s=walls, round_cpu_s=cpus, round_median_s=statistics.median(walls),
+                round_cpu_median_s=statistics.median(cpus))

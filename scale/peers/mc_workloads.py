@@ -14,7 +14,14 @@ Each phase is marked; the report carries the phase's own CPU (this process and i
 from /proc), per-round and per-read figures, and the bytes the servers sent (``ss``) where it matters.
 """
 
-from _common import Tally, parse_args, tree_cpu, tree_pss_kib, wire_bytes  # first: marks the runner's start
+from _common import (  # first: marks the runner's start
+    Tally,
+    parse_args,
+    timed_rounds,
+    tree_cpu,
+    tree_pss_kib,
+    wire_bytes,
+)
 
 # isort: split
 
@@ -97,22 +104,7 @@ def phase(name: str, call):  # type: ignore[no-untyped-def]
 
 
 def rounds() -> None:
-    bad: dict[str, str] = {}
-    walls, cpus = [], []
-    for _ in range(opts.rounds):
-        cpu, wall = tree_cpu(), time.perf_counter()
-        results = mc.execute("true")
-        walls.append(time.perf_counter() - wall)
-        cpus.append(tree_cpu() - cpu)
-        for host in run.hosts:
-            error = failed(results, host)
-            if error and host not in bad:
-                bad[host] = error
-    run.mark("rounds")
-    extra.update(round_s=walls, round_cpu_s=cpus, round_median_s=statistics.median(walls),
-                 round_cpu_median_s=statistics.median(cpus))
-    for host in run.hosts:
-        tally.check(host, host not in bad, bad.get(host))
+    extra.update(timed_rounds(run, tally, opts.rounds, lambda: mc.execute("true"), failed))
 
 
 def sftp_write() -> None:

@@ -6,11 +6,10 @@ defaults are kept (``num_retries=3``, ``retry_delay=5``) except ``allow_agent=Fa
 ``stop_on_errors=False`` so one host's failure is that host's result.
 """
 
-from _common import Tally, parse_args, tree_cpu, tree_pss_kib  # first: marks the runner's start
+from _common import Tally, parse_args, timed_rounds, tree_cpu, tree_pss_kib  # first: marks the runner's start
 
 # isort: split
 
-import statistics
 import time
 from importlib.metadata import version
 
@@ -60,22 +59,8 @@ def error_of(result: tuple[int | None, str, str | None] | None) -> str | None:
 
 
 def rounds() -> None:
-    bad: dict[str, str] = {}
-    walls, cpus = [], []
-    for _ in range(opts.rounds):
-        cpu, wall = tree_cpu(), time.perf_counter()
-        results = execute("true")
-        walls.append(time.perf_counter() - wall)
-        cpus.append(tree_cpu() - cpu)
-        for host in run.hosts:
-            error = error_of(results.get(host))
-            if error and host not in bad:
-                bad[host] = error
-    run.mark("rounds")
-    extra.update(round_s=walls, round_cpu_s=cpus, round_median_s=statistics.median(walls),
-                 round_cpu_median_s=statistics.median(cpus))
-    for host in run.hosts:
-        tally.check(host, host not in bad, bad.get(host))
+    extra.update(timed_rounds(run, tally, opts.rounds, lambda: execute("true"),
+                              lambda results, host: error_of(results.get(host))))
 
 
 def sftp_write() -> None:
