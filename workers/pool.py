@@ -119,6 +119,15 @@ def _close(fd: int) -> None:
             pass
 
 
+def shard_assign(hosts: list[tuple[int, ConnectSpec]], share: int, retry: p.Retry, *, ship_keys: bool = True,
+                 cwd: str = "", env: dict[str, str] | None = None) -> p.Assign:
+    """A shard's ``Assign``: its finished specs with the key material and the hashed known_hosts
+    entries they need (keys left out for workers that read their own), whatever the engine."""
+    keys = _credentials.ship(ref for _, spec in hosts for ref in _credentials.chain_key_refs(spec)) if ship_keys else []
+    known = ship_hashed(path for _, spec in hosts for path in hashed_paths(spec))
+    return p.Assign(hosts, share, keys, retry, cwd, env, known)
+
+
 class WorkerPool:
     """N worker processes serving a fixed table of hosts; ``call`` runs one operation on some of them."""
 
@@ -284,11 +293,9 @@ class WorkerPool:
         worker = self.workers[number]
         if worker is None:
             hosts = [(i, finalized(self.specs[i])) for i in range(number, len(self.specs), self.count)]
-            keys = _credentials.ship(ref for _, spec in hosts for ref in _credentials.chain_key_refs(spec))
+            assign = shard_assign(hosts, self.shares[number], self.retry, cwd=os.getcwd(), env=dict(os.environ))
             worker = self.workers[number] = self._start()
-            known = ship_hashed(path for _, spec in hosts for path in hashed_paths(spec))
-            worker.send(self.encoder.encode(p.Assign(hosts, self.shares[number], keys, self.retry,
-                                                     os.getcwd(), dict(os.environ), known)))
+            worker.send(self.encoder.encode(assign))
         return worker
 
     def _start(self) -> _Worker:

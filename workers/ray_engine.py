@@ -43,10 +43,7 @@ import msgspec
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from hussh import _credentials
-from hussh._known_hosts import hashed_paths
 from hussh._known_hosts import record as record_host_keys
-from hussh._known_hosts import ship as ship_hashed
 from hussh._result import SSHResult
 from hussh._spec import ConnectSpec, Retry, finalized
 from hussh.errors import describe
@@ -507,11 +504,8 @@ class RayPool:
             return
         engine = self.engine
         hosts = [(i, _on_node(finalized(self.specs[i]), engine.agent)) for i in shard.indices]
-        keys = _credentials.ship(ref for _, spec in hosts for ref in _credentials.chain_key_refs(spec)) \
-            if engine.ship_keys else []
+        assign = local.shard_assign(hosts, shard.share, self.retry, ship_keys=engine.ship_keys)
         shard.actor = RemoteShard.options(**self._placement(shard)).remote(f"{self.tag}-{shard.number}")
-        known = ship_hashed(path for _, spec in hosts for path in hashed_paths(spec))
-        assign = p.Assign(hosts, shard.share, keys, self.retry, known=known)
         shard.assigned = shard.actor.assign.remote(self.encoder.encode(assign))
         shard.fresh = True
 
