@@ -1,4 +1,9 @@
-"""Import asyncssh without its slow searches for optional C libraries that are not installed.
+"""Import asyncssh quietly and without its slow searches for optional C libraries that are not installed.
+
+Quietly: cryptography 51 deprecates DSA, and asyncssh's modules touch ``dsa`` names at import, so
+every ``import hussh`` printed a dozen ``CryptographyDeprecationWarning`` lines the user can do
+nothing about. Those warnings, raised while asyncssh itself is imported, are ignored; every other
+warning, and every warning after the import (a DSA key really used), reaches the user's filters.
 
 At import, asyncssh asks ``ctypes.util.find_library`` for liboqs and libnettle; when they are
 absent, each question spawns ``ldconfig`` and ``gcc`` (~0.1 s of start-up in all). Here a
@@ -11,14 +16,17 @@ from __future__ import annotations
 import ctypes.util
 import os
 import sys
+import warnings
 
 _OPTIONAL = {"oqs", "liboqs", "nettle", "libnettle", "libnettle-6"}
 _LINKER_CACHE = "/etc/ld.so.cache"
 
 
 def import_asyncssh() -> None:
-    if "asyncssh" in sys.modules or os.environ.get("LD_LIBRARY_PATH"):
-        __import__("asyncssh")
+    if "asyncssh" in sys.modules:
+        return
+    if os.environ.get("LD_LIBRARY_PATH"):
+        _quiet_import()
         return
     try:
         with open(_LINKER_CACHE, "rb") as cache:
@@ -34,6 +42,15 @@ def import_asyncssh() -> None:
 
     ctypes.util.find_library = find_library
     try:
-        __import__("asyncssh")
+        _quiet_import()
     finally:
         ctypes.util.find_library = search
+
+
+def _quiet_import() -> None:
+    """``import asyncssh``, ignoring cryptography's deprecation warnings raised by that import only."""
+    from cryptography.utils import CryptographyDeprecationWarning  # asyncssh imports it anyway
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        __import__("asyncssh")
