@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	@if [ -n "$(DOCKER_UP)" ] && ! command -v debootstrap >/dev/null; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; fi
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --upgrade --upgrade-strategy eager -e '.[test]'  # the newest allowed versions, as a new user gets them
 	@touch $@
 
 demo: setup  ## the main job: a command across a local fleet of 300 real sshd endpoints
