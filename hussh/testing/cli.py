@@ -6,9 +6,12 @@
     python -m hussh.testing down                                 # everything gone
     python -m hussh.testing image                                # only build the compose images
 
-``up`` writes the host list, known_hosts and client keys into the fleet's directory and prints
-where; the fleet's record (what ``down`` needs) goes to $XDG_RUNTIME_DIR/hussh-testing, or
-/tmp/hussh-testing-<uid> without it. One such fleet at a time.
+``hussh fleet up | hosts | down | image`` is the same tool. ``up`` writes the host list,
+known_hosts and client keys into the fleet's directory and prints where; the fleet's record (what
+``down`` needs) goes to $XDG_RUNTIME_DIR/hussh-testing, or /tmp/hussh-testing-<uid> without it
+(private to this uid: see ``_registry``). One such fleet at a time. ``down`` removes only what the
+fleet made: the processes in its namespaces or the containers and networks of its project, and its
+directory if it still holds the marker the fleet wrote there.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ LOOPBACK_PORT = 2200
 LOOPBACK_OCTET = 70
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m hussh.testing", description=__doc__,
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start N SSH endpoints and keep them until down")
@@ -56,9 +59,9 @@ def _cli_record() -> _registry.Record | None:
     return next((r for r in _registry.records() if "cli" in r), None)
 
 
-def _up(args: argparse.Namespace) -> int:
+def _up(args: argparse.Namespace, prog: str) -> int:
     if _cli_record() is not None:
-        raise FleetError("a fleet is already up: python -m hussh.testing down")
+        raise FleetError(f"a fleet is already up: {prog} down")
     fleet: Fleet
     if args.compose:
         fleet = ComposeFleet(args.endpoints, args.per_node or PER_CONTAINER, args.base_port, args.project)
@@ -76,7 +79,7 @@ def _up(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info))
     else:
-        _print(info)
+        _print(info, prog)
     return 0
 
 
@@ -99,23 +102,23 @@ def _write_files(fleet: Fleet, seconds: float) -> dict[str, object]:
     return info
 
 
-def _print(info: dict[str, object]) -> None:
+def _print(info: dict[str, object], prog: str) -> None:
     unit = "containers" if info["backend"] == "compose" else "sshd processes"
     print(f"{info['endpoints']} endpoints up in {info['seconds']}s ({info['backend']}, {info['nodes']} {unit})")
-    print(f"  hosts        {info['hosts']}  (host:port per line; or: python -m hussh.testing hosts)")
+    print(f"  hosts        {info['hosts']}  (host:port per line; or: {prog} hosts)")
     print(f"  known_hosts  {info['known_hosts']}")
     print(f"  password     user {info['password_user']}, password {info['password']}")
     print(f"  key          user {info['key_user']}, key {info['key']}")
     print(f"               or {info['encrypted_key']}, passphrase {info['key_passphrase']}")
     print(f"  state        {info['state']}")
-    print("  down         python -m hussh.testing down")
+    print(f"  down         {prog} down")
 
 
-def _hosts() -> int:
+def _hosts(prog: str) -> int:
     record = _cli_record()
     if record is None:
-        raise FleetError("no fleet is up: python -m hussh.testing up N")
-    sys.stdout.write(Path(record["cli"]["hosts"]).read_text())
+        raise FleetError(f"no fleet is up: {prog} up N")
+    sys.stdout.write((Path(record["workdir"]) / "hosts").read_text())
     return 0
 
 
@@ -140,14 +143,18 @@ def _image() -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run ``up``, ``hosts``, ``down`` or ``image``; return the exit status (errors: one line, 1)."""
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "hussh fleet") -> int:
+    """Run ``up``, ``hosts``, ``down`` or ``image``; return the exit status (errors: one line, 1).
+
+    ``prog`` is how the user called the tool, for the commands that messages suggest:
+    ``hussh fleet`` (hussh's command line calls this), or ``python -m hussh.testing`` (its __main__).
+    """
+    args = _parser(prog).parse_args(argv)
     try:
         if args.command == "up":
-            return _up(args)
+            return _up(args, prog)
         if args.command == "hosts":
-            return _hosts()
+            return _hosts(prog)
         if args.command == "down":
             return _down()
         return _image()

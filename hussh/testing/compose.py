@@ -16,10 +16,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import tarfile
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -116,9 +114,14 @@ def leftovers(record: _registry.Record) -> list[str]:
 
 
 def remove(record: _registry.Record) -> None:
-    """Tear down a compose fleet from its record alone (its owner is gone)."""
+    """Tear down a compose fleet from its record alone (its owner is gone, or it was started detached).
+
+    Its containers and networks carry its project's label; its directory goes only if it is the one
+    the fleet made (see ``_registry.remove_workdir``).
+    """
+    _registry.check(record)
     _remove_project(_docker_client(), record["project"])
-    shutil.rmtree(record["workdir"], ignore_errors=True)
+    _registry.remove_workdir(record["workdir"], record["token"])
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,9 @@ class ComposeFleet(Fleet):
 
     def __init__(self, count: int, per_container: int = PER_CONTAINER, base_port: int = BASE_PORT,
                  project: str = PROJECT, bastion: bool = False, subnet: str | None = None) -> None:
+        if not _registry.PROJECT_NAME.fullmatch(project):
+            raise FleetError(f"bad project name {project!r}: lowercase letters, digits, '-' and '_' "
+                             "(Docker Compose's rule), at most 63")
         self.subnet = (subnet or _subnet.default_subnet(project)) if bastion else None
         if self.subnet is None:
             self.layout, self._bastion = layout(count, per_container, base_port), None
@@ -150,6 +156,7 @@ class ComposeFleet(Fleet):
             self._bastion = bastion_node(base_port, self.subnet)
         self.project = project
         self.workdir: Path | None = None
+        self._token = ""  # of the workdir's marker: what down checks before removing it
         self._client: docker.DockerClient | None = None
         self._credentials: Credentials | None = None
         self._host_keys: dict[Endpoint, str] = {}
@@ -250,10 +257,10 @@ class ComposeFleet(Fleet):
         in_use = _subnet.users(self.subnet, self.client) if self.subnet is not None else []
         if in_use:
             raise FleetError(f"{self.subnet} overlaps {', '.join(in_use)}: choose another subnet")
-        self.workdir = Path(tempfile.mkdtemp(prefix="hussh-compose-"))
-        self._register({"id": self.workdir.name, "backend": "compose", "project": self.project,
-                        "workdir": str(self.workdir)})
+        self.workdir, self._token = _registry.new_workdir("compose")
         try:
+            self._register({"id": self.workdir.name, "backend": "compose", "project": self.project,
+                            "workdir": str(self.workdir), "token": self._token})
             ensure_images(self.client)
             authorized = self._write_client_keys()
             path = self.workdir / "compose.json"
@@ -299,7 +306,7 @@ class ComposeFleet(Fleet):
         self._faults.clear()
         if self.workdir is not None:
             _remove_project(self.client, self.project)
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            _registry.remove_workdir(str(self.workdir), self._token)
             _registry.unregister(self.workdir.name)
         self.workdir = self._credentials = None
         self._host_keys.clear()

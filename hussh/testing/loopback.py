@@ -15,10 +15,8 @@ namespaces, so sessions and the commands they run freeze or die with the listene
 from __future__ import annotations
 
 import pwd
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -73,6 +71,7 @@ class LoopbackFleet(Fleet):
         self.port = port
         self.per_process = per_process
         self.workdir: Path | None = None
+        self._token = ""  # of the workdir's marker: what down checks before removing it
         self._nodes = [
             _Node(n, self.addresses[first : first + per_process])
             for n, first in enumerate(range(0, len(self.addresses), per_process))
@@ -125,11 +124,12 @@ class LoopbackFleet(Fleet):
         if self.workdir is not None:
             raise FleetError("the fleet is already up")
         _registry.reap_orphans()
-        self.workdir = Path(tempfile.mkdtemp(prefix="hussh-fleet-"))
+        self.workdir, self._token = _registry.new_workdir("loopback")
         self.workdir.chmod(0o755)  # fleet users read their homes and authorized keys below it
         self._namespace = _namespace.FleetNamespace(marker=_layers(self.workdir))
-        self._register({"id": self.workdir.name, "backend": "loopback", "workdir": str(self.workdir)})
         try:
+            self._register({"id": self.workdir.name, "backend": "loopback", "workdir": str(self.workdir),
+                            "token": self._token})
             self._start(timeout if timeout is not None else 60.0 + 0.05 * len(self.addresses))
         except BaseException:
             self.down()
@@ -176,7 +176,7 @@ class LoopbackFleet(Fleet):
             node.listener = node.proxy = None
             node.namespaces.clear()
         if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            _registry.remove_workdir(str(self.workdir), self._token)
             _registry.unregister(self.workdir.name)
         self.workdir = self._namespace = self._credentials = None
         self._uids = {}
@@ -354,7 +354,11 @@ def leftovers(record: _registry.Record) -> list[str]:
 
 
 def remove(record: _registry.Record) -> None:
-    """Tear down a loopback fleet from its record alone (its owner is gone)."""
-    workdir = Path(record["workdir"])
-    _namespace.kill(str(_layers(workdir)))
-    shutil.rmtree(workdir, ignore_errors=True)
+    """Tear down a loopback fleet from its record alone (its owner is gone, or it was started detached).
+
+    Its processes are those in namespaces with the fleet's /etc overlay (a mount only the fleet made);
+    its directory goes only if it is the one the fleet made (see ``_registry.remove_workdir``).
+    """
+    _registry.check(record)
+    _namespace.kill(str(_layers(Path(record["workdir"]))))
+    _registry.remove_workdir(record["workdir"], record["token"])
