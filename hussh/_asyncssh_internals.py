@@ -6,7 +6,8 @@ an upgrade degrades speed rather than correctness. ``tests/test_transport_tweaks
 one of them silently stops taking effect.
 
 * ``FleetConnection``: fewer packets and writes per host (no empty ``MSG_IGNORE``, corked writes,
-  no ``none`` auth probe for password-only logins), and no password in asyncssh's packet dumps.
+  no ``none`` auth probe for password-only logins), no password in asyncssh's packet dumps, and
+  no password, keyboard-interactive answer or agent forwarding once ``withhold_secrets`` is called.
 * ``install_log_speedups``: asyncssh formats log arguments before checking the level.
 * ``with_owner``, ``OPENSSH_HOST_KEY_ORDER``: a per-connection owner that answers for hashed
   known_hosts entries, without re-preparing the shared options; host key types in ``ssh``'s order.
@@ -67,6 +68,8 @@ def _sets(cls: type, *names: str) -> bool:
 CORK_AVAILABLE = _has(SSHClientConnection, "_send", "send_packet") and _sets(SSHClientConnection, "_transport", "_loop")
 SKIP_NONE_PROBE_AVAILABLE = _sets(SSHClientConnection, "_auth_methods")
 HIDE_AUTH_AVAILABLE = _has(SSHClientConnection, "log_sent_packet")
+WITHHOLD_AVAILABLE = _has(SSHClientConnection, "password_auth_requested", "kbdint_auth_requested",
+                          "kbdint_challenge_received") and _sets(SSHClientConnection, "_agent_forward_path")
 _EMPTY_STRING = (String(b""),)
 
 
@@ -97,12 +100,38 @@ class FleetConnection(SSHClientConnection):
     * Corked writes: asyncssh writes each packet as it is built (a syscall and a TCP segment
       each); here the packets of one event-loop turn leave in one write, flushed on the next turn
       and so before anything scheduled after them, such as the abort that follows a disconnect.
+    * ``withhold_secrets``: a server whose host key changed gets no password, no answer to a
+      keyboard-interactive prompt and no agent (``ssh`` under ``StrictHostKeyChecking no``).
     """
 
     _unsent: list[bytes] | None = None
     writes = 0  # transport writes made (class-wide), read by the tests of these tweaks
     on_lost: Callable[[], None] | None = None  # a bastion counts the tunnels it carries
     learned_key: str | None = None  # a host key accepted under accept-new, for the caller to record
+    withheld = ""  # why this server gets no password or keyboard-interactive answer (its key changed)
+    changed_key = ""  # the fingerprint of the changed host key accepted under ``off``
+
+    def withhold_secrets(self, reason: str) -> bool:
+        """From now on send no password or keyboard-interactive answer and forward no agent;
+        False if this asyncssh cannot be stopped from sending them (then refuse the server)."""
+        if not WITHHOLD_AVAILABLE:
+            return False
+        self.withheld = reason
+        self._agent_forward_path = None
+        return True
+
+    if WITHHOLD_AVAILABLE:
+        async def password_auth_requested(self) -> str | None:
+            return None if self.withheld else await super().password_auth_requested()
+
+        async def kbdint_auth_requested(self) -> str | None:
+            return None if self.withheld else await super().kbdint_auth_requested()
+
+        async def kbdint_challenge_received(self, name: str, instructions: str, lang: str,
+                                            prompts: Any) -> Any:
+            if self.withheld:
+                return None
+            return await super().kbdint_challenge_received(name, instructions, lang, prompts)
 
     def connection_lost(self, exc: Exception | None = None) -> None:
         super().connection_lost(exc)

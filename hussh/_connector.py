@@ -23,7 +23,7 @@ from asyncssh.connection import SSHClientConnection
 
 from . import _asyncssh_internals as internals
 from . import _bastions, _credentials
-from ._known_hosts import HashedVerifier, lookup
+from ._known_hosts import HostKeyVerifier, changed_key_message, lookup, revoked_key_message
 from ._spec import ConnectSpec, HostKeys
 from .errors import AuthenticationError, ConfigError, ConnectError, ConnectTimeout, HostKeyError, HusshError
 
@@ -100,21 +100,18 @@ _TrustedKeys = tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey], list[asyncssh
 """Host keys, CA keys and revoked keys: the short (pre-X.509) form of asyncssh's ``known_hosts`` lists."""
 
 
-def _host_key_check(spec: ConnectSpec, keys: HostKeys) -> tuple[_TrustedKeys | None, bool, HashedVerifier | None]:
+def _host_key_check(spec: ConnectSpec, keys: HostKeys) -> tuple[_TrustedKeys | None, bool, HostKeyVerifier | None]:
     """asyncssh's ``known_hosts`` value for ``spec``, whether an accepted key is new (to record),
-    and the owner that tries hashed entries once the server has shown its key (if any may list it)."""
-    if spec.host_key_checking == "off":
-        return None, False, None
-    verifier = HashedVerifier(spec, keys) if keys.hashed else None
-    if verifier is not None and not verifier.indexes:
-        verifier = None  # the files changed since the spec was made: they hold no hashed entry now
-    if keys.listed or verifier is not None:
+    and the owner that decides about the keys the entries do not trust (whenever they list any
+    key, CA or revoked key for the host, under every policy: ``off`` too refuses revoked keys)."""
+    verifier = HostKeyVerifier(spec, keys)
+    if keys.listed or keys.revoked or verifier.indexes:  # no index: the files changed, no hashed entry now
         return ([asyncssh.import_public_key(k) for k in keys.trusted],
                 [asyncssh.import_public_key(k) for k in keys.authorities],
                 [asyncssh.import_public_key(k) for k in keys.revoked]), False, verifier
     if spec.host_key_checking == "strict":
         raise HostKeyError(_unlisted(spec))
-    return None, True, None
+    return None, spec.host_key_checking == "accept-new", None
 
 
 def _unlisted(spec: ConnectSpec) -> str:
@@ -171,7 +168,7 @@ async def _open(spec: ConnectSpec, phase: list[str]) -> SSHClientConnection:
     options.host = options.orig_host = spec.hostname or spec.host
     options.port = spec.port
     options.known_hosts = known_hosts  # type: ignore[assignment]  # asyncssh's type omits the 3-list form it takes
-    if verifier is not None:
+    if verifier is not None and internals.OWNER_AVAILABLE:  # else asyncssh refuses every key not listed
         internals.with_owner(options, lambda: verifier)
     if not keys.listed and internals.OPENSSH_HOST_KEY_ORDER:
         options.server_host_key_algs = internals.OPENSSH_HOST_KEY_ORDER  # the key type `ssh` records
@@ -193,10 +190,13 @@ async def _open(spec: ConnectSpec, phase: list[str]) -> SSHClientConnection:
     conn.set_extra_info(host=options.host, port=spec.port)
     try:
         await options.waiter
-    except asyncssh.HostKeyNotVerifiable:
+    except asyncssh.HostKeyNotVerifiable as exc:
         conn.abort()
+        if keys.revoked and "revoked" in str(exc.reason):  # asyncssh's words for a key or CA marked @revoked
+            raise HostKeyError(f"{revoked_key_message(spec, keys)} ({exc.reason})") from None
         if verifier is not None and verifier.other_keys:  # listed only with other key types: prefer those
-            retry = HostKeys(trusted=tuple(verifier.other_keys), authorities=keys.authorities, revoked=keys.revoked)
+            retry = HostKeys(trusted=tuple(verifier.other_keys), authorities=keys.authorities, revoked=keys.revoked,
+                             revoked_in=keys.revoked_in)
             try:
                 return await _open(msgspec.structs.replace(spec, host_keys=retry), phase)
             except (asyncssh.DisconnectError, ConnectionError) as exc:  # sshd hangs up: no such key type
@@ -205,6 +205,12 @@ async def _open(spec: ConnectSpec, phase: list[str]) -> SSHClientConnection:
                                    f"the server for those failed ({exc}): it does not offer them") from None
         if verifier is not None and verifier.unlisted:
             raise HostKeyError(_unlisted(spec)) from None
+        raise
+    except asyncssh.PermissionDenied as exc:
+        conn.abort()
+        if verifier is not None and verifier.changed:
+            raise AuthenticationError(f"authentication failed for {spec.username}@{spec.address}: "
+                                      f"{changed_key_message(spec)} ({exc.reason})") from None
         raise
     except BaseException:
         conn.abort()

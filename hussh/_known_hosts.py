@@ -5,11 +5,15 @@ mtime), so workers verify against a few keys instead of parsing files. Hashed en
 (``HashKnownHosts``) are the exception: a hashed name can only be tested, one HMAC per entry, so
 matching N hosts against N hashed entries up front would cost N² HMACs (minutes at 10,000).
 They are kept aside in a ``HashedIndex`` (shipped to workers once) and a host is tested only
-against the entries that hold the key its server presents (``HashedVerifier``); only a host whose
+against the entries that hold the key its server presents (``HostKeyVerifier``); only a host whose
 key is not among them costs one HMAC per entry, to tell a changed key from an unknown host.
+``HostKeyVerifier`` decides, as ``ssh`` does, about every key the entries do not trust outright:
+``@revoked`` keys are refused under every policy (asyncssh checks them before asking it), a
+changed key is refused, or under ``off`` accepted with no password, keyboard-interactive answer
+or agent forwarding for the server that presents it.
 ``record`` appends keys accepted under ``accept-new`` to the first known_hosts file, as OpenSSH's
-``StrictHostKeyChecking accept-new`` does, but under an exclusive lock and skipping hosts another
-run recorded meanwhile.
+``StrictHostKeyChecking accept-new`` does, but under an exclusive lock, skipping hosts another
+run recorded meanwhile, and only for plain host names (never a pattern or a line break).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import NamedTuple
@@ -61,10 +66,12 @@ def _names(salt: bytes, digest: bytes, name: bytes) -> bool:
 
 
 class KnownHostsFile(NamedTuple):
-    """A parsed file: what asyncssh matches by name (plain, patterns, markers), and the hashed rest."""
+    """A parsed file: what asyncssh matches by name (plain, patterns, markers), the hashed rest,
+    and the (line number, key) of each ``@revoked`` line, to say where a key was revoked."""
 
     plain: asyncssh.SSHKnownHosts
     hashed: HashedIndex | None
+    revoked_lines: tuple[tuple[int, str], ...] = ()
 
 
 _indexes: dict[str, HashedIndex] = {}  # path -> its hashed entries, parsed here or shipped by the parent
@@ -90,14 +97,18 @@ def parse(path: str, text: str) -> KnownHostsFile:
     """Split ``text`` into what asyncssh matches by name and an index of the unmarked hashed entries."""
     plain: list[str] = []
     hashed: list[tuple[bytes, bytes, str]] = []
-    for line in text.splitlines():
-        entry = _hashed_entry(line.split())
+    revoked: list[tuple[int, str]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        entry = _hashed_entry(fields)
         if entry is None:
             plain.append(line)
+            if fields[:1] == ["@revoked"]:
+                revoked.append((number, key_text(fields[2:4])))
         else:
             hashed.append(entry)
     return KnownHostsFile(asyncssh.import_known_hosts("\n".join(plain)),
-                          HashedIndex(HashedHosts(path, tuple(hashed))) if hashed else None)
+                          HashedIndex(HashedHosts(path, tuple(hashed))) if hashed else None, tuple(revoked))
 
 
 @lru_cache(maxsize=32)
@@ -131,27 +142,34 @@ def _openssh(key: asyncssh.SSHKey) -> str:
 
 def lookup(spec: ConnectSpec) -> HostKeys:
     """The trusted, CA and revoked keys that ``spec.known_hosts`` lists for ``spec``'s host and port
-    by name, and which of the files have hashed entries left to try."""
-    if spec.host_key_checking == "off":
-        return HostKeys()
+    by name (under every policy: ``off`` still refuses revoked keys and notices changed ones),
+    where the revoked ones are revoked, and which of the files have hashed entries left to try."""
     trusted: list[str] = []
     authorities: list[str] = []
     revoked: list[str] = []
+    revoked_in: list[str] = []
     hashed: list[str] = []
+    name = spec.hostname or spec.host
     port = None if spec.port == 22 else spec.port
     for path in spec.known_hosts:
         known = _parsed(path)
         if known is None:
             continue
-        host_keys, ca_keys, revoked_keys, *_ = known.plain.match(spec.hostname or spec.host, "", port)
+        host_keys, ca_keys, revoked_keys, *_ = known.plain.match(name, "", port)
+        if port is not None:  # asyncssh keeps the [host]:port match's revoked keys only if it trusts a key there
+            revoked_keys = [*revoked_keys, *known.plain.match(f"[{name}]:{port}", "", None)[2]]
         trusted.extend(_openssh(key) for key in host_keys)
         authorities.extend(_openssh(key) for key in ca_keys)
-        revoked.extend(_openssh(key) for key in revoked_keys)
+        here = dict.fromkeys(_openssh(key) for key in revoked_keys)
+        revoked.extend(here)
+        texts = {key_text(key.split()[:2]) for key in here}
+        revoked_in.extend(f"{path}:{number}" for number, key in known.revoked_lines if key in texts)
         if known.hashed is not None and internals.OWNER_AVAILABLE:
             hashed.append(path)
         elif known.hashed is not None:  # no way to ask after the key exchange: test every entry now
             trusted.extend(known.hashed.keys_of(host_name(spec)))
-    return HostKeys(tuple(trusted), tuple(authorities), tuple(revoked), tuple(hashed))
+    return HostKeys(tuple(trusted), tuple(authorities), tuple(dict.fromkeys(revoked)), tuple(hashed),
+                    tuple(revoked_in))
 
 
 def ship(paths: Iterable[str]) -> list[HashedHosts]:
@@ -173,13 +191,16 @@ def hashed_paths(spec: ConnectSpec) -> Iterable[str]:
         spec = spec.jump  # type: ignore[assignment]
 
 
-class HashedVerifier(asyncssh.SSHClient):
-    """The connection's owner when hashed entries may list the host: asyncssh asks it about any
-    key that the entries matched by name do not list, and it answers from the hashed entries.
+class HostKeyVerifier(asyncssh.SSHClient):
+    """The connection's owner whenever known_hosts lists anything for the host. asyncssh refuses
+    ``@revoked`` keys itself, accepts the keys and CAs matched by name, and asks this object about
+    any other key: it answers from the hashed entries, then as ``ssh`` would for the policy.
 
     Afterwards ``learned`` says the host was unknown and its key accepted (``accept-new``),
-    ``unlisted`` that it was unknown and refused (``strict``), and ``other_keys`` that the host is
-    listed only with keys of other types than the one negotiated (reconnect preferring those).
+    ``unlisted`` that it was unknown and refused (``strict``), ``other_keys`` that the host is
+    listed only with keys of other types than the one negotiated (reconnect preferring those),
+    and ``changed`` that its key differs from the listed ones and was accepted under ``off``
+    with no password, keyboard-interactive answer or agent forwarding (``ssh`` does the same).
     """
 
     def __init__(self, spec: ConnectSpec, keys: HostKeys) -> None:
@@ -189,25 +210,77 @@ class HashedVerifier(asyncssh.SSHClient):
         self.indexes = [_indexes[path] for path in keys.hashed if path in _indexes]
         self.learned = False
         self.unlisted = False
+        self.changed = False
         self.other_keys: list[str] = []
+        self.conn: asyncssh.SSHClientConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+        self.conn = conn
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
         presented = key_text(_openssh(key).split()[:2])
         if any(index.holds(self.name, presented) for index in self.indexes):
             return True
         if self.listed_by_name:
-            return False  # listed by name with other keys: a changed key
+            return self._changed(presented)  # listed by name with other keys
         listed = [k for index in self.indexes for k in index.keys_of(self.name)]
         if not listed:
-            if self.spec.host_key_checking == "strict":
-                self.unlisted = True
-                return False
-            self.learned = True
-            return True
+            return self._unknown()
         kind = presented.split()[0]
         if not any(k.split()[0] == kind for k in listed):
             self.other_keys = listed
-        return False
+            return False
+        return self._changed(presented)
+
+    def _unknown(self) -> bool:
+        if self.spec.host_key_checking == "strict":
+            self.unlisted = True
+            return False
+        self.learned = self.spec.host_key_checking == "accept-new"
+        return True
+
+    def _changed(self, presented: str) -> bool:
+        """Refuse a changed key, except under ``off``: accept it, but give the server no secret."""
+        if self.spec.host_key_checking != "off" or not isinstance(self.conn, internals.FleetConnection):
+            return False
+        if not self.conn.withhold_secrets(changed_key_message(self.spec)):
+            return False  # this asyncssh cannot withhold them: refuse instead
+        self.changed = True  # no log here: this runs in workers too (said by the error or warn_changed_key)
+        self.conn.changed_key = fingerprint(presented)
+        return True
+
+
+def warn_changed_key(conn: asyncssh.SSHClientConnection, spec: ConnectSpec) -> None:
+    """In the caller: say that a single-host login went ahead after its host key changed (``off``)."""
+    presented = getattr(conn, "changed_key", "")
+    if presented:
+        log.warning("hussh: the host key of %s changed (it presents %s); host key checking is off: connected "
+                    "without password, keyboard-interactive or agent forwarding, to avoid a man-in-the-middle",
+                    spec.address, presented)
+
+
+def fingerprint(key: str) -> str:
+    """``type SHA256:...``, how ``ssh`` names a key in its warnings."""
+    kind, _, data = key.partition(" ")
+    try:
+        digest = hashlib.sha256(base64.b64decode(data.split()[0], validate=True)).digest()
+    except (ValueError, IndexError, binascii.Error):
+        return kind
+    return f"{kind} SHA256:{base64.b64encode(digest).decode().rstrip('=')}"
+
+
+def changed_key_message(spec: ConnectSpec) -> str:
+    """Why a login failed after a changed key was accepted under ``off``."""
+    return (f"the host key of {spec.address} does not match its known_hosts entry and host key checking is off: "
+            "password and keyboard-interactive authentication (and agent forwarding) are disabled to avoid "
+            "a man-in-the-middle attack, as ssh does: only public key authentication may log in")
+
+
+def revoked_key_message(spec: ConnectSpec, keys: HostKeys) -> str:
+    """The error for a server that presented a key marked ``@revoked`` (refused under every policy)."""
+    where = ", ".join(keys.revoked_in) or ", ".join(spec.known_hosts) or "known_hosts"
+    return (f"REVOKED HOST KEY DETECTED: {spec.address} presented a host key marked @revoked in {where}; "
+            "refusing to connect (under every host key policy: a stolen key may be impersonating this host)")
 
 
 def host_name(spec: ConnectSpec) -> str:
@@ -223,18 +296,39 @@ def hashed_name(name: str, salt: bytes | None = None) -> str:
     return f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"
 
 
+_HOST = r"[a-z0-9_][a-z0-9_.-]*|[0-9a-f.]*:[0-9a-f:.]*(?:%[a-z0-9_.-]+)?"
+_PLAIN_NAME = re.compile(rf"(?:{_HOST})|\[(?:{_HOST})\]:[1-9][0-9]{{0,4}}")
+"""What ``record`` writes as a host: a name, IPv4 or IPv6 address, bare or as ``[host]:port``;
+never a pattern (``*``, ``?``, ``!``), a list (``,``), a hashed or marker field, or whitespace."""
+
+
+def _key_line(key: str) -> str | None:
+    """``key`` as the ``type base64`` of a public key, or None if it is not one (never a line break)."""
+    try:
+        parsed = asyncssh.import_public_key(key) if "\n" not in key and "\r" not in key else None
+    except (asyncssh.KeyImportError, ValueError):
+        return None
+    return key_text(_openssh(parsed).split()[:2]) if parsed is not None else None
+
+
 def record(learned: Iterable[tuple[ConnectSpec, str]]) -> int:
     """Append each (spec, public key) to its spec's first known_hosts file; return lines written.
 
     One exclusive ``flock`` per file for the whole batch, so concurrent runs interleave whole
     batches, never lines; a host that another run (or an earlier line) recorded is skipped.
-    Files that cannot be written (``/dev/null``, a read-only home) are left alone, with a warning.
+    Files that cannot be written (``/dev/null``, a read-only home) are left alone, with a warning;
+    so is a name that is not a plain host name or address, or a key that is not a public key.
     """
     by_file: dict[str, dict[str, tuple[str, bool]]] = {}
     for spec, key in learned:
         if spec.host_key_checking != "accept-new" or not spec.known_hosts or spec.known_hosts[0] == os.devnull:
             continue
-        by_file.setdefault(spec.known_hosts[0], {})[host_name(spec)] = (key, spec.hash_known_hosts)
+        name, line = host_name(spec), _key_line(key)
+        if _PLAIN_NAME.fullmatch(name) is None or line is None:
+            log.warning("hussh: not recording a host key for %r in %s: %s", name, spec.known_hosts[0],
+                        "not a plain host name or address" if line is not None else "not a public key")
+            continue
+        by_file.setdefault(spec.known_hosts[0], {})[name] = (line, spec.hash_known_hosts)
     written = 0
     for path, entries in by_file.items():
         try:

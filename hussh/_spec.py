@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from .aio import AsyncConnection
 
 HostKeyChecking = Literal["accept-new", "strict", "off"]
+"""What an unlisted or changed host key does (``@revoked`` keys are refused under all three):
+``strict`` refuses both; ``accept-new`` (the default) records an unlisted key and refuses a
+changed one; ``off`` connects to both, without password, keyboard-interactive or agent forwarding
+for a changed key (``ssh``'s ``StrictHostKeyChecking no``)."""
 
 DEFAULT_CONNECT_TIMEOUT = 15.0
 """Seconds allowed for TCP connect + SSH handshake + login when nothing else says (``timeout=0``).
@@ -64,12 +68,14 @@ class HostKeys(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
     ``hashed`` names the files whose hashed entries still have to be tried: a hashed name can
     only be tested, so that is done once the server has shown its key (see ``HashedHosts``).
+    ``revoked_in`` says where the ``revoked`` keys are marked (``file:line``), for the error.
     """
 
     trusted: tuple[str, ...] = ()
     authorities: tuple[str, ...] = ()
     revoked: tuple[str, ...] = ()
     hashed: tuple[str, ...] = ()
+    revoked_in: tuple[str, ...] = ()
 
     @property
     def listed(self) -> bool:

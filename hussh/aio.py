@@ -20,6 +20,7 @@ from . import _bastions
 from ._config import SSHConfigArg
 from ._connector import open_connection
 from ._known_hosts import record as record_host_keys
+from ._known_hosts import warn_changed_key
 from ._result import SSHResult
 from ._sftp_dirs import get_dir, put_dir
 from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, ConnectSpec, HostKeyChecking, HostKeys, make_spec
@@ -121,6 +122,7 @@ class AsyncConnection:
             return
         self._drop()
         self._conn = await open_connection(self.spec, timeout)
+        warn_changed_key(self._conn, self.spec)
         await self._keep_learned_keys()
 
     async def _keep_learned_keys(self) -> None:

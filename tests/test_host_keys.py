@@ -77,10 +77,10 @@ def test_strict_without_any_known_hosts_file_refuses(hosts, creds):
         whoami(hosts[0], **creds, host_key_checking="strict")
 
 
-def test_off_accepts_a_mismatching_key(fleet, hosts, creds, tmp_path):
+def test_off_accepts_a_mismatching_key_for_public_key_logins(fleet, hosts, key_creds, tmp_path):
     known = tmp_path / "known_hosts"
     known.write_text(wrong_line(fleet, hosts[0], hosts[1]))
-    assert whoami(hosts[0], **creds, known_hosts=known, host_key_checking="off") == "hussh"
+    assert whoami(hosts[0], **key_creds, known_hosts=known, host_key_checking="off") == key_creds["username"]
 
 
 def test_missing_explicit_known_hosts_file_is_created_on_first_use(fleet, hosts, creds, tmp_path):
