@@ -67,7 +67,7 @@ async def _profile_options(spec: ConnectSpec) -> asyncssh.SSHClientConnectionOpt
     if options is not None:
         return options
     client_keys = _credentials.keypairs(spec)  # raises AuthenticationError for an unusable explicit key
-    if spec.private_key is None and spec.password is None:
+    if spec.private_key is None and spec.password is None:  # as _credentials.agent_held decides
         client_keys = await _credentials.agent_keys(spec) + client_keys
     options = asyncssh.SSHClientConnectionOptions(
         config=None,  # the ssh config was applied when the spec was made, in the caller
@@ -128,7 +128,7 @@ async def open_connection(spec: ConnectSpec, bound: float | None = None) -> SSHC
     bound = bound or spec.connect_bound
     phase = ["connect"]
     try:
-        async with asyncio.timeout(bound):
+        async with asyncio.timeout(bound), _credentials.agent_held(spec):
             return await _open(spec, phase)
     except TimeoutError:
         if phase[0] == "bastion" and spec.jump is not None:

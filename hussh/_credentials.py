@@ -9,9 +9,10 @@ agent connection, instead of asyncssh's one agent socket per connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
 import asyncssh
@@ -138,12 +139,19 @@ def _pairs(found: list[KeyMaterial], extra_certs: list[asyncssh.SSHCertificate])
 
 
 class _Agent:
-    """One ssh-agent connection per event loop and socket, its key list fetched once."""
+    """One ssh-agent connection per event loop and socket, its key list fetched once.
+
+    The connection stays open while a login may sign through it and is closed when none does, so a
+    loop that ends (``asyncio.run`` around one connection) leaves no socket behind; the next login
+    reconnects (asyncssh's client does that by itself once it is closed).
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.client = asyncssh.SSHAgentClient(path)
         self.keys: asyncio.Future[list[asyncssh.SSHKeyPair]] | None = None
+        self.logins = 0
+        self.closing: asyncio.Task[None] | None = None
 
     async def get_keys(self) -> list[asyncssh.SSHKeyPair]:
         if self.keys is None:
@@ -157,23 +165,64 @@ class _Agent:
             self.keys = None  # ask again on the next login
             raise AuthenticationError(f"ssh-agent at {self.path} did not answer: {exc}") from None
 
+    async def hold(self) -> None:
+        """A login starts: it may sign through the agent (after a pending close has finished)."""
+        self.logins += 1
+        if self.closing is not None:
+            await asyncio.shield(self.closing)
+
+    def release(self) -> None:
+        """A login ended: close the connection once no other login needs it."""
+        self.logins -= 1
+        if self.logins == 0 and self.closing is None:
+            self.closing = asyncio.get_running_loop().create_task(self._close())
+
+    async def _close(self) -> None:
+        self.client.close()
+        await self.client.wait_closed()  # forgets the socket: the next request opens a new one
+        self.closing = None
+
 
 _agents: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Agent]] = weakref.WeakKeyDictionary()
+
+
+def _agent(path: str) -> _Agent:
+    """This loop's connection to the agent at ``path``."""
+    agents = _agents.setdefault(asyncio.get_running_loop(), {})
+    agent = agents.get(path)
+    if agent is None:
+        agent = agents[path] = _Agent(path)
+    return agent
+
+
+def _uses_agent(spec: ConnectSpec) -> bool:
+    return spec.agent is not None and spec.private_key is None and spec.password is None
 
 
 async def agent_keys(spec: ConnectSpec) -> list[asyncssh.SSHKeyPair]:
     """The agent's keys for ``spec`` (only those matching its identities under ``IdentitiesOnly``)."""
     if spec.agent is None:
         return []
-    agents = _agents.setdefault(asyncio.get_running_loop(), {})
-    agent = agents.get(spec.agent)
-    if agent is None:
-        agent = agents[spec.agent] = _Agent(spec.agent)
-    keys = await agent.get_keys()
+    keys = await _agent(spec.agent).get_keys()
     if spec.identities_only:
         wanted = {pair.public_data for pair in keypairs(spec)}
         keys = [pair for pair in keys if pair.public_data in wanted]
     return keys
+
+
+@contextlib.asynccontextmanager
+async def agent_held(spec: ConnectSpec) -> AsyncIterator[None]:
+    """Keep the agent connection open while ``spec``'s login may sign through it."""
+    if not _uses_agent(spec):
+        yield
+        return
+    assert spec.agent is not None
+    agent = _agent(spec.agent)
+    await agent.hold()
+    try:
+        yield
+    finally:
+        agent.release()
 
 
 def close_agents() -> None:

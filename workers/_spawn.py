@@ -16,6 +16,7 @@ Either way the worker starts with only its two pipe ends (and stdin/stdout/stder
 
 from __future__ import annotations
 
+import atexit
 import os
 import select
 import signal
@@ -134,6 +135,15 @@ class _Zygote:
     def alive(self) -> bool:
         return os.getpid() == self.owner and self.process.poll() is None
 
+    def stop(self, grace: float = 2.0) -> None:
+        """Hang up (end of file ends the zygote) and reap it, so the caller exits with nothing left behind."""
+        self.sock.close()
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
     def fork(self, to_child: int, from_child: int) -> Process:
         with self.lock:
             socket.send_fds(self.sock, [b"F"], [to_child, from_child])
@@ -175,6 +185,12 @@ def zygote() -> _Zygote:
         if _zygote is None or not _zygote.alive():
             _zygote = _Zygote()
         return _zygote
+
+
+@atexit.register
+def _stop_zygote() -> None:
+    if _zygote is not None and os.getpid() == _zygote.owner:
+        _zygote.stop()
 
 
 def _after_fork_in_child() -> None:
