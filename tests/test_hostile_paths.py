@@ -6,12 +6,14 @@ host names such as ``..`` (ssh config aliases of real hosts) become file names.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
 import stat
 import textwrap
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -157,7 +159,6 @@ class GatedReads(FakeTree):
     gate = threading.Event()
 
     async def read(self, file_obj, offset, size):
-        import asyncio
         await asyncio.to_thread(self.gate.wait, 30)
         return super().read(file_obj, offset, size)
 
@@ -175,7 +176,7 @@ def test_a_private_file_is_never_more_open_while_it_arrives(tmp_path, call):
             for _ in range(3000):
                 if local.exists():
                     break
-                threading.Event().wait(0.01)
+                time.sleep(0.01)
             assert mode(local) == 0o600  # before a byte arrived
         finally:
             GatedReads.gate.set()
@@ -215,7 +216,10 @@ def test_a_remote_0600_file_arrives_0600_from_a_real_server(real, remote_dir, tm
     earlier.write_text("an older, public copy")
     earlier.chmod(0o644)
     real.sftp_read(str(remote_dir / "secret"), str(earlier))
-    for name in ("sftp", "scp", "earlier"):
+    into = tmp_path / "into"
+    into.mkdir()
+    real.sftp_read(str(remote_dir / "secret"), str(into))  # a directory: the file is named after the remote path
+    for name in ("sftp", "scp", "earlier", "into/secret"):
         assert (tmp_path / name).read_text() == "secret" and mode(tmp_path / name) == 0o600, name
     real.execute(f"chmod 4755 {remote_dir}/secret")  # the login user's own file: setuid is allowed
     real.sftp_read(str(remote_dir / "secret"), str(tmp_path / "sftp-setuid"))
