@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ._cli_progress import ProgressBar
+from ._local_files import create, host_file_name
 from ._result import SSHResult
 from ._views import Group, json_line, outcome
 from .multi_conn import MultiResult
@@ -30,9 +31,12 @@ def prefixed(host: str, text: str) -> str:
     return "".join(f"{host}: {line}\n" for line in lines)
 
 
-def file_name(host: str) -> str:
-    """A host's name as a file name (``/`` cannot be in one)."""
-    return host.replace("/", "_")
+def save(path: Path, text: str) -> None:
+    """Write an ``--outdir`` file readable by its owner only (0600 less the umask): output may hold secrets.
+    A file there from an earlier run is narrowed to that too."""
+    fd = create(str(path), 0o600)
+    with open(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 class Display:
@@ -57,9 +61,9 @@ class Display:
         if outcome(result) != "ok":
             self.failed += 1
         if self.outdir is not None:
-            base = self.outdir / file_name(host)
-            Path(f"{base}.out").write_text(result.stdout, encoding="utf-8")
-            Path(f"{base}.err").write_text(result.stderr, encoding="utf-8")
+            name = host_file_name(host)
+            save(self.outdir / f"{name}.out", result.stdout)
+            save(self.outdir / f"{name}.err", result.stderr)
         out = err = ""
         if self.mode == "lines":
             out = prefixed(host, result.stdout)

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import functools
 import os
+import posixpath
 import signal
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -21,6 +22,7 @@ from ._config import SSHConfigArg
 from ._connector import open_connection
 from ._known_hosts import record as record_host_keys
 from ._known_hosts import warn_changed_key
+from ._local_files import create, download, file_perms
 from ._result import SSHResult
 from ._sftp_dirs import get_dir, put_dir
 from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, ConnectSpec, HostKeyChecking, HostKeys, make_spec
@@ -235,7 +237,9 @@ class AsyncConnection:
         Read into memory, a file is held to ``max_output`` bytes (and what ``budget`` grants) like a
         command's output: past it, ``OutputLimitExceeded`` carries the first bytes. A local failure
         (a full disk, a read-only or missing directory) raises the builtin ``OSError`` subclass
-        naming the local path and saying "(local file)"; what was written stays.
+        naming the local path and saying "(local file)"; what was written stays. A saved file gets the
+        remote file's 0777 bits plus owner write, less the umask, from its creation (as OpenSSH's sftp;
+        never setuid): a file that already existed is narrowed to them, never widened.
         """
         if local_path is None:
             limit = self.spec.max_output
@@ -249,11 +253,11 @@ class AsyncConnection:
             return data.decode("utf-8", "replace")
         sftp = await self._sftp_client()
         local = os.fspath(local_path)
-        async with _sftp_op(self.spec, remote_path):
-            try:
-                await sftp.get(remote_path, local)
-            except OSError as exc:  # SFTP's own errors are not OSErrors: this one is about our side
-                raise type(exc)(exc.errno, f"{exc.strerror or exc} (local file)", local) from None
+        if os.path.isdir(local):  # into a directory, by the name the caller asked for (as asyncssh's get)
+            local = os.path.join(local, posixpath.basename(remote_path))
+        async with _sftp_op(self.spec, remote_path):  # the local file: at most the remote's 0777 bits, from the start
+            await download(sftp, remote_path, local, lambda mode: create(local, file_perms(mode)),
+                           block_size=SFTP_BLOCK, max_requests=SFTP_REQUESTS)
         return None
 
     async def sftp_write(self, local_path: str | os.PathLike[str], remote_path: str | None = None) -> None:
@@ -333,7 +337,8 @@ class AsyncConnection:
                            preserve_permissions: bool = True, fail_fast: bool = False) -> tuple[list[str], list[str]]:
         """Download a remote directory tree as ``local_path``: (transferred, failed) remote file paths."""
         return await get_dir(await self._sftp_client(), functools.partial(_sftp_op, self.spec), remote_path,
-                             local_path, follow_symlinks, preserve_permissions, fail_fast)
+                             local_path, follow_symlinks, preserve_permissions, fail_fast, host=self.spec.address,
+                             window=(SFTP_BLOCK, SFTP_REQUESTS))
 
 
 class AsyncFileTailer:

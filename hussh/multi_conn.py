@@ -19,6 +19,7 @@ from workers import protocol as p
 from workers.engine import Engine, LocalEngine, OnHost, Pool, Progress
 
 from ._config import ConfigResolver, SSHConfigArg
+from ._local_files import host_file_name
 from ._result import SSHResult
 from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, ConnectSpec, HostKeyChecking, Retry, make_spec
 from ._sync import Connection
@@ -320,6 +321,8 @@ class MultiConnection:
 
         With more than one host, ``local_path`` must contain ``{host}``, replaced by each host's
         name, so hosts never overwrite each other's file; ``stdout`` then holds the path written.
+        In the name, ``%``, ``/`` and control characters are percent-encoded, as is a whole ``.``
+        or ``..`` (``hussh._local_files.host_file_name``): no host name leaves the directory.
         """
         if local_path is None:
             return self._run(lambda req, idx, budget: p.ReadFile(req, idx, remote_path, budget=budget), self._active,
@@ -329,7 +332,7 @@ class MultiConnection:
             raise ValueError("local_path must contain '{host}' when reading from several hosts, "
                              f"e.g. {template + '.{host}'!r}, so that hosts do not overwrite each other")
         template = os.path.abspath(template)  # workers may not share this process's working directory
-        paths = {i: template.replace("{host}", self._keys[i].replace("/", "_")) for i in self._active}
+        paths = {i: template.replace("{host}", host_file_name(self._keys[i])) for i in self._active}
         for directory in {os.path.dirname(path) for path in paths.values()} - {""}:
             try:
                 os.makedirs(directory, exist_ok=True)
