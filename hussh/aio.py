@@ -23,7 +23,7 @@ from ._connector import open_connection
 from ._known_hosts import record as record_host_keys
 from ._known_hosts import warn_changed_key
 from ._local_files import create, download, file_perms
-from ._result import SSHResult
+from ._result import RawResult, SSHResult, text
 from ._sftp_dirs import get_dir, put_dir
 from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, ConnectSpec, HostKeyChecking, HostKeys, make_spec
 from .errors import CommandTimeout, ConnectionLost, HusshError, HusshTimeout, OutputLimitExceeded
@@ -160,6 +160,12 @@ class AsyncConnection:
         ``max_output`` (or past what ``budget``, shared with other hosts, has left) stops the
         command with ``OutputLimitExceeded``.
         """
+        return _raise_stopped(await self.execute_raw(command, timeout, budget=budget)).decoded()
+
+    async def execute_raw(self, command: str, timeout: float | None = None, *,
+                          budget: OutputBudget | None = None) -> RawResult:
+        """``execute``, the output left as bytes and a command stopped by its deadline or output bound
+        returned with ``error`` and ``reason`` set instead of raised: what workers send on."""
         conn = await self._connection()
         limit = self.spec.timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
@@ -171,8 +177,7 @@ class AsyncConnection:
                 channel, _ = await conn.create_session(lambda: session, command, encoding=None)
         except TimeoutError:
             if deadline is not None and deadline <= open_by:
-                raise CommandTimeout(f"command timed out after {limit:g} seconds{_via(self.spec)}",
-                                     session.result(-1)) from None
+                return session.raw(-1, CommandTimeout, f"command timed out after {limit:g} seconds{_via(self.spec)}")
             self._drop()
             raise ConnectionLost(f"{self.spec.address}{_via(self.spec)} did not open a session within "
                                  f"{self.spec.connect_bound:g} seconds") from None
@@ -186,17 +191,16 @@ class AsyncConnection:
                 lost = await session.finished
         except TimeoutError:
             _stop(channel)
-            raise CommandTimeout(f"command timed out after {limit:g} seconds{_via(self.spec)}",
-                                 session.result(-1)) from None
+            return session.raw(-1, CommandTimeout, f"command timed out after {limit:g} seconds{_via(self.spec)}")
         except BaseException:
             _stop(channel)
             raise
         if session.overflow:
-            raise OutputLimitExceeded(session.overflow_reason(), session.result(-1))
+            return session.raw(-1, OutputLimitExceeded, session.overflow_reason())
         if lost is not None:
             self._drop()
             raise ConnectionLost(f"connection to {self.spec.address}{_via(self.spec)} lost during the command: {lost}")
-        return session.result()
+        return session.raw()
 
     async def _sftp_client(self) -> asyncssh.SFTPClient:
         """The connection's SFTP client, started on first use within the connect bound."""
@@ -242,15 +246,7 @@ class AsyncConnection:
         never setuid): a file that already existed is narrowed to them, never widened.
         """
         if local_path is None:
-            limit = self.spec.max_output
-            data, available = await self.sftp_read_bytes(remote_path, limit=limit, budget=budget)
-            if len(data) < available:
-                why = (f"is larger than {limit} bytes" if len(data) == limit
-                       else f"did not fit in what was left of the call's output budget ({len(data)} bytes)")
-                raise OutputLimitExceeded(f"{remote_path} on {self.spec.address} {why}; kept the first bytes "
-                                          "(save it with local_path= to get all of it)",
-                                          SSHResult(data.decode("utf-8", "replace"), "", -1))
-            return data.decode("utf-8", "replace")
+            return _raise_stopped(await self.sftp_read_raw(remote_path, budget=budget)).decoded().stdout
         sftp = await self._sftp_client()
         local = os.fspath(local_path)
         if os.path.isdir(local):  # into a directory, by the name the caller asked for (as asyncssh's get)
@@ -259,6 +255,19 @@ class AsyncConnection:
             await download(sftp, remote_path, local, lambda mode: create(local, file_perms(mode)),
                            block_size=SFTP_BLOCK, max_requests=SFTP_REQUESTS)
         return None
+
+    async def sftp_read_raw(self, remote_path: str, *, budget: OutputBudget | None = None) -> RawResult:
+        """``sftp_read`` into memory, the file left as bytes (``stdout``) and one over the bound returned
+        with its first bytes and ``error`` set instead of raised: what workers send on."""
+        limit = self.spec.max_output
+        data, available = await self.sftp_read_bytes(remote_path, limit=limit, budget=budget)
+        if len(data) == available:
+            return RawResult(data)
+        why = (f"is larger than {limit} bytes" if len(data) == limit
+               else f"did not fit in what was left of the call's output budget ({len(data)} bytes)")
+        return RawResult(data, b"", -1, OutputLimitExceeded.__name__,
+                         f"{remote_path} on {self.spec.address} {why}; kept the first bytes "
+                         "(save it with local_path= to get all of it)")
 
     async def sftp_write(self, local_path: str | os.PathLike[str], remote_path: str | None = None) -> None:
         """Copy a local file to ``remote_path`` (default: the same path as the local file)."""
@@ -371,34 +380,45 @@ class AsyncFileTailer:
 
         One read returns at most ``max_output`` bytes (or what ``budget`` grants); the rest comes next time.
         """
+        return text(await self.read_bytes(from_pos, budget=budget))
+
+    async def read_bytes(self, from_pos: int | None = None, *, budget: OutputBudget | None = None) -> bytes:
+        """``read`` before decoding (what workers send on)."""
         start = self.last_pos if from_pos is None else from_pos
         data, _ = await self.conn.sftp_read_bytes(self.remote_file, start, self.conn.spec.max_output, budget)
         complete = utf8_complete_length(data)
         self.last_pos = start + complete
-        return data[:complete].decode("utf-8", "replace")
+        return data if complete == len(data) else data[:complete]
+
+    async def contents_bytes(self) -> bytes:
+        """Everything from ``init_pos`` to the end, up to ``max_output`` bytes: ``contents`` before decoding."""
+        data, _ = await self.conn.sftp_read_bytes(self.remote_file, self.init_pos or 0, self.conn.spec.max_output)
+        self.last_pos = (self.init_pos or 0) + len(data)
+        return data
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         """Collect ``contents`` (up to ``max_output`` bytes) even when the block failed; then a failed
         read does not hide the block's error."""
         try:
-            data, _ = await self.conn.sftp_read_bytes(self.remote_file, self.init_pos or 0,
-                                                      self.conn.spec.max_output)
+            data = await self.contents_bytes()
         except (OSError, HusshError):
             if exc_type is None:
                 raise
             return
-        self.contents = data.decode("utf-8", "replace")
-        self.last_pos = (self.init_pos or 0) + len(data)
+        self.contents = text(data)
 
 
 def utf8_complete_length(data: bytes) -> int:
-    """Length of ``data`` without a trailing, still incomplete UTF-8 sequence (at most 3 bytes)."""
+    """Length of ``data`` without a trailing, still incomplete UTF-8 sequence (at most 3 bytes).
+
+    Bytes that never start a sequence (0xC0, 0xC1, 0xF5-0xFF) are complete as they are: undecodable,
+    they must not be held back for a next read that cannot complete them."""
     for back in range(1, min(4, len(data)) + 1):
         byte = data[-back]
-        if byte < 0x80:
+        if byte < 0x80 or byte in (0xC0, 0xC1) or byte > 0xF4:
             return len(data)
-        if byte >= 0xC0:  # lead byte: is its sequence complete?
+        if byte >= 0xC2:  # lead byte: is its sequence complete?
             needed = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
             return len(data) if back >= needed else len(data) - back
     return len(data)
@@ -419,7 +439,7 @@ class OutputBudget:
 
 class _CommandSession(asyncssh.SSHClientSession[bytes]):
     """Collects one command's output in one buffer per stream, stopping it past ``limit`` bytes
-    (or when the call's shared ``budget`` runs out)."""
+    (or when the call's shared ``budget`` runs out); asyncssh's own buffer stays within its window."""
 
     def __init__(self, limit: int, budget: OutputBudget | None = None) -> None:
         self.stdout = bytearray()
@@ -468,13 +488,27 @@ class _CommandSession(asyncssh.SSHClientSession[bytes]):
         if not self.finished.done():
             self.finished.set_result(exc)
 
-    def result(self, status: int | None = None) -> SSHResult:
-        """The output as text; the raw buffers are released, so it is held once, not twice."""
+    def raw(self, status: int | None = None, stopped: type[HusshError] | None = None, reason: str = "") -> RawResult:
+        """The output as received, with why the command was ``stopped`` if it was; the buffers are
+        released stream by stream, so the output is held once (plus one stream's copy meanwhile)."""
         if status is None:
             status = self.status if self.status is not None else _signal_status(self.signal)
-        stdout, stderr = self.stdout.decode("utf-8", "replace"), self.stderr.decode("utf-8", "replace")
-        self.stdout, self.stderr = bytearray(), bytearray()
-        return SSHResult(stdout, stderr, status)
+        stdout = bytes(self.stdout)
+        self.stdout = bytearray()
+        stderr = bytes(self.stderr)
+        self.stderr = bytearray()
+        return RawResult(stdout, stderr, status, stopped.__name__ if stopped else "", reason)
+
+
+_STOPPED: dict[str, type[CommandTimeout | OutputLimitExceeded]] = {
+    CommandTimeout.__name__: CommandTimeout, OutputLimitExceeded.__name__: OutputLimitExceeded}
+
+
+def _raise_stopped(raw: RawResult) -> RawResult:
+    """``raw`` if it finished; else the exception it was stopped with, keeping its output as text."""
+    if raw.error:
+        raise _STOPPED[raw.error](raw.reason, SSHResult(text(raw.stdout), text(raw.stderr), -1))
+    return raw
 
 
 def _via(spec: ConnectSpec) -> str:

@@ -20,7 +20,7 @@ from workers.engine import Engine, LocalEngine, OnHost, Pool, Progress
 
 from ._config import ConfigResolver, SSHConfigArg
 from ._local_files import host_file_name
-from ._result import SSHResult
+from ._result import MAX_TEXT_WIDTH, SSHResult
 from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, ConnectSpec, HostKeyChecking, Retry, make_spec
 from ._sync import Connection
 from ._views import Group, Summary, group_results, json_line, summarize
@@ -36,20 +36,22 @@ for streaming views."""
 
 
 def _default_call_output() -> int:
-    """A quarter of the machine's memory, at most 4 GiB: what one call's results may hold in all."""
+    """A sixteenth of the machine's memory, at most 1 GiB: as text, whatever the output, one call's
+    results then take at most a quarter of memory (4 GiB)."""
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         memory = 16 << 30
-    return min(4 << 30, memory // 4)
+    return min(4 << 30, memory // 4) // MAX_TEXT_WIDTH
 
 
 DEFAULT_CALL_OUTPUT = _default_call_output()
-"""Bytes of output (stdout + stderr, or files read into memory) one call keeps over all its hosts.
+"""Bytes of output received (stdout + stderr, or files read into memory) one call keeps over all its hosts.
 
 ``max_output`` bounds one host; this bounds the call, so 1,000 hosts printing 50 MB each cannot
 exhaust the client: once it is spent, further output stops its command with ``OutputLimitExceeded``
-(keeping what arrived)."""
+(keeping what arrived). The caller holds results as text, up to ``MAX_TEXT_WIDTH`` bytes of memory
+a byte received (docs/multi-connection.md, "Memory")."""
 
 __all__ = ["AsyncConnection", "MultiConnection", "MultiFileTailer", "MultiResult", "PartialFailureException"]
 

@@ -30,7 +30,8 @@ ENCODER = msgspec.msgpack.Encoder()
 ints = st.integers(min_value=0, max_value=2**31)
 texts = st.text(max_size=40)
 replies = st.one_of(
-    st.builds(p.HostDone, ints, ints, texts, texts, st.integers(-1, 255), texts, st.floats(0, 1e6)),
+    st.builds(p.HostDone, ints, ints, st.binary(max_size=40), st.binary(max_size=40), st.integers(-1, 255), texts,
+              st.floats(0, 1e6)),
     st.builds(p.KeyLearned, ints, st.builds(ConnectSpec, st.text(min_size=1, max_size=20)), texts),
     st.builds(p.Alive, ints),
     st.builds(p.CallDone, ints),
@@ -253,10 +254,10 @@ def garbage_call(garbage: bytes, hosts: int = 3) -> dict[int, object]:
 
 @settings(max_examples=60, deadline=None)
 @example(garbage=b"\xff\xff\xff\xff" + b"\x00" * 64)
-@example(garbage=frames([p.HostDone(0, 1, "from a call long gone", "", 0)]))  # stale: ignored
-@example(garbage=frames([p.HostDone(1, 99, "not asked", "", 0)]))  # a host outside the call
+@example(garbage=frames([p.HostDone(0, 1, b"from a call long gone", b"", 0)]))  # stale: ignored
+@example(garbage=frames([p.HostDone(1, 99, b"not asked", b"", 0)]))  # a host outside the call
 @example(garbage=frames([p.Alive(1)]) + unknown_tag("Bogus", 1))
-@example(garbage=frames([p.HostDone(1, 0, "ok", "", 0)])[:-3])  # truncated, then the pipe closes
+@example(garbage=frames([p.HostDone(1, 0, b"ok", b"", 0)])[:-3])  # truncated, then the pipe closes
 @given(garbage=st.binary(max_size=8192))
 def test_the_parent_fails_a_garbling_worker_with_workerlost_and_returns(garbage):
     results = garbage_call(garbage)
@@ -268,8 +269,8 @@ def test_the_parent_fails_a_garbling_worker_with_workerlost_and_returns(garbage)
 
 def test_the_parent_names_what_was_wrong():
     said = {garbage: garbage_call(garbage)[0].stderr for garbage in (  # type: ignore[attr-defined]
-        b"\xff\xff\xff\xff", unknown_tag("Bogus", 1), frames([p.HostDone(1, 99, "", "", 0)]), b"")}
+        b"\xff\xff\xff\xff", unknown_tag("Bogus", 1), frames([p.HostDone(1, 99, b"", b"", 0)]), b"")}
     assert "it sent a frame of 4294967295 bytes, more than the" in said[b"\xff\xff\xff\xff"]
     assert "it sent a malformed frame" in said[unknown_tag("Bogus", 1)]
-    assert "it answered for host 99, which it was not asked about" in said[frames([p.HostDone(1, 99, "", "", 0)])]
+    assert "it answered for host 99, which it was not asked about" in said[frames([p.HostDone(1, 99, b"", b"", 0)])]
     assert "it exited" in said[b""]

@@ -33,27 +33,26 @@ import msgspec
 import uvloop
 
 from hussh import _bastions, _credentials, _known_hosts
-from hussh._result import SSHResult
+from hussh._result import RawResult
 from hussh.aio import AsyncConnection, AsyncFileTailer, OutputBudget
 from hussh.errors import (
     AuthenticationError,
-    CommandTimeout,
     ConfigError,
     ConnectError,
     ConnectTimeout,
-    OutputLimitExceeded,
     describe,
 )
 
 from . import protocol as p
 
-Job = Callable[[AsyncConnection], Awaitable[SSHResult]]
+Job = Callable[[AsyncConnection], Awaitable[RawResult]]
 Emit = Callable[[p.HostDone | p.KeyLearned | p.Alive | p.CallDone], None]
 
 CONNECT_FAILURES = (ConnectError, ConnectTimeout, AuthenticationError, ConfigError)
 """Failures that happen before anything ran on the host: remembered for the cool-down."""
 _TRANSIENT = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH, errno.ENETUNREACH}
 ABORT_GRACE = 1.0  # seconds an aborting worker gives its connections to carry the remote kills out
+HOST_DONE_OVERHEAD = 1024  # bytes a HostDone frame takes beyond its output (more is fine: the buffer grows)
 
 
 def raise_fd_limit() -> int:
@@ -133,6 +132,7 @@ class Worker:
                 self.report_keys(call.req, index)
                 self.emit(p.HostDone(call.req, index, result.stdout, result.stderr, result.status,
                                      result.error, time.monotonic() - started))
+                del result  # sent: not held while this lane runs its next host
 
         heartbeat = asyncio.create_task(self.beat(call.req))
         try:
@@ -178,7 +178,7 @@ class Worker:
                 return [(i, self._close(i)) for i in indices]
         raise TypeError(f"unknown call {type(call).__name__}")
 
-    async def guarded(self, index: int, job: Job, retry_failed: bool) -> SSHResult:
+    async def guarded(self, index: int, job: Job, retry_failed: bool) -> RawResult:
         """Run one host's job; any failure becomes its ``status=-1`` result, output kept where there is some.
 
         A host that failed to connect within the cool-down is not tried again (unless this is
@@ -203,17 +203,12 @@ class Worker:
                     await asyncio.sleep(_backoff(self.retry, attempt - 1))
                     continue
                 self.failures.pop(index, None)
-                return result
-        except (CommandTimeout, OutputLimitExceeded) as exc:
-            partial = exc.result
-            stderr = f"{partial.stderr}{describe(exc)}" if not partial.stderr or partial.stderr.endswith("\n") \
-                else f"{partial.stderr}\n{describe(exc)}"
-            return SSHResult(partial.stdout, stderr, -1, type(exc).__name__)
+                return result.noted() if result.error else result  # stopped, its output kept
         except CONNECT_FAILURES as exc:
             self.failures[index] = _Failure(type(exc).__name__, str(exc), time.monotonic(), time.time())
-            return SSHResult("", describe(exc), -1, type(exc).__name__)
+            return _failed(exc)
         except Exception as exc:  # noqa: BLE001 - one host's failure must never end the call
-            return SSHResult("", describe(exc), -1, type(exc).__name__)
+            return _failed(exc)
         finally:
             self.busy.discard(index)
             self.served.add(index)
@@ -224,7 +219,7 @@ class Worker:
                 self.open_lru.pop(index, None)
             self.released.set()
 
-    def _still_cooling(self, index: int) -> SSHResult | None:
+    def _still_cooling(self, index: int) -> RawResult | None:
         """The remembered failure of a host that failed to connect less than ``cooldown`` seconds ago."""
         failure = self.failures.get(index)
         if failure is None:
@@ -235,7 +230,7 @@ class Worker:
         when = time.strftime("%H:%M:%S", time.localtime(failure.wall))
         note = (f" (not retried: this host failed to connect {ago:.0f} s ago, at {when}; it is tried again "
                 f"{self.retry.cooldown:g} s after the failure, or at once by connect())")
-        return SSHResult("", f"{failure.kind}: {failure.message}{note}", -1, failure.kind)
+        return RawResult(b"", f"{failure.kind}: {failure.message}{note}".encode(), -1, failure.kind)
 
     async def make_room(self, index: int) -> None:
         """Before ``index`` opens a direct connection, close idle ones to stay under the fd budget.
@@ -267,23 +262,22 @@ class Worker:
         self.open_lru[index] = None
 
     def _tail_open(self, index: int, path: str) -> Job:
-        async def job(conn: AsyncConnection) -> SSHResult:
+        async def job(conn: AsyncConnection) -> RawResult:
             tailer = await conn.tail(path).__aenter__()
             self.tailers[index] = tailer
-            return SSHResult(status=0)
+            return RawResult()
         return job
 
     def _tail_read(self, index: int, from_pos: int | None, budget: OutputBudget | None) -> Job:
-        async def job(conn: AsyncConnection) -> SSHResult:
-            return SSHResult(await self._tailer(index).read(from_pos, budget=budget))
+        async def job(conn: AsyncConnection) -> RawResult:
+            return RawResult(await self._tailer(index).read_bytes(from_pos, budget=budget))
         return job
 
     def _tail_close(self, index: int) -> Job:
-        async def job(conn: AsyncConnection) -> SSHResult:
+        async def job(conn: AsyncConnection) -> RawResult:
             tailer = self._tailer(index)
             del self.tailers[index]
-            await tailer.__aexit__(None, None, None)
-            return SSHResult(tailer.contents or "")
+            return RawResult(await tailer.contents_bytes())
         return job
 
     def _tailer(self, index: int) -> AsyncFileTailer:
@@ -294,10 +288,10 @@ class Worker:
                 "no open tailer for this host (its tail failed to start or its connection was recycled)") from None
 
     def _close(self, index: int) -> Job:
-        async def job(conn: AsyncConnection) -> SSHResult:
+        async def job(conn: AsyncConnection) -> RawResult:
             self.tailers.pop(index, None)
             await _close_quietly(conn)
-            return SSHResult(status=0)
+            return RawResult()
         return job
 
     async def close_all(self, grace: float | None = None) -> None:
@@ -315,31 +309,35 @@ class Worker:
 
 
 def _execute(command: str, timeout: float | None, budget: OutputBudget | None) -> Job:
-    return lambda conn: conn.execute(command, timeout, budget=budget)
+    return lambda conn: conn.execute_raw(command, timeout, budget=budget)
 
 
 def _connect(timeout: float | None) -> Job:
-    async def job(conn: AsyncConnection) -> SSHResult:
+    async def job(conn: AsyncConnection) -> RawResult:
         await conn.connect(timeout)
-        return SSHResult(status=0)
+        return RawResult()
     return job
 
 
 def _write_data(data: bytes, remote_path: str) -> Job:
-    async def job(conn: AsyncConnection) -> SSHResult:
+    async def job(conn: AsyncConnection) -> RawResult:
         await conn.sftp_write_data(data, remote_path)
-        return SSHResult(status=0)
+        return RawResult()
     return job
 
 
 def _read_file(remote_path: str, local_path: str | None, budget: OutputBudget | None) -> Job:
-    async def job(conn: AsyncConnection) -> SSHResult:
-        text = await conn.sftp_read(remote_path, local_path, budget=budget if local_path is None else None)
-        if text is None:  # saved: sftp_read returns text unless given local_path
-            assert local_path is not None
-            return SSHResult(local_path)
-        return SSHResult(text)
+    async def job(conn: AsyncConnection) -> RawResult:
+        if local_path is None:
+            return await conn.sftp_read_raw(remote_path, budget=budget)
+        await conn.sftp_read(remote_path, local_path)
+        return RawResult(os.fsencode(local_path))  # saved: the result names the file
     return job
+
+
+def _failed(exc: Exception) -> RawResult:
+    """A host's failure as its result: nothing kept, stderr saying which kind and why."""
+    return RawResult(b"", describe(exc).encode(errors="replace"), -1, type(exc).__name__)
 
 
 async def _close_quietly(conn: AsyncConnection) -> None:
@@ -377,17 +375,18 @@ async def serve(read_fd: int, write_fd: int) -> None:
     out, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(write_fd, "wb", 0))
     encoder = msgspec.msgpack.Encoder()
     frames = p.FrameDecoder(p.Request, p.MAX_REQUEST)
-    outbox: list[bytes] = []
+    outbox: list[bytearray] = []
 
     def flush() -> None:
-        out.write(b"".join(outbox))
+        out.writelines(outbox)  # not joined first: that would copy a host's output once more
         outbox.clear()
 
     def emit(message: p.HostDone | p.KeyLearned | p.Alive | p.CallDone) -> None:
-        """Queue a frame; frames queued in one loop turn go out in one write (fewer parent wake-ups)."""
+        """Queue a frame; frames queued in one loop turn go out together (fewer parent wake-ups)."""
         if not outbox:
             loop.call_soon(flush)
-        outbox.append(p.frame(encoder.encode(message)))
+        size = len(message.stdout) + len(message.stderr) + HOST_DONE_OVERHEAD if type(message) is p.HostDone else 0
+        outbox.append(p.encode_frame(encoder, message, size))
 
     def stop_if_crashed(task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -27,7 +27,7 @@ from hussh import _credentials
 from hussh._known_hosts import hashed_paths
 from hussh._known_hosts import record as record_host_keys
 from hussh._known_hosts import ship as ship_hashed
-from hussh._result import SSHResult
+from hussh._result import SSHResult, text
 from hussh._spec import ConnectSpec, finalized
 from hussh.errors import WorkerLost, describe
 
@@ -375,7 +375,8 @@ class WorkerPool:
 
 
 class _Gathered:
-    """One call's results as they arrive; identical outputs are kept once, not once per host."""
+    """One call's results as they arrive, decoded as text here, once; identical outputs are kept once,
+    not once per host."""
 
     def __init__(self, total: int, progress: Progress | None, on_host: OnHost | None) -> None:
         self.total = total
@@ -387,9 +388,13 @@ class _Gathered:
         self.texts: dict[str, str] = {}
 
     def add(self, done: p.HostDone) -> None:
-        stdout = self.texts.setdefault(done.stdout, done.stdout)
-        stderr = self.texts.setdefault(done.stderr, done.stderr)
-        self._set(done.index, SSHResult(stdout, stderr, done.status, done.error), done.seconds)
+        self._set(done.index, SSHResult(self._text(done.stdout), self._text(done.stderr), done.status, done.error),
+                  done.seconds)
+
+    def _text(self, output: bytes) -> str:
+        """``output`` decoded, or the same text another host's result already holds."""
+        decoded = text(output)
+        return self.texts.setdefault(decoded, decoded)
 
     def fail(self, indices: Iterable[int], reason: str) -> None:
         error = describe(WorkerLost(reason))

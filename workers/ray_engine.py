@@ -123,15 +123,17 @@ class _Outbox:
         temporary, wanted = self.saving.pop(done.index)
         try:
             if done.status != 0:
-                return msgspec.structs.replace(done, stdout=done.stdout.replace(temporary, wanted),
-                                               stderr=done.stderr.replace(temporary, wanted))
+                here, there = os.fsencode(temporary), os.fsencode(wanted)
+                return msgspec.structs.replace(done, stdout=done.stdout.replace(here, there),
+                                               stderr=done.stderr.replace(here, there))
             with open(temporary, "rb") as handle:
                 data = handle.read()
             self.files.append((done.index, data))
             self.waiting += len(data)
-            return msgspec.structs.replace(done, stdout=wanted)
+            return msgspec.structs.replace(done, stdout=os.fsencode(wanted))
         except OSError as exc:
-            return msgspec.structs.replace(done, stdout="", stderr=describe(exc), status=-1, error=type(exc).__name__)
+            return msgspec.structs.replace(done, stdout=b"", stderr=describe(exc).encode(errors="replace"), status=-1,
+                                           error=type(exc).__name__)
         finally:
             _unlink(temporary)
 
@@ -466,8 +468,8 @@ class RayPool:
             stream.pending.discard(message.index)
             if message.index in refused:
                 error = refused[message.index]
-                message = msgspec.structs.replace(message, stdout="", stderr=describe(error), status=-1,
-                                                  error=type(error).__name__)
+                message = msgspec.structs.replace(message, stdout=b"", stderr=describe(error).encode(errors="replace"),
+                                                  status=-1, error=type(error).__name__)
             gathered.add(message)
         return True
 
