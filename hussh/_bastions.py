@@ -157,7 +157,11 @@ def _out_of_room(exc: asyncssh.ChannelOpenError, link: _Link) -> bool:
 
 
 def _release(link: _Link) -> None:
+    """A tunnel through ``link`` ended: a bastion login that carries none is closed (as ``ssh -J``
+    does), so a loop that ends leaves no connection behind; the next host through it logs in again."""
     link.channels -= 1
+    if link.channels <= 0:
+        link.conn.close()
 
 
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BastionPool] = weakref.WeakKeyDictionary()
