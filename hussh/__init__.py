@@ -23,6 +23,7 @@ from .errors import (  # noqa: E402
     HusshError,
     HusshTimeout,
     OutputLimitExceeded,
+    TransferStalled,
     WorkerLost,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "OutputLimitExceeded",
     "Retry",
     "SSHResult",
+    "TransferStalled",
     "WorkerLost",
 ]
 

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 import asyncssh
 
 from ._local_files import create, file_perms, local_errors
-from .errors import ConnectionLost, HusshTimeout
+from ._stall import lost_error
+from .errors import HusshTimeout
 
 if TYPE_CHECKING:
     from .aio import AsyncConnection
@@ -116,21 +117,22 @@ def remote_arg(remote_path: str) -> str:
 
 @contextlib.asynccontextmanager
 async def _scp_op(conn: AsyncConnection, path: str, sent: str) -> AsyncIterator[None]:
-    """Bound an SCP transfer by the connection's ``timeout``; map its failures to builtin ``OSError``s
-    naming ``path`` (``sent``: how the remote scp was given it)."""
-    spec = conn.spec
+    """Bound an SCP transfer by the connection's ``timeout`` and ``stall_timeout``; map its failures
+    to builtin ``OSError``s naming ``path`` (``sent``: how the remote scp was given it)."""
+    spec, guard = conn.spec, conn._stall
     where = f"{path} on {spec.address}"
     try:
-        async with asyncio.timeout(spec.timeout or None):
-            yield
+        with guard.armed() if guard is not None else contextlib.nullcontext():
+            async with asyncio.timeout(spec.timeout or None):
+                yield
     except TimeoutError:
         raise HusshTimeout(f"SCP of {where} timed out after {spec.timeout:g} seconds") from None
-    except asyncssh.SFTPConnectionLost as exc:
-        raise ConnectionLost(f"connection lost during SCP of {where}: {exc.reason}") from None
+    except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection) as exc:
+        raise lost_error(guard, f"SCP of {where}", exc) from None
     except asyncssh.SFTPError as exc:
         reason = exc.reason.removeprefix("scp: ").removeprefix(f"{sent}: ").removeprefix(f"{path}: ")
         lowered = reason.lower()
         kind, code = next(((k, c) for text, k, c in _REASONS if text in lowered), (OSError, errno.EIO))
         raise kind(code, reason, where) from None
     except (asyncssh.DisconnectError, asyncssh.ConnectionLost, asyncssh.ChannelOpenError) as exc:
-        raise ConnectionLost(f"connection lost during SCP of {where}: {exc}") from None
+        raise lost_error(guard, f"SCP of {where}", exc) from None

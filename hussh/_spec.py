@@ -35,6 +35,14 @@ Upstream hussh waits forever here. 15 s is ClusterShell's default (Ansible's is 
 connect alone); ours also covers the handshake and the login, and a failed host is then not
 retried for ``Retry.cooldown`` seconds, so a dead host costs one bound per cool-down, not per call."""
 
+DEFAULT_STALL_TIMEOUT = 30.0
+"""Seconds an SFTP or SCP operation may wait with nothing at all received from the server.
+
+A transfer that is making progress may run as long as it takes; a server that stops answering
+(frozen, cut off, a hung disk under sftp-server) fails it with ``TransferStalled`` after this long
+instead of never. A healthy server answers an SFTP request in well under a second; 30 s is twice
+the connect bound, room for a loaded host."""
+
 DEFAULT_MAX_OUTPUT = 64 * 1024 * 1024
 """Bytes of stdout + stderr kept per command before it is stopped with ``OutputLimitExceeded``."""
 
@@ -100,6 +108,7 @@ class ConnectSpec(msgspec.Struct, frozen=True, array_like=True, gc=False):
     ``host`` is the name as given (result key, config match); ``hostname`` where to connect.
     ``known_hosts`` are the files consulted; new keys are recorded in the first one.
     ``host_keys`` is filled from them by ``finalized`` before a spec travels to a worker.
+    ``stall_timeout`` bounds an SFTP or SCP operation's wait for anything from the server (``0``: none).
     """
 
     host: str
@@ -124,6 +133,7 @@ class ConnectSpec(msgspec.Struct, frozen=True, array_like=True, gc=False):
     max_output: int = DEFAULT_MAX_OUTPUT
     jump: ConnectSpec | None = None
     proxy_command: str = ""
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT
 
     @property
     def connect_bound(self) -> float:
@@ -197,6 +207,7 @@ def make_spec(
     forward_agent: bool | None = None,
     ssh_config: SSHConfigArg = None,
     resolver: ConfigResolver | None = None,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
 ) -> ConnectSpec:
     """Validate arguments and apply the ssh config into a ``ConnectSpec`` (``key_path`` = ``private_key``)."""
     if not isinstance(host, str) or not host:
@@ -207,7 +218,7 @@ def make_spec(
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
     for name, value in (("timeout", timeout), ("connect_timeout", connect_timeout),
-                        ("keepalive_interval", keepalive_interval)):
+                        ("keepalive_interval", keepalive_interval), ("stall_timeout", stall_timeout)):
         if not isinstance(value, (int, float)) or value < 0:
             raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
     if host_key_checking not in (None, "accept-new", "strict", "off"):
@@ -255,6 +266,7 @@ def make_spec(
         max_output=max_output,
         jump=jump,
         proxy_command=proxy_command or "",
+        stall_timeout=float(stall_timeout),
     )
 
 

@@ -25,7 +25,16 @@ from ._known_hosts import warn_changed_key
 from ._local_files import create, download, file_perms
 from ._result import RawResult, SSHResult, text
 from ._sftp_dirs import get_dir, put_dir
-from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, ConnectSpec, HostKeyChecking, HostKeys, make_spec
+from ._spec import (
+    DEFAULT_MAX_OUTPUT,
+    DEFAULT_PORT,
+    DEFAULT_STALL_TIMEOUT,
+    ConnectSpec,
+    HostKeyChecking,
+    HostKeys,
+    make_spec,
+)
+from ._stall import StallGuard, lost_error
 from .errors import CommandTimeout, ConnectionLost, HusshError, HusshTimeout, OutputLimitExceeded
 
 if TYPE_CHECKING:
@@ -48,9 +57,11 @@ class AsyncConnection:
     ``timeout`` bounds connecting (TCP + handshake + login) and is the default per-command limit.
     With ``timeout=0`` commands may run forever but connecting is still bounded, by
     ``connect_timeout`` or else ``hussh.DEFAULT_CONNECT_TIMEOUT`` (15 s), so a silent host cannot
-    hang the caller. ``host`` may be a name from the ssh config (``ssh_config``: ``None`` reads
-    ``~/.ssh/config`` and ``/etc/ssh/ssh_config`` as ``ssh`` does, a path reads only that file,
-    ``False`` none); explicit arguments beat the config. ``proxy_jump="user@bastion:22"`` (a
+    hang the caller; neither can an SFTP or SCP operation: one that receives nothing from the
+    server for ``stall_timeout`` seconds (default 30, ``0`` for none) fails with ``TransferStalled``.
+    ``host`` may be a name from the ssh config (``ssh_config``: ``None`` reads ``~/.ssh/config``
+    and ``/etc/ssh/ssh_config`` as ``ssh`` does, a path reads only that file, ``False`` none);
+    explicit arguments beat the config. ``proxy_jump="user@bastion:22"`` (a
     comma-separated chain, like ``ssh -J``) reaches the host through bastions. Host keys: see
     ``host_key_checking`` (``accept-new`` records new keys in known_hosts, ``strict``, ``off``).
     """
@@ -74,6 +85,7 @@ class AsyncConnection:
         max_output: int = DEFAULT_MAX_OUTPUT,
         forward_agent: bool | None = None,
         ssh_config: SSHConfigArg = None,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     ) -> None:
         self.spec = make_spec(
             host, port=port, username=username, password=password, private_key=private_key,
@@ -81,9 +93,11 @@ class AsyncConnection:
             keepalive_interval=keepalive_interval, known_hosts=known_hosts,
             host_key_checking=host_key_checking, max_output=max_output, proxy_jump=proxy_jump,
             proxy_command=proxy_command, forward_agent=forward_agent, ssh_config=ssh_config,
+            stall_timeout=stall_timeout,
         )
         self._conn: SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
+        self._stall: StallGuard | None = None
         self._record_keys = True
         self.learned: list[tuple[ConnectSpec, str]] = []
 
@@ -95,7 +109,7 @@ class AsyncConnection:
         caller to record (workers send them to the parent) instead of being written here.
         """
         self = cls.__new__(cls)
-        self.spec, self._conn, self._sftp = spec, None, None
+        self.spec, self._conn, self._sftp, self._stall = spec, None, None, None
         self._record_keys = record_keys
         self.learned = []
         return self
@@ -125,6 +139,7 @@ class AsyncConnection:
         self._drop()
         self._conn = await open_connection(self.spec, timeout)
         warn_changed_key(self._conn, self.spec)
+        self._stall = StallGuard(self._conn, self.spec)
         await self._keep_learned_keys()
 
     async def _keep_learned_keys(self) -> None:
@@ -222,7 +237,7 @@ class AsyncConnection:
         """Up to ``limit`` bytes of the remote file from ``offset`` (and no more than ``budget`` grants),
         with how many bytes there were from ``offset`` to the end."""
         sftp = await self._sftp_client()
-        async with _sftp_op(self.spec, remote_path):
+        async with _sftp_op(self, remote_path, "read"):
             async with sftp.open(remote_path, "rb") as remote:
                 size = (await remote.stat()).size or 0
                 available = max(0, size - offset)  # past the end (a truncated log): nothing to read
@@ -251,7 +266,7 @@ class AsyncConnection:
         local = os.fspath(local_path)
         if os.path.isdir(local):  # into a directory, by the name the caller asked for (as asyncssh's get)
             local = os.path.join(local, posixpath.basename(remote_path))
-        async with _sftp_op(self.spec, remote_path):  # the local file: at most the remote's 0777 bits, from the start
+        async with _sftp_op(self, remote_path, "read"):  # local file: at most the remote 0777 bits
             await download(sftp, remote_path, local, lambda mode: create(local, file_perms(mode)),
                            block_size=SFTP_BLOCK, max_requests=SFTP_REQUESTS)
         return None
@@ -276,27 +291,27 @@ class AsyncConnection:
             raise FileNotFoundError(errno.ENOENT, "local file does not exist", local_path)
         sftp = await self._sftp_client()
         target = remote_path or local_path
-        async with _sftp_op(self.spec, target):
+        async with _sftp_op(self, target, "write"):
             await sftp.put(local_path, target, block_size=SFTP_BLOCK, max_requests=SFTP_REQUESTS)
 
     async def sftp_write_data(self, data: str | bytes, remote_path: str) -> None:
         """Write ``data`` (text is UTF-8 encoded) to ``remote_path``, replacing it."""
         payload = data.encode() if isinstance(data, str) else data
         sftp = await self._sftp_client()
-        async with _sftp_op(self.spec, remote_path):
+        async with _sftp_op(self, remote_path, "write"):
             async with sftp.open(remote_path, "wb", block_size=SFTP_BLOCK, max_requests=SFTP_REQUESTS) as remote:
                 await remote.write(payload)
 
     async def sftp_list(self, path: str) -> list[str]:
         """Names in a remote directory, without ``.`` and ``..``, sorted."""
         sftp = await self._sftp_client()
-        async with _sftp_op(self.spec, path):
+        async with _sftp_op(self, path, "listing"):
             names = await sftp.listdir(path)
         return sorted(name for name in names if name not in (".", ".."))
 
     async def sftp_size(self, remote_path: str) -> int:
         sftp = await self._sftp_client()
-        async with _sftp_op(self.spec, remote_path):
+        async with _sftp_op(self, remote_path, "stat"):
             return (await sftp.stat(remote_path)).size or 0
 
     def tail(self, remote_file: str) -> AsyncFileTailer:
@@ -339,13 +354,13 @@ class AsyncConnection:
     async def sftp_put_dir(self, local_path: str | os.PathLike[str], remote_path: str, follow_symlinks: bool = True,
                            preserve_permissions: bool = True, fail_fast: bool = False) -> tuple[list[str], list[str]]:
         """Upload a local directory tree as ``remote_path``: (transferred, failed) local file paths."""
-        return await put_dir(await self._sftp_client(), functools.partial(_sftp_op, self.spec), local_path,
+        return await put_dir(await self._sftp_client(), functools.partial(_sftp_op, self, what="upload"), local_path,
                              remote_path, follow_symlinks, preserve_permissions, fail_fast)
 
     async def sftp_get_dir(self, remote_path: str, local_path: str | os.PathLike[str], follow_symlinks: bool = True,
                            preserve_permissions: bool = True, fail_fast: bool = False) -> tuple[list[str], list[str]]:
         """Download a remote directory tree as ``local_path``: (transferred, failed) remote file paths."""
-        return await get_dir(await self._sftp_client(), functools.partial(_sftp_op, self.spec), remote_path,
+        return await get_dir(await self._sftp_client(), functools.partial(_sftp_op, self, what="download"), remote_path,
                              local_path, follow_symlinks, preserve_permissions, fail_fast, host=self.spec.address,
                              window=(SFTP_BLOCK, SFTP_REQUESTS))
 
@@ -535,20 +550,24 @@ def _stop(channel: asyncssh.SSHClientChannel[bytes]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _sftp_op(spec: ConnectSpec, path: str) -> AsyncIterator[None]:
-    """Bound an SFTP operation by the connection's ``timeout`` and turn its failures into the
-    builtin ``OSError`` subclasses (``FileNotFoundError``...), naming host and path."""
+async def _sftp_op(conn: AsyncConnection, path: str, what: str) -> AsyncIterator[None]:
+    """Bound an SFTP operation by the connection's ``timeout`` and ``stall_timeout`` and turn its
+    failures into hussh's errors or the builtin ``OSError`` subclasses (``FileNotFoundError``...),
+    naming host and path; ``what`` ("read", "write"...) names the operation in the messages."""
+    spec, guard = conn.spec, conn._stall
     where = f"{path} on {spec.address}"
     try:
-        async with asyncio.timeout(spec.timeout or None):
-            yield
+        with guard.armed() if guard is not None else contextlib.nullcontext():
+            async with asyncio.timeout(spec.timeout or None):
+                yield
     except TimeoutError:
-        raise HusshTimeout(f"SFTP on {where}{_via(spec)} timed out after {spec.timeout:g} seconds") from None
+        raise HusshTimeout(f"SFTP {what} of {where}{_via(spec)} timed out after {spec.timeout:g} seconds") from None
+    except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection, asyncssh.DisconnectError,
+            asyncssh.ConnectionLost) as exc:
+        raise lost_error(guard, f"SFTP {what} of {where}{_via(spec)}", exc) from None
     except asyncssh.SFTPError as exc:
         kind, code = _SFTP_ERRORS.get(exc.code, (OSError, errno.EIO))
         raise kind(code, exc.reason, where) from None
-    except (asyncssh.DisconnectError, asyncssh.ConnectionLost) as exc:
-        raise ConnectionLost(f"connection lost during SFTP on {where}{_via(spec)}: {exc}") from None
 
 
 _SFTP_ERRORS = {

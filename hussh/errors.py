@@ -6,9 +6,10 @@
     │   └── HostKeyError                 host key mismatch, or unknown under ``strict``
     ├── AuthenticationError              credentials refused or unusable (bad key file, passphrase)
     ├── ConnectionLost (also ConnectionError)  the connection dropped during an operation
-    ├── HusshTimeout (also TimeoutError)   as such: an SFTP operation ran past the connection's timeout
+    ├── HusshTimeout (also TimeoutError)   as such: an SFTP or SCP operation ran past the connection's timeout
     │   ├── ConnectTimeout               no finished handshake + login within the connect bound
-    │   └── CommandTimeout               ``.result`` keeps the output received before the deadline
+    │   ├── CommandTimeout               ``.result`` keeps the output received before the deadline
+    │   └── TransferStalled              an SFTP/SCP operation received nothing for ``stall_timeout`` seconds
     ├── OutputLimitExceeded              ``.result`` keeps the first ``max_output`` bytes
     ├── WorkerLost                       the worker process that owned the host died
     └── PartialFailureException          raised by ``MultiResult.raise_if_any_failed()``
@@ -71,6 +72,14 @@ class CommandTimeout(HusshTimeout):
     def __init__(self, message: str, result: SSHResult) -> None:
         super().__init__(message)
         self.result = result
+
+
+class TransferStalled(HusshTimeout):
+    """An SFTP or SCP operation waited ``stall_timeout`` seconds with nothing received from the server.
+
+    The connection is closed (the server may still be processing what was sent); the next
+    operation on the host reconnects.
+    """
 
 
 class OutputLimitExceeded(HusshError):

@@ -33,6 +33,7 @@ EXPECTED_ALL = {
     "OutputLimitExceeded",
     "Retry",
     "SSHResult",
+    "TransferStalled",
     "WorkerLost",
 }
 
@@ -77,6 +78,7 @@ def test_error_tree():
     assert issubclass(hussh.ConnectionLost, ConnectionError)
     assert issubclass(hussh.ConnectTimeout, hussh.HusshTimeout)
     assert issubclass(hussh.CommandTimeout, hussh.HusshTimeout)
+    assert issubclass(hussh.TransferStalled, hussh.HusshTimeout)
     assert issubclass(hussh.HusshTimeout, TimeoutError)
     assert not issubclass(hussh.ConnectTimeout, hussh.ConnectError)
     for name in EXPECTED_ALL:
