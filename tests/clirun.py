@@ -42,9 +42,10 @@ class Running:
             reader.start()
 
     def _read(self, stream, lines: list[str]) -> None:
-        for line in stream:
-            lines.append(line)
-            self._arrived.put(None)
+        with stream:  # closed at end of file: no pipe is left for the garbage collector to warn about
+            for line in stream:
+                lines.append(line)
+                self._arrived.put(None)
         self._arrived.put(None)
 
     def wait_for(self, condition: Callable[[], bool], timeout: float = 20, what: str = "output") -> None:

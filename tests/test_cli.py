@@ -247,6 +247,8 @@ def test_broken_pipe_ends_quietly(conn, hosts):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 # ----------------------------------------------------------------------------- logging
