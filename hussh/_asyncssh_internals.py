@@ -155,14 +155,21 @@ class FleetConnection(SSHClientConnection):
                 self._loop.call_soon(self._flush, self._transport)
 
     def _flush(self, transport: asyncio.Transport) -> None:
+        """Write the packets queued in the last loop turn; a no-op once the transport has closed.
+
+        uvloop's ``is_closing`` stays False for a transport closed under its protocol (a connect
+        cancelled just after ``connection_made``, as when the caller goes away): its ``write`` raises
+        ``RuntimeError`` ("the handler is closed") instead.
+        """
         data, self._unsent = b"".join(self._unsent or ()), None
         closing = getattr(transport, "is_closing", None)  # a ProxyCommand's tunnel has no is_closing
-        if closing is None or not closing():
-            try:
-                transport.write(data)
-                FleetConnection.writes += 1
-            except ConnectionError:  # the peer is gone; connection_lost reports it
-                pass
+        if closing is not None and closing():
+            return
+        try:
+            transport.write(data)
+        except (ConnectionError, RuntimeError):  # the peer or the transport is gone; connection_lost reports it
+            return
+        FleetConnection.writes += 1
 
 
 def connection_factory(loop: asyncio.AbstractEventLoop, options: asyncssh.SSHClientConnectionOptions,

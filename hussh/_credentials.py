@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncssh
 import msgspec
 
+from . import _loop
 from ._spec import DEFAULT_KEY_FILES, ConnectSpec
 from .errors import AuthenticationError
 
@@ -231,13 +232,21 @@ def close_agents() -> None:
         agent.client.close()
 
 
+NO_CREDENTIALS_ASYNC = "Failed to authenticate with default SSH keys"
+NO_CREDENTIALS_BLOCKING = "Failed to authenticate with ssh-agent and default SSH keys"
+"""How upstream's ``AsyncConnection`` and ``Connection`` errors begin when there is nothing to log in
+with: code written against upstream matches on these words."""
+
+
 def no_credentials_message(spec: ConnectSpec) -> str:
-    """What was tried when there is nothing to log in with, as upstream's error says it."""
+    """What was tried when there is nothing to log in with: upstream's words (those of the blocking
+    ``Connection`` when it is the caller), then which credentials were missing."""
     agent = (f"the ssh-agent at {spec.agent} offered no key" if spec.agent
              else "no ssh-agent (SSH_AUTH_SOCK is not set)")
     if spec.identities:
         keys = "none of " + ", ".join(spec.identities) + " could be used"
     else:
         keys = "no key in ~/.ssh (" + ", ".join(DEFAULT_KEY_FILES[:3]) + "...)"
-    return (f"no credentials for {spec.username}@{spec.address}: no password, no private_key, "
+    upstream = NO_CREDENTIALS_BLOCKING if _loop.running_here() else NO_CREDENTIALS_ASYNC
+    return (f"{upstream}: no credentials for {spec.username}@{spec.address}: no password, no private_key, "
             f"{agent}, {keys}")

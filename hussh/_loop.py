@@ -38,6 +38,14 @@ def _background_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+def running_here() -> bool:
+    """Whether the caller runs on the background loop, i.e. on behalf of the blocking API."""
+    try:
+        return asyncio.get_running_loop() is _loop
+    except RuntimeError:
+        return False
+
+
 def _forget_in_child() -> None:
     """After ``fork()``: drop the parent's loop handle and lock (its thread does not exist here)."""
     global _lock, _loop

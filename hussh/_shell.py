@@ -3,7 +3,8 @@
 ``AsyncInteractiveShell`` allows many send/read cycles: ``read()`` waits up to 2 s for output to
 start and returns at its first 50 ms pause (upstream's timings, measured). The blocking
 ``InteractiveShell`` ends the input on ``read()`` or when its ``with`` block ends, then collects
-everything the shell wrote, within the connection's timeout.
+everything the shell wrote, within the connection's timeout; a shell still running then is hung up
+(SIGHUP, channel closed), and leaving the ``with`` block keeps what it wrote as upstream does.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ class AsyncInteractiveShell:
         self._pty = pty
         self._timeout = timeout
         self._input_closed = False
+        self._hung_up = False
         self._noted_loss = False
 
     def __repr__(self) -> str:
@@ -185,14 +187,25 @@ class AsyncInteractiveShell:
                     session.changed.clear()
                     await session.changed.wait()
         except TimeoutError:
-            self._channel.close()
+            self._hang_up()
             raise CommandTimeout(f"shell on {self._address} did not end within {self._timeout:g} seconds "
-                                 "after its input was closed", self._result(-1)) from None
+                                 "after its input was closed; hung up", self._result(-1)) from None
         return self._result()
 
     async def close(self) -> None:
         """Hang up the shell without collecting its output; the server ends it (nothing here waits)."""
+        self._hang_up()
+
+    def _hang_up(self) -> None:
+        """Send the shell SIGHUP, as a terminal hanging up does, and close the channel: sshd then closes
+        the shell's terminal or pipes, so a command still running (``tail -f``) ends too."""
         self._input_closed = True
+        if not self._session.closed and not self._hung_up:
+            self._hung_up = True
+            try:
+                self._channel.send_signal("HUP")
+            except (OSError, asyncssh.Error):
+                pass
         self._channel.close()
 
     async def __aenter__(self) -> AsyncInteractiveShell:
@@ -214,7 +227,8 @@ class AsyncInteractiveShell:
 
 class InteractiveShell:
     """The blocking shell of ``Connection.shell()``: ``send`` lines, then ``read()`` or leave the ``with``
-    block to end the input; ``result`` then holds all the output and the shell's exit status."""
+    block to end the input; ``result`` then holds all the output and the shell's exit status (or -1 and
+    ``CommandTimeout: ...`` in stderr for a shell hung up after the connection's timeout)."""
 
     def __init__(self, shell: AsyncInteractiveShell) -> None:
         self._shell = shell
@@ -241,7 +255,11 @@ class InteractiveShell:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if exc_type is None:
-            self.result = self.read()
+            try:
+                self.result = self.read()
+            except CommandTimeout as timeout:  # still running after the timeout: hung up, as upstream does
+                kept = timeout.result
+                self.result = SSHResult(kept.stdout, kept.stderr + describe(timeout), -1)
             return
         try:  # the block failed: keep what the shell said, but let the block's exception through
             if issubclass(exc_type, Exception):

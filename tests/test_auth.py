@@ -137,6 +137,17 @@ def test_no_credentials_and_no_agent_or_default_key_is_refused(host, fleet):
         whoami(host, username=KEY_USER, port=fleet.port)
 
 
+def test_no_credentials_errors_begin_with_upstreams_words(host, fleet):
+    """Upstream's own tests match ``RuntimeError`` on these phrases: async, then blocking; hussh's detail follows."""
+    with pytest.raises(RuntimeError, match="^Failed to authenticate with default SSH keys: ") as caught:
+        whoami(host, username=KEY_USER, port=fleet.port)
+    assert f"no credentials for {KEY_USER}@{host}" in str(caught.value)
+    with pytest.raises(hussh.AuthenticationError,
+                       match="^Failed to authenticate with ssh-agent and default SSH keys: ") as caught:
+        Connection(host, port=fleet.port, username=KEY_USER)
+    assert "no ssh-agent (SSH_AUTH_SOCK is not set)" in str(caught.value)
+
+
 def test_default_key_in_home_ssh(host, fleet, isolated_home):
     ssh_dir = isolated_home / ".ssh"
     ssh_dir.mkdir(mode=0o700)

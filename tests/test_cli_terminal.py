@@ -87,6 +87,17 @@ def test_progress_bar_while_running_then_gone_before_the_summary(term, fleet, co
     assert sorted(re.findall(r"^(127\.77\.0\.\d): done$", screen, re.MULTILINE)) == fleet.addresses
 
 
+def test_progress_bar_keeps_moving_while_hosts_run(term, fleet, conn, remote_dir, tmp_path):
+    """No host finishes for a while (then one): the elapsed time on the bar still counts up each second."""
+    flag = remote_dir / "go"
+    term.start(["run", "-w", fold(fleet.addresses), "-H", REFUSED, *conn, "-t", "60", waiting_for(flag)], tmp_path)
+    term.wait_screen(r"\| 1/5 hosts, 1 failed \[00:0[0-2]<")
+    for second in (3, 4):  # redrawn although nothing finished since
+        term.wait_screen(rf"\| 1/5 hosts, 1 failed \[00:0{second}<", timeout=10)
+    flag.touch()
+    assert "hosts, " not in term.wait_screen(r"^EXIT=1$")
+
+
 def test_quiet_draws_no_bar(term, fleet, conn, remote_dir, tmp_path):
     flag = remote_dir / "go"
     term.start(["run", "-q", "-w", fold(fleet.addresses), *conn, "-t", "60", f"touch {remote_dir}/$$.started; "

@@ -7,8 +7,10 @@ to start and returns at its first 50 ms pause. Every test bounds its waits.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -134,11 +136,41 @@ def test_shell_killed_by_a_signal_reports_128_plus_signal(conn):
 def test_connection_timeout_bounds_the_blocking_read(host, creds):
     with Connection(host, **{**creds, "timeout": 800}) as conn:  # milliseconds
         started = time.monotonic()
-        with pytest.raises(hussh.CommandTimeout) as caught:
-            with conn.shell() as shell:
-                shell.send("echo partial; sleep 30")
+        shell = conn.shell()
+        shell.send("echo partial; sleep 30")
+        with pytest.raises(hussh.CommandTimeout, match="hung up") as caught:
+            shell.read()
         assert time.monotonic() - started < 10
         assert caught.value.result == hussh.SSHResult("partial\n", "", -1)
+
+
+def _running(marker: Path) -> bool:
+    """Whether a process whose command line names ``marker`` still runs (the fleet runs on this machine)."""
+    return subprocess.run(["pgrep", "-f", str(marker)], capture_output=True).returncode == 0
+
+
+def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not {what} after {timeout} s"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("pty", [False, True])
+def test_leaving_the_block_while_a_command_runs_hangs_up_and_keeps_the_result(host, creds, remote_dir, pty):
+    """Upstream's test_hangup_shell_context: ``tail -f`` outlives the timeout; the block ends without an
+    exception, ``result`` keeps what the shell said, and the command is gone."""
+    marker = remote_dir / "followed"
+    marker.touch()
+    with Connection(host, **{**creds, "timeout": 3000}) as conn:  # milliseconds, as upstream's test
+        with conn.shell(pty=pty) as shell:
+            shell.send(f"echo started; tail -f /dev/random {marker}")
+            _wait_until(lambda: _running(marker), "following")
+        assert shell.result.status == -1
+        assert "started" in shell.result.stdout
+        assert "CommandTimeout: " in shell.result.stderr and "hung up" in shell.result.stderr
+        _wait_until(lambda: not _running(marker), "hung up")
+        assert conn.execute("echo alive").stdout == "alive\n"
 
 
 def test_shell_output_above_max_output_raises_with_the_first_bytes(host, creds):
@@ -274,6 +306,22 @@ def test_async_server_hang_up_ends_reads_and_exit_at_once(host, creds, pty):
     assert result.status == -1 and "ConnectionLost" in result.stderr
     assert took < 5
     assert again.stdout == "reconnected\n"
+
+
+@pytest.mark.parametrize("pty", [False, True])
+def test_async_leaving_the_block_hangs_up_a_running_command(host, creds, remote_dir, pty):
+    marker = remote_dir / "followed"
+    marker.touch()
+
+    async def body() -> str:
+        async with AsyncConnection(host, **creds) as conn:
+            async with await conn.shell(pty=pty) as shell:
+                await shell.send(f"tail -f /dev/random {marker}")
+                await asyncio.to_thread(_wait_until, lambda: _running(marker), "following")
+            await asyncio.to_thread(_wait_until, lambda: not _running(marker), "hung up")
+            return (await conn.execute("echo alive")).stdout
+
+    assert run(body()) == "alive\n"
 
 
 def test_async_leaving_early_does_not_wait_for_a_running_command(host, creds):

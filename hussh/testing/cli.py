@@ -6,8 +6,14 @@
     python -m hussh.testing down                                 # everything gone
     python -m hussh.testing image                                # only build the compose images
 
-``hussh fleet up | hosts | down | image`` is the same tool. ``up`` writes the host list,
-known_hosts and client keys into the fleet's directory and prints where; the fleet's record (what
+    python -m hussh.testing ssh-config                           # ssh config: aliases fleet1..fleetN
+
+``hussh fleet up | hosts | ssh-config | down | image`` is the same tool. ``up`` writes the host list,
+known_hosts, an ssh config for its hosts and client keys into the fleet's directory and prints where.
+A loopback fleet keeps its host keys (per port, second octet and endpoints per sshd) in a private
+directory of the user (``_keys.KeptHostKeys``), so keys that ssh or hussh recorded in
+~/.ssh/known_hosts stay valid after ``down`` and ``up``; ``ssh-config`` spares ~/.ssh/known_hosts
+altogether (the fleet's own known_hosts, ``StrictHostKeyChecking yes``). The fleet's record (what
 ``down`` needs) goes to $XDG_RUNTIME_DIR/hussh-testing, or /tmp/hussh-testing-<uid> without it
 (private to this uid: see ``_registry``). One such fleet at a time. ``down`` removes only what the
 fleet made: the processes in its namespaces or the containers and networks of its project, and its
@@ -25,11 +31,13 @@ from pathlib import Path
 from . import _registry
 from ._base import Fleet
 from ._errors import FleetError
+from ._keys import KeptHostKeys
 from .compose import BASE_PORT, PER_CONTAINER, PROJECT, ComposeFleet
 from .loopback import ADDRESSES_PER_SSHD, LoopbackFleet, loopback_addresses
 
 LOOPBACK_PORT = 2200
 LOOPBACK_OCTET = 70
+ALIAS = "fleet"  # the ssh config's names: fleet1, fleet2, ...
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
@@ -50,6 +58,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     up.add_argument("--timeout", type=float, help="seconds to wait for the whole fleet")
     up.add_argument("--json", action="store_true", help="print what up made as one JSON object")
     commands.add_parser("hosts", help="print host:port of every endpoint")
+    commands.add_parser("ssh-config", help=f"print an ssh config for the fleet: hosts {ALIAS}1..{ALIAS}N, "
+                                           "its own known_hosts, StrictHostKeyChecking yes")
     commands.add_parser("down", help="stop and remove the fleet")
     commands.add_parser("image", help="build the compose fleet's images (no registry needed)")
     return parser
@@ -67,7 +77,9 @@ def _up(args: argparse.Namespace, prog: str) -> int:
         fleet = ComposeFleet(args.endpoints, args.per_node or PER_CONTAINER, args.base_port, args.project)
     else:
         addresses = loopback_addresses(args.endpoints, args.second_octet)
-        fleet = LoopbackFleet(addresses, args.port, args.per_node or ADDRESSES_PER_SSHD)
+        per_node = args.per_node or ADDRESSES_PER_SSHD
+        fleet = LoopbackFleet(addresses, args.port, per_node)
+        fleet.kept_host_keys = KeptHostKeys(f"loopback-127.{args.second_octet}-port{args.port}-per{per_node}")
     fleet.detached = True
     started = time.monotonic()
     fleet.up(args.timeout)
@@ -87,13 +99,16 @@ def _write_files(fleet: Fleet, seconds: float) -> dict[str, object]:
     """Write hosts and known_hosts next to the keys; record them with the fleet; return the summary."""
     assert fleet.record is not None
     workdir = Path(fleet.record["workdir"])
-    hosts, known_hosts = workdir / "hosts", workdir / "known_hosts"
+    hosts, known_hosts, ssh_config = workdir / "hosts", workdir / "known_hosts", workdir / "ssh_config"
     hosts.write_text("".join(f"{h}\n" for h in fleet.hosts))
     fleet.write_known_hosts(known_hosts)
+    ssh_config.write_text(_ssh_config(fleet, known_hosts))
     creds = fleet.credentials
+    kept = fleet.kept_host_keys if isinstance(fleet, LoopbackFleet) else None
     info = {
         "backend": fleet.record["backend"], "endpoints": len(fleet.endpoints), "nodes": len(fleet.nodes()),
         "seconds": round(seconds, 1), "hosts": str(hosts), "known_hosts": str(known_hosts),
+        "ssh_config": str(ssh_config), "host_keys": str(kept.path) if kept is not None else None,
         "password_user": creds.password_user, "password": creds.password, "key_user": creds.key_user,
         "key": str(creds.client_key), "encrypted_key": str(creds.encrypted_client_key),
         "key_passphrase": creds.key_passphrase, "state": str(_registry.state_dir() / f"{fleet.record['id']}.json"),
@@ -102,11 +117,30 @@ def _write_files(fleet: Fleet, seconds: float) -> dict[str, object]:
     return info
 
 
+def _ssh_config(fleet: Fleet, known_hosts: Path) -> str:
+    """A ``Host`` block per endpoint (``fleet1``...; also its address when no two endpoints share one) that
+    logs in with the fleet's key and checks host keys against the fleet's own known_hosts only."""
+    creds = fleet.credentials
+    shared = len({e.host for e in fleet.endpoints}) < len(fleet.endpoints)  # compose: 127.0.0.1, many ports
+    count = len(fleet.endpoints)
+    lines = [f"# {count} endpoints of `hussh fleet up`: ssh -F THIS_FILE {ALIAS}1, or",
+             f"# hussh run -F THIS_FILE -w '{ALIAS}[1-{count}]' COMMAND"]
+    for number, endpoint in enumerate(fleet.endpoints, 1):
+        names = f"{ALIAS}{number}" if shared else f"{ALIAS}{number} {endpoint.host}"
+        lines += [f"Host {names}", f"    HostName {endpoint.host}", f"    Port {endpoint.port}",
+                  f"    User {creds.key_user}", f"    IdentityFile {creds.client_key}", "    IdentitiesOnly yes",
+                  f"    UserKnownHostsFile {known_hosts}", "    StrictHostKeyChecking yes"]
+    return "\n".join(lines) + "\n"
+
+
 def _print(info: dict[str, object], prog: str) -> None:
     unit = "containers" if info["backend"] == "compose" else "sshd processes"
     print(f"{info['endpoints']} endpoints up in {info['seconds']}s ({info['backend']}, {info['nodes']} {unit})")
     print(f"  hosts        {info['hosts']}  (host:port per line; or: {prog} hosts)")
     print(f"  known_hosts  {info['known_hosts']}")
+    print(f"  ssh config   {info['ssh_config']}  (ssh -F it {ALIAS}1; or: {prog} ssh-config)")
+    if info["host_keys"]:
+        print(f"  host keys    {info['host_keys']}  (kept: the next up with the same options reuses them)")
     print(f"  password     user {info['password_user']}, password {info['password']}")
     print(f"  key          user {info['key_user']}, key {info['key']}")
     print(f"               or {info['encrypted_key']}, passphrase {info['key_passphrase']}")
@@ -119,6 +153,17 @@ def _hosts(prog: str) -> int:
     if record is None:
         raise FleetError(f"no fleet is up: {prog} up N")
     sys.stdout.write((Path(record["workdir"]) / "hosts").read_text())
+    return 0
+
+
+def _print_ssh_config(prog: str) -> int:
+    record = _cli_record()
+    if record is None:
+        raise FleetError(f"no fleet is up: {prog} up N")
+    try:
+        sys.stdout.write((Path(record["workdir"]) / "ssh_config").read_text())
+    except FileNotFoundError:
+        raise FleetError(f"this fleet has no ssh config (started by an older hussh?): {prog} down, then up") from None
     return 0
 
 
@@ -144,7 +189,7 @@ def _image() -> int:
 
 
 def main(argv: list[str] | None = None, prog: str = "hussh fleet") -> int:
-    """Run ``up``, ``hosts``, ``down`` or ``image``; return the exit status (errors: one line, 1).
+    """Run ``up``, ``hosts``, ``ssh-config``, ``down`` or ``image``; return the exit status (errors: one line, 1).
 
     ``prog`` is how the user called the tool, for the commands that messages suggest:
     ``hussh fleet`` (hussh's command line calls this), or ``python -m hussh.testing`` (its __main__).
@@ -155,6 +200,8 @@ def main(argv: list[str] | None = None, prog: str = "hussh fleet") -> int:
             return _up(args, prog)
         if args.command == "hosts":
             return _hosts(prog)
+        if args.command == "ssh-config":
+            return _print_ssh_config(prog)
         if args.command == "down":
             return _down()
         return _image()

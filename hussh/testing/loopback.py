@@ -25,7 +25,7 @@ from typing import Any, Self
 
 from . import _namespace, _proxy, _registry
 from ._base import Credentials, Endpoint, EndpointLike, Fleet, FleetError
-from ._keys import public_key, write_ed25519, write_encrypted_rsa
+from ._keys import KeptHostKeys, public_key, write_ed25519, write_encrypted_rsa
 from ._probe import unanswered
 from ._users import KEY_PASSPHRASE, KEY_USER, PASSWORD, PASSWORD_USER, fleet_users, make_homes, write_etc
 
@@ -71,6 +71,7 @@ class LoopbackFleet(Fleet):
         self.port = port
         self.per_process = per_process
         self.workdir: Path | None = None
+        self.kept_host_keys: KeptHostKeys | None = None  # set: host keys survive down and up (hussh fleet)
         self._token = ""  # of the workdir's marker: what down checks before removing it
         self._nodes = [
             _Node(n, self.addresses[first : first + per_process])
@@ -149,8 +150,9 @@ class LoopbackFleet(Fleet):
         self._namespace.mount(etc_files, self.workdir / "home", [p for p in LOGIN_RECORDS if Path(p).exists()])
         self._credentials = self._write_client_keys()
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+        write_host_key = self.kept_host_keys.write if self.kept_host_keys is not None else write_ed25519
         for node in self._nodes:
-            write_ed25519(self._host_key(node), f"hussh-fleet-node-{node.number}")
+            write_host_key(self._host_key(node), f"hussh-fleet-node-{node.number}")
             self._start_listener(node, self.port)
         self._await_listeners(self._nodes, self.port, timeout)
 
