@@ -98,6 +98,9 @@ def test_kill_and_refuse_through_the_relay_still_refuse_new_connections(hussh_fl
     killed, refusing, fine = hussh_fleet.hosts
     hussh_fleet.kill([killed])
     hussh_fleet.refuse([refusing])
+    for host in (killed, refusing):  # refused at TCP, as by a dead sshd: not accepted, then reset
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(_address(host), timeout=GUARD).close()
     results = connect(hussh_fleet, hussh_fleet.hosts).execute("true")
     assert results[killed].stderr.startswith("ConnectError: ") and results[refusing].stderr.startswith("ConnectError: ")
     assert results[fine].status == 0
