@@ -3,13 +3,16 @@
 Two backends share one interface (:class:`Fleet`): :class:`LoopbackFleet` runs OpenSSH ``sshd``
 processes on 127.x.y.z addresses (root, no Docker), :class:`ComposeFleet` runs sshd containers
 from a locally built image (Docker, no registry). Both give host strings, credentials, known_hosts
-lines and faults per node (pause, kill, refuse, blackhole, slow, heal). The pytest plugin
+lines and faults per node (pause, kill, refuse, blackhole, slow, heal); made with ``network=``
+they sit behind a relay with :class:`NetworkConditions` (delay, jitter, bandwidth, slow start) and
+faults on live links (freeze, thaw, reset). The pytest plugin
 (``hussh.testing.plugin``, loaded through its entry point) hands them to tests as ``hussh_fleet``;
 ``python -m hussh.testing up N | hosts | down`` runs one by hand. See docs/scale-testing.md.
 """
 
 from ._base import Credentials, Endpoint, Fleet, State
 from ._errors import FleetError
+from ._relay import NetworkConditions
 from ._users import KEY_PASSPHRASE, KEY_USER, PASSWORD, PASSWORD_USER
 from .compose import ComposeFleet
 from .loopback import LoopbackFleet, loopback_addresses
@@ -25,6 +28,7 @@ __all__ = [
     "Fleet",
     "FleetError",
     "LoopbackFleet",
+    "NetworkConditions",
     "State",
     "loopback_addresses",
 ]

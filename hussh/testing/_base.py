@@ -7,14 +7,18 @@ node back up, and a fault asked of a node in the wrong state raises ``FleetError
     up --pause--> paused --unpause--> up
     up, paused --kill--> killed --start--> up
     up --refuse | blackhole | slow--> refusing | blackholed | slowed
+    up --freeze--> frozen --thaw--> up          (fleets made with network conditions)
     any --heal--> up
+
+A fleet made with ``network=`` puts every endpoint behind one network relay (``_relay``): its
+conditions change at run time (``set_network``), and its network faults act on live connections.
 """
 
 from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +27,7 @@ from typing import Any, NamedTuple, Self
 from . import _registry
 from ._errors import FleetError
 from ._probe import wait_ready
+from ._relay import NetworkConditions, RelayProcess, conditions_dict
 
 
 class Endpoint(NamedTuple):
@@ -59,6 +64,7 @@ class State(enum.Enum):
     REFUSING = "refusing"
     BLACKHOLED = "blackholed"
     SLOWED = "slowed"
+    FROZEN = "frozen"
 
 
 # fault -> (states it may be applied in, state it leads to)
@@ -70,12 +76,18 @@ TRANSITIONS: dict[str, tuple[frozenset[State], State]] = {
     "refuse": (frozenset({State.UP}), State.REFUSING),
     "blackhole": (frozenset({State.UP}), State.BLACKHOLED),
     "slow": (frozenset({State.UP}), State.SLOWED),
+    "freeze": (frozenset({State.UP}), State.FROZEN),
+    "thaw": (frozenset({State.FROZEN}), State.UP),
 }
 # How heal undoes each state: the inverse fault, or "restore" for the network faults.
 UNDO = {State.PAUSED: "unpause", State.KILLED: "start", State.REFUSING: "restore",
-        State.BLACKHOLED: "restore", State.SLOWED: "restore"}
+        State.BLACKHOLED: "restore", State.SLOWED: "restore", State.FROZEN: "thaw"}
 # Faults after which a node's sshd must answer again before the call returns.
 BRINGS_UP = {"unpause", "start", "restore"}
+# Faults the relay applies, when the fleet has one (without: the backend's own, and no freeze).
+RELAYED = {"refuse", "blackhole", "slow", "freeze", "thaw", "restore"}
+
+Network = NetworkConditions | Mapping["EndpointLike", NetworkConditions] | None
 
 
 @dataclass(frozen=True)
@@ -236,6 +248,42 @@ class Fleet(abc.ABC):
         """New connections go through a relay that holds every chunk back ``delay`` seconds each way."""
         return self._apply("slow", endpoints, delay=delay)
 
+    def freeze(self, endpoints: Iterable[EndpointLike]) -> list[Endpoint]:
+        """The link goes silent both ways, live connections included; sockets stay open (needs ``network=``)."""
+        return self._apply("freeze", endpoints)
+
+    def thaw(self, endpoints: Iterable[EndpointLike]) -> list[Endpoint]:
+        """Frozen links forward again: what was held back goes on, as after a retransmission."""
+        return self._apply("thaw", endpoints)
+
+    def reset(self, endpoints: Iterable[EndpointLike]) -> list[Endpoint]:
+        """RST both ends of every live connection to these nodes (needs ``network=``); new ones work."""
+        affected = self._affected(self._nodes_of(endpoints))
+        self._relay_command("reset", affected)
+        return affected
+
+    def set_network(self, conditions: NetworkConditions, endpoints: Iterable[EndpointLike] | None = None,
+                    ) -> list[Endpoint]:
+        """Give ``endpoints`` (default: every one) these conditions, live connections included."""
+        chosen = self._servers_flat() if endpoints is None else sorted(self._wanted(endpoints))
+        missing = [str(e) for e in chosen if e not in self._node_index]
+        if missing:
+            raise FleetError(f"not endpoints of this fleet: {', '.join(missing[:10])}")
+        self._relay_command("set", chosen, conditions=conditions_dict(conditions))
+        self._conditions.update(dict.fromkeys(chosen, conditions))
+        return chosen
+
+    def network(self, endpoint: EndpointLike) -> NetworkConditions:
+        """The conditions ``endpoint`` was given (FleetError if the fleet has no relay)."""
+        target = self._endpoint(endpoint)
+        if target not in self._conditions:
+            raise FleetError(f"{target} is not behind the network relay: make the fleet with network=")
+        return self._conditions[target]
+
+    def relay_pids(self) -> list[int]:
+        """The relay processes of this fleet (their CPU is the network's, apart from sshd and client)."""
+        return sorted({relay.pid for relay, _ in self._links(list(self._conditions))}) if self._conditions else []
+
     def heal(self, endpoints: Iterable[EndpointLike] | None = None) -> list[Endpoint]:
         """Bring the nodes of ``endpoints`` (default: every faulted node) back up; return them."""
         if endpoints is None:
@@ -252,12 +300,43 @@ class Fleet(abc.ABC):
     def fault(self, kind: str, endpoints: Iterable[EndpointLike], **options: Any) -> Iterator[list[Endpoint]]:
         """``with fleet.fault("pause", eps) as affected:`` applies a fault and heals it on exit."""
         if kind not in TRANSITIONS or kind in BRINGS_UP:
-            raise FleetError(f"unknown fault {kind!r}: one of pause, kill, refuse, blackhole, slow")
+            raise FleetError(f"unknown fault {kind!r}: one of pause, kill, refuse, blackhole, slow, freeze")
         affected = self._apply(kind, endpoints, **options)
         try:
             yield affected
         finally:
             self.heal(affected)
+
+    # ---------------------------------------------------------------- the relay
+
+    def _links(self, endpoints: list[Endpoint]) -> list[tuple[RelayProcess, list[str]]]:
+        """The relays serving ``endpoints`` and those endpoints' link names in each."""
+        raise FleetError("this fleet has no network relay: make it with network=NetworkConditions(...)")
+
+    def _init_network(self, network: Network) -> None:
+        """Each server endpoint's conditions (empty: no relay), from one for all or a map per endpoint."""
+        servers = self._servers_flat()
+        if network is None:
+            self._conditions: dict[Endpoint, NetworkConditions] = {}
+        elif isinstance(network, NetworkConditions):
+            self._conditions = dict.fromkeys(servers, network)
+        else:
+            self._conditions = dict.fromkeys(servers, NetworkConditions())
+            for key, conditions in network.items():
+                target = self._endpoint(key)
+                if target not in self._conditions:
+                    raise FleetError(f"network conditions for {target}, which is not an endpoint of this fleet")
+                self._conditions[target] = conditions
+
+    def _relay_command(self, op: str, endpoints: list[Endpoint], **fields: Any) -> None:
+        for relay, names in self._links(endpoints):
+            relay.command(op, links=names, **fields)
+
+    def _servers_flat(self) -> list[Endpoint]:
+        return [e for server in self._servers() for e in server]
+
+    def _wanted(self, endpoints: Iterable[EndpointLike]) -> set[Endpoint]:
+        return {self._endpoint(e) for e in ([endpoints] if isinstance(endpoints, str) else endpoints)}
 
     # ---------------------------------------------------------------- helpers for backends
 
@@ -298,7 +377,12 @@ class Fleet(abc.ABC):
         return self._affected(chosen)
 
     def _run(self, action: str, chosen: list[int], options: dict[str, Any]) -> None:
-        self._act(action, chosen, **options)
+        if action in RELAYED and self._conditions:
+            self._relay_command(action, self._affected(chosen), **options)
+        elif action in ("freeze", "thaw"):
+            raise FleetError(f"{action} needs the network relay: make the fleet with network=NetworkConditions()")
+        else:
+            self._act(action, chosen, **options)
         for i in chosen:
             self._states[i] = State.UP if action == "restore" else TRANSITIONS[action][1]
         if action in BRINGS_UP:

@@ -4,8 +4,9 @@ docker-proxy publishes every endpoint: it accepts the client's TCP connection, t
 container. So a fault has to sit behind it, in the container's network namespace (entered with
 ``nsenter`` from the host: the image needs no tools), and only for new connections: iptables drops
 them there (blackhole: docker-proxy has accepted, its dial hangs, the client hears nothing), resets
-them (refuse: docker-proxy closes the accepted connection at once), or redirects them to a fault
-proxy started in that namespace (slow). The rules die with the namespace; the proxy with its owner.
+them (refuse: docker-proxy closes the accepted connection at once), or redirects them to a relay
+(``_relay``) started in that namespace (slow; and ``relay``, which fronts the ports with their
+network conditions for the fleet's life). The rules die with the namespace; the relay with its owner.
 
 Behind a bastion there is no docker-proxy: a node's namespace admits new connections only from
 the bastion (``admit_only``), since Docker's internal network leaves the host a route to it, and
@@ -23,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from . import _proxy
 from ._errors import FleetError
+from ._relay import NetworkConditions, RelayProcess, conditions_dict
 
-PROXY_PORT_OFFSET = 20000  # the slow proxy listens at each container port + this
+PROXY_PORT_OFFSET = 20000  # the relay listens at each container port + this
 CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
 
@@ -38,7 +39,7 @@ class NetFault:
     pid: int
     namespace: int  # inode of the namespace, so a reused pid is never mistaken for the container
     rules: list[list[str]] = field(default_factory=list)
-    proxy: subprocess.Popen[bytes] | None = None
+    proxy: RelayProcess | None = None
 
 
 def _namespace(pid: int) -> int | None:
@@ -60,8 +61,10 @@ def _iptables(pid: int, operation: str, rule: list[str], check: bool = True) -> 
         raise FleetError(f"iptables {operation} {' '.join(rule)} in pid {pid}'s namespace: {result.stderr.strip()}")
 
 
-def apply(kind: str, pid: int, ports: list[int], delay: float, log: Path) -> NetFault:
-    """Apply ``refuse``, ``blackhole`` or ``slow`` to ``ports`` of the container whose init is ``pid``."""
+def apply(kind: str, pid: int, ports: list[int], delay: float, log: Path,
+          conditions: list[NetworkConditions] | None = None) -> NetFault:
+    """Apply ``refuse``, ``blackhole``, ``slow`` or ``relay`` (with ``conditions`` per port) to ``ports``
+    of the container whose init is ``pid``."""
     namespace = _namespace(pid)
     if namespace is None:
         raise FleetError(f"container process {pid} is gone")
@@ -73,11 +76,11 @@ def apply(kind: str, pid: int, ports: list[int], delay: float, log: Path) -> Net
     elif kind == "blackhole":
         fault.rules.append(["filter", "INPUT", "-p", "tcp", "--syn", "--dport", span, "-j", "DROP"])
     else:
-        specs = [f"0.0.0.0:{p + PROXY_PORT_OFFSET}=127.0.0.1:{p}" for p in ports]
-        with log.open("ab") as stderr:
-            fault.proxy = subprocess.Popen(_enter(pid, _proxy.command("slow", specs, delay)),
-                                           stdout=subprocess.PIPE, stderr=stderr, start_new_session=True)
-        _proxy.await_ready(fault.proxy, log)
+        each = conditions if kind == "relay" and conditions else [NetworkConditions(rtt=2 * delay)] * len(ports)
+        fault.proxy = RelayProcess(log.with_suffix(".sock"), log, lambda argv, **popen: subprocess.Popen(
+            _enter(pid, argv), start_new_session=True, **popen))
+        fault.proxy.command("listen", links=[[link(p), f"127.0.0.1:{p}", conditions_dict(c)]
+                                             for p, c in zip(ports, each, strict=True)])
         fault.rules += [["nat", "PREROUTING", "-p", "tcp", "--dport", str(p),
                          "-j", "REDIRECT", "--to-ports", str(p + PROXY_PORT_OFFSET)] for p in ports]
     applied = []
@@ -98,8 +101,12 @@ def undo(fault: NetFault) -> None:
         for rule in fault.rules:
             _iptables(fault.pid, "-D", rule, check=False)
     if fault.proxy is not None:
-        fault.proxy.kill()
-        fault.proxy.wait()
+        fault.proxy.stop()
+
+
+def link(port: int) -> str:
+    """The relay's name for the link in front of container port ``port``."""
+    return f"0.0.0.0:{port + PROXY_PORT_OFFSET}"
 
 
 def admit_only(pid: int, source: str) -> None:

@@ -8,6 +8,7 @@ from typing import Any, Self
 from . import _registry
 from ._base import Credentials, Endpoint, EndpointLike, Fleet, State
 from ._errors import FleetError
+from ._relay import NetworkConditions, RelayProcess
 
 
 class FleetView(Fleet):
@@ -67,3 +68,13 @@ class FleetView(Fleet):
 
     def _act(self, action: str, nodes: list[int], **options: Any) -> None:
         self.fleet._act(action, nodes, **options)
+
+    def reset(self, endpoints: Iterable[EndpointLike]) -> list[Endpoint]:
+        return self.fleet.reset(endpoints)
+
+    def set_network(self, conditions: NetworkConditions, endpoints: Iterable[EndpointLike] | None = None,
+                    ) -> list[Endpoint]:
+        return self.fleet.set_network(conditions, self._endpoints if endpoints is None else endpoints)
+
+    def _links(self, endpoints: list[Endpoint]) -> list[tuple[RelayProcess, list[str]]]:
+        return self.fleet._links(endpoints)

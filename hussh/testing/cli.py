@@ -4,6 +4,9 @@
     python -m hussh.testing up 1000 --compose --per-container 10  # 1000 endpoints in 100 containers
     python -m hussh.testing hosts                                # host:port, one per line
     python -m hussh.testing down                                 # everything gone
+    python -m hussh.testing up 100 --net rtt=50ms,jitter=5ms     # behind the network relay (loopback)
+    python -m hussh.testing net --freeze 127.70.0.3:2200         # a link goes silent; --thaw, --reset,
+                                                                 # --set rtt=200ms [HOST:PORT ...]
     python -m hussh.testing image                                # only build the compose images
 
     python -m hussh.testing ssh-config                           # ssh config: aliases fleet1..fleetN
@@ -29,9 +32,11 @@ import time
 from pathlib import Path
 
 from . import _registry
-from ._base import Fleet
+from ._base import EndpointLike, Fleet, Network
 from ._errors import FleetError
 from ._keys import KeptHostKeys
+from ._relay import NetworkConditions, conditions_dict
+from ._relay import command as relay_command
 from .compose import BASE_PORT, PER_CONTAINER, PROJECT, ComposeFleet
 from .loopback import ADDRESSES_PER_SSHD, LoopbackFleet, loopback_addresses
 
@@ -57,6 +62,19 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     up.add_argument("--project", default=PROJECT, help="compose: project name")
     up.add_argument("--timeout", type=float, help="seconds to wait for the whole fleet")
     up.add_argument("--json", action="store_true", help="print what up made as one JSON object")
+    up.add_argument("--net", type=NetworkConditions.parse, metavar="CONDITIONS",
+                    help="loopback: every endpoint behind the network relay, e.g. rtt=50ms,jitter=5ms,"
+                         "bandwidth=1M,slow_start=2s (use rtt=0 to change them later with `net`)")
+    up.add_argument("--net-host", nargs=2, action="append", default=[], metavar=("HOST:PORT", "CONDITIONS"),
+                    help="loopback: these conditions for one endpoint (the others: --net, or none)")
+    net = commands.add_parser("net", help="change the network of a fleet started with --net")
+    net.add_argument("hosts", nargs="*", metavar="HOST:PORT", help="default: every endpoint")
+    action = net.add_mutually_exclusive_group(required=True)
+    action.add_argument("--set", type=NetworkConditions.parse, metavar="CONDITIONS",
+                        help="new conditions, live connections included")
+    action.add_argument("--freeze", action="store_true", help="forward nothing either way, sockets open")
+    action.add_argument("--thaw", action="store_true", help="forward again")
+    action.add_argument("--reset", action="store_true", help="RST both ends of every live connection")
     commands.add_parser("hosts", help="print host:port of every endpoint")
     commands.add_parser("ssh-config", help=f"print an ssh config for the fleet: hosts {ALIAS}1..{ALIAS}N, "
                                            "its own known_hosts, StrictHostKeyChecking yes")
@@ -73,12 +91,16 @@ def _up(args: argparse.Namespace, prog: str) -> int:
     if _cli_record() is not None:
         raise FleetError(f"a fleet is already up: {prog} down")
     fleet: Fleet
+    network = _network(args)
     if args.compose:
+        if network is not None:
+            raise FleetError("--net needs the loopback backend: a detached compose fleet has no relay "
+                             "(ComposeFleet(..., network=) does, while its owner runs)")
         fleet = ComposeFleet(args.endpoints, args.per_node or PER_CONTAINER, args.base_port, args.project)
     else:
         addresses = loopback_addresses(args.endpoints, args.second_octet)
         per_node = args.per_node or ADDRESSES_PER_SSHD
-        fleet = LoopbackFleet(addresses, args.port, per_node)
+        fleet = LoopbackFleet(addresses, args.port, per_node, network=network)
         fleet.kept_host_keys = KeptHostKeys(f"loopback-127.{args.second_octet}-port{args.port}-per{per_node}")
     fleet.detached = True
     started = time.monotonic()
@@ -92,6 +114,38 @@ def _up(args: argparse.Namespace, prog: str) -> int:
         print(json.dumps(info))
     else:
         _print(info, prog)
+    return 0
+
+
+def _network(args: argparse.Namespace) -> Network:
+    """``--net`` for all, ``--net-host`` per endpoint (None: no relay)."""
+    if not args.net_host:
+        return args.net
+    each: dict[EndpointLike, NetworkConditions] = {}
+    if args.net is not None:
+        each.update((f"{a}:{args.port}", args.net) for a in loopback_addresses(args.endpoints, args.second_octet))
+    each.update((host, NetworkConditions.parse(text)) for host, text in args.net_host)
+    return each
+
+
+def _net(args: argparse.Namespace, prog: str) -> int:
+    """Send one change to the running fleet's relay (its control socket is in the fleet's directory)."""
+    record = _cli_record()
+    if record is None:
+        raise FleetError(f"no fleet is up: {prog} up N --net rtt=0")
+    workdir = Path(record["workdir"])
+    control = workdir / "relay.sock"
+    if not control.exists():
+        raise FleetError(f"the fleet has no network relay: start it with {prog} up N --net CONDITIONS")
+    known = (workdir / "hosts").read_text().split()
+    hosts = args.hosts or known
+    unknown = [h for h in hosts if h not in known]
+    if unknown:
+        raise FleetError(f"not endpoints of this fleet: {', '.join(unknown[:10])}")
+    if args.set is not None:
+        relay_command(control, "set", links=hosts, conditions=conditions_dict(args.set))
+    else:
+        relay_command(control, "freeze" if args.freeze else "thaw" if args.thaw else "reset", links=hosts)
     return 0
 
 
@@ -189,7 +243,7 @@ def _image() -> int:
 
 
 def main(argv: list[str] | None = None, prog: str = "hussh fleet") -> int:
-    """Run ``up``, ``hosts``, ``ssh-config``, ``down`` or ``image``; return the exit status (errors: one line, 1).
+    """Run ``up``, ``hosts``, ``ssh-config``, ``net``, ``down`` or ``image``; return the exit status (1 on errors).
 
     ``prog`` is how the user called the tool, for the commands that messages suggest:
     ``hussh fleet`` (hussh's command line calls this), or ``python -m hussh.testing`` (its __main__).
@@ -204,6 +258,8 @@ def main(argv: list[str] | None = None, prog: str = "hussh fleet") -> int:
             return _print_ssh_config(prog)
         if args.command == "down":
             return _down()
+        if args.command == "net":
+            return _net(args, prog)
         return _image()
     except FleetError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -19,18 +19,19 @@ import os
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from . import _netns, _registry, _subnet
-from ._base import Credentials, Endpoint, EndpointLike, Fleet
+from ._base import Credentials, Endpoint, EndpointLike, Fleet, Network
 from ._compose_layout import Node, bastion_node, compose_file, internal_layout, layout, taken_ports
 from ._errors import FleetError
 from ._keys import write_ed25519, write_encrypted_rsa
 from ._probe import raise_silent, unanswered
+from ._relay import RelayProcess
 from ._users import KEY_PASSPHRASE, PASSWORD, PASSWORD_USER
 
 if TYPE_CHECKING:
@@ -138,13 +139,15 @@ class ComposeFleet(Fleet):
 
     With ``bastion=True`` only the bastion is published, at ``base_port``; the endpoints are the
     containers' ports at their addresses in ``subnet`` (default: a /16 of 10.128.0.0/9 picked by
-    the project's name), which only the bastion may connect to.
+    the project's name), which only the bastion may connect to. ``network`` puts a relay with
+    these conditions in each container's network namespace, in front of its sshd (and the bastion's).
     """
 
     ready_timeout = READY_TIMEOUT
 
     def __init__(self, count: int, per_container: int = PER_CONTAINER, base_port: int = BASE_PORT,
-                 project: str = PROJECT, bastion: bool = False, subnet: str | None = None) -> None:
+                 project: str = PROJECT, bastion: bool = False, subnet: str | None = None,
+                 network: Network = None) -> None:
         if not _registry.PROJECT_NAME.fullmatch(project):
             raise FleetError(f"bad project name {project!r}: lowercase letters, digits, '-' and '_' "
                              "(Docker Compose's rule), at most 63")
@@ -161,7 +164,9 @@ class ComposeFleet(Fleet):
         self._credentials: Credentials | None = None
         self._host_keys: dict[Endpoint, str] = {}
         self._faults: dict[int, _netns.NetFault] = {}
+        self._relays: dict[int, _netns.NetFault] = {}  # per unit, with network=: its relay for the fleet's life
         self._reset_states()
+        self._init_network(network)
 
     # ---------------------------------------------------------------- what the fleet offers
 
@@ -273,6 +278,7 @@ class ComposeFleet(Fleet):
                 self._compose(command, f"compose up of {batch[0]}..{batch[-1]}", deadline)
             self._admit_only_bastion(self.layout)
             self._wait_ready([e for server in self._servers() for e in server], ready_timeout)
+            self._start_relays(range(len(self._units)))
         except BaseException:
             self.down()
             raise
@@ -301,9 +307,10 @@ class ComposeFleet(Fleet):
 
     def down(self) -> None:
         """Stop fault proxies, remove every container and network of the project, files and record."""
-        for fault in self._faults.values():
+        for fault in [*self._faults.values(), *self._relays.values()]:
             _netns.undo(fault)
         self._faults.clear()
+        self._relays.clear()
         if self.workdir is not None:
             _remove_project(self.client, self.project)
             _registry.remove_workdir(str(self.workdir), self._token)
@@ -363,9 +370,39 @@ class ComposeFleet(Fleet):
         }
         if action not in docker_actions:
             raise FleetError(f"unknown fault {action!r}")
+        if action == "kill":  # the relay would keep the dead namespace alive
+            _each([i for i in nodes if i in self._relays], lambda i: _netns.undo(self._relays.pop(i)))
         _each([self._container(self._units[i]) for i in nodes], docker_actions[action])
-        if action == "start":  # a new namespace, without the rule that kept the host out
+        if action == "start":  # a new namespace, without the rule that kept the host out, nor the relay
             self._admit_only_bastion([self._units[i] for i in nodes])
+            self._start_relays(nodes)
+
+    def _start_relays(self, units: Iterable[int]) -> None:
+        """With network conditions: a relay in each unit's namespace, its ports redirected to it."""
+        if not self._conditions:
+            return
+        workdir = self.workdir
+        assert workdir is not None
+
+        def start(index: int) -> None:
+            node = self._units[index]
+            conditions = [self._conditions[e] for e in node.endpoints()]
+            log = workdir / f"relay_{node.service}.log"
+            self._relays[index] = _netns.apply("relay", self._pid(node), node.container_ports(), 0.0, log, conditions)
+
+        _each(list(units), start)
+
+    def _links(self, endpoints: list[Endpoint]) -> list[tuple[RelayProcess, list[str]]]:
+        if not self._relays:
+            return super()._links(endpoints)
+        wanted, found = set(endpoints), []
+        for index, fault in self._relays.items():
+            node = self._units[index]
+            names = [_netns.link(port) for e, port in zip(node.endpoints(), node.container_ports(), strict=True)
+                     if e in wanted]
+            if names and fault.proxy is not None:
+                found.append((fault.proxy, names))
+        return found
 
     def _net_fault(self, kind: str, index: int, delay: float) -> None:
         assert self.workdir is not None

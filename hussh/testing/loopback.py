@@ -6,10 +6,12 @@ so faults hit exactly one endpoint. Every node runs in a private mount namespace
 login users exist (see ``_users`` and ``_namespace``): nothing is added to the machine's accounts.
 Needs root, ``/usr/sbin/sshd`` and util-linux (``unshare``, ``nsenter``, ``mount``).
 
-Network faults hand a node's endpoints to a fault proxy (``_proxy``) only while they last: the
-listener stops (its sessions go on), the proxy takes its addresses, and for ``slow`` a second
-listener serves the proxy on another port. Pause and kill signal every member of the node's
-namespaces, so sessions and the commands they run freeze or die with the listener.
+Network faults hand a node's endpoints to a relay (``_relay``) only while they last: the listener
+stops (its sessions go on), the relay takes its addresses, and for ``slow`` a second listener
+serves the relay on another port. With ``network=`` one relay process fronts every endpoint from
+the start (each sshd listens on another port of its addresses), so conditions and faults act on
+live connections too. Pause and kill signal every member of the node's namespaces, so sessions and
+the commands they run freeze or die with the listener.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from . import _namespace, _proxy, _registry
-from ._base import Credentials, Endpoint, EndpointLike, Fleet, FleetError
+from . import _namespace, _registry
+from ._base import Credentials, Endpoint, EndpointLike, Fleet, FleetError, Network
 from ._keys import KeptHostKeys, public_key, write_ed25519, write_encrypted_rsa
 from ._probe import unanswered
+from ._relay import NetworkConditions, RelayProcess, conditions_dict
 from ._users import KEY_PASSPHRASE, KEY_USER, PASSWORD, PASSWORD_USER, fleet_users, make_homes, write_etc
 
 SSHD = "/usr/sbin/sshd"
@@ -51,7 +54,7 @@ class _Node:
     number: int
     addresses: list[str]
     listener: subprocess.Popen[bytes] | None = None
-    proxy: subprocess.Popen[bytes] | None = None
+    proxy: RelayProcess | None = None  # a fault's own relay, while one is applied (fleets without network=)
     namespaces: set[int] = field(default_factory=set)
 
 
@@ -59,10 +62,12 @@ class LoopbackFleet(Fleet):
     """``len(addresses)`` SSH endpoints on ``port``, ``per_process`` per sshd process.
 
     ``with LoopbackFleet(loopback_addresses(100), port=2401) as fleet:`` starts them and stops
-    everything after; ``up()`` / ``down()`` do the same by hand.
+    everything after; ``up()`` / ``down()`` do the same by hand. ``network`` (conditions for all,
+    or a map of endpoint to conditions, the others getting none) puts them behind a relay.
     """
 
-    def __init__(self, addresses: Sequence[str], port: int = 2222, per_process: int = ADDRESSES_PER_SSHD) -> None:
+    def __init__(self, addresses: Sequence[str], port: int = 2222, per_process: int = ADDRESSES_PER_SSHD,
+                 network: Network = None) -> None:
         if not 1 <= per_process <= ADDRESSES_PER_SSHD:
             raise FleetError(f"per_process must be 1..{ADDRESSES_PER_SSHD}")
         if not addresses or len(set(addresses)) != len(addresses):
@@ -81,7 +86,10 @@ class LoopbackFleet(Fleet):
         self._namespace: _namespace.FleetNamespace | None = None
         self._credentials: Credentials | None = None
         self._uids: dict[str, int] = {}
+        self._relay: RelayProcess | None = None
+        self._sshd_port = port  # where the sshd listen: another port when the relay takes ``port``
         self._reset_states()
+        self._init_network(network)
 
     # ---------------------------------------------------------------- what the fleet offers
 
@@ -114,8 +122,8 @@ class LoopbackFleet(Fleet):
     def pids(self) -> list[int]:
         """Processes the fleet started itself and that still run: namespace holder, sshd listeners,
         fault proxies. Their CPU, with that of the children they reaped, is the fleet's."""
-        procs = [self._namespace.holder if self._namespace else None]
-        procs += [p for node in self._nodes for p in (node.listener, node.proxy)]
+        procs = [self._namespace.holder if self._namespace else None, self._relay.proc if self._relay else None]
+        procs += [p for node in self._nodes for p in (node.listener, node.proxy.proc if node.proxy else None)]
         return [p.pid for p in procs if p is not None and p.poll() is None]
 
     # ---------------------------------------------------------------- up and down
@@ -150,11 +158,28 @@ class LoopbackFleet(Fleet):
         self._namespace.mount(etc_files, self.workdir / "home", [p for p in LOGIN_RECORDS if Path(p).exists()])
         self._credentials = self._write_client_keys()
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+        if self._conditions:
+            self._sshd_port = _free_port(self.addresses[0])
         write_host_key = self.kept_host_keys.write if self.kept_host_keys is not None else write_ed25519
         for node in self._nodes:
             write_host_key(self._host_key(node), f"hussh-fleet-node-{node.number}")
-            self._start_listener(node, self.port)
-        self._await_listeners(self._nodes, self.port, timeout)
+            self._start_listener(node, self._sshd_port)
+        self._await_listeners(self._nodes, self._sshd_port, timeout)
+        if self._conditions:
+            self._start_relay()
+
+    def _start_relay(self) -> None:
+        """One relay process in front of every endpoint, each link with its endpoint's conditions."""
+        assert self.workdir is not None
+        self._relay = RelayProcess(self.workdir / "relay.sock", self.workdir / "relay.log", self._ns.spawn,
+                                   owned=not self.detached)
+        self._relay.command("listen", links=[[str(e), f"{e.host}:{self._sshd_port}", conditions_dict(c)]
+                                             for e, c in self._conditions.items()])
+
+    def _links(self, endpoints: list[Endpoint]) -> list[tuple[RelayProcess, list[str]]]:
+        if self._relay is None:
+            return super()._links(endpoints)
+        return [(self._relay, [str(e) for e in endpoints])]
 
     def _write_client_keys(self) -> Credentials:
         assert self.workdir is not None
@@ -168,13 +193,17 @@ class LoopbackFleet(Fleet):
 
     def down(self) -> None:
         """Kill every process of the fleet, remove its files and its record; idempotent."""
+        if self._relay is not None:
+            self._relay.stop()
+            self._relay = None
         if self._namespace is not None and self._namespace.holder is not None:
             self._namespace.close()
         for node in self._nodes:
-            for proc in (node.listener, node.proxy):
-                if proc is not None:
-                    proc.kill()  # already dead, unless it never entered the namespace
-                    proc.wait()
+            if node.proxy is not None:
+                node.proxy.stop()
+            if node.listener is not None:
+                node.listener.kill()  # already dead, unless it never entered the namespace
+                node.listener.wait()
             node.listener = node.proxy = None
             node.namespaces.clear()
         if self.workdir is not None:
@@ -182,6 +211,7 @@ class LoopbackFleet(Fleet):
             _registry.unregister(self.workdir.name)
         self.workdir = self._namespace = self._credentials = None
         self._uids = {}
+        self._sshd_port = self.port
         self._reset_states()
 
     # ---------------------------------------------------------------- faults
@@ -197,9 +227,13 @@ class LoopbackFleet(Fleet):
             _namespace.kill(marker, self._live_namespaces(chosen))
             for node in chosen:
                 self._stop(node)
+            if self._relay is not None:  # new connections refused, as by a dead sshd
+                self._relay_command("refuse", self._affected(nodes))
         elif action == "start":
             for node in chosen:
-                self._start_listener(node, self.port)
+                self._start_listener(node, self._sshd_port)
+            if self._relay is not None:
+                self._relay_command("accept", self._affected(nodes))
         elif action == "refuse":
             for node in chosen:
                 self._stop(node)
@@ -209,35 +243,37 @@ class LoopbackFleet(Fleet):
         elif action == "restore":
             for node in chosen:
                 self._stop(node)
-                self._start_listener(node, self.port)
+                self._start_listener(node, self._sshd_port)
         else:
             raise FleetError(f"unknown fault {action!r}")
 
     def _divert(self, node: _Node, mode: str, delay: float) -> None:
-        """Hand the node's endpoints to a fault proxy (for ``slow``: in front of a listener elsewhere)."""
+        """Hand the node's endpoints to a relay of their own (for ``slow``: in front of a listener elsewhere)."""
         self._stop(node)
-        specs = [f"{a}:{self.port}" for a in node.addresses]
+        upstreams: list[str | None] = [None] * len(node.addresses)  # blackhole: nothing behind it
         if mode == "slow":
             backend = _free_port(node.addresses[0])
             self._start_listener(node, backend)
             self._await_listeners([node], backend, self.ready_timeout)
-            specs = [f"{spec}={a}:{backend}" for spec, a in zip(specs, node.addresses, strict=True)]
-        log = self._log(node, "proxy")
-        with log.open("ab") as stderr:
-            node.proxy = self._ns.spawn(_proxy.command(mode, specs, delay), stdout=subprocess.PIPE, stderr=stderr)
-        _proxy.await_ready(node.proxy, log)
+            upstreams = [f"{a}:{backend}" for a in node.addresses]
+        slow = conditions_dict(NetworkConditions(rtt=2 * delay))
+        node.proxy = RelayProcess(self._log(node, "relay").with_suffix(".sock"), self._log(node, "proxy"),
+                                  self._ns.spawn, owned=not self.detached)
+        node.proxy.command("listen", links=[[f"{a}:{self.port}", up, slow]
+                                            for a, up in zip(node.addresses, upstreams, strict=True)])
 
     def _stop(self, node: _Node) -> None:
         """Stop whatever serves the node's endpoints (its sessions are left alone)."""
-        for proc in (node.proxy, node.listener):
-            if proc is not None:
-                self._remember_namespace(node, proc)
-                proc.terminate()
-                try:
-                    proc.wait(timeout=STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        if node.proxy is not None:
+            node.proxy.stop()
+        if node.listener is not None:
+            self._remember_namespace(node, node.listener)
+            node.listener.terminate()
+            try:
+                node.listener.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                node.listener.kill()
+                node.listener.wait()
         node.proxy = node.listener = None
 
     def _start_listener(self, node: _Node, port: int) -> None:
@@ -265,7 +301,7 @@ class LoopbackFleet(Fleet):
     def _live_namespaces(self, nodes: list[_Node]) -> set[int]:
         """The namespaces with processes of ``nodes`` (listener's, proxy's, and older ones with sessions)."""
         for node in nodes:
-            for proc in (node.listener, node.proxy):
+            for proc in (node.listener, node.proxy.proc if node.proxy else None):
                 if proc is not None:
                     self._remember_namespace(node, proc)
         alive = _namespace.members(self._marker, set().union(*(n.namespaces for n in nodes)))

@@ -9,9 +9,14 @@
     @pytest.mark.parametrize("hussh_fleet", [10, 100], indirect=True)
     def test_sizes(hussh_fleet): ...
 
-One fleet per (backend, endpoints per node) serves the whole session, as big as the largest size
-the collected tests ask for; each test sees its first N endpoints. After every test, whatever it
-faulted is healed; at the end of the session (a failure, Ctrl-C) every fleet is torn down.
+    @pytest.mark.hussh_fleet(20, network=NetworkConditions(rtt=0.05))   # behind the network relay
+    def test_over_a_wan(hussh_fleet): ...
+
+One fleet per (backend, endpoints per node, behind the relay or not) serves the whole session, as
+big as the largest size the collected tests ask for; each test sees its first N endpoints, with the
+network conditions it asks for (one for all, or a map of host to conditions). After every test,
+whatever it faulted is healed and its conditions cleared; at the end of the session (a failure,
+Ctrl-C) every fleet is torn down.
 Override the ``hussh_fleet_options`` fixture in a conftest.py to move ports and addresses.
 """
 
@@ -24,21 +29,27 @@ import pytest
 
 from ._base import Fleet
 from ._errors import FleetError
+from ._relay import NetworkConditions
 from ._view import FleetView
 from .compose import PER_CONTAINER, ComposeFleet
 from .loopback import LoopbackFleet, loopback_addresses
 
 BACKENDS = ("loopback", "compose")
-PLANNED = pytest.StashKey[dict[tuple[str | None, int | None], int]]()
+PLANNED = pytest.StashKey[dict[tuple[str | None, int | None, bool], int]]()
 
 
 @dataclass(frozen=True)
 class FleetSpec:
-    """What a test asks for: a size, and optionally a backend and endpoints per node."""
+    """What a test asks for: a size, and optionally a backend, endpoints per node and network conditions."""
 
     size: int
     backend: str | None = None
     per_node: int | None = None
+    network: NetworkConditions | dict[str, NetworkConditions] | None = None
+
+    @property
+    def relayed(self) -> bool:
+        return self.network is not None
 
     @classmethod
     def of(cls, value: object) -> FleetSpec:
@@ -63,12 +74,12 @@ class FleetOptions:
     project: str = "hussh-pytest"  # compose: project name
     up_timeout: float | None = None  # bound on bringing a fleet up (None: the backend's default)
 
-    def key(self, spec: FleetSpec) -> tuple[str, int]:
-        """The (backend, per_node) fleet that serves ``spec``."""
+    def key(self, spec: FleetSpec) -> tuple[str, int, bool]:
+        """The (backend, per_node, behind the relay) fleet that serves ``spec``."""
         backend = spec.backend or self.backend
         if backend not in BACKENDS:
             raise FleetError(f"unknown fleet backend {backend!r}: one of {', '.join(BACKENDS)}")
-        return backend, spec.per_node or (1 if backend == "loopback" else PER_CONTAINER)
+        return backend, spec.per_node or (1 if backend == "loopback" else PER_CONTAINER), spec.relayed
 
 
 def _spec_of(item: pytest.Item) -> FleetSpec | None:
@@ -83,12 +94,12 @@ def _spec_of(item: pytest.Item) -> FleetSpec | None:
 
 
 class FleetPool:
-    """The session's fleets, one per (backend, per_node), each as big as the largest planned request."""
+    """The session's fleets, one per (backend, per_node, relayed), each as big as the largest planned request."""
 
-    def __init__(self, options: FleetOptions, planned: dict[tuple[str | None, int | None], int]) -> None:
+    def __init__(self, options: FleetOptions, planned: dict[tuple[str | None, int | None, bool], int]) -> None:
         self.options = options
         self.planned = planned
-        self.fleets: dict[tuple[str, int], Fleet] = {}
+        self.fleets: dict[tuple[str, int, bool], Fleet] = {}
         self._started = dict.fromkeys(BACKENDS, 0)  # fleets made per backend: each gets its own addresses
 
     def get(self, spec: FleetSpec) -> FleetView:
@@ -102,22 +113,29 @@ class FleetPool:
             fleet = self._make(key, max([spec.size] + self._planned_for(key)))
             fleet.up(self.options.up_timeout)
             self.fleets[key] = fleet
-        return FleetView(fleet, spec.size)
+        view = FleetView(fleet, spec.size)
+        if isinstance(spec.network, NetworkConditions):
+            view.set_network(spec.network)
+        elif spec.network:
+            for host, conditions in spec.network.items():
+                view.set_network(conditions, [host])
+        return view
 
-    def _planned_for(self, key: tuple[str, int]) -> list[int]:
-        return [size for (backend, per_node), size in self.planned.items()
-                if self.options.key(FleetSpec(1, backend, per_node)) == key]
+    def _planned_for(self, key: tuple[str, int, bool]) -> list[int]:
+        return [size for (backend, per_node, relayed), size in self.planned.items()
+                if self.options.key(FleetSpec(1, backend, per_node, NetworkConditions() if relayed else None)) == key]
 
-    def _make(self, key: tuple[str, int], size: int) -> Fleet:
-        backend, per_node = key
+    def _make(self, key: tuple[str, int, bool], size: int) -> Fleet:
+        backend, per_node, relayed = key
         offset = self._started[backend]
         self._started[backend] += 1
+        network = NetworkConditions() if relayed else None  # each test sets its own
         if backend == "loopback":
             addresses = loopback_addresses(size, self.options.second_octet + offset)
-            return LoopbackFleet(addresses, port=self.options.port, per_process=per_node)
+            return LoopbackFleet(addresses, port=self.options.port, per_process=per_node, network=network)
         project = self.options.project + (f"-{offset}" if offset else "")
         return ComposeFleet(size, per_container=per_node, base_port=self.options.base_port + 2000 * offset,
-                            project=project)
+                            project=project, network=network)
 
     def discard(self, fleet: Fleet) -> None:
         """Tear ``fleet`` down and forget it (the next request starts a fresh one)."""
@@ -144,8 +162,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "hussh_fleet(size, backend=None, per_node=None): the hussh_fleet fixture's size, "
-        "backend ('loopback' or 'compose') and endpoints per sshd process or container")
+        "markers", "hussh_fleet(size, backend=None, per_node=None, network=None): the hussh_fleet fixture's "
+        "size, backend ('loopback' or 'compose'), endpoints per sshd process or container, and network "
+        "conditions (hussh.testing.NetworkConditions, or a map of host to them)")
     config.stash[PLANNED] = {}
 
 
@@ -156,7 +175,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item], config: pytest.Confi
     for item in items:
         spec = _spec_of(item)
         if spec is not None:
-            key = (spec.backend, spec.per_node)
+            key = (spec.backend, spec.per_node, spec.relayed)
             planned[key] = max(planned.get(key, 0), spec.size)
 
 
@@ -188,6 +207,8 @@ def hussh_fleet(request: pytest.FixtureRequest, hussh_fleet_pool: FleetPool) -> 
     yield view
     try:
         view.heal()
+        if spec.relayed:
+            view.set_network(NetworkConditions())
     except BaseException:
         hussh_fleet_pool.discard(view.fleet)
         raise
