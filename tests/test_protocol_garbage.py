@@ -31,7 +31,7 @@ ints = st.integers(min_value=0, max_value=2**31)
 texts = st.text(max_size=40)
 replies = st.one_of(
     st.builds(p.HostDone, ints, ints, texts, texts, st.integers(-1, 255), texts, st.floats(0, 1e6)),
-    st.builds(p.KeyLearned, ints, st.builds(ConnectSpec, st.text(min_size=1, max_size=20)), texts),
+    st.builds(p.KeyLearned, ints, ints, ints, texts),
     st.builds(p.Alive, ints),
     st.builds(p.CallDone, ints),
 )

@@ -241,6 +241,7 @@ class _Shard:
     indices: list[int]
     region: str | None
     share: int = 1
+    hosts: dict[int, ConnectSpec] = field(default_factory=dict)  # the specs its actor was given
     actor: Any = None
     assigned: Any = None  # ObjectRef of the actor's assign(): (node id, pid, code directory)
     fresh: bool = True  # nothing heard from this actor yet: it may still be placed and starting
@@ -457,7 +458,11 @@ class RayPool:
                     gathered.fail(stream.pending, "the worker finished the call without a result for this host")
                 return False
             if isinstance(message, p.KeyLearned):
-                gathered.learned.append((message.spec, message.key))
+                try:
+                    gathered.learned.append(local.learned_key(shard.hosts, message))
+                except ValueError as exc:
+                    self._lose(shard, stream.pending, gathered, str(exc))
+                    return False
                 continue
             if message.index not in stream.pending:
                 self._lose(shard, stream.pending, gathered, f"it answered for host {message.index}, "
@@ -504,6 +509,7 @@ class RayPool:
             return
         engine = self.engine
         hosts = [(i, _on_node(finalized(self.specs[i]), engine.agent)) for i in shard.indices]
+        shard.hosts = dict(hosts)
         assign = local.shard_assign(hosts, shard.share, self.retry, ship_keys=engine.ship_keys)
         shard.actor = RemoteShard.options(**self._placement(shard)).remote(f"{self.tag}-{shard.number}")
         shard.assigned = shard.actor.assign.remote(self.encoder.encode(assign))
