@@ -1,8 +1,8 @@
 """The Ray engine: the same MultiConnection with its shards as Ray actors on a local 3-node cluster.
 
-One ``ray.cluster_utils.Cluster`` per module: three nodes labelled ``region`` a, b and c (no CPUs
-to hand out: shard actors take ``num_cpus=0``), 100 MB object stores, its own HOME, no dashboard,
-no token authentication (conftest.py: one mode for the whole session, loopback only).
+One ``ray.cluster_utils.Cluster`` per module (tests/raycluster.py): three nodes labelled ``region`` a,
+b and c (no CPUs to hand out: shard actors take ``num_cpus=0``), 100 MB object stores, its own HOME,
+no dashboard, on 127.0.0.1 only, with the session's token (conftest.py).
 Hosts are the session's loopback fleet, logged in with an explicit key (or an explicit password),
 so nothing reads or writes the real ``~/.ssh``. Every wait is bounded.
 
@@ -28,8 +28,8 @@ import pytest
 import workers.pool
 from hussh.multi_conn import MultiConnection
 from hussh.testing import KEY_PASSPHRASE, KEY_USER
+from raycluster import REPO_ROOT, local_ray_cluster, ray_module
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 REGIONS = ("a", "b", "c")
 ray_test = pytest.mark.ray
 
@@ -37,51 +37,13 @@ pytestmark = pytest.mark.timeout(300)  # cluster start-up on a loaded machine, t
 
 
 def _ray():
-    return pytest.importorskip("ray", reason="the Ray engine needs Ray: pip install 'hussh-fleet[ray]'")
-
-
-class RayCluster:
-    """The module's cluster: its nodes by region, the HOME and environment its processes share."""
-
-    def __init__(self, cluster, nodes: dict, home: Path, env: dict[str, str]) -> None:
-        self.cluster, self.nodes, self.home, self.env = cluster, nodes, home, env
-
-    @property
-    def address(self) -> str:
-        return self.cluster.address
-
-    def node_ids(self) -> dict[str, str]:
-        """Live node id -> region."""
-        ray = _ray()
-        return {n["NodeID"]: n["Labels"].get("region") for n in ray.nodes() if n["Alive"]}
-
-
-def _node_args(region: str) -> dict:
-    return dict(num_cpus=0, object_store_memory=100 << 20, labels={"region": region})
+    return ray_module()
 
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
-    ray = _ray()
-    from ray.cluster_utils import Cluster
-
-    home = tmp_path_factory.mktemp("ray-home")
-    env = {"HOME": str(home), "PYTHONPATH": str(REPO_ROOT)}  # the actors import this checkout (conftest: no token auth)
-    with pytest.MonkeyPatch.context() as patch:  # node processes inherit this environment
-        for name, value in env.items():
-            patch.setenv(name, value)
-        cluster = Cluster(initialize_head=True,
-                          head_node_args={**_node_args("a"), "include_dashboard": False})
-        try:
-            nodes = {"a": cluster.head_node}
-            for region in REGIONS[1:]:
-                nodes[region] = cluster.add_node(**_node_args(region))
-            cluster.wait_for_nodes(timeout=120)
-            ray.init(address=cluster.address, log_to_driver=False)
-            yield RayCluster(cluster, nodes, home, env)
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
+    with local_ray_cluster(tmp_path_factory, REGIONS) as cluster:
+        yield cluster
 
 
 @pytest.fixture
@@ -298,7 +260,7 @@ def test_a_node_removed_mid_call_fails_exactly_its_hosts_and_the_next_call_succe
     with with_key(fleet, hosts, engine=RayEngine(hosts_per_shard=1)) as mc:
         assert [r.stdout for r in mc.execute("whoami").values()] == [f"{KEY_USER}\n"] * 4
     region = next(r for r, node in ray_cluster.nodes.items() if node.node_id == victim_id)
-    ray_cluster.nodes[region] = ray_cluster.cluster.add_node(**_node_args(region))  # whole again for later tests
+    ray_cluster.add(region)  # whole again for later tests
     wait_until("Ray sees the removed node dead", lambda: victim_id not in ray_cluster.node_ids(), 120)
 
 

@@ -113,7 +113,7 @@ def run_local(specs: list[ConnectSpec], extras: dict[int, bytes]) -> dict[int, o
 
 def stand_in_shard(extras: dict[int, bytes]) -> type:
     """A ``ShardActor`` whose ``handle`` sends ``extras[shard]`` and then an honest answer for each host
-    (a class made here is shipped to the actor by value: the tests are not importable there)."""
+    (a class made here goes to the actor by value: it may use only what is importable there)."""
     import ray
 
     from workers.ray_engine import ShardActor
@@ -123,7 +123,8 @@ def stand_in_shard(extras: dict[int, bytes]) -> type:
         async def handle(self, payload: bytes, assigned: object = None, window: float = 0.0):  # noqa: ANN201
             call = self.requests.decode(payload)
             honest = [p.HostDone(call.req, i, "", "", 0) for i in call.indices] + [p.CallDone(call.req)]
-            yield [], extras.get(int(self.name.rsplit("-", 1)[1]), b"") + frames(*honest)
+            extra = extras.get(int(self.name.rsplit("-", 1)[1]), b"")
+            yield [], extra + b"".join(p.frame(self.encoder.encode(m)) for m in honest)
 
     return ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(StandInShard)
 
