@@ -111,8 +111,9 @@ def run_local(specs: list[ConnectSpec], extras: dict[int, bytes]) -> dict[int, o
 # ------------------------------------------------------------------------------- the Ray engine
 
 
-def stand_in_shard(extras: dict[int, bytes]) -> type:
-    """A ``ShardActor`` whose ``handle`` sends ``extras[shard]`` and then an honest answer for each host
+def stand_in_shard(extras: dict[int, bytes | tuple[list[tuple[int, bytes]], bytes]]) -> type:
+    """A ``ShardActor`` whose ``handle`` sends ``extras[shard]`` and then an honest answer for each host,
+    or, given ``(file pieces, frames)``, that as its whole answer
     (a class made here goes to the actor by value: it may use only what is importable there)."""
     import ray
 
@@ -122,9 +123,14 @@ def stand_in_shard(extras: dict[int, bytes]) -> type:
         @ray.method(num_returns="streaming")
         async def handle(self, payload: bytes, assigned: object = None, window: float = 0.0):  # noqa: ANN201
             call = self.requests.decode(payload)
-            honest = [p.HostDone(call.req, i, "", "", 0) for i in call.indices] + [p.CallDone(call.req)]
             extra = extras.get(int(self.name.rsplit("-", 1)[1]), b"")
-            yield [], extra + b"".join(p.frame(self.encoder.encode(m)) for m in honest)
+            if isinstance(extra, tuple):  # (file pieces, frames): its whole answer
+                yield extra
+                return
+            paths = getattr(call, "local_paths", None) or [""] * len(call.indices)
+            honest = [p.HostDone(call.req, i, path, "", 0) for i, path in zip(call.indices, paths)]
+            pieces = [(i, b"honest") for i, path in zip(call.indices, paths) if path]
+            yield pieces, extra + b"".join(p.frame(self.encoder.encode(m)) for m in [*honest, p.CallDone(call.req)])
 
     return ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(StandInShard)
 
@@ -135,12 +141,18 @@ def ray_run(tmp_path_factory) -> Iterator[Run]:
         import workers.ray_engine as ray_engine
         from hussh.ray import RayEngine
 
-        def run(specs: list[ConnectSpec], extras: dict[int, bytes]) -> dict[int, object]:
+        def run(specs: list[ConnectSpec], extras: dict[int, bytes], read_to: Path | None = None) -> dict[int, object]:
+            """A Connect call, or with ``read_to`` an ``sftp_read`` to files there."""
+            def build(req: int, indices: list[int], budget: int) -> p.Call:
+                if read_to is None:
+                    return p.Connect(req, indices)
+                return p.ReadFile(req, indices, "/remote", [str(read_to / str(i)) for i in indices])
+
             pool = ray_engine.RayPool(specs, batch_size=10, workers=2, retry=p.Retry(), engine=RayEngine())
             with pytest.MonkeyPatch.context() as patch:
                 patch.setattr(ray_engine, "RemoteShard", stand_in_shard(extras))
                 try:
-                    results, _ = pool.call(lambda req, indices, budget: p.Connect(req, indices), range(len(specs)))
+                    results, _ = pool.call(build, range(len(specs)))
                 finally:
                     pool.shutdown()
             return results  # type: ignore[return-value]
@@ -216,3 +228,25 @@ def test_a_worker_answering_for_what_is_not_its_own_is_lost_and_nothing_is_writt
         assert result.error == "WorkerLost" and reason in result.stderr, result.stderr  # type: ignore[attr-defined]
     assert results[1].status == 0  # type: ignore[attr-defined]  # the other worker's host is answered
     assert files_of(tmp_path) == {}  # no known_hosts file written, and nothing elsewhere
+
+
+FILE_LIES = {
+    "a piece of another worker's host's file": ([(1, b"not yours")], b"", "it sent a file for host 1, which it "
+                                                "was not asked for"),
+    "a result saying a file that it never sent": ([], frames(p.HostDone(REQ, 0, "", "", 0)),
+                                                  "it finished host 0 without its file"),
+}
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("lie", FILE_LIES)
+def test_a_shard_sending_files_that_are_not_its_own_is_lost(ray_run, tmp_path, lie):
+    pieces, sent, reason = FILE_LIES[lie]
+    out = tmp_path / "out"
+    out.mkdir()
+    results = ray_run(fleet_specs(tmp_path), {0: (pieces, sent)}, out)
+    for index in (0, 2):
+        result = results[index]
+        assert result.error == "WorkerLost" and reason in result.stderr, result.stderr  # type: ignore[attr-defined]
+    assert results[1].status == 0 and (out / "1").read_bytes() == b"honest"  # type: ignore[attr-defined]
+    assert sorted(path.name for path in out.iterdir()) == ["1"]
