@@ -34,7 +34,7 @@ soak: setup  ## 200 calls on 1000 loopback hosts with faults; prints fds and RSS
 
 test-ray: setup  ## the Ray engine's tests (hussh.ray, docs/beyond-one-machine.md) on a local 3-node Ray cluster
 	$(PY) -m pip install -q -e '.[test,ray]'
-	$(PY) -m pytest -q -p no:cacheprovider -m ray tests/test_ray_engine.py
+	$(PY) -m pytest -q -p no:cacheprovider -m ray tests/test_ray_engine.py tests/test_worker_trust.py
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_docs.py -k beyond-one-machine
 
 scale-image: setup  ## build the fleet's base and sshd images locally (no registry needed)

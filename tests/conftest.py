@@ -4,6 +4,7 @@ listener, an isolated HOME."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -120,18 +121,21 @@ def silent_listener():
         hole.close()
 
 
+# Ray (tests/raycluster.py, docs/beyond-one-machine.md) for the whole session: token authentication with
+# one token that every cluster and driver gets from the environment, whatever HOME a test has (Ray's
+# default token lives in ~/.ray, and a process keeps the mode and token it first used); Ray's
+# one-machine mode (every node is 127.0.0.1, its servers listen there only); no usage reports.
+RAY_SESSION = {"RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def session_home(tmp_path_factory):
     """Module and session fixtures connect before ``isolated_home`` applies: give them an empty HOME
     too, so no test ever reads or records host keys in the real ``~/.ssh``."""
-    saved = {name: os.environ.get(name)
-             for name in ("HOME", "SSH_AUTH_SOCK", "RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED")}
+    saved = {name: os.environ.get(name) for name in ("HOME", "SSH_AUTH_SOCK", "RAY_AUTH_TOKEN", *RAY_SESSION)}
     os.environ["HOME"] = str(tmp_path_factory.mktemp("session-home"))
     os.environ.pop("SSH_AUTH_SOCK", None)
-    # Ray (tests/test_ray_engine.py, docs/beyond-one-machine.md): local clusters on loopback, one
-    # authentication mode for the session (a process that used Ray cannot switch), no usage reports.
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ.update(RAY_SESSION, RAY_AUTH_TOKEN=secrets.token_hex(32))
     try:
         yield
     finally:

@@ -32,7 +32,7 @@ texts = st.text(max_size=40)
 replies = st.one_of(
     st.builds(p.HostDone, ints, ints, st.binary(max_size=40), st.binary(max_size=40), st.integers(-1, 255), texts,
               st.floats(0, 1e6)),
-    st.builds(p.KeyLearned, ints, st.builds(ConnectSpec, st.text(min_size=1, max_size=20)), texts),
+    st.builds(p.KeyLearned, ints, ints, ints, texts),
     st.builds(p.Alive, ints),
     st.builds(p.CallDone, ints),
 )

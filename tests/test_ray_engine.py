@@ -1,8 +1,8 @@
 """The Ray engine: the same MultiConnection with its shards as Ray actors on a local 3-node cluster.
 
-One ``ray.cluster_utils.Cluster`` per module: three nodes labelled ``region`` a, b and c (no CPUs
-to hand out: shard actors take ``num_cpus=0``), 100 MB object stores, its own HOME, no dashboard,
-no token authentication (conftest.py: one mode for the whole session, loopback only).
+One ``ray.cluster_utils.Cluster`` per module (tests/raycluster.py): three nodes labelled ``region`` a,
+b and c (no CPUs to hand out: shard actors take ``num_cpus=0``), 100 MB object stores, its own HOME,
+no dashboard, on 127.0.0.1 only, with the session's token (conftest.py).
 Hosts are the session's loopback fleet, logged in with an explicit key (or an explicit password),
 so nothing reads or writes the real ``~/.ssh``. Every wait is bounded.
 
@@ -12,6 +12,8 @@ GCS tables the dashboard would (the actor table and task events).
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import os
 import pickle
@@ -28,8 +30,8 @@ import pytest
 import workers.pool
 from hussh.multi_conn import MultiConnection
 from hussh.testing import KEY_PASSPHRASE, KEY_USER
+from raycluster import REPO_ROOT, local_ray_cluster, ray_module
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 REGIONS = ("a", "b", "c")
 ray_test = pytest.mark.ray
 
@@ -37,51 +39,13 @@ pytestmark = pytest.mark.timeout(300)  # cluster start-up on a loaded machine, t
 
 
 def _ray():
-    return pytest.importorskip("ray", reason="the Ray engine needs Ray: pip install 'hussh-fleet[ray]'")
-
-
-class RayCluster:
-    """The module's cluster: its nodes by region, the HOME and environment its processes share."""
-
-    def __init__(self, cluster, nodes: dict, home: Path, env: dict[str, str]) -> None:
-        self.cluster, self.nodes, self.home, self.env = cluster, nodes, home, env
-
-    @property
-    def address(self) -> str:
-        return self.cluster.address
-
-    def node_ids(self) -> dict[str, str]:
-        """Live node id -> region."""
-        ray = _ray()
-        return {n["NodeID"]: n["Labels"].get("region") for n in ray.nodes() if n["Alive"]}
-
-
-def _node_args(region: str) -> dict:
-    return dict(num_cpus=0, object_store_memory=100 << 20, labels={"region": region})
+    return ray_module()
 
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
-    ray = _ray()
-    from ray.cluster_utils import Cluster
-
-    home = tmp_path_factory.mktemp("ray-home")
-    env = {"HOME": str(home), "PYTHONPATH": str(REPO_ROOT)}  # the actors import this checkout (conftest: no token auth)
-    with pytest.MonkeyPatch.context() as patch:  # node processes inherit this environment
-        for name, value in env.items():
-            patch.setenv(name, value)
-        cluster = Cluster(initialize_head=True,
-                          head_node_args={**_node_args("a"), "include_dashboard": False})
-        try:
-            nodes = {"a": cluster.head_node}
-            for region in REGIONS[1:]:
-                nodes[region] = cluster.add_node(**_node_args(region))
-            cluster.wait_for_nodes(timeout=120)
-            ray.init(address=cluster.address, log_to_driver=False)
-            yield RayCluster(cluster, nodes, home, env)
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
+    with local_ray_cluster(tmp_path_factory, REGIONS) as cluster:
+        yield cluster
 
 
 @pytest.fixture
@@ -192,6 +156,95 @@ def test_every_operation_gives_the_local_engines_results(ray_cluster, fleet, hos
     assert any(row[4] == "CommandTimeout" for row in expected[4][:-1])
 
 
+def listening(pids: set[int]) -> set[str]:
+    """The addresses that processes ``pids`` listen on (TCP)."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, timeout=30, check=True).stdout
+    return {line.split()[3].rsplit(":", 1)[0] for line in out.splitlines()
+            if any(f"pid={pid}," in line for pid in pids)}
+
+
+def descendants(pid: int) -> set[int]:
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                parents[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    found = {pid}
+    while grown := {child for child, parent in parents.items() if parent in found} - found:
+        found |= grown
+    return found
+
+
+@ray_test
+def test_the_suites_cluster_listens_on_loopback_only_and_wants_the_token(ray_cluster):
+    ray = _ray()
+    ray.get(ray.remote(num_cpus=0)(lambda: os.getpid()).remote(), timeout=60)  # a worker process listens too
+    addresses = listening(descendants(os.getpid()))  # Ray's processes, and the fleet's sshd
+    assert "127.0.0.1" in {address.removeprefix("[::ffff:").rstrip("]") for address in addresses}
+    assert all(ipaddress.ip_address(address.removeprefix("[::ffff:").strip("[]")).is_loopback
+               for address in addresses), addresses
+    code = f"import ray; ray.init(address={ray_cluster.address!r}, log_to_driver=False); print(len(ray.nodes()))"
+    for token, joins in (("0" * 64, False), (os.environ["RAY_AUTH_TOKEN"], True)):
+        env = dict(os.environ, RAY_AUTH_TOKEN=token)
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert (done.returncode == 0) is joins, done.stderr[-2000:]
+        if not joins:
+            assert "InvalidAuthToken" in done.stderr
+
+
+@ray_test
+def test_files_read_to_local_paths_come_back_whole_in_bounded_pieces(ray_cluster, fleet, hosts, remote_dir, tmp_path):
+    """Sizes around a batch's share of file data (``BATCH_BYTES``): empty, one byte short of it, exactly
+    it, two and a half times it; each host's file whole, its result after it."""
+    from hussh.ray import RayEngine
+    from workers.ray_engine import BATCH_BYTES
+
+    sizes = {"empty": 0, "short": BATCH_BYTES - 1, "exact": BATCH_BYTES, "long": BATCH_BYTES * 5 // 2}
+    for name, size in sizes.items():
+        (remote_dir / name).write_bytes(os.urandom(size))
+        (remote_dir / name).chmod(0o644)
+    with with_key(fleet, hosts, engine=RayEngine(), workers=1) as mc:  # one actor sends every file
+        for name in sizes:
+            results = mc.sftp_read(str(remote_dir / name), str(tmp_path / name / "{host}"))
+            assert not results.failed and len(results) == len(hosts)
+            for host, result in results.items():
+                assert result.stdout == str(tmp_path / name / host)
+                assert Path(result.stdout).read_bytes() == (remote_dir / name).read_bytes(), (name, host)
+
+
+def spools(name: str) -> list[Path]:
+    """The spool directories of the actor called ``name`` (the nodes are this machine)."""
+    import tempfile
+
+    return list(Path(tempfile.gettempdir()).glob(f"hussh-shard-{name}-*"))
+
+
+@ray_test
+def test_a_killed_actors_saved_files_are_removed_by_the_next_actor_on_its_node(ray_cluster, fleet, hosts,
+                                                                               remote_dir, tmp_path):
+    """``ray.kill`` is a SIGKILL (and Ray kills what the actor started): no code of the actor runs. The
+    next actor started on that node removes the spool that no live actor holds, and only that one."""
+    ray = _ray()
+    from hussh.ray import RayEngine
+
+    (remote_dir / "data").write_bytes(b"x" * 1000)
+    (remote_dir / "data").chmod(0o644)
+    with with_key(fleet, hosts, engine=RayEngine(), workers=1) as survivor, \
+            with_key(fleet, hosts, engine=RayEngine(), workers=1) as killed:
+        for mc in (survivor, killed):
+            assert not mc.sftp_read(str(remote_dir / "data"), str(tmp_path / "{host}")).failed
+        (kept,) = spools(f"{survivor._pool.tag}-0")
+        (spool,) = spools(f"{killed._pool.tag}-0")
+        (spool / "partial").write_bytes(b"as a transfer cut short leaves it")
+        pid = killed._pool.where()[0][1]
+        ray.kill(killed._pool.shards[0].actor, no_restart=True)
+        wait_until("the killed actor's process gone", lambda: not alive(pid), 30)
+        with with_key(fleet, hosts, engine=RayEngine(), workers=1) as next_one:
+            assert not next_one.connect().failed  # its actor starts, on one of these nodes (all this machine's)
+        wait_until("the killed actor's spool removed", lambda: not spool.exists(), 30)
+        assert kept.exists()  # a live actor's spool stays
+
+
 @ray_test
 def test_proxy_command_and_bastions_work_off_the_main_thread(ray_cluster, fleet, tmp_path):
     """Ray runs the actor's event loop in a thread that is not the main one: a ProxyCommand (a
@@ -298,7 +351,7 @@ def test_a_node_removed_mid_call_fails_exactly_its_hosts_and_the_next_call_succe
     with with_key(fleet, hosts, engine=RayEngine(hosts_per_shard=1)) as mc:
         assert [r.stdout for r in mc.execute("whoami").values()] == [f"{KEY_USER}\n"] * 4
     region = next(r for r, node in ray_cluster.nodes.items() if node.node_id == victim_id)
-    ray_cluster.nodes[region] = ray_cluster.cluster.add_node(**_node_args(region))  # whole again for later tests
+    ray_cluster.add(region)  # whole again for later tests
     wait_until("Ray sees the removed node dead", lambda: victim_id not in ray_cluster.node_ids(), 120)
 
 
@@ -587,3 +640,39 @@ def test_plan_shards_by_region_size_and_batch_size():
     assert len(plan(specs, 3, None, RayEngine(placement=regions, hosts_per_shard=1))) == 3
     with pytest.raises(ValueError, match="batch_size=1 is less than the 3 placements"):
         plan(specs, 1, None, RayEngine(placement=regions))
+
+
+def test_an_actors_batches_carry_files_in_bounded_pieces_each_before_its_result(tmp_path):
+    """The actor's outbox alone (no cluster): saved files of several sizes, results in between; no batch
+    holds more than ``BATCH_BYTES`` of file data, each file is whole before its result, the end is last."""
+    _ray()
+    import msgspec
+
+    from workers import protocol as p
+    from workers.ray_engine import BATCH_BYTES, _Outbox
+
+    sizes = [0, 1, BATCH_BYTES - 1, BATCH_BYTES, 3 * BATCH_BYTES + 5]
+    box = _Outbox(msgspec.msgpack.Encoder())
+    call = box.spool(p.ReadFile(1, list(range(len(sizes))), "/r", [f"/wanted/{i}" for i in range(len(sizes))]),
+                     str(tmp_path))
+    contents = {}
+    for index, (size, temporary) in enumerate(zip(sizes, call.local_paths or [])):
+        contents[index] = os.urandom(size)
+        Path(temporary).write_bytes(contents[index])
+        box.emit(p.HostDone(1, index, "", "", 0))
+        box.emit(p.Alive(1))
+    box.emit(p.CallDone(1))
+    received: dict[int, bytes] = {}
+    order = []
+    while box:
+        pieces, frames = box.take()
+        assert sum(len(data) for _, data in pieces) <= BATCH_BYTES
+        for index, data in pieces:
+            received[index] = received.get(index, b"") + data
+        for message in p.FrameDecoder(p.Reply, 1 << 20).feed(frames):
+            if isinstance(message, p.HostDone):
+                assert received.get(message.index) == contents[message.index]  # whole before its result
+                assert message.stdout == f"/wanted/{message.index}"
+            order.append(type(message).__name__)
+    assert received == contents and order[-1] == "CallDone" and order.count("HostDone") == len(sizes)
+    assert list(tmp_path.iterdir()) == []  # each saved file removed once it is open for sending

@@ -34,6 +34,7 @@ import uvloop
 
 from hussh import _bastions, _credentials, _known_hosts
 from hussh._result import RawResult
+from hussh._spec import ConnectSpec
 from hussh.aio import AsyncConnection, AsyncFileTailer, OutputBudget
 from hussh.errors import (
     AuthenticationError,
@@ -97,6 +98,7 @@ class Worker:
         self.busy: set[int] = set()
         self.served: set[int] = set()  # hosts the current call is done with: the first to close for room
         self.released = asyncio.Event()
+        self.hops: dict[ConnectSpec, tuple[int, int]] = {}  # each assigned spec and bastion -> (host index, hop)
 
     def assign(self, message: p.Assign) -> None:
         if message.cwd:
@@ -112,6 +114,10 @@ class Worker:
         _bastions.pool().cooldown = message.retry.cooldown
         for index, spec in message.hosts:
             self.conns[index] = AsyncConnection.from_spec(spec, record_keys=False)
+            number, hop = 0, spec  # type: tuple[int, ConnectSpec | None]
+            while hop is not None:
+                self.hops.setdefault(hop, (index, number))
+                number, hop = number + 1, hop.jump
 
     def owns(self, call: p.Call) -> bool:
         """Whether every host ``call`` names belongs to this worker's shard."""
@@ -148,9 +154,13 @@ class Worker:
             self.emit(p.Alive(req))
 
     def report_keys(self, req: int, index: int) -> None:
+        """Send the keys accepted on first use, each named by a host of this shard and hop of its chain
+        whose spec it is (a bastion's key may come through another host: bastions are shared)."""
         conn = self.conns[index]
         for spec, key in conn.learned:
-            self.emit(p.KeyLearned(req, spec, key))
+            where = self.hops.get(spec)
+            if where is not None:
+                self.emit(p.KeyLearned(req, *where, key))
         conn.learned.clear()
 
     def jobs(self, call: p.Call) -> list[tuple[int, Job]]:

@@ -19,8 +19,9 @@ import selectors
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
+import asyncssh
 import msgspec
 
 from hussh import _credentials
@@ -128,6 +129,34 @@ def shard_assign(hosts: list[tuple[int, ConnectSpec]], share: int, retry: p.Retr
     return p.Assign(hosts, share, keys, retry, cwd, env, known)
 
 
+def learned_key(hosts: Mapping[int, ConnectSpec], message: p.KeyLearned) -> tuple[ConnectSpec, str]:
+    """What a worker's ``KeyLearned`` may record: its key under the parent's own spec for that host
+    and hop (``hosts``: the shard shipped to that worker), so it names no host or file of its own.
+
+    Raises ``ValueError`` (a protocol violation) for a host not of the shard, a hop its chain does not
+    have, or a key that is not exactly one public key in OpenSSH form (no comment, no second line).
+    """
+    spec = hosts.get(message.index)
+    if spec is None:
+        raise ValueError(f"it sent a host key for host {message.index}, which is not one of its hosts")
+    for _ in range(message.hop):
+        if spec is None:
+            break
+        spec = spec.jump
+    if spec is None or message.hop < 0:
+        raise ValueError(f"it sent a host key for hop {message.hop} of host {message.index}, "
+                         "which has no such hop")
+    try:
+        key = asyncssh.import_public_key(message.key)
+        key.set_comment(None)
+        canonical = key.export_public_key("openssh").decode("ascii").strip()
+    except (asyncssh.KeyImportError, ValueError):
+        canonical = ""
+    if canonical != message.key:
+        raise ValueError(f"it sent a host key for host {message.index} that is not a public key")
+    return spec, canonical
+
+
 class WorkerPool:
     """N worker processes serving a fixed table of hosts; ``call`` runs one operation on some of them."""
 
@@ -140,6 +169,7 @@ class WorkerPool:
         self.shares = split_shares(batch_size, [len(range(w, len(specs), self.count)) for w in range(self.count)])
         self.workers: list[_Worker | None] = [None] * self.count
         self.losses = [0] * self.count
+        self.shipped: list[dict[int, ConnectSpec]] = [{} for _ in range(self.count)]  # the specs each worker was given
         self.last_loss = [""] * self.count
         self.owner = os.getpid()
         self.next_req = 0
@@ -257,7 +287,11 @@ class WorkerPool:
                     gathered.fail(missing, "the worker finished the call without a result for this host")
                 return False
             if isinstance(message, p.KeyLearned):
-                gathered.learned.append((message.spec, message.key))
+                try:
+                    gathered.learned.append(learned_key(self.shipped[number], message))
+                except ValueError as exc:
+                    self._lose(number, pending.pop(number), gathered, str(exc))
+                    return False
                 continue
             if message.index not in pending[number]:
                 self._lose(number, pending.pop(number), gathered, f"it answered for host {message.index}, "
@@ -293,6 +327,7 @@ class WorkerPool:
         worker = self.workers[number]
         if worker is None:
             hosts = [(i, finalized(self.specs[i])) for i in range(number, len(self.specs), self.count)]
+            self.shipped[number] = dict(hosts)
             assign = shard_assign(hosts, self.shares[number], self.retry, cwd=os.getcwd(), env=dict(os.environ))
             worker = self.workers[number] = self._start()
             worker.send(self.encoder.encode(assign))

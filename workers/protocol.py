@@ -126,10 +126,16 @@ class HostDone(_Message):
 
 
 class KeyLearned(_Message):
-    """A host key accepted on first use (``accept-new``), for the parent to record in known_hosts."""
+    """A host key accepted on first use (``accept-new``), for the parent to record in known_hosts.
+
+    It names the host by its index and ``hop`` (0: the host itself, 1: its last bastion, 2: the
+    bastion before that...), never by name or file: the parent records the key under the name and
+    in the known_hosts file of its own spec for that hop, and only for a host of that worker's shard.
+    """
 
     req: int
-    spec: ConnectSpec
+    index: int
+    hop: int
     key: str
 
 

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
+import glob
 import logging
 import math
 import os
@@ -34,16 +36,17 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import msgspec
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from hussh._known_hosts import record as record_host_keys
+from hussh._local_files import create
 from hussh._result import SSHResult
 from hussh._spec import ConnectSpec, Retry, finalized
 from hussh.errors import describe
@@ -60,7 +63,8 @@ log = logging.getLogger("hussh")
 
 BATCH_WINDOW = 0.05  # seconds of frames an actor gathers into one streamed object, at least; longer
 BATCHES_PER_SECOND = 500  # with many shards, so that the caller takes in about this many at most
-BATCH_BYTES = 8 << 20  # a batch goes at once when this much output waits
+BATCH_BYTES = 8 << 20  # a batch goes at once when this much output waits; the most of saved files per batch
+BATCHES_AHEAD = 2  # batches an actor may have streamed that the caller has not taken yet
 MAX_PLACEMENTS = 3  # actors tried per shard and call when they die before taking their hosts
 
 
@@ -80,38 +84,105 @@ def decode_frames(data: bytes, limit: int) -> list[Any]:
 # Node side
 
 
+@dataclass(eq=False)
+class _Saved:
+    """A file saved here for the caller, going back in pieces, and its host's result, which follows them."""
+
+    done: p.HostDone
+    temporary: str
+    handle: BinaryIO | None = None
+    sent: bool = False  # at least one piece went (an empty file is one empty piece)
+
+
 class _Outbox:
-    """One call's frames and files waiting to go back, and the files it saves for the caller."""
+    """One call's frames and saved files waiting to go back, in the order they were emitted.
+
+    A batch carries at most ``BATCH_BYTES`` of file data: a saved file goes back piece by piece,
+    read from the node's disk as it is sent, and its result and what was emitted after it (the
+    call's end) wait behind it, so the caller has written a file whole when it reads its result.
+    """
 
     def __init__(self, encoder: msgspec.msgpack.Encoder) -> None:
         self.encoder = encoder
-        self.frames: list[bytes] = []
-        self.files: list[tuple[int, bytes]] = []
-        self.waiting = 0  # bytes in frames and files
-        self.full = asyncio.Event()
+        self.queue: deque[bytes | _Saved] = deque()  # frames, and files with the result that follows them
+        self.waiting = 0  # bytes in queued frames
+        self.full = asyncio.Event()  # set while a batch should go at once (output piling up, files to send)
         self.saving: dict[int, tuple[str, str]] = {}  # host index -> (file here, the caller's path)
 
     def __bool__(self) -> bool:
-        return bool(self.frames or self.files)
+        return bool(self.queue)
 
     def emit(self, message: p.HostDone | p.KeyLearned | p.Alive | p.CallDone) -> None:
         if type(message) is p.HostDone and message.index in self.saving:
-            message = self._saved(message)
-        frame = p.frame(self.encoder.encode(message))
-        self.frames.append(frame)
+            temporary, wanted = self.saving.pop(message.index)
+            if message.status == 0:
+                self.queue.append(_Saved(msgspec.structs.replace(message, stdout=os.fsencode(wanted)), temporary))
+                self.full.set()
+                return
+            _unlink(temporary)
+            here, there = os.fsencode(temporary), os.fsencode(wanted)
+            message = msgspec.structs.replace(message, stdout=message.stdout.replace(here, there),
+                                              stderr=message.stderr.replace(here, there))
+        self._frame(p.frame(self.encoder.encode(message)))
+
+    def _frame(self, frame: bytes) -> None:
+        self.queue.append(frame)
         self.waiting += len(frame)
         if self.waiting >= BATCH_BYTES:
             self.full.set()
 
     def take(self) -> tuple[list[tuple[int, bytes]], bytes]:
-        """What waits to go back (files first: the parent writes them before their hosts' results)."""
-        files, frames = self.files, b"".join(self.frames)
-        self.files, self.frames, self.waiting = [], [], 0
-        self.full.clear()
-        return files, frames
+        """The next batch: file pieces (``BATCH_BYTES`` at most) and the frames queued up to the first
+        file not sent whole (the parent writes the pieces before it reads the frames)."""
+        pieces: list[tuple[int, bytes]] = []
+        frames: list[bytes] = []
+        room = BATCH_BYTES
+        while self.queue:
+            item = self.queue[0]
+            if isinstance(item, _Saved):
+                if room <= 0:
+                    break
+                piece = self._piece(item, room)
+                if piece is not None:
+                    pieces.append((item.done.index, piece))
+                    room -= len(piece)
+                if item.handle is not None:  # more of it in the next batch
+                    break
+                item = p.frame(self.encoder.encode(item.done))
+                self.waiting += len(item)
+            frames.append(item)
+            self.waiting -= len(item)
+            self.queue.popleft()
+        if not any(isinstance(item, _Saved) for item in self.queue) and self.waiting < BATCH_BYTES:
+            self.full.clear()
+        return pieces, b"".join(frames)
+
+    @staticmethod
+    def _piece(saved: _Saved, room: int) -> bytes | None:
+        """Up to ``room`` more bytes of ``saved`` (None: nothing more), closing it at its end; a file
+        that cannot be read turns its result into that error."""
+        try:
+            if saved.handle is None:
+                if saved.sent:
+                    return None
+                saved.handle = open(saved.temporary, "rb")  # noqa: SIM115 - open across batches
+                _unlink(saved.temporary)  # the open file is all that is left: gone with this actor
+            piece = saved.handle.read(room)
+        except OSError as exc:
+            _unlink(saved.temporary)
+            saved.done = msgspec.structs.replace(saved.done, stdout=b"", stderr=describe(exc).encode(errors="replace"),
+                                                 status=-1, error=type(exc).__name__)
+            piece = b""
+        if len(piece) < room and saved.handle is not None:
+            saved.handle.close()
+            saved.handle = None
+        if (saved.sent and not piece) or saved.done.status != 0:
+            return None
+        saved.sent = True
+        return piece
 
     def spool(self, call: p.ReadFile, directory: str) -> p.ReadFile:
-        """``sftp_read`` to the caller's files: save them in ``directory`` first, then ship each with its result."""
+        """``sftp_read`` to the caller's files: save them in ``directory`` first, then send each back."""
         temporaries = []
         for index, wanted in zip(call.indices, call.local_paths or ()):
             temporary = os.path.join(directory, f"{call.req}-{index}")
@@ -119,29 +190,18 @@ class _Outbox:
             temporaries.append(temporary)
         return msgspec.structs.replace(call, local_paths=temporaries)
 
-    def _saved(self, done: p.HostDone) -> p.HostDone:
-        temporary, wanted = self.saving.pop(done.index)
-        try:
-            if done.status != 0:
-                here, there = os.fsencode(temporary), os.fsencode(wanted)
-                return msgspec.structs.replace(done, stdout=done.stdout.replace(here, there),
-                                               stderr=done.stderr.replace(here, there))
-            with open(temporary, "rb") as handle:
-                data = handle.read()
-            self.files.append((done.index, data))
-            self.waiting += len(data)
-            return msgspec.structs.replace(done, stdout=os.fsencode(wanted))
-        except OSError as exc:
-            return msgspec.structs.replace(done, stdout=b"", stderr=describe(exc).encode(errors="replace"), status=-1,
-                                           error=type(exc).__name__)
-        finally:
-            _unlink(temporary)
-
     def discard(self) -> None:
+        """Drop what was not sent (a cancelled call's leftovers are nobody's), files here included."""
         for temporary, _ in self.saving.values():
             _unlink(temporary)
         self.saving.clear()
-        self.take()
+        for item in self.queue:
+            if isinstance(item, _Saved):
+                if item.handle is not None:
+                    item.handle.close()
+                _unlink(item.temporary)
+        self.queue.clear()
+        self.waiting = 0
 
 
 class ShardActor:
@@ -153,7 +213,9 @@ class ShardActor:
         self.encoder = msgspec.msgpack.Encoder()
         self.requests = msgspec.msgpack.Decoder(p.Request)
         self.outbox = _Outbox(self.encoder)  # the current call's
+        sweep_spools()  # a killed actor's files on this node go when the next one starts here
         self.spool = ""
+        self.spool_lock = -1
         self.current: asyncio.Task[None] | None = None
         self.worker = Worker(lambda message: self.outbox.emit(message), raise_fd_limit())
         gc.freeze()  # what Ray and the imports made is never garbage: stop scanning it
@@ -174,13 +236,14 @@ class ShardActor:
 
         return ray.get_runtime_context().get_node_id(), os.getpid(), os.path.dirname(workers.__file__ or "")
 
-    @ray.method(num_returns="streaming")
+    @ray.method(num_returns="streaming", _generator_backpressure_num_objects=BATCHES_AHEAD)
     async def handle(self, payload: bytes, assigned: object = None,  # noqa: ANN201 - a Ray streaming generator
                      window: float = BATCH_WINDOW):
-        """Run one call (an encoded ``p.Call``), yielding ``(files, frames)`` batches until ``CallDone``.
+        """Run one call (an encoded ``p.Call``), yielding ``(file pieces, frames)`` batches until ``CallDone``.
 
-        A batch is what was emitted in the last ``window`` seconds (or ``BATCH_BYTES``); the end of
-        the call is sent at once. ``assigned`` is the ``assign`` call's result, passed so that Ray
+        A batch is what was emitted in the last ``window`` seconds (or ``BATCH_BYTES``), and at most
+        ``BATCH_BYTES`` of saved files; the end of the call and files go at once, no more than
+        ``BATCHES_AHEAD`` batches ahead of the caller. ``assigned`` is the ``assign`` call's result, passed so that Ray
         runs this after it (and not at all if the actor died before it took its hosts).
 
         Cancelled (``ray.cancel``: Ctrl-C), it cancels the worker's call, which sends a KILL
@@ -192,7 +255,7 @@ class ShardActor:
         box = self.outbox = _Outbox(self.encoder)
         if isinstance(call, p.ReadFile) and call.local_paths:
             if not self.spool:
-                self.spool = tempfile.mkdtemp(prefix="hussh-shard-")
+                self.spool, self.spool_lock = _spool(self.name)
             call = box.spool(call, self.spool)
         task = self.current = asyncio.create_task(self.worker.handle(call))
         try:
@@ -203,7 +266,7 @@ class ShardActor:
                 if box:
                     yield box.take()
             task.result()
-            if box:
+            while box:  # the files still going back, and the call's end behind them
                 yield box.take()
         except BaseException:
             task.cancel()
@@ -221,6 +284,40 @@ class ShardActor:
         await self.worker.close_all(grace)
         if self.spool:
             shutil.rmtree(self.spool, ignore_errors=True)
+            os.close(self.spool_lock)
+            self.spool, self.spool_lock = "", -1
+
+
+SPOOL_PREFIX = "hussh-shard-"
+SPOOL_LOCK = ".alive"  # locked by the actor that owns the spool for as long as it runs
+
+
+def _spool(name: str) -> tuple[str, int]:
+    """A private directory for the files this actor saves, and the descriptor of its lock (held until
+    the process ends, whichever way: the kernel lets go of it)."""
+    path = tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{name}-")
+    fd = os.open(os.path.join(path, SPOOL_LOCK), os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return path, fd
+
+
+def sweep_spools() -> None:
+    """Remove the spools of this user's actors that ended without removing theirs (``ray.kill`` is a
+    SIGKILL, and Ray kills what such an actor started): those whose lock nobody holds."""
+    for path in glob.glob(os.path.join(glob.escape(tempfile.gettempdir()), f"{SPOOL_PREFIX}*")):
+        try:
+            if os.lstat(path).st_uid != os.getuid():
+                continue
+            fd = os.open(os.path.join(path, SPOOL_LOCK), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # not a spool of ours, or one being made
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # its actor runs
+        finally:
+            os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _unlink(path: str) -> None:
@@ -243,6 +340,7 @@ class _Shard:
     indices: list[int]
     region: str | None
     share: int = 1
+    hosts: dict[int, ConnectSpec] = field(default_factory=dict)  # the specs its actor was given
     actor: Any = None
     assigned: Any = None  # ObjectRef of the actor's assign(): (node id, pid, code directory)
     fresh: bool = True  # nothing heard from this actor yet: it may still be placed and starting
@@ -262,6 +360,22 @@ class _Stream:
     heard: float = field(default_factory=time.monotonic)
     born: float = field(default_factory=time.monotonic)
     placed: int = 1  # actors tried for this call
+    written: set[int] = field(default_factory=set)  # hosts whose file (sftp_read to local paths) is begun
+    refused: dict[int, OSError] = field(default_factory=dict)  # hosts whose file could not be written here
+
+
+def _write_piece(stream: _Stream, index: int, path: str, data: bytes) -> None:
+    """Write the next piece of host ``index``'s file (the first creates it, owner-only: the remote mode
+    does not travel through the actor); a failure is its result."""
+    if index in stream.refused:
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC) if index in stream.written else create(path, 0o600)
+        with open(fd, "ab") as handle:
+            handle.write(data)
+    except OSError as exc:
+        stream.refused[index] = exc
+    stream.written.add(index)
 
 
 def plan(specs: list[ConnectSpec], batch_size: int, workers: int | None, engine: RayEngine) -> list[_Shard]:
@@ -439,17 +553,12 @@ class RayPool:
         except (ValueError, TypeError) as exc:
             self._lose(shard, stream.pending, gathered, f"it sent {exc}")
             return False
-        refused: dict[int, OSError] = {}
         for index, data in files:
             if index not in saving or index not in stream.pending:
                 self._lose(shard, stream.pending, gathered, f"it sent a file for host {index}, "
                            "which it was not asked for")
                 return False
-            try:
-                with open(saving[index], "wb") as handle:
-                    handle.write(data)
-            except OSError as exc:
-                refused[index] = exc
+            _write_piece(stream, index, saving[index], data)
         for message in messages:
             if message.req != req or isinstance(message, p.Alive):
                 continue
@@ -459,15 +568,22 @@ class RayPool:
                     gathered.fail(stream.pending, "the worker finished the call without a result for this host")
                 return False
             if isinstance(message, p.KeyLearned):
-                gathered.learned.append((message.spec, message.key))
+                try:
+                    gathered.learned.append(local.learned_key(shard.hosts, message))
+                except ValueError as exc:
+                    self._lose(shard, stream.pending, gathered, str(exc))
+                    return False
                 continue
             if message.index not in stream.pending:
                 self._lose(shard, stream.pending, gathered, f"it answered for host {message.index}, "
                            "which it was not asked about")
                 return False
+            if message.index in saving and message.status == 0 and message.index not in stream.written:
+                self._lose(shard, stream.pending, gathered, f"it finished host {message.index} without its file")
+                return False
             stream.pending.discard(message.index)
-            if message.index in refused:
-                error = refused[message.index]
+            if message.index in stream.refused:
+                error = stream.refused[message.index]
                 message = msgspec.structs.replace(message, stdout=b"", stderr=describe(error).encode(errors="replace"),
                                                   status=-1, error=type(error).__name__)
             gathered.add(message)
@@ -506,6 +622,7 @@ class RayPool:
             return
         engine = self.engine
         hosts = [(i, _on_node(finalized(self.specs[i]), engine.agent)) for i in shard.indices]
+        shard.hosts = dict(hosts)
         assign = local.shard_assign(hosts, shard.share, self.retry, ship_keys=engine.ship_keys)
         shard.actor = RemoteShard.options(**self._placement(shard)).remote(f"{self.tag}-{shard.number}")
         shard.assigned = shard.actor.assign.remote(self.encoder.encode(assign))
