@@ -42,9 +42,15 @@ def read(path: str, kind: str | None) -> Inventory:
         if not inventory.sources:
             inventory.sources.append(path)
         return inventory
+    try:
+        return _read_file(path, kind or _detect(path))
+    except yaml.YAMLError as exc:
+        raise InventoryError(str(exc)) from None
+
+
+def _read_file(path: str, kind: str) -> Inventory:
     inventory = Inventory()
     inventory.sources.append(path)
-    kind = kind or _detect(path)
     if kind == "script":
         _ansible_json(_run_script(path), f"{path} --list", inventory)
         return inventory
@@ -192,12 +198,10 @@ def _ini_value(text: str) -> object:
     return text
 
 
-def _looks_like_ansible(document: object) -> bool:
-    """Ansible's YAML: top-level groups whose bodies hold only ``hosts``, ``children`` and ``vars``."""
-    if not isinstance(document, dict):
-        return False
-    return all(body is None or (isinstance(body, dict) and set(body) <= {"hosts", "children", "vars"})
-               for body in document.values())
+def _looks_like_ansible(document: yaml.Mapping) -> bool:
+    """Ansible's YAML, unless every top-level value maps names to node sets (clush's groups.d)."""
+    return not all(isinstance(body, dict) and all(isinstance(v, (str, int, list)) for v in body.values())
+                   for body in document.values())
 
 
 def _ansible_yaml(document: yaml.Mapping, path: str, inventory: Inventory) -> None:
@@ -441,8 +445,9 @@ def _clush_conf(text: str, path: str, inventory: Inventory) -> None:
     try:
         parser.read_string(text, source=path)
     except configparser.ParsingError as exc:
-        number, line = exc.errors[0] if exc.errors else (0, "")
-        raise InventoryError(f"{path}:{number}: cannot parse {str(line).strip()!r}") from None
+        number = exc.errors[0][0] if exc.errors else 0
+        line = text.split("\n")[number - 1].strip() if 0 < number <= text.count("\n") + 1 else ""
+        raise InventoryError(f"{path}:{number}: cannot parse {line!r}") from None
     except configparser.Error as exc:
         raise InventoryError(f"{path}: {' '.join(str(exc).split())}") from None
     cfgdir = os.path.dirname(os.path.abspath(path))

@@ -245,7 +245,7 @@ class Inventory:
         items: list[str] = []
         for item in _split_pattern(pattern, ","):
             items.extend(_split_infix(item.strip()))
-        union, inter, minus = _split_terms(items, pattern)
+        union, inter, minus = _split_terms(items, pattern, "@*")
         return _combine(union, inter, minus, self._node_term)
 
     def _ansible_term(self, term: str) -> list[str]:
@@ -324,7 +324,7 @@ def _split_infix(item: str) -> list[str]:
     return [part for part in out if part]
 
 
-def _split_terms(terms: Iterable[str], pattern: str) -> tuple[list[str], list[str], list[str]]:
+def _split_terms(terms: Iterable[str], pattern: str, everything: str = "all") -> tuple[list[str], list[str], list[str]]:
     union: list[str] = []
     inter: list[str] = []
     minus: list[str] = []
@@ -334,7 +334,7 @@ def _split_terms(terms: Iterable[str], pattern: str) -> tuple[list[str], list[st
             raise InventoryError(f"empty term in pattern {pattern!r}")
         kind.append(name.strip())
     if not union and (inter or minus):
-        union.append("all")  # "!web3" alone: everything but web3, as Ansible reads it
+        union.append(everything)  # "!web3" alone: everything but web3, as Ansible reads it
     return union, inter, minus
 
 

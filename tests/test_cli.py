@@ -25,7 +25,7 @@ REFUSED = ["127.77.9.8", "127.77.9.9"]  # loopback addresses where nothing liste
 
 @pytest.fixture
 def conn(fleet) -> list[str]:
-    return ["-l", KEY_USER, "-i", str(fleet.client_key), "-p", str(fleet.port)]
+    return ["-l", KEY_USER, "-i", str(fleet.client_key), "--port", str(fleet.port)]
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_default_prints_prefixed_lines_as_each_host_finishes(fleet, conn, hosts,
     flag = remote_dir / "go"
     command = on_first(fleet, "echo first",
                        f"while [ ! -e {flag} ]; do sleep 0.05; done; echo rest") + "; echo warn >&2"
-    run = Running("run", *hosts, *conn, "-t", "60", command)
+    run = Running("run", *hosts, *conn, "-u", "60", command)
     try:
         run.wait_for(lambda: f"{first}: first\n" in run.out, what="the first host's line")
         assert len(run.out) == 1  # the others are still waiting for the flag: lines came as hosts finished
@@ -74,7 +74,7 @@ def test_non_zero_exit_is_shown_and_counted(fleet, conn, hosts):
 def test_group_gathers_identical_output_and_failures_by_kind(fleet, conn, hosts, blackhole):
     silent = f"{blackhole[0]}:{blackhole[1]}"
     command = on_first(fleet, "whoami; exit 3", "whoami")
-    done = hussh("run", "-g", *hosts, "-H", ",".join(REFUSED), "-H", silent, *conn, "--connect-timeout", "1", command)
+    done = hussh("run", "-B", *hosts, "-H", ",".join(REFUSED), "-H", silent, *conn, "-t", "1", command)
     assert done.returncode == 1
     a = fleet.addresses
     rule = "-" * 15
@@ -108,16 +108,31 @@ def test_json_is_one_object_per_host_per_line(fleet, conn, hosts):
     assert summary_of(done.stderr) == "4 ok, 1 ConnectError"
 
 
-def test_outdir_saves_each_hosts_stdout_and_stderr(fleet, conn, hosts, tmp_path):
+def test_outdir_saves_each_hosts_stdout_stderr_and_exit_status(fleet, conn, hosts, tmp_path):
     outdir = tmp_path / "out"
-    done = hussh("run", "-q", "-o", str(outdir), *hosts, "-H", REFUSED[0], *conn, "whoami; echo err >&2")
+    command = on_first(fleet, "exit 3", "whoami; echo err >&2")
+    done = hussh("run", "-q", "--outdir", str(outdir), *hosts, "-H", REFUSED[0], *conn, command)
     assert done.returncode == 1
-    for address in fleet.addresses:
+    first, *others = fleet.addresses
+    for address in others:
         assert (outdir / f"{address}.out").read_text() == f"{KEY_USER}\n"
         assert (outdir / f"{address}.err").read_text() == "err\n"
+        assert (outdir / f"{address}.status").read_text() == "0\n"
+    assert (outdir / f"{first}.status").read_text() == "3\n"
     assert (outdir / f"{REFUSED[0]}.out").read_text() == ""
     assert (outdir / f"{REFUSED[0]}.err").read_text().startswith("ConnectError: ")
-    assert len(list(outdir.iterdir())) == 10
+    assert (outdir / f"{REFUSED[0]}.status").read_text() == "-1\n"
+    assert len(list(outdir.iterdir())) == 15
+
+
+def test_errdir_takes_stderr_apart_from_outdir(fleet, conn, hosts, tmp_path):
+    outdir, errdir = tmp_path / "out", tmp_path / "err"
+    done = hussh("run", "-q", "--outdir", str(outdir), "--errdir", str(errdir), *hosts, *conn, "echo out; echo err >&2")
+    assert done.returncode == 0
+    assert sorted(p.name for p in errdir.iterdir()) == sorted(f"{a}.err" for a in fleet.addresses)
+    assert {p.read_text() for p in errdir.iterdir()} == {"err\n"}
+    assert sorted(p.name for p in outdir.iterdir()) == sorted(f"{a}.{kind}" for a in fleet.addresses
+                                                             for kind in ("out", "status"))
 
 
 def test_quiet_prints_only_the_summary(conn, hosts):
@@ -133,7 +148,7 @@ def test_host_files_ranges_and_exclusion(fleet, conn, tmp_path):
     prefix = a[0].rsplit(".", 1)[0]
     hosts_file = tmp_path / "fleet.hosts"
     hosts_file.write_text(f"# the web tier\n{prefix}.[1-3]   # three of them\n\n{a[3]}\n")
-    done = hussh("run", "--json", "-f", str(hosts_file), "-x", a[1], "-x", "*.3", *conn, "true")
+    done = hussh("run", "--json", "--hostfile", str(hosts_file), "-x", a[1], "-x", "*.3", *conn, "true")
     assert done.returncode == 0
     assert {json.loads(line)["host"] for line in done.stdout.splitlines()} == {a[0], a[3]}
     done = hussh("run", "--json", "-H", f"{a[2]},{a[0]}", "-w", f"{prefix}.[1-2]", *conn, "true")
@@ -164,8 +179,8 @@ def test_a_host_that_does_not_resolve_is_that_hosts_failure(fleet, conn, hosts):
 
 BAD_INPUT = {
     "unknown option": (["--bogus"], "unrecognized arguments: --bogus"),
-    "missing host file": (["-f", "missing.hosts"], "cannot read host file missing.hosts: No such file"),
-    "empty host list": (["-f", "empty.hosts"], "no hosts given"),
+    "missing host file": (["--hostfile", "missing.hosts"], "cannot read host file missing.hosts: No such file"),
+    "empty host list": (["--hostfile", "empty.hosts"], "no hosts given"),
     "everything excluded": (["-w", "a[1-2]", "-x", "a*"], "no hosts left after -x"),
     "no host option": ([], "no hosts given"),
     "missing key": (["-i", "missing_key"], "cannot use private key missing_key"),
@@ -174,9 +189,9 @@ BAD_INPUT = {
     "reversed range": (["-w", "web[3-1]"], "start is greater than end"),
     "malformed ssh config": (["-F", "bad_config"], "Invalid Port integer value: notaport"),
     "missing ssh config": (["-F", "missing_config"], "ssh config file missing_config does not exist"),
-    "bad port": (["-p", "0"], "want a port number 1-65535"),
+    "bad port": (["--port", "0"], "want a port number 1-65535"),
     "negative timeout": (["-t", "-1"], "want a number of seconds >= 0"),
-    "two output modes": (["-g", "--json"], "not allowed with argument"),
+    "two output modes": (["-B", "--json"], "not allowed with argument"),
 }
 
 
@@ -186,9 +201,9 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_run(case, fleet, remote_d
     (tmp_path / "empty.hosts").write_text("# nothing here yet\n\n")
     (tmp_path / "not_a_key").write_text("this is not a key\n")
     (tmp_path / "bad_config").write_text("Host *\n  Port notaport\n")
-    hosts = [] if options == [] or "-f" in options or "-w" in options else ["-H", fleet.addresses[0]]
+    hosts = [] if options == [] or "--hostfile" in options or "-w" in options else ["-H", fleet.addresses[0]]
     marker = remote_dir / "ran"
-    done = hussh("run", *hosts, "-p", str(fleet.port), *options, f"touch {marker}", cwd=tmp_path)
+    done = hussh("run", *hosts, "--port", str(fleet.port), *options, f"touch {marker}", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
     assert message in done.stderr
@@ -209,7 +224,7 @@ def test_ctrl_c_stops_at_once_leaves_no_worker_and_shows_what_finished(mode, fle
     first = fleet.addresses[0]
     token = f"{time.time_ns() % 10**6}"
     command = on_first(fleet, "echo fast", f"sleep 30.{token}")
-    run = Running("run", *(["-g"] if mode == "group" else []), *hosts, *conn, command)
+    run = Running("run", *(["-B"] if mode == "group" else []), *hosts, *conn, command)
     try:
         if mode == "lines":
             run.wait_for(lambda: f"{first}: fast\n" in run.out, what="the fast host's line")
@@ -281,7 +296,7 @@ def test_put_then_get_one_file_per_host(fleet, conn, hosts, remote_dir, tmp_path
     assert sorted(p.name for p in fetched.iterdir()) == sorted(fleet.addresses)
     assert all((fetched / a).read_text() == "setting = 1\n" for a in fleet.addresses)
     assert sorted(done.stdout.splitlines()) == sorted(f"{a}: {fetched / a}" for a in fleet.addresses)
-    done = hussh("get", "-g", *hosts, *conn, str(remote_dir / "missing"), str(fetched))
+    done = hussh("get", "-B", *hosts, *conn, str(remote_dir / "missing"), str(fetched))
     assert done.returncode == 1
     assert summary_of(done.stderr) == "4 FileNotFoundError"
 
