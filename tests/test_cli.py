@@ -16,6 +16,7 @@ import pytest
 
 from clirun import Running, children, env, hussh
 from hussh import cli
+from hussh._cli_args import connect, parse
 from hussh.hostlist import fold
 from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
 
@@ -366,3 +367,81 @@ def test_fleet_delegates_to_the_testing_tool(monkeypatch):
 def test_console_script_is_declared():
     pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
     assert '\nhussh = "hussh.cli:main"\n' in pyproject
+
+
+# ----------------------------------------------------------------------------- clush/pdsh letters (issue 22)
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["-f", "web1"], "hussh: -f is the fanout (a number) as in clush and pdsh; a host file is --hostfile FILE"),
+    (["-p", "50"], "hussh: -p is not an option of hussh: pssh's parallelism is -f N"),
+    (["-g", "-x", "none"], "hussh: -g takes a GROUP as in clush and pdsh (e.g. -g web); gathering identical output is -b"),
+    (["-o", "out"], "hussh: -o takes an ssh option Key=Value as ssh and clush do (e.g. -o ConnectTimeout=5); "
+                    "an output directory is --outdir DIR"),
+    (["-o", "Colour=yes"], "hussh: -o Colour: not an ssh option hussh applies"),
+    (["-b", "50"], "hussh: -b gathers identical output as in clush and takes no number; the fanout is -f N"),
+    (["-g", "uname"], "hussh: no group or host 'uname' in the inventory (none given) (-g takes an inventory group"),
+])
+def test_a_letter_used_as_another_tool_uses_it_says_so_in_one_line(options, message, fleet, remote_dir, tmp_path):
+    marker = remote_dir / "ran"
+    done = hussh("run", "-H", fleet.addresses[0], "--port", str(fleet.port), *options, f"touch {marker}",
+                 cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith(message), done.stderr
+    assert len(done.stderr.splitlines()) == 1
+    assert not marker.exists()
+
+
+def test_gather_b_leaves_stderr_out_of_the_groups_and_B_takes_it_in(fleet, conn, hosts):
+    command = on_first(fleet, "echo same; echo one >&2", "echo same; echo other >&2")
+    gathered = hussh("run", "-b", *hosts, *conn, command)
+    rule = "-" * 15
+    assert gathered.stdout == f"{rule}\n{fold(fleet.addresses)} (4)\n{rule}\nsame\n"
+    assert sorted(gathered.stderr.splitlines()[:-1]) == sorted(
+        [f"{fleet.addresses[0]}: one"] + [f"{a}: other" for a in fleet.addresses[1:]])
+    everything = hussh("run", "-B", *hosts, *conn, command)
+    assert everything.stdout == (f"{rule}\n{fold(fleet.addresses[1:])} (3)\n{rule}\nsame\nother\n"
+                                 f"{rule}\n{fleet.addresses[0]} (1)\n{rule}\nsame\none\n")
+    assert everything.stderr.splitlines()[:-1] == []
+
+
+def test_sorted_lines_L_and_no_prefix_N(fleet, conn, tmp_path):
+    names = [f"n{i}" for i in (10, 2, 1)]  # given out of order; -L sorts them naturally
+    config = tmp_path / "config"
+    config.write_text("".join(f"Host {n}\n    HostName {a}\n" for n, a in zip(names, fleet.addresses)))
+    command = "echo a; echo b"
+    done = hussh("run", "-L", "-F", str(config), "-w", ",".join(names), *conn, command)
+    assert done.stdout == "".join(f"n{i}: a\nn{i}: b\n" for i in (1, 2, 10))
+    bare = hussh("run", "-L", "-N", "-F", str(config), "-w", ",".join(names), "-H", REFUSED[0], *conn, command)
+    assert bare.stdout == "a\nb\n" * 3
+    assert bare.stderr.splitlines()[0].startswith(f"{REFUSED[0]}: ConnectError: ")  # hussh's own still name it
+
+
+def test_S_returns_the_largest_exit_status(fleet, conn, hosts):
+    done = hussh("run", "-S", "-q", *hosts, *conn, on_first(fleet, "exit 7", "exit 3"))
+    assert done.returncode == 7
+    assert hussh("run", "-S", "-q", *hosts, *conn, "true").returncode == 0
+    refused = hussh("run", "-S", "-q", *hosts, "-H", REFUSED[0], *conn, "exit 3")
+    assert refused.returncode == 255
+
+
+def test_o_applies_ssh_options_as_a_config_read_first(fleet, blackhole, tmp_path):
+    key = ["-l", KEY_USER, "-i", str(fleet.client_key)]
+    done = hussh("run", "-q", "-w", fold(fleet.addresses), *key, "-o", f"Port={fleet.port}", "true")
+    assert (done.returncode, summary_of(done.stderr)) == (0, "4 ok")
+    config = tmp_path / "config"
+    config.write_text("Host *\n    Port 1\n")  # -o comes first, so it wins over the config, as with ssh
+    done = hussh("run", "-q", "-F", str(config), "-w", fold(fleet.addresses), *key, "-oPort=" + str(fleet.port),
+                 "true")
+    assert (done.returncode, summary_of(done.stderr)) == (0, "4 ok")
+    silent = f"{blackhole[0]}:{blackhole[1]}"
+    done = hussh("run", "-H", silent, *key, "-o", "ConnectTimeout=1", "true")
+    assert "timed out after 1 seconds" in done.stderr
+    bad = hussh("run", "-H", silent, *key, "-o", "Port=notaport", "true")
+    assert bad.returncode == 2 and bad.stderr.startswith("hussh: ") and "notaport" in bad.stderr
+    assert "hussh-o-" not in bad.stderr  # the scratch file is named -o, not by its path
+
+
+def test_f_is_the_fanout():
+    mc = connect(parse(["run", "-f", "7", "-w", "a[1-3]", "true"]))
+    assert (mc.batch_size, mc.hosts) == (7, ["a1", "a2", "a3"])
+    mc.close()
