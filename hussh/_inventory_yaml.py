@@ -14,6 +14,7 @@ __all__ = ["Mapping", "YAMLError", "load"]
 
 _INT = re.compile(r"[-+]?[0-9]+")
 _FLOAT = re.compile(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
+_NUMBER_START = frozenset("0123456789+-.")
 _UNSUPPORTED = {"&": "anchors", "*": "aliases", "!": "tags", "|": "block scalars", ">": "block scalars",
                 "?": "complex keys", "%": "directives", "@": "reserved '@'", "`": "reserved '`'"}
 
@@ -40,13 +41,15 @@ class _Reader:
         self.path = path
         self.lines: list[tuple[int, int, str]] = []  # (line number, indent, text without comment)
         for number, raw in enumerate(text.split("\n"), 1):
-            if "\t" in raw[: len(raw) - len(raw.lstrip())]:
+            stripped = raw.lstrip(" ")
+            if stripped[:1] == "\t":
                 raise self.error(number, "tab in indentation")
-            body = _strip_comment(raw).rstrip()
-            stripped = body.lstrip()
-            if not stripped or (stripped in ("---", "...") and body == stripped):
+            if "#" in stripped:
+                stripped = _strip_comment(stripped)
+            stripped = stripped.rstrip()
+            if not stripped or (stripped in ("---", "...") and len(raw) == len(raw.lstrip())):
                 continue
-            self.lines.append((number, len(body) - len(stripped), stripped))
+            self.lines.append((number, len(raw) - len(raw.lstrip(" ")), stripped))
         self.pos = 0
 
     def error(self, line: int, message: str) -> YAMLError:
@@ -142,10 +145,11 @@ class _Reader:
             return None
         if text in ("true", "True", "TRUE", "false", "False", "FALSE"):
             return text[0] in "tT"
-        if _INT.fullmatch(text):
-            return int(text)
-        if _FLOAT.fullmatch(text):
-            return float(text)
+        if text[0] in _NUMBER_START:
+            if _INT.fullmatch(text):
+                return int(text)
+            if _FLOAT.fullmatch(text):
+                return float(text)
         return text
 
     def _flow(self, text: str, close: str, number: int) -> list[str]:
