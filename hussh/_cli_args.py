@@ -1,4 +1,4 @@
-"""The command line's options (clush/pssh conventions) and their checks, before anything runs.
+"""The command line's options (clush/pdsh letters, pssh's where they agree) and their checks, before anything runs.
 
 Every mistake an operator can make in the arguments (an unknown option, a missing host file, a
 malformed range, an unreadable key, a broken ssh config) becomes ``UsageError``: one line on

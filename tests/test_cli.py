@@ -374,7 +374,7 @@ def test_console_script_is_declared():
 @pytest.mark.parametrize(("options", "message"), [
     (["-f", "web1"], "hussh: -f is the fanout (a number) as in clush and pdsh; a host file is --hostfile FILE"),
     (["-p", "50"], "hussh: -p is not an option of hussh: pssh's parallelism is -f N"),
-    (["-g", "-x", "none"], "hussh: -g takes a GROUP as in clush and pdsh (e.g. -g web); gathering identical output is -b"),
+    (["-g", "-x", "none"], "hussh: -g takes a GROUP as in clush and pdsh (e.g. -g web); gathering identical"),
     (["-o", "out"], "hussh: -o takes an ssh option Key=Value as ssh and clush do (e.g. -o ConnectTimeout=5); "
                     "an output directory is --outdir DIR"),
     (["-o", "Colour=yes"], "hussh: -o Colour: not an ssh option hussh applies"),

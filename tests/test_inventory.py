@@ -70,16 +70,20 @@ def test_ansible_yaml_with_nested_children_and_group_vars(tmp_path):
                 canary:
                   hosts:
                     web-c[a:b]:
+                    web-cc:
+                  vars:
+                    ansible_user: canary      # a child group's beats its parent's
             db:
               hosts:
                 db1:
                   ansible_user: 'o''brien'
     """))
-    assert inventory.hosts_of("web") == ["web01", "web02", "web3", "web-ca", "web-cb"]
+    assert inventory.hosts_of("web") == ["web01", "web02", "web3", "web-ca", "web-cb", "web-cc"]
     assert inventory.vars("web3") == HostVars(None, 2201, "deploy")
-    assert inventory.vars("web-ca") == HostVars(None, None, "deploy")  # from the parent group
+    assert inventory.vars("web-ca") == HostVars(None, None, "canary")
+    assert inventory.vars("web01") == HostVars(None, None, "deploy")  # from its group
     assert inventory.vars("db1").user == "o'brien"
-    assert inventory.select("all") == ["lone", "web01", "web02", "web3", "web-ca", "web-cb", "db1"]
+    assert inventory.select("all") == ["lone", "web01", "web02", "web3", "web-ca", "web-cb", "web-cc", "db1"]
 
 
 def test_dynamic_inventory_script_with_meta_hostvars(tmp_path):
