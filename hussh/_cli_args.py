@@ -1,4 +1,4 @@
-"""The command line's options (clush/pssh conventions) and their checks, before anything runs.
+"""The command line's options (clush/pdsh letters, pssh's where they agree) and their checks, before anything runs.
 
 Every mistake an operator can make in the arguments (an unknown option, a missing host file, a
 malformed range, an unreadable key, a broken ssh config) becomes ``UsageError``: one line on
@@ -10,12 +10,18 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import shutil
 import sys
+import tempfile
 from typing import NoReturn, TypedDict
 
 from . import __version__, _credentials
+from ._config import HONOURED, SSHConfigArg, config_paths
 from .errors import HusshError
 from .hostlist import expand, read_hosts_file, select
+from .inventory import ENV as INVENTORY_ENV
+from .inventory import Inventory, InventoryError, default_paths
+from .inventory import load as load_inventory
 from .multi_conn import MultiConnection
 
 PASSWORD_ENV = "HUSSH_PASSWORD"
@@ -29,11 +35,35 @@ class Parser(argparse.ArgumentParser):
     """``argparse`` that reports a mistake in one line instead of usage + message."""
 
     def error(self, message: str) -> NoReturn:
+        if HINT in message:
+            raise UsageError(f"hussh: {message.split(HINT, 1)[1]}")
+        for option, hint in RENAMED.items():
+            if message.startswith(f"argument {option}/") and "expected one argument" in message:
+                raise UsageError(f"hussh: {hint}")
         raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
 
 
 class HostFile(str):
-    """A ``-f`` argument among the host patterns, so that host order follows the command line."""
+    """A ``--hostfile`` argument among the host patterns, so that host order follows the command line."""
+
+
+class Nodes(str):
+    """A ``-w`` node set (``@group``, ``^file``, ``-host`` and ``!``/``&`` as clush and pdsh read them)."""
+
+
+class Groups(str):
+    """A ``-g`` group list (an Ansible pattern: ``web,db``, ``web:&prod``)."""
+
+
+HINT = "\0"
+"""Starts a type error that is the whole message: the mistake of someone used to another tool's letter."""
+
+RENAMED = {
+    "-g": "-g takes a GROUP as in clush and pdsh (e.g. -g web); gathering identical output is -b (-B with stderr)",
+    "-o": "-o takes an ssh option Key=Value as ssh and clush do (e.g. -o ConnectTimeout=5); "
+          "an output directory is --outdir DIR",
+    "-f": "-f is the fanout (a number) as in clush and pdsh; a host file is --hostfile FILE",
+}
 
 
 def _positive_int(text: str) -> int:
@@ -44,6 +74,32 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"want a positive integer, got {text!r}")
     return value
+
+
+def _fanout(text: str) -> int:
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{HINT}{RENAMED['-f']} (got -f {text})") from None
+
+
+def _pssh_parallelism(text: str) -> int:
+    raise argparse.ArgumentTypeError(f"{HINT}-p is not an option of hussh: pssh's parallelism is -f N (the fanout, "
+                                     f"as clush and pdsh); a port is --port N or host:port (got -p {text})")
+
+
+def _ssh_option(text: str) -> tuple[str, str]:
+    """``Key=Value`` or ``Key Value`` (also clush's ``-oKey=Value``) naming an ssh config option hussh applies."""
+    body = text[2:] if text.startswith("-o") else text
+    key, _, value = body.replace("=", " ", 1).partition(" ")
+    key, value = key.strip(), value.strip()
+    if not key or not value:
+        raise argparse.ArgumentTypeError(f"{HINT}{RENAMED['-o']} (got -o {text})")
+    known = {name.lower(): name for name in HONOURED}
+    if key.lower() not in known:
+        raise argparse.ArgumentTypeError(f"{HINT}-o {key}: not an ssh option hussh applies "
+                                         f"(those are: {', '.join(HONOURED)})")
+    return known[key.lower()], value
 
 
 def _seconds(text: str) -> float:
@@ -65,29 +121,44 @@ def _port(text: str) -> int:
 def _host_options() -> Parser:
     group = Parser(add_help=False)
     hosts = group.add_argument_group("hosts")
-    hosts.add_argument("-H", "--hosts", dest="targets", action="append", default=[], metavar="HOSTS",
-                       help="comma-separated hosts ([user@]host[:port], names from ~/.ssh/config); repeatable")
-    hosts.add_argument("-w", dest="targets", action="append", metavar="PATTERN",
-                       help="host pattern with ranges, e.g. 'web[001-120],db[1-3]'; repeatable")
-    hosts.add_argument("-f", "--hosts-file", dest="targets", action="append", type=HostFile, metavar="FILE",
+    hosts.add_argument("-w", "--nodes", dest="targets", action="append", default=[], type=Nodes, metavar="NODES",
+                       help="nodes as clush/pdsh: 'web[001-120],db[1-3]', @group, ^file, -host or !host to leave "
+                            "out, &@group to intersect; repeatable")
+    hosts.add_argument("-H", "--hosts", dest="targets", action="append", metavar="HOSTS",
+                       help="comma-separated hosts ([user@]host[:port], names from ~/.ssh/config, ranges); repeatable")
+    hosts.add_argument("--hostfile", "--hosts-file", dest="targets", action="append", type=HostFile, metavar="FILE",
                        help="file of hosts or patterns, one a line, '#' comments; repeatable")
-    hosts.add_argument("-x", "--exclude", action="append", default=[], metavar="HOSTS",
-                       help="hosts to leave out (patterns, '*' and '?' wildcards); repeatable")
+    hosts.add_argument("-g", "--group", dest="targets", action="append", type=Groups, metavar="GROUP",
+                       help="hosts of inventory groups: 'web', 'web,db', 'web:&prod:!web3'; repeatable")
+    hosts.add_argument("-a", "--all", action="store_true", help="every host of the inventory")
+    hosts.add_argument("-x", "--exclude", action="append", default=[], metavar="NODES",
+                       help="nodes to leave out (node sets, @group, '*' and '?' wildcards); repeatable")
+    hosts.add_argument("-X", "--exclude-group", action="append", default=[], metavar="GROUP",
+                       help="inventory groups to leave out; repeatable")
+    hosts.add_argument("--limit", metavar="PATTERN", help="keep only the hosts of this Ansible pattern")
+    hosts.add_argument("--inventory", action="append", default=[], metavar="PATH",
+                       help=f"inventory file or directory (Ansible, clush groups.conf, genders); repeatable "
+                            f"(default: ${INVENTORY_ENV}, else ~/.config/hussh/inventory, clush's groups.conf "
+                            "or /etc/genders if present)")
     conn = group.add_argument_group("connection")
     conn.add_argument("-l", "--user", help="login user (default: from the host, the ssh config, else root)")
-    conn.add_argument("-p", "--port", type=_port, help="port (default: from the host, the ssh config, else 22)")
+    conn.add_argument("--port", type=_port, help="port (default: from the host, the ssh config, else 22)")
+    conn.add_argument("-p", dest="pssh_parallelism", type=_pssh_parallelism, help=argparse.SUPPRESS)
     conn.add_argument("-i", "--identity", metavar="KEY", help="private key file (its passphrase: $HUSSH_PASSWORD)")
     conn.add_argument("-A", "--ask-pass", action="store_true",
                       help=f"prompt once for the password (else ${PASSWORD_ENV} is used if set)")
     conn.add_argument("-J", "--jump", metavar="[USER@]HOST[:PORT][,...]", help="bastion(s) to go through, as ssh -J")
     conn.add_argument("-F", "--ssh-config", metavar="FILE", help="ssh config file instead of ~/.ssh/config")
-    conn.add_argument("-b", "--batch-size", type=_positive_int, default=100, metavar="N",
+    conn.add_argument("-o", "--ssh-option", dest="ssh_options", action="append", default=[], type=_ssh_option,
+                      metavar="KEY=VALUE", help="ssh config option for every host, before the config files "
+                                                "(as ssh -o); repeatable")
+    conn.add_argument("-f", "--fanout", "--batch-size", dest="batch_size", type=_fanout, default=100, metavar="N",
                       help="hosts worked on at once (default: 100)")
-    conn.add_argument("-t", "--timeout", type=_seconds, default=0.0, metavar="SECONDS",
-                      help="per-host limit for the operation, connecting included (default: none)")
-    conn.add_argument("--connect-timeout", type=_seconds, default=0.0, metavar="SECONDS",
+    conn.add_argument("-t", "--connect-timeout", type=_seconds, default=0.0, metavar="SECONDS",
                       help="per-host limit for connecting and logging in "
-                           "(default: the ssh config's ConnectTimeout, else -t, else 15)")
+                           "(default: the ssh config's ConnectTimeout, else -u, else 15)")
+    conn.add_argument("-u", "--timeout", type=_seconds, default=0.0, metavar="SECONDS",
+                      help="per-host limit for the whole operation, connecting included (default: none)")
     conn.add_argument("--workers", type=_positive_int, metavar="N", help="worker processes (default: one per CPU)")
     conn.add_argument("-v", "--verbose", action="count", default=0,
                       help="-v: per-connection log lines (asyncssh) and progress logs; -vv: debug detail")
@@ -98,16 +169,25 @@ def _output_options(with_dir: bool) -> Parser:
     group = Parser(add_help=False)
     out = group.add_argument_group("output")
     modes = out.add_mutually_exclusive_group()
-    modes.add_argument("-g", "--group", dest="mode", action="store_const", const="group",
-                       help="gather hosts with identical output under one header, at the end")
+    modes.add_argument("-b", "--gather", dest="mode", action="store_const", const="gather",
+                       help="gather hosts with identical stdout under one header, at the end (stderr as it comes)")
+    modes.add_argument("-B", "--gather-all", dest="mode", action="store_const", const="group",
+                       help="like -b, stderr included in what must be identical")
+    modes.add_argument("-L", "--sorted", dest="mode", action="store_const", const="sorted",
+                       help="no headers: every line at the end, ordered by host")
     modes.add_argument("--json", dest="mode", action="store_const", const="json",
                        help="one JSON object per host per line, as each host finishes")
     modes.add_argument("-q", "--quiet", dest="mode", action="store_const", const="quiet",
                        help="print only the summary")
+    out.add_argument("-N", "--no-prefix", action="store_true", help="lines without the 'host: ' prefix")
+    out.add_argument("-S", "--max-status", action="store_true",
+                     help="exit with the largest exit status of the hosts (255 for a host hussh could not work on)")
     if with_dir:
-        out.add_argument("-o", "--outdir", metavar="DIR",
-                         help="also save each host's stdout and stderr to DIR/HOST.out and DIR/HOST.err")
-    group.set_defaults(mode="lines", outdir=None)
+        out.add_argument("--outdir", metavar="DIR",
+                         help="also save each host's stdout, stderr and exit status to DIR/HOST.out, "
+                              "DIR/HOST.err and DIR/HOST.status")
+        out.add_argument("--errdir", metavar="DIR", help="save each host's stderr to DIR/HOST.err instead")
+    group.set_defaults(mode="lines", outdir=None, errdir=None)
     return group
 
 
@@ -145,24 +225,62 @@ def parse(argv: list[str]) -> argparse.Namespace:
             args.cmd = args.cmd[1:]
         if not args.cmd:
             raise UsageError("hussh run: no command given (see 'hussh run --help')")
+        if args.mode in ("gather", "group") and args.cmd[0].isdigit() and "-b" in argv:
+            raise UsageError(f"hussh: -b gathers identical output as in clush and takes no number; "
+                             f"the fanout is -f N (got -b {args.cmd[0]})")
     return args
 
 
-def hosts_of(args: argparse.Namespace) -> list[str]:
-    """The hosts named by ``-H``/``-w``/``-f`` in command-line order, minus ``-x``; never empty."""
-    patterns: list[str] = []
+def inventory_of(args: argparse.Namespace) -> Inventory:
+    """The ``--inventory`` files, else the default ones (``inventory.default_paths``); empty if none."""
+    paths = args.inventory or default_paths()
+    try:
+        return load_inventory(*paths) if paths else Inventory()
+    except InventoryError as exc:
+        raise UsageError(f"hussh: {exc}") from None
+
+
+def hosts_of(args: argparse.Namespace, inventory: Inventory) -> list[str]:
+    """The hosts of ``-w``/``-H``/``--hostfile``/``-g`` in command-line order and ``-a``, minus
+    ``-X``/``-x``, within ``--limit``; never empty."""
+    hosts: dict[str, None] = {}
     try:
         for target in args.targets:
-            patterns.extend(read_hosts_file(target) if isinstance(target, HostFile) else [target])
-        hosts = select(patterns, args.exclude)
+            hosts.update(dict.fromkeys(_names(target, inventory)))
+        if args.all:
+            hosts.update(dict.fromkeys(inventory.all_hosts()))
+        given = bool(hosts)
+        for group in args.exclude_group:
+            for host in inventory.select(group):
+                hosts.pop(host, None)
+        if args.exclude:
+            left = select(hosts, [name for nodes in args.exclude for name in inventory.nodes(nodes)])
+            hosts = dict.fromkeys(left)
+        if args.limit is not None:
+            keep = set(inventory.select(args.limit))
+            hosts = {host: None for host in hosts if host in keep}
     except OSError as exc:
         raise UsageError(f"hussh: cannot read host file {exc.filename}: {exc.strerror}") from None
     except ValueError as exc:
         raise UsageError(f"hussh: {exc}") from None
     if not hosts:
-        raise UsageError("hussh: no hosts left after -x" if patterns and any(map(expand, patterns))
-                         else "hussh: no hosts given (use -H, -w or -f)")
-    return hosts
+        raise UsageError("hussh: no hosts left after -x, -X and --limit" if given
+                         else "hussh: no hosts given (use -w, -H, --hostfile, -g or -a)")
+    return list(hosts)
+
+
+def _names(target: str, inventory: Inventory) -> list[str]:
+    if isinstance(target, HostFile):
+        return read_hosts_file(target)
+    if isinstance(target, Nodes):
+        return inventory.nodes(target)
+    if isinstance(target, Groups):
+        try:
+            return inventory.select(target.lstrip("@"))
+        except InventoryError as exc:
+            raise InventoryError(f"{exc} (-g takes an inventory group, as in clush; "
+                                 "gathering identical output is -b, or -B with stderr)") from None
+    return expand(target)
 
 
 def password_of(args: argparse.Namespace) -> str | None:
@@ -180,12 +298,13 @@ class _Options(TypedDict, total=False):
 
     private_key: str
     port: int
-    ssh_config: str
+    ssh_config: SSHConfigArg
 
 
 def connect(args: argparse.Namespace) -> MultiConnection:
     """A ``MultiConnection`` for the options; nothing is started yet (workers start on the first call)."""
-    hosts = hosts_of(args)
+    inventory = inventory_of(args)
+    hosts = hosts_of(args, inventory)
     password = password_of(args)
     options: _Options = {}
     if args.identity is not None:
@@ -197,13 +316,32 @@ def connect(args: argparse.Namespace) -> MultiConnection:
         options["port"] = args.port
     if args.ssh_config is not None:
         options["ssh_config"] = args.ssh_config
+    scratch = tempfile.mkdtemp(prefix="hussh-o-") if args.ssh_options else None
     try:
-        return MultiConnection.from_shared_auth(
-            hosts, username=args.user, password=password, timeout=args.timeout, batch_size=args.batch_size,
-            connect_timeout=args.connect_timeout, proxy_jump=args.jump, workers=args.workers, **options,
+        if scratch is not None:
+            options["ssh_config"] = _with_options(args.ssh_options, args.ssh_config, scratch)
+        return MultiConnection.from_inventory(
+            inventory, hosts, username=args.user, password=password, timeout=args.timeout,
+            batch_size=args.batch_size, connect_timeout=args.connect_timeout, proxy_jump=args.jump,
+            workers=args.workers, **options,
         )
     except (ValueError, TypeError, OSError, HusshError) as exc:
-        raise UsageError(f"hussh: {exc}") from None
+        message = str(exc).replace(os.path.join(scratch, OPTIONS_FILE), "-o") if scratch else str(exc)
+        raise UsageError(f"hussh: {message}") from None
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+OPTIONS_FILE = "ssh-options"
+
+
+def _with_options(ssh_options: list[tuple[str, str]], ssh_config: str | None, scratch: str) -> list[str]:
+    """``-o`` as ssh applies it: a config file of its own, read before the others (first value wins)."""
+    path = os.path.join(scratch, OPTIONS_FILE)
+    with open(path, "w", encoding="utf-8") as file:
+        file.write("Host *\n" + "".join(f"    {key} {value}\n" for key, value in ssh_options))
+    return [path, *map(str, config_paths(ssh_config))]
 
 
 def fail(error: UsageError) -> int:

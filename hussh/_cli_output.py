@@ -6,6 +6,7 @@ stderr, each line prefixed ``host: ``, as clush does; the summary always goes to
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -22,12 +23,15 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def prefixed(host: str, text: str) -> str:
-    """Every line of ``text`` as ``host: line``; a last line without newline gets one."""
+    """Every line of ``text`` as ``host: line`` (as it is for an empty ``host``); a last line without
+    newline gets one."""
     if not text:
         return ""
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
+    if not host:
+        return "".join(f"{line}\n" for line in lines)
     return "".join(f"{host}: {line}\n" for line in lines)
 
 
@@ -39,16 +43,26 @@ def save(path: Path, text: str) -> None:
         handle.write(text)
 
 
+def natural_key(host: str) -> list[str | int]:
+    """Sort key putting web2 before web10 (``-L``)."""
+    parts: list[str | int] = list(re.split(r"([0-9]+)", host))
+    parts[1::2] = [int(p) for p in parts[1::2]]
+    return parts
+
+
 class Display:
     """Receives each finished host (``host()``, an ``on_timed_result`` callback) and ends the run (``finish()``).
 
-    ``mode`` is ``lines`` (default), ``group``, ``json`` or ``quiet``; ``outdir`` also saves every
-    host's output; ``progress`` draws a bar on stderr (only asked for when it is a terminal).
+    ``mode`` is ``lines`` (default), ``gather`` (``-b``), ``group`` (``-B``), ``sorted`` (``-L``),
+    ``json`` or ``quiet``; ``outdir`` also saves every host's output and exit status (stderr in
+    ``errdir`` when given); ``prefix=False`` drops the ``host: `` of output lines (``-N``);
+    ``progress`` draws a bar on stderr (only asked for when it is a terminal).
     """
 
     def __init__(self, mode: str, total: int, outdir: Path | None = None, progress: bool = False,
-                 stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
-        self.mode, self.total, self.outdir = mode, total, outdir
+                 stdout: TextIO | None = None, stderr: TextIO | None = None, errdir: Path | None = None,
+                 prefix: bool = True) -> None:
+        self.mode, self.total, self.outdir, self.errdir, self.prefix = mode, total, outdir, errdir, prefix
         self.out, self.err = stdout or sys.stdout, stderr or sys.stderr
         self.results: dict[str, SSHResult] = {}
         self.seconds: dict[str, float] = {}
@@ -60,15 +74,12 @@ class Display:
         self.seconds[host] = seconds
         if outcome(result) != "ok":
             self.failed += 1
-        if self.outdir is not None:
-            name = host_file_name(host)
-            save(self.outdir / f"{name}.out", result.stdout)
-            save(self.outdir / f"{name}.err", result.stderr)
+        self.save(host, result)
         out = err = ""
         if self.mode == "lines":
-            out = prefixed(host, result.stdout)
-            err = prefixed(host, result.stderr) + (f"hussh: {host}: exit status {result.status}\n"
-                                                   if result.status and not result.error else "")
+            out, err = self.lines(host, result)
+        elif self.mode == "gather" and not result.error:
+            err = self.lines(host, result)[1]
         elif self.mode == "json":
             out = json_line(host, result, seconds)
         write = (lambda: self._emit(out, err)) if out or err else None
@@ -76,6 +87,24 @@ class Display:
             self.bar.advance(self.failed, write)
         elif write is not None:
             write()
+
+    def save(self, host: str, result: SSHResult) -> None:
+        """``--outdir``/``--errdir``: the host's stdout, stderr and exit status (``-1``: hussh's failure)."""
+        if self.outdir is not None:
+            base = self.outdir / host_file_name(host)
+            save(Path(f"{base}.out"), result.stdout)
+            save(Path(f"{base}.status"), f"{result.status}\n")
+        errors = self.errdir or self.outdir
+        if errors is not None:
+            save(Path(f"{errors / host_file_name(host)}.err"), result.stderr)
+
+    def lines(self, host: str, result: SSHResult) -> tuple[str, str]:
+        """A host's stdout and stderr as printed line by line (``-N``: without prefix, but hussh's own
+        failure messages always name the host)."""
+        label = host if self.prefix or result.error else ""
+        err = prefixed(label, result.stderr) + (f"hussh: {host}: exit status {result.status}\n"
+                                                if result.status and not result.error else "")
+        return prefixed(label, result.stdout), err
 
     def _emit(self, out: str, err: str) -> None:
         if out:
@@ -92,10 +121,17 @@ class Display:
             self.bar = None
 
     def finish(self, order: list[str], elapsed: float, interrupted: bool = False) -> int:
-        """Groups (``-g``) of the hosts that finished and the summary line; return the exit status."""
+        """Groups (``-b``/``-B``) or sorted lines (``-L``) of the hosts that finished, and the summary
+        line; return the exit status."""
         self.close()
         finished = MultiResult(((h, self.results[h]) for h in order if h in self.results), self.seconds)
-        if self.mode == "group":
+        if self.mode == "sorted":
+            for host in sorted(finished, key=natural_key):
+                self._emit(*self.lines(host, finished[host]))
+        if self.mode in ("group", "gather"):
+            if self.mode == "gather":  # stderr was shown as it came: only stdout and the status must agree
+                finished = MultiResult((h, r if r.error else SSHResult(r.stdout, "", r.status)) for h, r in
+                                       finished.items())
             groups = finished.grouped(by_error_kind=True)
             text = "".join(map(group_text, [g for g in groups if not g.result.error]
                                 + [g for g in groups if g.result.error]))

@@ -1,4 +1,4 @@
-"""``hussh``: the operator's command line over ``MultiConnection`` (clush/pssh conventions).
+"""``hussh``: the operator's command line over ``MultiConnection`` (clush/pdsh letters, pssh's where they agree).
 
     hussh run  [HOSTS] [CONN] [OUTPUT] COMMAND...
     hussh put  [HOSTS] [CONN] [OUTPUT] LOCAL REMOTE
@@ -7,7 +7,8 @@
     hussh fleet ...
 
 Exit status: 0 every host succeeded, 1 some host failed, 2 bad usage (nothing ran), 130
-interrupted. ``docs/cli.md`` describes every option, the output modes and the JSON schema.
+interrupted; with ``-S`` the largest exit status of the hosts. ``docs/cli.md`` describes every
+option, the output modes and the JSON schema.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def prepare(mc: MultiConnection, args: argparse.Namespace) -> Operation:
     if args.command == "run":
         command = " ".join(args.cmd)
         make_dir(args.outdir)
+        make_dir(args.errdir)
         return lambda on_host: mc.execute(command, on_timed_result=on_host)
     if args.command == "put":
         try:
@@ -100,8 +102,10 @@ def make_dir(path: str | None) -> None:
 def perform(mc: MultiConnection, operation: Operation, args: argparse.Namespace) -> int:
     """Run the operation, showing hosts as they finish; Ctrl-C shows what finished and exits 130."""
     hosts = mc.hosts
+    errdir = getattr(args, "errdir", None)
     display = Display(args.mode, len(hosts), Path(args.outdir) if getattr(args, "outdir", None) else None,
-                      progress=args.mode != "quiet" and sys.stderr.isatty())
+                      progress=args.mode not in ("quiet", "sorted") and sys.stderr.isatty(),
+                      errdir=Path(errdir) if errdir else None, prefix=not args.no_prefix)
     started = time.monotonic()
     interrupted = False
     try:
@@ -113,9 +117,16 @@ def perform(mc: MultiConnection, operation: Operation, args: argparse.Namespace)
         mc.close()
         return fail(UsageError(f"hussh: {exc}"))
     try:
-        return display.finish(hosts, time.monotonic() - started, interrupted)
+        status = display.finish(hosts, time.monotonic() - started, interrupted)
+        return largest_status(display) if args.max_status and not interrupted else status
     finally:
         mc.close()
+
+
+def largest_status(display: Display) -> int:
+    """``-S``: the largest exit status of the hosts, as clush and pdsh return it; 255 (ssh's own) for a
+    host hussh could not work on."""
+    return max((255 if result.error else result.status for result in display.results.values()), default=0)
 
 
 def tail(mc: MultiConnection, remote: str, interval: float) -> int:

@@ -12,6 +12,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -27,6 +28,9 @@ from ._views import Group, Summary, group_results, json_line, summarize
 from .aio import AsyncConnection
 from .errors import HusshError
 from .hostlist import Target, parse_target
+
+if TYPE_CHECKING:
+    from .inventory import Inventory
 
 OnResult = Callable[[str, SSHResult], None]
 DEFAULT_BATCH_SIZE = 100
@@ -256,6 +260,51 @@ class MultiConnection:
                 host_key_checking=host_key_checking, max_output=max_output, proxy_jump=proxy_jump,
                 proxy_command=proxy_command, forward_agent=forward_agent, resolver=resolver,
             ))
+        self = cls.__new__(cls)
+        self._init(specs, names, batch_size, 0, workers, progress, retry, max_call_output, engine)
+        return self
+
+    @classmethod
+    def from_inventory(
+        cls,
+        inventory: Inventory,
+        pattern: str | Iterable[str] = "all",
+        *,
+        limit: str | None = None,
+        username: str | None = None,
+        port: int = DEFAULT_PORT,
+        ssh_config: SSHConfigArg = None,
+        batch_size: int | None = None,
+        retry: Retry | None = None,
+        max_call_output: int | None = None,
+        workers: int | None = None,
+        progress: Progress | None = None,
+        engine: Engine | None = None,
+        **options: Any,
+    ) -> MultiConnection:
+        """The hosts of an ``Inventory`` (``hussh.inventory``) chosen by an Ansible ``pattern`` (or a
+        list of host names), narrowed by ``limit``; each host's inventory address, port and user go
+        into its spec.
+
+        As in ``from_shared_auth``, what a host says for itself (its inventory port or user, or a
+        ``user@host:port`` name) beats ``username``/``port``, which beat the ssh config; the config
+        is matched against the inventory name and the inventory address replaces its ``HostName``.
+        Other keyword arguments are ``from_shared_auth``'s.
+        """
+        names = inventory.select(pattern) if isinstance(pattern, str) else list(pattern)
+        if limit is not None:
+            keep = set(inventory.select(limit))
+            names = [name for name in names if name in keep]
+        resolver = ConfigResolver(ssh_config)
+        specs = []
+        for name in names:
+            host_vars = inventory.vars(name)
+            target = _target(name) if host_vars.address is None and host_vars.port is None else None
+            host = target.host if target is not None else name
+            spec = make_spec(host, port=host_vars.port or (target and target.port) or port,
+                             username=host_vars.user or (target and target.user) or username,
+                             resolver=resolver, **options)
+            specs.append(msgspec.structs.replace(spec, hostname=host_vars.address) if host_vars.address else spec)
         self = cls.__new__(cls)
         self._init(specs, names, batch_size, 0, workers, progress, retry, max_call_output, engine)
         return self

@@ -11,7 +11,7 @@ Measured from spawn to exit: wall time and CPU (the process and the descendants 
 workers, clush's and pssh's ssh processes).
 Each tool's output is checked: a run counts only hosts that printed the right user.
 
-* ``hussh``: ``python -m hussh run -b 100 -f HOSTS -p PORT -l USER -i KEY whoami`` (lines into a file);
+* ``hussh``: ``python -m hussh run -f 100 --hostfile HOSTS --port PORT -l USER -i KEY whoami`` (lines into a file);
 * ``library``: ``peers/run_once_hussh.py``, the ``MultiConnection`` call the command wraps, printing the
   same lines; the command's overhead is its wall over this one's (target: at most 5%);
 * ``clush``: ``clush -b -f 100`` from ClusterShell (PyPI, in its own venv under ``--venv-root``), which
@@ -23,7 +23,7 @@ Each tool's output is checked: a run counts only hosts that printed the right us
 The command's own work is also measured without a fleet and its noise: importing ``hussh.cli``
 against ``hussh.multi_conn``, and parsing, expanding and printing N hosts' results.
 
-Then, once: ``hussh run -g`` and ``-q`` on every host printing the same 1 MB, run in a fresh process
+Then, once: ``hussh run -B`` and ``-q`` on every host printing the same 1 MB, run in a fresh process
 that reports its own peak RSS (``VmHWM``): identical outputs are held once, so the peak stays far
 below the N MB that went through the pipes.
 """
@@ -80,7 +80,8 @@ class Setup:
 def argv_of(tool: str, s: Setup) -> list[str]:
     """The command line that runs ``tool`` once."""
     if tool == "hussh":
-        return [sys.executable, "-m", "hussh", "run", "-b", str(s.batch), "-f", str(s.names_file), "-p", str(s.port),
+        return [sys.executable, "-m", "hussh", "run", "-f", str(s.batch), "--hostfile", str(s.names_file),
+                "--port", str(s.port),
                 "-l", KEY_USER, "-i", s.key, COMMAND]
     if tool == "library":
         return [sys.executable, str(PEERS / "run_once_hussh.py"), "--targets", str(s.names_file), "--port",
@@ -144,7 +145,8 @@ def hwm():
     return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
 before = hwm()
 real, sys.stdout = sys.stdout, open(os.devnull, "w")
-code = main(["run", {mode!r}, "-b", "{s.batch}", "-f", {str(s.names_file)!r}, "-p", "{s.port}", "-l", {KEY_USER!r},
+code = main(["run", {mode!r}, "-f", "{s.batch}", "--hostfile", {str(s.names_file)!r}, "--port", "{s.port}",
+             "-l", {KEY_USER!r},
              "-i", {s.key!r}, "head -c 1000000 /dev/zero | tr '\\\\0' x"])
 real.write(json.dumps({{"exit": code, "before_kib": before, "peak_kib": hwm()}}) + "\\n")
 """
@@ -166,12 +168,12 @@ started = time.perf_counter()
 import hussh.cli
 imported = time.perf_counter()
 from hussh import SSHResult
-from hussh._cli_args import hosts_of, parse
+from hussh._cli_args import hosts_of, inventory_of, parse
 from hussh._cli_output import Display
 devnull = open(os.devnull, "w")
 began = time.perf_counter()
-args = parse(["run", "-f", {str(s.names_file)!r}, "-p", "{s.port}", "whoami"])
-hosts = hosts_of(args)
+args = parse(["run", "--hostfile", {str(s.names_file)!r}, "--port", "{s.port}", "whoami"])
+hosts = hosts_of(args, inventory_of(args))
 display = Display("lines", len(hosts), stdout=devnull, stderr=devnull)
 for host in hosts:
     display.host(host, SSHResult("hussh-key\\n"), 0.1)
@@ -249,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.hosts} hosts' results {own['work'] * 1000:.1f} ms")
         memory = []
         if not args.no_memory:
-            for mode in ("-q", "-g"):
+            for mode in ("-q", "-B"):
                 memory.append(grouping_memory(setup, mode))
                 m = memory[-1]
                 print(f"hussh run {mode}, every host printing the same 1 MB: peak RSS of the command "

@@ -16,6 +16,7 @@ import pytest
 
 from clirun import Running, children, env, hussh
 from hussh import cli
+from hussh._cli_args import connect, parse
 from hussh.hostlist import fold
 from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
 
@@ -25,7 +26,7 @@ REFUSED = ["127.77.9.8", "127.77.9.9"]  # loopback addresses where nothing liste
 
 @pytest.fixture
 def conn(fleet) -> list[str]:
-    return ["-l", KEY_USER, "-i", str(fleet.client_key), "-p", str(fleet.port)]
+    return ["-l", KEY_USER, "-i", str(fleet.client_key), "--port", str(fleet.port)]
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_default_prints_prefixed_lines_as_each_host_finishes(fleet, conn, hosts,
     flag = remote_dir / "go"
     command = on_first(fleet, "echo first",
                        f"while [ ! -e {flag} ]; do sleep 0.05; done; echo rest") + "; echo warn >&2"
-    run = Running("run", *hosts, *conn, "-t", "60", command)
+    run = Running("run", *hosts, *conn, "-u", "60", command)
     try:
         run.wait_for(lambda: f"{first}: first\n" in run.out, what="the first host's line")
         assert len(run.out) == 1  # the others are still waiting for the flag: lines came as hosts finished
@@ -74,7 +75,7 @@ def test_non_zero_exit_is_shown_and_counted(fleet, conn, hosts):
 def test_group_gathers_identical_output_and_failures_by_kind(fleet, conn, hosts, blackhole):
     silent = f"{blackhole[0]}:{blackhole[1]}"
     command = on_first(fleet, "whoami; exit 3", "whoami")
-    done = hussh("run", "-g", *hosts, "-H", ",".join(REFUSED), "-H", silent, *conn, "--connect-timeout", "1", command)
+    done = hussh("run", "-B", *hosts, "-H", ",".join(REFUSED), "-H", silent, *conn, "-t", "1", command)
     assert done.returncode == 1
     a = fleet.addresses
     rule = "-" * 15
@@ -108,16 +109,31 @@ def test_json_is_one_object_per_host_per_line(fleet, conn, hosts):
     assert summary_of(done.stderr) == "4 ok, 1 ConnectError"
 
 
-def test_outdir_saves_each_hosts_stdout_and_stderr(fleet, conn, hosts, tmp_path):
+def test_outdir_saves_each_hosts_stdout_stderr_and_exit_status(fleet, conn, hosts, tmp_path):
     outdir = tmp_path / "out"
-    done = hussh("run", "-q", "-o", str(outdir), *hosts, "-H", REFUSED[0], *conn, "whoami; echo err >&2")
+    command = on_first(fleet, "exit 3", "whoami; echo err >&2")
+    done = hussh("run", "-q", "--outdir", str(outdir), *hosts, "-H", REFUSED[0], *conn, command)
     assert done.returncode == 1
-    for address in fleet.addresses:
+    first, *others = fleet.addresses
+    for address in others:
         assert (outdir / f"{address}.out").read_text() == f"{KEY_USER}\n"
         assert (outdir / f"{address}.err").read_text() == "err\n"
+        assert (outdir / f"{address}.status").read_text() == "0\n"
+    assert (outdir / f"{first}.status").read_text() == "3\n"
     assert (outdir / f"{REFUSED[0]}.out").read_text() == ""
     assert (outdir / f"{REFUSED[0]}.err").read_text().startswith("ConnectError: ")
-    assert len(list(outdir.iterdir())) == 10
+    assert (outdir / f"{REFUSED[0]}.status").read_text() == "-1\n"
+    assert len(list(outdir.iterdir())) == 15
+
+
+def test_errdir_takes_stderr_apart_from_outdir(fleet, conn, hosts, tmp_path):
+    outdir, errdir = tmp_path / "out", tmp_path / "err"
+    done = hussh("run", "-q", "--outdir", str(outdir), "--errdir", str(errdir), *hosts, *conn, "echo out; echo err >&2")
+    assert done.returncode == 0
+    assert sorted(p.name for p in errdir.iterdir()) == sorted(f"{a}.err" for a in fleet.addresses)
+    assert {p.read_text() for p in errdir.iterdir()} == {"err\n"}
+    assert sorted(p.name for p in outdir.iterdir()) == sorted(f"{a}.{kind}" for a in fleet.addresses
+                                                             for kind in ("out", "status"))
 
 
 def test_quiet_prints_only_the_summary(conn, hosts):
@@ -133,7 +149,7 @@ def test_host_files_ranges_and_exclusion(fleet, conn, tmp_path):
     prefix = a[0].rsplit(".", 1)[0]
     hosts_file = tmp_path / "fleet.hosts"
     hosts_file.write_text(f"# the web tier\n{prefix}.[1-3]   # three of them\n\n{a[3]}\n")
-    done = hussh("run", "--json", "-f", str(hosts_file), "-x", a[1], "-x", "*.3", *conn, "true")
+    done = hussh("run", "--json", "--hostfile", str(hosts_file), "-x", a[1], "-x", "*.3", *conn, "true")
     assert done.returncode == 0
     assert {json.loads(line)["host"] for line in done.stdout.splitlines()} == {a[0], a[3]}
     done = hussh("run", "--json", "-H", f"{a[2]},{a[0]}", "-w", f"{prefix}.[1-2]", *conn, "true")
@@ -164,8 +180,8 @@ def test_a_host_that_does_not_resolve_is_that_hosts_failure(fleet, conn, hosts):
 
 BAD_INPUT = {
     "unknown option": (["--bogus"], "unrecognized arguments: --bogus"),
-    "missing host file": (["-f", "missing.hosts"], "cannot read host file missing.hosts: No such file"),
-    "empty host list": (["-f", "empty.hosts"], "no hosts given"),
+    "missing host file": (["--hostfile", "missing.hosts"], "cannot read host file missing.hosts: No such file"),
+    "empty host list": (["--hostfile", "empty.hosts"], "no hosts given"),
     "everything excluded": (["-w", "a[1-2]", "-x", "a*"], "no hosts left after -x"),
     "no host option": ([], "no hosts given"),
     "missing key": (["-i", "missing_key"], "cannot use private key missing_key"),
@@ -174,9 +190,9 @@ BAD_INPUT = {
     "reversed range": (["-w", "web[3-1]"], "start is greater than end"),
     "malformed ssh config": (["-F", "bad_config"], "Invalid Port integer value: notaport"),
     "missing ssh config": (["-F", "missing_config"], "ssh config file missing_config does not exist"),
-    "bad port": (["-p", "0"], "want a port number 1-65535"),
+    "bad port": (["--port", "0"], "want a port number 1-65535"),
     "negative timeout": (["-t", "-1"], "want a number of seconds >= 0"),
-    "two output modes": (["-g", "--json"], "not allowed with argument"),
+    "two output modes": (["-B", "--json"], "not allowed with argument"),
 }
 
 
@@ -186,9 +202,9 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_run(case, fleet, remote_d
     (tmp_path / "empty.hosts").write_text("# nothing here yet\n\n")
     (tmp_path / "not_a_key").write_text("this is not a key\n")
     (tmp_path / "bad_config").write_text("Host *\n  Port notaport\n")
-    hosts = [] if options == [] or "-f" in options or "-w" in options else ["-H", fleet.addresses[0]]
+    hosts = [] if options == [] or "--hostfile" in options or "-w" in options else ["-H", fleet.addresses[0]]
     marker = remote_dir / "ran"
-    done = hussh("run", *hosts, "-p", str(fleet.port), *options, f"touch {marker}", cwd=tmp_path)
+    done = hussh("run", *hosts, "--port", str(fleet.port), *options, f"touch {marker}", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
     assert message in done.stderr
@@ -209,7 +225,7 @@ def test_ctrl_c_stops_at_once_leaves_no_worker_and_shows_what_finished(mode, fle
     first = fleet.addresses[0]
     token = f"{time.time_ns() % 10**6}"
     command = on_first(fleet, "echo fast", f"sleep 30.{token}")
-    run = Running("run", *(["-g"] if mode == "group" else []), *hosts, *conn, command)
+    run = Running("run", *(["-B"] if mode == "group" else []), *hosts, *conn, command)
     try:
         if mode == "lines":
             run.wait_for(lambda: f"{first}: fast\n" in run.out, what="the fast host's line")
@@ -283,7 +299,7 @@ def test_put_then_get_one_file_per_host(fleet, conn, hosts, remote_dir, tmp_path
     assert sorted(p.name for p in fetched.iterdir()) == sorted(fleet.addresses)
     assert all((fetched / a).read_text() == "setting = 1\n" for a in fleet.addresses)
     assert sorted(done.stdout.splitlines()) == sorted(f"{a}: {fetched / a}" for a in fleet.addresses)
-    done = hussh("get", "-g", *hosts, *conn, str(remote_dir / "missing"), str(fetched))
+    done = hussh("get", "-B", *hosts, *conn, str(remote_dir / "missing"), str(fetched))
     assert done.returncode == 1
     assert summary_of(done.stderr) == "4 FileNotFoundError"
 
@@ -353,3 +369,81 @@ def test_fleet_delegates_to_the_testing_tool(monkeypatch):
 def test_console_script_is_declared():
     pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
     assert '\nhussh = "hussh.cli:main"\n' in pyproject
+
+
+# ----------------------------------------------------------------------------- clush/pdsh letters (issue 22)
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["-f", "web1"], "hussh: -f is the fanout (a number) as in clush and pdsh; a host file is --hostfile FILE"),
+    (["-p", "50"], "hussh: -p is not an option of hussh: pssh's parallelism is -f N"),
+    (["-g", "-x", "none"], "hussh: -g takes a GROUP as in clush and pdsh (e.g. -g web); gathering identical"),
+    (["-o", "out"], "hussh: -o takes an ssh option Key=Value as ssh and clush do (e.g. -o ConnectTimeout=5); "
+                    "an output directory is --outdir DIR"),
+    (["-o", "Colour=yes"], "hussh: -o Colour: not an ssh option hussh applies"),
+    (["-b", "50"], "hussh: -b gathers identical output as in clush and takes no number; the fanout is -f N"),
+    (["-g", "uname"], "hussh: no group or host 'uname' in the inventory (none given) (-g takes an inventory group"),
+])
+def test_a_letter_used_as_another_tool_uses_it_says_so_in_one_line(options, message, fleet, remote_dir, tmp_path):
+    marker = remote_dir / "ran"
+    done = hussh("run", "-H", fleet.addresses[0], "--port", str(fleet.port), *options, f"touch {marker}",
+                 cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith(message), done.stderr
+    assert len(done.stderr.splitlines()) == 1
+    assert not marker.exists()
+
+
+def test_gather_b_leaves_stderr_out_of_the_groups_and_B_takes_it_in(fleet, conn, hosts):
+    command = on_first(fleet, "echo same; echo one >&2", "echo same; echo other >&2")
+    gathered = hussh("run", "-b", *hosts, *conn, command)
+    rule = "-" * 15
+    assert gathered.stdout == f"{rule}\n{fold(fleet.addresses)} (4)\n{rule}\nsame\n"
+    assert sorted(gathered.stderr.splitlines()[:-1]) == sorted(
+        [f"{fleet.addresses[0]}: one"] + [f"{a}: other" for a in fleet.addresses[1:]])
+    everything = hussh("run", "-B", *hosts, *conn, command)
+    assert everything.stdout == (f"{rule}\n{fold(fleet.addresses[1:])} (3)\n{rule}\nsame\nother\n"
+                                 f"{rule}\n{fleet.addresses[0]} (1)\n{rule}\nsame\none\n")
+    assert everything.stderr.splitlines()[:-1] == []
+
+
+def test_sorted_lines_L_and_no_prefix_N(fleet, conn, tmp_path):
+    names = [f"n{i}" for i in (10, 2, 1)]  # given out of order; -L sorts them naturally
+    config = tmp_path / "config"
+    config.write_text("".join(f"Host {n}\n    HostName {a}\n" for n, a in zip(names, fleet.addresses)))
+    command = "echo a; echo b"
+    done = hussh("run", "-L", "-F", str(config), "-w", ",".join(names), *conn, command)
+    assert done.stdout == "".join(f"n{i}: a\nn{i}: b\n" for i in (1, 2, 10))
+    bare = hussh("run", "-L", "-N", "-F", str(config), "-w", ",".join(names), "-H", REFUSED[0], *conn, command)
+    assert bare.stdout == "a\nb\n" * 3
+    assert bare.stderr.splitlines()[0].startswith(f"{REFUSED[0]}: ConnectError: ")  # hussh's own still name it
+
+
+def test_S_returns_the_largest_exit_status(fleet, conn, hosts):
+    done = hussh("run", "-S", "-q", *hosts, *conn, on_first(fleet, "exit 7", "exit 3"))
+    assert done.returncode == 7
+    assert hussh("run", "-S", "-q", *hosts, *conn, "true").returncode == 0
+    refused = hussh("run", "-S", "-q", *hosts, "-H", REFUSED[0], *conn, "exit 3")
+    assert refused.returncode == 255
+
+
+def test_o_applies_ssh_options_as_a_config_read_first(fleet, blackhole, tmp_path):
+    key = ["-l", KEY_USER, "-i", str(fleet.client_key)]
+    done = hussh("run", "-q", "-w", fold(fleet.addresses), *key, "-o", f"Port={fleet.port}", "true")
+    assert (done.returncode, summary_of(done.stderr)) == (0, "4 ok")
+    config = tmp_path / "config"
+    config.write_text("Host *\n    Port 1\n")  # -o comes first, so it wins over the config, as with ssh
+    done = hussh("run", "-q", "-F", str(config), "-w", fold(fleet.addresses), *key, "-oPort=" + str(fleet.port),
+                 "true")
+    assert (done.returncode, summary_of(done.stderr)) == (0, "4 ok")
+    silent = f"{blackhole[0]}:{blackhole[1]}"
+    done = hussh("run", "-H", silent, *key, "-o", "ConnectTimeout=1", "true")
+    assert "timed out after 1 seconds" in done.stderr
+    bad = hussh("run", "-H", silent, *key, "-o", "Port=notaport", "true")
+    assert bad.returncode == 2 and bad.stderr.startswith("hussh: ") and "notaport" in bad.stderr
+    assert "hussh-o-" not in bad.stderr  # the scratch file is named -o, not by its path
+
+
+def test_f_is_the_fanout():
+    mc = connect(parse(["run", "-f", "7", "-w", "a[1-3]", "true"]))
+    assert (mc.batch_size, mc.hosts) == (7, ["a1", "a2", "a3"])
+    mc.close()

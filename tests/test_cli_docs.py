@@ -102,8 +102,9 @@ def script(code: str) -> str:
 
 def test_the_page_has_examples_of_every_command_and_mode():
     code = "\n".join(code for _, code, _ in EXAMPLES)
-    for piece in ("hussh run", "hussh put", "hussh get", "hussh tail", " -g ", " --json ", " -q ", " -o ", " -f ",
-                  " -x ", " -J ", " -A ", " -v ", "HUSSH_PASSWORD", "grouped(", "summary()"):
+    for piece in ("hussh run", "hussh put", "hussh get", "hussh tail", " -B ", " -L ", " -g ", " -w '@", " --json ",
+                  " -q ", " --outdir ", " --hostfile ", " --inventory ", " -x ", " -J ", " -A ", " -v ",
+                  "HUSSH_PASSWORD", "grouped(", "summary()"):
         assert piece in code, piece
 
 

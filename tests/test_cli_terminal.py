@@ -68,7 +68,7 @@ def term():
 
 @pytest.fixture
 def conn(fleet) -> list[str]:
-    return ["-l", KEY_USER, "-i", str(fleet.client_key), "-p", str(fleet.port)]
+    return ["-l", KEY_USER, "-i", str(fleet.client_key), "--port", str(fleet.port)]
 
 
 def waiting_for(flag: Path) -> str:
@@ -77,7 +77,7 @@ def waiting_for(flag: Path) -> str:
 
 def test_progress_bar_while_running_then_gone_before_the_summary(term, fleet, conn, remote_dir, tmp_path):
     flag = remote_dir / "go"
-    term.start(["run", "-w", fold(fleet.addresses), "-H", REFUSED, *conn, "-t", "60", waiting_for(flag)], tmp_path)
+    term.start(["run", "-w", fold(fleet.addresses), "-H", REFUSED, *conn, "-u", "60", waiting_for(flag)], tmp_path)
     screen = term.wait_screen(r"^ *20%\|.*\| 1/5 hosts, 1 failed \[\d\d:\d\d<\d\d:\d\d, +[\d.]+ hosts/s\]")
     assert re.search(rf"^{REFUSED}: ConnectError: .*$", screen, re.MULTILINE)  # printed above the bar, whole
     flag.touch()
@@ -100,7 +100,7 @@ def test_progress_bar_keeps_moving_while_hosts_run(term, fleet, conn, remote_dir
 
 def test_quiet_draws_no_bar(term, fleet, conn, remote_dir, tmp_path):
     flag = remote_dir / "go"
-    term.start(["run", "-q", "-w", fold(fleet.addresses), *conn, "-t", "60", f"touch {remote_dir}/$$.started; "
+    term.start(["run", "-q", "-w", fold(fleet.addresses), *conn, "-u", "60", f"touch {remote_dir}/$$.started; "
                 + waiting_for(flag)], tmp_path)
     deadline = time.monotonic() + 20
     while len(list(remote_dir.glob("*.started"))) < 4:  # every host runs: a bar would be on the screen by now
@@ -120,7 +120,7 @@ def test_no_escape_codes_when_stderr_is_a_pipe(fleet, conn):
 
 
 def test_ask_pass_prompts_once_on_the_terminal(term, fleet, tmp_path):
-    term.start(["run", "-A", "-l", PASSWORD_USER, "-p", str(fleet.port), "-w", fold(fleet.addresses), "whoami"],
+    term.start(["run", "-A", "-l", PASSWORD_USER, "--port", str(fleet.port), "-w", fold(fleet.addresses), "whoami"],
                tmp_path)
     term.wait_screen(r"^Password:\s*$")
     term.send(PASSWORD, "Enter")
