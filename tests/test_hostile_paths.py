@@ -228,7 +228,7 @@ def test_a_remote_0600_file_arrives_0600_from_a_real_server(real, remote_dir, tm
 
 
 def test_hussh_get_keeps_a_0600_file_0600(real, fleet, remote_dir, tmp_path):
-    done = hussh("get", "-w", fleet.addresses[0], "-l", PASSWORD_USER, "-p", str(fleet.port),
+    done = hussh("get", "-w", fleet.addresses[0], "-l", PASSWORD_USER, "--port", str(fleet.port),
                  str(remote_dir / "secret"), str(tmp_path / "fetched"), HUSSH_PASSWORD=PASSWORD)
     assert done.returncode == 0, done.stderr
     assert mode(tmp_path / "fetched" / fleet.addresses[0]) == 0o600
@@ -313,7 +313,7 @@ def test_sftp_read_never_writes_outside_for_a_host_named_dotdot(fleet, remote_di
 
 def test_hussh_get_never_writes_outside_for_a_host_named_dotdot(fleet, remote_dir, tmp_path, odd_config):
     (remote_dir / "conf").write_text("c")
-    done = hussh("get", "-w", "..,.", "-F", str(odd_config), "-l", PASSWORD_USER, "-p", str(fleet.port),
+    done = hussh("get", "-w", "..,.", "-F", str(odd_config), "-l", PASSWORD_USER, "--port", str(fleet.port),
                  str(remote_dir / "conf"), str(tmp_path / "fetched"), HUSSH_PASSWORD=PASSWORD)
     assert done.returncode == 0, done.stderr
     assert files_under(tmp_path) == {"ssh_config", "fetched", "fetched/%2E%2E", "fetched/%2E"}

@@ -33,7 +33,7 @@ def test_pipe_into_head_exits_141_without_a_word_on_stderr(hussh_fleet, mode):
     """The caller dies of SIGPIPE; its workers see end of file mid-connect and stop without a traceback."""
     fleet = hussh_fleet.fleet
     argv = [sys.executable, "-m", "hussh", "run", "-w", fold([e.host for e in fleet.endpoints]), "-l", KEY_USER,
-            "-i", str(fleet.client_key), "-p", str(fleet.port), *mode, "seq 1000"]
+            "-i", str(fleet.client_key), "--port", str(fleet.port), *mode, "seq 1000"]
     done = subprocess.run(["bash", "-c", f"set -o pipefail; {shlex.join(argv)} | head -2"], capture_output=True,
                           text=True, timeout=60, env=env(), stdin=subprocess.DEVNULL)
     assert len(done.stdout.splitlines()) == 2
@@ -98,7 +98,7 @@ def fleet_up(state: Path) -> dict[str, str]:
 def run_by_address(info: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """``hussh run`` on the fleet's addresses as a user would, recording keys in ~/.ssh/known_hosts."""
     hosts = [line.rsplit(":", 1)[0] for line in Path(info["hosts"]).read_text().split()]
-    return hussh("run", "-w", fold(hosts), "-p", str(TEST_PORT), "-l", info["key_user"], "-i", info["key"],
+    return hussh("run", "-w", fold(hosts), "--port", str(TEST_PORT), "-l", info["key_user"], "-i", info["key"],
                  "--connect-timeout", "10", "id -un")
 
 
