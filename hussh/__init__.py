@@ -25,6 +25,7 @@ from .errors import (  # noqa: E402
     OutputLimitExceeded,
     WorkerLost,
 )
+from .journal import Journal, JournalError  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -45,6 +46,8 @@ __all__ = [
     "HusshError",
     "HusshTimeout",
     "InteractiveShell",
+    "Journal",
+    "JournalError",
     "OutputLimitExceeded",
     "Retry",
     "SSHResult",
