@@ -74,8 +74,8 @@ CREATE TABLE IF NOT EXISTS hosts (
     seconds REAL,
     finished REAL NOT NULL,
     wave INTEGER,
-    PRIMARY KEY (run_id, host)
-) WITHOUT ROWID;
+    UNIQUE (run_id, host)
+);
 """
 
 
