@@ -275,6 +275,7 @@ class Journal:
             raise JournalError(f"cannot write to the journal {self.path}: {exc}") from None
         run_id = cursor.lastrowid
         assert run_id is not None
+        log.info("hussh: run %d, %d hosts, recorded in %s", run_id, len(hosts), self.path)
         return Recorder(db, run_id, self.path)
 
     def _open(self) -> sqlite3.Connection:

@@ -194,6 +194,15 @@ def test_two_processes_writing_one_journal_at_once_keep_their_own_rows(hussh_fle
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=env(HUSSH_PASSWORD=PASSWORD), stdin=subprocess.DEVNULL)
              for name in ("first", "second")]
+    deadline = time.monotonic() + 60
+    while not path.exists() or rows(path, "SELECT count(*) FROM runs") != [(2,)]:
+        assert time.monotonic() < deadline and all(proc.poll() is None for proc in procs)
+        time.sleep(0.05)
+    with sqlite3.connect(path, isolation_level=None) as db:  # a third writer holds the lock mid-run: both wait
+        db.execute("BEGIN IMMEDIATE")
+        time.sleep(1.5)
+        db.execute("COMMIT")
+    db.close()
     outputs = [proc.communicate(timeout=120) for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], outputs
     assert rows(path, "PRAGMA integrity_check") == [("ok",)]
