@@ -26,6 +26,7 @@ from .errors import (  # noqa: E402
     TransferStalled,
     WorkerLost,
 )
+from .journal import Journal, JournalError  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,8 @@ __all__ = [
     "HusshError",
     "HusshTimeout",
     "InteractiveShell",
+    "Journal",
+    "JournalError",
     "OutputLimitExceeded",
     "Retry",
     "SSHResult",

@@ -191,20 +191,55 @@ def _output_options(with_dir: bool) -> Parser:
     return group
 
 
+# --- the run journal (hussh/_cli_runs.py): where it is written, and resuming a recorded run ---
+
+def _journal_options() -> Parser:
+    group = Parser(add_help=False)
+    journal = group.add_argument_group("journal (see 'hussh runs')")
+    journal.add_argument("--journal", metavar="PATH", help="journal file to record the run in (default: "
+                         "journal.sqlite3 in $HUSSH_STATE_DIR, else $XDG_STATE_HOME/hussh, else ~/.local/state/hussh)")
+    journal.add_argument("--no-journal", action="store_true", help="record nothing")
+    replay = journal.add_mutually_exclusive_group()
+    replay.add_argument("--resume", metavar="ID", help="the run ID again, on its hosts without a result "
+                                                      "(never one that succeeded); 'last' is the newest run")
+    replay.add_argument("--retry-failed", metavar="ID", help="the run ID again, on its hosts that failed")
+    return group
+
+
+def _check_journal_options(args: argparse.Namespace, operands: list[str]) -> None:
+    """``--resume``/``--retry-failed`` take the operation and hosts from the journal, so neither is given again."""
+    replayed = args.resume or args.retry_failed
+    if replayed is None:
+        if args.command == "put" and not all(operands):
+            raise UsageError(f"hussh {args.command}: the following arguments are required: local, remote")
+        return
+    option = "--resume" if args.resume else "--retry-failed"
+    if args.no_journal:
+        raise UsageError(f"hussh: {option} reads the journal: it cannot go with --no-journal")
+    if any(operands) or args.targets:
+        raise UsageError(f"hussh: {option} runs the recorded {'command' if args.command == 'run' else 'copy'} on the "
+                         f"recorded hosts: give neither hosts nor {'a COMMAND' if args.command == 'run' else 'files'}")
+
+# --- end of the run journal's options ---
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="hussh", description="Run commands, copy files and follow logs on many hosts over SSH.",
                     epilog="Exit status: 0 every host succeeded, 1 some host failed, 2 bad usage, 130 interrupted. "
                            "'hussh fleet ...' runs the test-fleet tool when it is installed.")
     parser.add_argument("--version", action="version", version=f"hussh {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,put,get,tail,fleet}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,put,get,tail,runs,fleet}")
     hosts = _host_options()
-    run = commands.add_parser("run", parents=[hosts, _output_options(True)], help="run a command on every host",
+    journal = _journal_options()
+    run = commands.add_parser("run", parents=[hosts, _output_options(True), journal],
+                              help="run a command on every host",
                               description="Run COMMAND on every host; output lines are prefixed 'host: '.")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND",
                      help="the command (its words joined with spaces, as ssh does)")
-    put = commands.add_parser("put", parents=[hosts, _output_options(False)], help="copy a local file to every host")
-    put.add_argument("local", help="local file")
-    put.add_argument("remote", help="remote path")
+    put = commands.add_parser("put", parents=[hosts, _output_options(False), journal],
+                              help="copy a local file to every host")
+    put.add_argument("local", nargs="?", help="local file")
+    put.add_argument("remote", nargs="?", help="remote path")
     get = commands.add_parser("get", parents=[hosts, _output_options(False)],
                               help="copy a remote file from every host to LOCAL_DIR/HOST")
     get.add_argument("remote", help="remote file")
@@ -213,6 +248,7 @@ def build_parser() -> Parser:
     tail.add_argument("remote", help="remote file")
     tail.add_argument("--interval", type=_seconds, default=0.5, metavar="SECONDS",
                       help="how often to look for new lines (default: 0.5)")
+    commands.add_parser("runs", help="list the journal's runs, or show one (hussh runs --help)", add_help=False)
     commands.add_parser("fleet", help="the test-fleet tool (hussh.testing), when installed", add_help=False)
     return parser
 
@@ -223,11 +259,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if args.command == "run":
         if args.cmd and args.cmd[0] == "--":
             args.cmd = args.cmd[1:]
-        if not args.cmd:
+        if not args.cmd and not (args.resume or args.retry_failed):
             raise UsageError("hussh run: no command given (see 'hussh run --help')")
-        if args.mode in ("gather", "group") and args.cmd[0].isdigit() and "-b" in argv:
+        if args.cmd and args.mode in ("gather", "group") and args.cmd[0].isdigit() and "-b" in argv:
             raise UsageError(f"hussh: -b gathers identical output as in clush and takes no number; "
                              f"the fanout is -f N (got -b {args.cmd[0]})")
+    if args.command in ("run", "put"):
+        _check_journal_options(args, [" ".join(args.cmd)] if args.command == "run" else [args.local, args.remote])
     return args
 
 
@@ -304,7 +342,7 @@ class _Options(TypedDict, total=False):
 def connect(args: argparse.Namespace) -> MultiConnection:
     """A ``MultiConnection`` for the options; nothing is started yet (workers start on the first call)."""
     inventory = inventory_of(args)
-    hosts = hosts_of(args, inventory)
+    hosts = getattr(args, "journal_hosts", None) or hosts_of(args, inventory)  # --resume: the run's hosts
     password = password_of(args)
     options: _Options = {}
     if args.identity is not None:
@@ -323,7 +361,7 @@ def connect(args: argparse.Namespace) -> MultiConnection:
         return MultiConnection.from_inventory(
             inventory, hosts, username=args.user, password=password, timeout=args.timeout,
             batch_size=args.batch_size, connect_timeout=args.connect_timeout, proxy_jump=args.jump,
-            workers=args.workers, **options,
+            workers=args.workers, journal=getattr(args, "journal_db", None), **options,
         )
     except (ValueError, TypeError, OSError, HusshError) as exc:
         message = str(exc).replace(os.path.join(scratch, OPTIONS_FILE), "-o") if scratch else str(exc)

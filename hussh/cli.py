@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ._cli_args import UsageError, connect, fail, parse
 from ._cli_output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Display, prefixed
+from ._cli_runs import replay, runs, setup
 from .multi_conn import MultiConnection, MultiResult, OnTimedResult
 
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
@@ -38,9 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["fleet"]:
         return fleet(argv[1:])
+    if argv[:1] == ["runs"]:
+        return runs(argv[1:])
     try:
         args = parse(argv)
         configure_logging(args.verbose)
+        if (nothing_to_do := setup(args)) is not None:  # the journal; --resume / --retry-failed
+            return nothing_to_do
         mc = connect(args)
         if args.command == "tail":
             return tail(mc, args.remote, args.interval)
@@ -75,6 +80,9 @@ def configure_logging(verbosity: int) -> None:
 
 def prepare(mc: MultiConnection, args: argparse.Namespace) -> Operation:
     """The call to make for ``run``/``put``/``get``, with its local files checked (and directories made) first."""
+    if (replayed := replay(mc, args)) is not None:
+        make_dir(getattr(args, "outdir", None))
+        return replayed
     if args.command == "run":
         command = " ".join(args.cmd)
         make_dir(args.outdir)
@@ -82,10 +90,11 @@ def prepare(mc: MultiConnection, args: argparse.Namespace) -> Operation:
         return lambda on_host: mc.execute(command, on_timed_result=on_host)
     if args.command == "put":
         try:
-            data = Path(args.local).read_bytes()
+            with open(args.local, "rb"):
+                pass
         except OSError as exc:
             raise UsageError(f"hussh: cannot read {args.local}: {exc.strerror}") from None
-        return lambda on_host: mc.sftp_write_data(data, args.remote, on_timed_result=on_host)
+        return lambda on_host: mc.sftp_write(args.local, args.remote, on_timed_result=on_host)
     make_dir(args.local_dir)
     template = os.path.join(args.local_dir, "{host}")
     return lambda on_host: mc.sftp_read(args.remote, template, on_timed_result=on_host)

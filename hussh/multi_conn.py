@@ -7,12 +7,13 @@ seconds``...). Results come back as a ``MultiResult`` in the order the hosts wer
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
@@ -28,6 +29,7 @@ from ._views import Group, Summary, group_results, json_line, summarize
 from .aio import AsyncConnection
 from .errors import HusshError
 from .hostlist import Target, parse_target
+from .journal import Journal, Operation, Recorder
 
 if TYPE_CHECKING:
     from .inventory import Inventory
@@ -73,15 +75,17 @@ class PartialFailureException(HusshError):
 class MultiResult(Mapping[str, SSHResult]):
     """Read-only mapping host -> ``SSHResult``, in the order the hosts were given.
 
-    ``seconds`` maps each host to the time hussh spent on it in the call (connect included).
+    ``seconds`` maps each host to the time hussh spent on it in the call (connect included);
+    ``run_id`` is the call's run in the ``MultiConnection``'s journal (``None`` when not journaled).
     """
 
-    __slots__ = ("_results", "seconds")
+    __slots__ = ("_results", "run_id", "seconds")
 
     def __init__(self, results: Mapping[str, SSHResult] | Iterable[tuple[str, SSHResult]] = (),
                  seconds: Mapping[str, float] | None = None) -> None:
         self._results: dict[str, SSHResult] = dict(results)
         self.seconds: dict[str, float] = dict(seconds or {})
+        self.run_id: int | None = None
 
     def __getitem__(self, host: str) -> SSHResult:
         return self._results[host]
@@ -151,7 +155,9 @@ class MultiConnection:
     each getting its own results; a ``progress`` or ``on_result`` callback cannot make a call on
     the same ``MultiConnection`` (``RuntimeError``). ``engine`` runs the shards: local worker
     processes by default, or e.g. ``hussh.ray.RayEngine()`` for Ray actors across a cluster (see
-    docs/beyond-one-machine.md).
+    docs/beyond-one-machine.md). ``journal`` (a ``hussh.Journal``) records every ``execute``,
+    ``execute_map``, ``sftp_write`` and ``sftp_write_data`` and each host's result as it finishes;
+    ``resume`` and ``retry_failed`` replay a recorded run (see docs/rollouts.md).
     """
 
     def __init__(
@@ -165,14 +171,15 @@ class MultiConnection:
         retry: Retry | None = None,
         max_call_output: int | None = None,
         engine: Engine | None = None,
+        journal: Journal | None = None,
     ) -> None:
         specs = [_spec_of(conn) for conn in connections]
         self._init(specs, [s.host for s in specs], batch_size, timeout, workers, progress, retry, max_call_output,
-                   engine)
+                   engine, journal)
 
     def _init(self, specs: list[ConnectSpec], names: list[str], batch_size: int | None, timeout: float | None,
               workers: int | None, progress: Progress | None, retry: Retry | None,
-              max_call_output: int | None, engine: Engine | None = None) -> None:
+              max_call_output: int | None, engine: Engine | None = None, journal: Journal | None = None) -> None:
         batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
         timeout = timeout or 0
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -200,6 +207,9 @@ class MultiConnection:
         self._engine: Engine = engine if engine is not None else LocalEngine()
         if not callable(getattr(self._engine, "pool", None)):
             raise TypeError(f"engine must have a pool(specs, batch_size, workers, retry) method, got {engine!r}")
+        if journal is not None and not isinstance(journal, Journal):
+            raise TypeError(f"journal must be a hussh.Journal, got {journal!r}")
+        self.journal = journal
         self._pool: Pool | None = None
         self._finalizer: weakref.finalize | None = None
         self._lock = threading.RLock()  # one call (or close) at a time, whichever thread asks
@@ -238,6 +248,7 @@ class MultiConnection:
         workers: int | None = None,
         progress: Progress | None = None,
         engine: Engine | None = None,
+        journal: Journal | None = None,
     ) -> MultiConnection:
         """Same credentials for every host; hosts may be ``name``, ``name:port``, ``user@name:port``,
         ``[v6addr]:port`` or names from the ssh config (see ``AsyncConnection`` for the options).
@@ -261,7 +272,7 @@ class MultiConnection:
                 proxy_command=proxy_command, forward_agent=forward_agent, resolver=resolver,
             ))
         self = cls.__new__(cls)
-        self._init(specs, names, batch_size, 0, workers, progress, retry, max_call_output, engine)
+        self._init(specs, names, batch_size, 0, workers, progress, retry, max_call_output, engine, journal)
         return self
 
     @classmethod
@@ -280,6 +291,7 @@ class MultiConnection:
         workers: int | None = None,
         progress: Progress | None = None,
         engine: Engine | None = None,
+        journal: Journal | None = None,
         **options: Any,
     ) -> MultiConnection:
         """The hosts of an ``Inventory`` (``hussh.inventory``) chosen by an Ansible ``pattern`` (or a
@@ -306,7 +318,7 @@ class MultiConnection:
                              resolver=resolver, **options)
             specs.append(msgspec.structs.replace(spec, hostname=host_vars.address) if host_vars.address else spec)
         self = cls.__new__(cls)
-        self._init(specs, names, batch_size, 0, workers, progress, retry, max_call_output, engine)
+        self._init(specs, names, batch_size, 0, workers, progress, retry, max_call_output, engine, journal)
         return self
 
     @property
@@ -338,33 +350,91 @@ class MultiConnection:
         ``on_result(host, result)`` is called in this thread as each host finishes;
         ``on_timed_result(host, result, seconds)`` also gets the host's seconds.
         """
-        return self._run(lambda req, idx, budget: p.Execute(req, [(i, command) for i in idx], timeout, budget),
-                         self._active, on_result, on_timed_result)
+        return self._execute(dict.fromkeys(self._active, command), timeout, on_result, on_timed_result,
+                             Operation("command", command=command, timeout=timeout))
 
     def execute_map(self, host_command_map: Mapping[str, str], timeout: float | None = None, *,
                     on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None) -> MultiResult:
         """Run a different command per host, only on the hosts in ``host_command_map`` (upstream's name)."""
         commands = {self._index[h]: c for h, c in self._check_hosts(host_command_map).items()}
+        operation = Operation("command", commands=dict(host_command_map), timeout=timeout)
+        return self._execute(dict(sorted(commands.items())), timeout, on_result, on_timed_result, operation)
+
+    def _execute(self, commands: dict[int, str], timeout: float | None, on_result: OnResult | None,
+                 on_timed_result: OnTimedResult | None, operation: Operation,
+                 journaled: _Journaled | None = None) -> MultiResult:
         return self._run(lambda req, idx, budget: p.Execute(req, [(i, commands[i]) for i in idx], timeout, budget),
-                         sorted(commands), on_result, on_timed_result)
+                         list(commands), on_result, on_timed_result, journaled or self._journaled(operation))
 
     def sftp_write(self, local_path: str | os.PathLike[str], remote_path: str | None = None, *,
                    on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None) -> MultiResult:
         """Copy a local file to every host; it is read once here, not once per host."""
         with open(local_path, "rb") as handle:
             data = handle.read()
-        return self.sftp_write_data(data, remote_path or os.fspath(local_path), on_result=on_result,
-                                    on_timed_result=on_timed_result)
+        return self._write(data, remote_path or os.fspath(local_path), self._active, on_result, on_timed_result,
+                           os.path.abspath(local_path))
 
     def sftp_write_data(self, data: str | bytes, remote_path: str, *,
                         on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None) -> MultiResult:
         """Write ``data`` (text is UTF-8 encoded) to ``remote_path`` on every host."""
         payload = data.encode() if isinstance(data, str) else bytes(data)
+        return self._write(payload, remote_path, self._active, on_result, on_timed_result)
+
+    def _write(self, payload: bytes, remote_path: str, indices: list[int], on_result: OnResult | None,
+               on_timed_result: OnTimedResult | None, local: str | None = None,
+               journaled: _Journaled | None = None) -> MultiResult:
         if len(payload) > p.MAX_REQUEST - (1 << 20):
             raise ValueError(f"sftp_write holds the data in memory once and sends it to each worker; "
                              f"{len(payload)} bytes is over its {p.MAX_REQUEST >> 20} MiB limit")
-        return self._run(lambda req, idx, _: p.WriteData(req, idx, payload, remote_path), self._active, on_result,
-                         on_timed_result)
+        if journaled is None and self.journal is not None:
+            journaled = self._journaled(Operation("transfer", local=local, remote=remote_path, size=len(payload),
+                                                  sha256=hashlib.sha256(payload).hexdigest()))
+        return self._run(lambda req, idx, _: p.WriteData(req, idx, payload, remote_path), indices, on_result,
+                         on_timed_result, journaled)
+
+    def resume(self, run_id: int, *, journal: Journal | None = None, data: str | bytes | None = None,
+               on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None) -> MultiResult:
+        """Run a journaled run's operation again on its hosts that have no result yet, never on one that succeeded.
+
+        ``journal`` defaults to this ``MultiConnection``'s; the new run is recorded there, naming
+        ``run_id``. Every such host must be one of ``hosts``. A transfer reads its recorded local
+        file again (or takes ``data``) and refuses data whose SHA-256 differs from the run's.
+        """
+        return self._replay(run_id, False, journal, data, on_result, on_timed_result)
+
+    def retry_failed(self, run_id: int, *, journal: Journal | None = None, data: str | bytes | None = None,
+                     on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None) -> MultiResult:
+        """Like ``resume``, on the hosts whose result in the run (or in the runs resuming it) is a failure."""
+        return self._replay(run_id, True, journal, data, on_result, on_timed_result)
+
+    def _replay(self, run_id: int, failed_only: bool, journal: Journal | None, data: str | bytes | None,
+                on_result: OnResult | None, on_timed_result: OnTimedResult | None) -> MultiResult:
+        journal = journal if journal is not None else self.journal
+        if journal is None:
+            raise ValueError("resume and retry_failed read a journal: pass journal=, or make the MultiConnection "
+                             "with one")
+        run = journal.run(run_id)
+        hosts = journal.pending(run.id, failed_only)
+        active = set(self._active)
+        missing = [h for h in hosts if self._index.get(h) not in active]
+        if missing:
+            raise ValueError(f"run {run.id} has hosts this MultiConnection does not: "
+                             f"{', '.join(map(repr, missing[:10]))}" + (f" and {len(missing) - 10} more"
+                                                                        if len(missing) > 10 else ""))
+        indices = sorted(self._index[h] for h in hosts)
+        if not indices:
+            return MultiResult()
+        operation = run.operation
+        journaled = _Journaled(journal, operation, self._options(), run.id,
+                               "retry-failed" if failed_only else "resume")
+        if operation.kind == "command":
+            commands = operation.commands
+            return self._execute({i: commands[self._keys[i]] if commands is not None else operation.command or ""
+                                  for i in indices}, operation.timeout, on_result, on_timed_result, operation,
+                                 journaled)
+        payload = _recorded_data(run.id, operation, data)
+        return self._write(payload, operation.remote or "", indices, on_result, on_timed_result, operation.local,
+                           journaled)
 
     def sftp_read(self, remote_path: str, local_path: str | os.PathLike[str] | None = None, *,
                   on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None) -> MultiResult:
@@ -429,26 +499,35 @@ class MultiConnection:
                              + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""))
         return mapping
 
+    def _journaled(self, operation: Operation) -> _Journaled | None:
+        return None if self.journal is None else _Journaled(self.journal, operation, self._options())
+
+    def _options(self) -> dict[str, object]:
+        """What a journal records of this ``MultiConnection``'s settings (never a credential)."""
+        return {"batch_size": self._batch_size, "timeout": self.timeout, "workers": self._workers,
+                "max_call_output": self._max_call_output}
+
     def _run(self, build: Callable[[int, list[int], int], p.Call], indices: list[int],
-             on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None) -> MultiResult:
+             on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None,
+             journaled: _Journaled | None = None) -> MultiResult:
         if not indices:
             return MultiResult()
-        on_host: OnHost | None = None
-        if on_result is not None or on_timed_result is not None:
-            keys = self._keys
-
-            def on_host(index: int, result: SSHResult, seconds: float) -> None:
-                if on_result is not None:
-                    on_result(keys[index], result)
-                if on_timed_result is not None:
-                    on_timed_result(keys[index], result, seconds)
+        keys = self._keys
         with self._lock:
-            if self._pool is None:
-                self._pool = self._engine.pool(self._specs, self._batch_size, self._workers, self._retry)
-                self._finalizer = weakref.finalize(self, self._pool.release)
-            results, seconds = self._pool.call(build, indices, self._progress, on_host, self._max_call_output)
-        return MultiResult(((self._keys[i], results[i]) for i in indices),
-                           {self._keys[i]: seconds[i] for i in indices})
+            recorder = None if journaled is None else journaled.journal.start(
+                journaled.operation, [keys[i] for i in indices], journaled.options, journaled.resumes, journaled.how)
+            on_host = _on_host(keys, recorder, on_result, on_timed_result)
+            try:
+                if self._pool is None:
+                    self._pool = self._engine.pool(self._specs, self._batch_size, self._workers, self._retry)
+                    self._finalizer = weakref.finalize(self, self._pool.release)
+                results, seconds = self._pool.call(build, indices, self._progress, on_host, self._max_call_output)
+            finally:
+                if recorder is not None:
+                    recorder.end()
+        finished = MultiResult(((keys[i], results[i]) for i in indices), {keys[i]: seconds[i] for i in indices})
+        finished.run_id = None if recorder is None else recorder.run_id
+        return finished
 
 
 class MultiFileTailer:
@@ -498,6 +577,50 @@ class MultiFileTailer:
         for host, result in results.items():
             if result.status != 0:
                 self.errors[host] = result.stderr
+
+
+class _Journaled(NamedTuple):
+    """A call to record: where, what, with which settings, and the run it resumes (if any) and how."""
+
+    journal: Journal
+    operation: Operation
+    options: dict[str, object]
+    resumes: int | None = None
+    how: str | None = None
+
+
+def _on_host(keys: list[str], recorder: Recorder | None, on_result: OnResult | None,
+             on_timed_result: OnTimedResult | None) -> OnHost | None:
+    """The pool's per-host callback: the journal's row first (committed), then the caller's callbacks."""
+    if recorder is None and on_result is None and on_timed_result is None:
+        return None
+
+    def on_host(index: int, result: SSHResult, seconds: float) -> None:
+        if recorder is not None:
+            recorder.host(keys[index], result, seconds)
+        if on_result is not None:
+            on_result(keys[index], result)
+        if on_timed_result is not None:
+            on_timed_result(keys[index], result, seconds)
+    return on_host
+
+
+def _recorded_data(run_id: int, operation: Operation, data: str | bytes | None) -> bytes:
+    """The data a transfer run sent: ``data``, else its local file read again; refused unless its SHA-256 matches."""
+    if data is None:
+        if operation.local is None:
+            raise ValueError(f"run {run_id} wrote data given in memory (sftp_write_data): pass the same data= again")
+        try:
+            with open(operation.local, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            raise ValueError(f"run {run_id} copied {operation.local}, which cannot be read now: {exc.strerror}") \
+                from None
+    payload = data.encode() if isinstance(data, str) else bytes(data)
+    if hashlib.sha256(payload).hexdigest() != operation.sha256:
+        raise ValueError(f"the data differs from what run {run_id} sent ({operation.size} bytes, SHA-256 "
+                         f"{operation.sha256}): resuming would leave hosts with different contents")
+    return payload
 
 
 def _spec_of(conn: AsyncConnection | Connection) -> ConnectSpec:

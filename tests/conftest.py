@@ -148,10 +148,12 @@ def session_home(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory, monkeypatch) -> Path:
-    """A fresh empty HOME (so ``~/.ssh`` is empty) and no ssh-agent, for every test."""
+    """A fresh empty HOME (so ``~/.ssh`` is empty, and the journal is under it) and no ssh-agent, for every test."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    for state in ("HUSSH_STATE_DIR", "XDG_STATE_HOME"):  # the command line's journal goes under this HOME too
+        monkeypatch.delenv(state, raising=False)
     return home
 
 

@@ -30,6 +30,8 @@ EXPECTED_ALL = {
     "HusshError",
     "HusshTimeout",
     "InteractiveShell",
+    "Journal",
+    "JournalError",
     "OutputLimitExceeded",
     "Retry",
     "SSHResult",
