@@ -10,6 +10,7 @@ import signal
 import socket
 import threading
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,25 @@ def remote_dir():
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Resource warnings of a test fail it once it has run, instead of being raised where they occur.
+
+    Raised as an error inside uvloop's ``loop.close()`` (an unclosed transport when an
+    ``asyncio.Runner`` ends), uvloop 0.23 hangs in that close for ever: the suite would hang
+    instead of naming the leak. Every other warning stays an error where it occurs.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        result = yield
+    leaks = []
+    for warning in caught:
+        if issubclass(warning.category, ResourceWarning):
+            leaks.append(f"{warning.filename}:{warning.lineno}: {warning.message}")
+        else:  # shown (not an error) under the suite's filters: hand it on to pytest's own record
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    if leaks:
+        raise AssertionError("the test left resources open:\n" + "\n".join(leaks))
+    return result

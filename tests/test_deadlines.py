@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -164,14 +165,21 @@ def test_a_tail_read_fails_when_the_server_freezes_and_the_next_read_reconnects(
     run(body())
 
 
-def test_scp_read_fails_when_the_server_freezes_mid_transfer(fleet, host, creds, tmp_path, remote_name, cleanup):
+def test_scp_read_fails_when_the_server_freezes_mid_transfer(fleet, host, creds, tmp_path, remote_name, cleanup,
+                                                              monkeypatch):
     local = tmp_path / "big"
+    staging = tmp_path / "staging"  # scp_read receives into a private directory here, then moves the file
+    staging.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(staging))
+
+    def received() -> int:
+        return sum(size(path) for path in staging.rglob("*") if path.is_file())
 
     async def body() -> None:
         conn = conn_of(host, creds)
         await conn.execute(f"truncate -s 2G {remote_name}")
         task = asyncio.ensure_future(scp_read(conn, remote_name, local))
-        await until(lambda: size(local) >= PROGRESS or task.done(), 30, "the download to start")
+        await until(lambda: received() >= PROGRESS or task.done(), 30, "the download to start")
         with fleet.fault("pause", [host]):
             error = await stalls(task, time.monotonic())
         assert f"SCP of {remote_name} on {host}:{fleet.port} stalled: nothing received" in str(error)
