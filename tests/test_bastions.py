@@ -306,7 +306,7 @@ def test_a_dropped_bastion_is_reopened_on_the_next_call(net, b1_key_as_default):
 
 
 def test_the_pool_is_per_event_loop():
-    import asyncio  # noqa: PLC0415
+    import asyncio
 
     async def both() -> tuple[object, object]:
         return pool(), pool()

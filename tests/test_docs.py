@@ -110,13 +110,13 @@ def test_python_examples(page, docs_home, request):
     options = page_options(page)
     namespace: dict[str, object] = {"__name__": "__docs__"}
     if "teardown" in options:
-        request.addfinalizer(lambda: exec(options["teardown"], namespace))  # noqa: S102 - our own docs
+        request.addfinalizer(lambda: exec(options["teardown"], namespace))  # our own docs
     for line, code in examples(page, "python"):
         code = own_ports(code, options)
         out = io.StringIO()
         try:
             with contextlib.redirect_stdout(out):
-                exec(compile(code, f"{page.name}:{line}", "exec"), namespace)  # noqa: S102 - our own docs
+                exec(compile(code, f"{page.name}:{line}", "exec"), namespace)  # our own docs
         except Exception as exc:
             raise AssertionError(f"the example at {page.name}:{line} failed: {type(exc).__name__}: {exc}") from exc
         printed = [text.strip() for text in out.getvalue().splitlines()]

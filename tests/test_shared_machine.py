@@ -48,7 +48,7 @@ def user(tmp_path):
 @pytest.fixture
 def user_fleet(user):
     """``hussh fleet up 4`` as the user types it; down at the end. One test run at a time takes the defaults."""
-    with open(SUITE_DIR / "user-fleet.lock", "a") as lock:  # noqa: PTH123 - a lock file, held while the fleet is up
+    with open(SUITE_DIR / "user-fleet.lock", "a") as lock:  # held while the fleet is up
         fcntl.flock(lock, fcntl.LOCK_EX)
         taken = [address for address in USER_ADDRESSES if not listening_nowhere(USER_PORT, address)]
         if taken:
