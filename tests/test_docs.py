@@ -56,7 +56,8 @@ def page_options(page: Path) -> dict[str, str]:
 
 
 FLEET_UP = re.compile(r"\b(?:hussh fleet|python -m hussh\.testing) up \d+")
-SESSION_FLEET = f" --port {TEST_PORT} --base-port {28000 + TEST_PORT % 300 * 10} --project hussh-docs-{TEST_PORT}"
+# Compose host ports 28000-28999: apart from the session fleets' (26000 + TEST_PORT % 300 * 20) and the plugin tests'.
+SESSION_FLEET = f" --port {TEST_PORT} --base-port {28000 + TEST_PORT % 100 * 10} --project hussh-docs-{TEST_PORT}"
 
 
 def own_ports(code: str, options: dict[str, str]) -> str:
