@@ -75,7 +75,7 @@ bench-bastion: setup  ## issue 8: 1000 hosts through one bastion vs direct, ssh 
 	$(PY) -m scale.bench_bastion --hosts 1000 --repeat 5 --readme
 	$(PY) -m scale.bastion_limits --hussh-hosts 1200 --hussh-limits 512,1024 --readme
 
-bench-smoke: setup  ## every benchmark above at 50-200 hosts, 1 repetition, README untouched: checks they run
+bench-smoke: setup  ## every benchmark above at 50-200 hosts, 1 repetition, README untouched: checks they run (make test runs a cheap part: tests/test_bench_smoke.py)
 	$(PY) -m scale.bench --hosts 50 --repeat 1 --quiet-wait 0 --tools $(EXPERIMENTS)
 	$(PY) -m scale.bench_scaling --sizes 60,200 --repeat 1 --quiet-wait 0 --low-nofile 256 --plot /tmp/hussh-bench-scaling.png
 	$(PY) -m scale.bench_rounds --hosts 100 --rounds 3 --repeat 1 --quiet-wait 0 --json /tmp/hussh-bench-rounds.json

@@ -49,7 +49,7 @@ def import_asyncssh() -> None:
 
 def _quiet_import() -> None:
     """``import asyncssh``, ignoring cryptography's deprecation warnings raised by that import only."""
-    from cryptography.utils import CryptographyDeprecationWarning  # asyncssh imports it anyway
+    from cryptography.utils import CryptographyDeprecationWarning  # noqa: PLC0415 - asyncssh imports it anyway
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CryptographyDeprecationWarning)

@@ -22,7 +22,7 @@ _loop: asyncio.AbstractEventLoop | None = None
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop when it is installed (it is a dependency), else asyncio's default loop."""
     try:
-        import uvloop
+        import uvloop  # noqa: PLC0415 - optional at import time
     except ImportError:  # pragma: no cover - uvloop is a declared dependency
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()

@@ -403,7 +403,7 @@ def load(*paths: str | os.PathLike[str], format: str | None = None) -> Inventory
     (``groups.conf``), ``groups.d`` (clush's YAML groups) or ``genders``; by default it is told from
     the file (see docs/inventories.md). A path may also be written ``FORMAT:PATH``.
     """
-    from ._inventory_formats import read  # the readers import this module
+    from ._inventory_formats import read  # noqa: PLC0415 - the readers import this module
 
     if len(paths) == 1:
         return read(os.fspath(paths[0]), format)

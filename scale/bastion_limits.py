@@ -56,7 +56,7 @@ async def sink(host: str, port: int) -> None:
 
 async def open_channels(bastion: tuple[str, int], key: Path, limit: int) -> dict[str, object]:
     """Open direct-tcpip channels through one login until one fails or ``limit`` are open."""
-    import asyncssh  # noqa: PLC0415
+    import asyncssh
 
     conn = await asyncssh.connect(bastion[0], bastion[1], username=KEY_USER, client_keys=[str(key)], known_hosts=None)
     opened: list[object] = []

@@ -58,9 +58,9 @@ def descendants(pid: int) -> list[int]:
 def probe(hosts: list[str], port: int, kind: str, max_output: int, op: str = "execute") -> dict[str, object]:
     """In a fresh process: connect, have every host stream (``execute``) or hold (``read`` into memory,
     ``tail``) hostile output, report the peaks before closing."""
-    from hussh import SSHResult  # noqa: PLC0415
-    from hussh.multi_conn import MultiConnection  # noqa: PLC0415 - the probe's imports count in its base
-    from hussh.testing import PASSWORD, PASSWORD_USER  # noqa: PLC0415
+    from hussh import SSHResult
+    from hussh.multi_conn import MultiConnection
+    from hussh.testing import PASSWORD, PASSWORD_USER
 
     mc = MultiConnection.from_shared_auth(hosts, username=PASSWORD_USER, password=PASSWORD, port=port,
                                           host_key_checking="off", max_output=max_output, workers=1)
@@ -118,13 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--op", default="execute", help=argparse.SUPPRESS)
     parser.add_argument("--host-list", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from hussh._spec import DEFAULT_MAX_OUTPUT  # noqa: PLC0415
+    from hussh._spec import DEFAULT_MAX_OUTPUT
 
     max_output = args.max_output or DEFAULT_MAX_OUTPUT
     if args.probe:
         print(json.dumps(probe(args.host_list.split(","), args.port, args.probe, max_output, args.op)))
         return 0
-    from hussh.testing import LoopbackFleet, loopback_addresses  # noqa: PLC0415
+    from hussh.testing import LoopbackFleet, loopback_addresses
 
     counts = [int(n) for n in args.hosts.split(",")]
     rows = []

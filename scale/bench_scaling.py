@@ -214,7 +214,7 @@ def plot(datasets: dict[str, dict[str, Any]], path: Path) -> None:
                        "title": "connect + true + whoami + close, loopback fleet, batch 100"})
     python = sys.executable
     try:
-        import matplotlib  # noqa: F401, PLC0415
+        import matplotlib  # noqa: F401
     except ImportError:
         python = ensure_venv("plot", ("matplotlib>=3.8",))
     subprocess.run([python, "-m", "scale.plots", "scaling"], input=spec, text=True, check=True, cwd=SCALE.parent)

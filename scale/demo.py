@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER, LoopbackFleet, loopback_addresses
+from scale.ports import first_free
 
 
 def main() -> None:
@@ -21,8 +22,10 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=300, help="loopback SSH endpoints to start (default 300)")
     parser.add_argument("--command", default="echo $(whoami)@$(echo $SSH_CONNECTION | cut -d' ' -f3): $(uptime)")
     parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--port", type=int, default=2299)
+    parser.add_argument("--port", type=int, help="the endpoints' port (default: the first from 2300 up that nothing "
+                                                 "listens on, apart from a fleet of the user's or a test run's)")
     args = parser.parse_args()
+    args.port = args.port or first_free(range(2300, 2400))
 
     started = time.monotonic()
     print(f"starting {args.hosts} sshd endpoints on 127.88.x.y:{args.port} ...", flush=True)
@@ -33,7 +36,7 @@ def main() -> None:
             known_hosts = fleet.write_known_hosts(Path(scratch) / "known_hosts")
             mc = MultiConnection.from_shared_auth(fleet.addresses, username=PASSWORD_USER, password=PASSWORD,
                                                   port=fleet.port, batch_size=args.batch_size,
-                                                  known_hosts=known_hosts, host_key_checking="strict")
+                                                  known_hosts=known_hosts, host_key_checking="strict", ssh_config=False)
             with mc:
                 results = mc.execute(args.command)
         elapsed = time.monotonic() - ran

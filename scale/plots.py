@@ -15,10 +15,10 @@ import sys
 
 def scaling(spec: dict) -> None:
     """Wall seconds and peak PSS against hosts, one line per series, side by side."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     fig, (wall, memory) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=110)
     for series in spec["series"]:

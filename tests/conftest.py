@@ -3,11 +3,13 @@ listener, an isolated HOME."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import shutil
 import signal
 import socket
+import stat
 import threading
 import uuid
 import warnings
@@ -18,6 +20,7 @@ import pytest
 from hussh import Connection
 from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
 from hussh.testing.plugin import FleetOptions, FleetSpec
+from scale.ports import listening_nowhere
 
 pytest_plugins = ["pytester"]
 
@@ -28,7 +31,47 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-TEST_PORT = int(os.environ.get("HUSSH_TEST_PORT", "2222"))  # lets several test runs share the machine
+SUITE_DIR = Path(f"/tmp/hussh-suite-{os.getuid()}")
+"""This uid's test runs' own state, apart from a user's: their fleet registry (as XDG_RUNTIME_DIR) and port locks."""
+PORTS = range(2600, 2700, 2)
+"""The session ports to choose from. A session takes one, P, and uses P, P+1, P+101 and P+102 (tests/test_bastions.py):
+even ports 100 apart at most never share one. Away from the defaults of users' fleets (``hussh fleet up``: 2200,
+the pytest plugin's: 2222), the benchmarks' (2290-2299), the demo's (2300 up) and the ephemeral range."""
+_HELD: list[int] = []  # the lock of this session's port, held until the process ends
+
+
+def _private_dir(path: Path) -> Path:
+    """``path`` made mode 0700, refused unless it is a real directory of this uid closed to others (in /tmp)."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise pytest.UsageError(f"{path} is not a private directory of uid {os.getuid()}: remove it")
+    return path
+
+
+def _claim_port() -> int:
+    """A port of PORTS that no other test run of this uid holds and nothing listens on (with its P+1, P+101,
+    P+102); its lock file stays locked while this process lives, so concurrent runs never take the same one."""
+    locks = _private_dir(SUITE_DIR / "ports")
+    for port in PORTS:
+        fd = os.open(locks / f"{port}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        if all(listening_nowhere(port + offset) for offset in (0, 1, 101, 102)):
+            _HELD.append(fd)
+            return port
+        os.close(fd)
+    raise pytest.UsageError(f"no free test port in {PORTS.start}-{PORTS.stop - 1}: set HUSSH_TEST_PORT")
+
+
+_private_dir(SUITE_DIR)
+# HUSSH_TEST_PORT, when set, is used as given; else a free one, exported so that the processes tests start
+# (the command line, nested pytest runs of the plugin's tests) use it too.
+TEST_PORT = int(os.environ.get("HUSSH_TEST_PORT") or _claim_port())
+os.environ["HUSSH_TEST_PORT"] = str(TEST_PORT)
 
 
 @pytest.fixture(scope="session")
@@ -129,13 +172,21 @@ def silent_listener():
 RAY_SESSION = {"RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
+USER_STATE = ("HUSSH_STATE_DIR", "XDG_STATE_HOME")  # where the journal and kept fleet host keys go
+
+
 @pytest.fixture(scope="session", autouse=True)
 def session_home(tmp_path_factory):
     """Module and session fixtures connect before ``isolated_home`` applies: give them an empty HOME
-    too, so no test ever reads or records host keys in the real ``~/.ssh``."""
-    saved = {name: os.environ.get(name) for name in ("HOME", "SSH_AUTH_SOCK", "RAY_AUTH_TOKEN", *RAY_SESSION)}
+    too, so no test ever reads or records host keys in the real ``~/.ssh``, and the suite's own fleet
+    registry, so no test sees (or tears down, or is refused by) a fleet of the user's."""
+    saved = {name: os.environ.get(name) for name in ("HOME", "SSH_AUTH_SOCK", "RAY_AUTH_TOKEN", *RAY_SESSION,
+                                                     *USER_STATE, "XDG_RUNTIME_DIR")}
     os.environ["HOME"] = str(tmp_path_factory.mktemp("session-home"))
     os.environ.pop("SSH_AUTH_SOCK", None)
+    for name in USER_STATE:
+        os.environ.pop(name, None)
+    os.environ["XDG_RUNTIME_DIR"] = str(SUITE_DIR)  # the fleet registry: the suite's, never the user's
     os.environ.update(RAY_SESSION, RAY_AUTH_TOKEN=secrets.token_hex(32))
     try:
         yield

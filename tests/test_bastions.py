@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TEST_PORT
 from hussh import Connection
 from hussh._bastions import pool
 from hussh.aio import AsyncConnection
@@ -25,8 +26,7 @@ from hussh.multi_conn import MultiConnection
 from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER, LoopbackFleet, loopback_addresses
 from sshcheck import whoami
 
-BASE_PORT = int(os.environ.get("HUSSH_TEST_PORT", "2222"))
-JUMP_PORT, HIDDEN_PORT = BASE_PORT + 101, BASE_PORT + 102
+JUMP_PORT, HIDDEN_PORT = TEST_PORT + 101, TEST_PORT + 102  # conftest claimed both for this session
 
 
 def iptables(action: str, rule: list[str]) -> None:
@@ -306,7 +306,7 @@ def test_a_dropped_bastion_is_reopened_on_the_next_call(net, b1_key_as_default):
 
 
 def test_the_pool_is_per_event_loop():
-    import asyncio  # noqa: PLC0415
+    import asyncio
 
     async def both() -> tuple[object, object]:
         return pool(), pool()

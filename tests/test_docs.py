@@ -5,8 +5,11 @@ and carry no credentials: ``docs_home`` writes the ``~/.ssh/config`` that maps t
 fleet, with the fleet's key, exactly as a real fleet is described. Password examples read
 ``SSH_USER``/``SSH_PASSWORD`` from the environment, as scripts should. The Python blocks of one
 page run in order in one namespace (a page is one story); each shell block runs alone in bash.
-A page may start with ``<!-- docs-test: requires=mod,... teardown="code" -->``: it is skipped
-when a module is missing, and ``code`` runs in its namespace after its blocks, even on failure.
+A page may start with ``<!-- docs-test: requires=mod,... teardown="code" ports=N,... -->``: it is
+skipped when a module is missing, ``code`` runs in its namespace after its blocks, even on failure,
+and the fleets its examples start on the ports named move to this session's port. So do the fleets
+of ``hussh fleet up`` in its shell blocks, which would take the defaults of a user's own fleet
+(127.70.x.y:2200, compose at 127.0.0.1:22000): a test run and a user's fleet share the machine.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TEST_PORT
 from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +53,18 @@ def page_options(page: Path) -> dict[str, str]:
     for module in filter(None, options.get("requires", "").split(",")):
         pytest.importorskip(module, reason=f"{page.name} needs {module}")
     return options
+
+
+FLEET_UP = re.compile(r"\b(?:hussh fleet|python -m hussh\.testing) up \d+")
+# Compose host ports 28000-28999: apart from the session fleets' (26000 + TEST_PORT % 300 * 20) and the plugin tests'.
+SESSION_FLEET = f" --port {TEST_PORT} --base-port {28000 + TEST_PORT % 100 * 10} --project hussh-docs-{TEST_PORT}"
+
+
+def own_ports(code: str, options: dict[str, str]) -> str:
+    """``code`` with its fleets on this session's port: the page's ``ports`` replaced, ``fleet up`` given it."""
+    for port in filter(None, options.get("ports", "").split(",")):
+        code = re.sub(rf"\b{port}\b", str(TEST_PORT), code)
+    return FLEET_UP.sub(lambda up: up.group(0) + SESSION_FLEET, code)
 
 
 def pages(language: str) -> list[Path]:
@@ -95,12 +111,13 @@ def test_python_examples(page, docs_home, request):
     options = page_options(page)
     namespace: dict[str, object] = {"__name__": "__docs__"}
     if "teardown" in options:
-        request.addfinalizer(lambda: exec(options["teardown"], namespace))  # noqa: S102 - our own docs
+        request.addfinalizer(lambda: exec(options["teardown"], namespace))  # our own docs
     for line, code in examples(page, "python"):
+        code = own_ports(code, options)
         out = io.StringIO()
         try:
             with contextlib.redirect_stdout(out):
-                exec(compile(code, f"{page.name}:{line}", "exec"), namespace)  # noqa: S102 - our own docs
+                exec(compile(code, f"{page.name}:{line}", "exec"), namespace)  # our own docs
         except Exception as exc:
             raise AssertionError(f"the example at {page.name}:{line} failed: {type(exc).__name__}: {exc}") from exc
         printed = [text.strip() for text in out.getvalue().splitlines()]
@@ -111,7 +128,7 @@ def test_python_examples(page, docs_home, request):
 
 @pytest.mark.parametrize("page", pages("sh"), ids=lambda p: p.name)
 def test_shell_examples(page, docs_home):
-    page_options(page)
+    options = page_options(page)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                PYTHONPATH=str(REPO_ROOT))
     for line, code in examples(page, "sh"):
@@ -119,8 +136,13 @@ def test_shell_examples(page, docs_home):
             continue  # installation steps: what this checkout already did
         if "--compose" in code and not _docker_answers():
             continue  # the compose backend needs a Docker daemon (the scale suite skips likewise)
-        done = subprocess.run(["bash", "-euo", "pipefail", "-c", code], env=env, capture_output=True, text=True,
-                              timeout=120)
+        try:
+            done = subprocess.run(["bash", "-euo", "pipefail", "-c", own_ports(code, options)], env=env,
+                                  capture_output=True, text=True, timeout=120)
+        finally:
+            if FLEET_UP.search(code):  # a block that failed before its `down` leaves no fleet behind
+                subprocess.run([sys.executable, "-m", "hussh.testing", "down"], env=env, capture_output=True,
+                               timeout=120)
         assert done.returncode == 0, f"{page.name}:{line} exited {done.returncode}:\n{done.stderr}"
 
 

@@ -105,7 +105,7 @@ def test_two_runs_at_once_record_each_host_once(fleet, tmp_path):
 
 
 def test_a_single_connection_records_and_then_trusts_only_that_key(fleet, tmp_path):
-    import asyncio  # noqa: PLC0415
+    import asyncio
 
     known = tmp_path / "known_hosts"
 

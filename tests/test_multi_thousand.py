@@ -14,6 +14,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from conftest import TEST_PORT
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER, LoopbackFleet, loopback_addresses
 from workers.protocol import FD_RESERVE
@@ -24,8 +25,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def big_fleet():
-    port = int(os.environ.get("HUSSH_TEST_PORT", "2222"))
-    with LoopbackFleet(loopback_addresses(1000, second_octet=78), port=port) as fleet:
+    with LoopbackFleet(loopback_addresses(1000, second_octet=71), port=TEST_PORT) as fleet:
         yield fleet
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TEST_PORT
 from hussh import Retry
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER, LoopbackFleet, loopback_addresses
@@ -30,8 +31,7 @@ KILLS = {40: 3, 140: 41}  # call number -> node to kill; it is started again 20 
 
 @pytest.fixture(scope="module")
 def soak_fleet():
-    port = int(os.environ.get("HUSSH_TEST_PORT", "2222"))
-    with LoopbackFleet(loopback_addresses(1000, second_octet=72), port=port) as fleet:
+    with LoopbackFleet(loopback_addresses(1000, second_octet=72), port=TEST_PORT) as fleet:
         yield fleet
 
 

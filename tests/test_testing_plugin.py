@@ -205,8 +205,8 @@ def test_the_wheel_carries_the_fleet_its_data_and_the_plugin_entry_point(tmp_pat
 def test_docker_compose_yml_works_on_its_own(tmp_path):
     """``docker-compose up --scale sshd=N`` from the repository, once the base image exists: no bind mounts."""
     pytest.importorskip("docker")
-    from hussh.testing.compose import _docker_client  # noqa: PLC0415 - needs the docker package
-    from hussh.testing.image import build_base, compose_command  # noqa: PLC0415
+    from hussh.testing.compose import _docker_client  # needs the docker package
+    from hussh.testing.image import build_base, compose_command
 
     build_base(_docker_client())
     key = tmp_path / "id_ed25519"

@@ -237,7 +237,7 @@ class ShardActor:
         return ray.get_runtime_context().get_node_id(), os.getpid(), os.path.dirname(workers.__file__ or "")
 
     @ray.method(num_returns="streaming", _generator_backpressure_num_objects=BATCHES_AHEAD)
-    async def handle(self, payload: bytes, assigned: object = None,  # noqa: ANN201 - a Ray streaming generator
+    async def handle(self, payload: bytes, assigned: object = None,  # a Ray streaming generator: no return annotation
                      window: float = BATCH_WINDOW):
         """Run one call (an encoded ``p.Call``), yielding ``(file pieces, frames)`` batches until ``CallDone``.
 

@@ -100,7 +100,8 @@ class KeptHostKeys:
     @contextlib.contextmanager
     def _directory(self) -> Iterator[int]:
         """A descriptor of the checked private directory (created 0700 on first use)."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path.parent.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # hussh/, the journal's too: private
+        self.path.parent.mkdir(mode=0o700, exist_ok=True)
         with contextlib.suppress(FileExistsError):
             self.path.mkdir(mode=0o700)
         try:

@@ -37,7 +37,7 @@ names = run.hosts if port is not None else [t.name for t in run.targets]
 auth = {"password": run.password} if run.password is not None else {"private_key": run.key}
 options: dict[str, object] = {"workers": run.options.workers} if run.options.workers else {}
 if run.options.jump:
-    from hussh.aio import AsyncConnection  # noqa: E402
+    from hussh.aio import AsyncConnection
 
     jump_user, _, jump_target = run.options.jump.rpartition("@")
     jump_host, _, jump_port = jump_target.rpartition(":")

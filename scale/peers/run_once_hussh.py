@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from hussh.multi_conn import MultiConnection  # noqa: E402
+from hussh.multi_conn import MultiConnection
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--targets", required=True)
