@@ -23,6 +23,7 @@ from .errors import (  # noqa: E402
     HusshError,
     HusshTimeout,
     OutputLimitExceeded,
+    ResolveError,
     WorkerLost,
 )
 
@@ -46,6 +47,7 @@ __all__ = [
     "HusshTimeout",
     "InteractiveShell",
     "OutputLimitExceeded",
+    "ResolveError",
     "Retry",
     "SSHResult",
     "WorkerLost",

@@ -31,6 +31,7 @@ EXPECTED_ALL = {
     "HusshTimeout",
     "InteractiveShell",
     "OutputLimitExceeded",
+    "ResolveError",
     "Retry",
     "SSHResult",
     "WorkerLost",
