@@ -23,6 +23,7 @@ from .errors import (  # noqa: E402
     HusshError,
     HusshTimeout,
     OutputLimitExceeded,
+    ResolveError,
     TransferStalled,
     WorkerLost,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "Journal",
     "JournalError",
     "OutputLimitExceeded",
+    "ResolveError",
     "Retry",
     "SSHResult",
     "TransferStalled",

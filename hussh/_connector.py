@@ -16,16 +16,25 @@ import logging
 import shlex
 import socket
 import weakref
+from collections.abc import Callable
 
 import asyncssh
 import msgspec
 from asyncssh.connection import SSHClientConnection
 
 from . import _asyncssh_internals as internals
-from . import _bastions, _credentials
+from . import _bastions, _credentials, _resolve
 from ._known_hosts import HostKeyVerifier, changed_key_message, lookup, revoked_key_message
 from ._spec import ConnectSpec, HostKeys
-from .errors import AuthenticationError, ConfigError, ConnectError, ConnectTimeout, HostKeyError, HusshError
+from .errors import (
+    AuthenticationError,
+    ConfigError,
+    ConnectError,
+    ConnectTimeout,
+    HostKeyError,
+    HusshError,
+    ResolveError,
+)
 
 # AES-GCM first: chacha20-poly1305 builds a new cipher object per packet in asyncssh, costing ~20% CPU.
 _ENCRYPTION = [
@@ -131,6 +140,9 @@ async def open_connection(spec: ConnectSpec, bound: float | None = None) -> SSHC
         async with asyncio.timeout(bound), _credentials.agent_held(spec):
             return await _open(spec, phase)
     except TimeoutError:
+        if phase[0] == "resolve":
+            raise ResolveError(socket.EAI_AGAIN, f"cannot resolve host {spec.hostname or spec.host!r}: no answer "
+                               f"from the resolver within {bound:g} seconds") from None
         if phase[0] == "bastion" and spec.jump is not None:
             raise ConnectError(f"via bastion {spec.jump.target}: ConnectTimeout: no answer from the bastion "
                                f"within this host's {bound:g} seconds") from None
@@ -146,8 +158,6 @@ async def open_connection(spec: ConnectSpec, bound: float | None = None) -> SSHC
         raise HostKeyError(
             f"host key of {spec.address} does not match its known_hosts entry, refusing to connect ({exc.reason})"
         ) from None
-    except socket.gaierror as exc:
-        raise ConnectError(exc.errno, f"cannot resolve host {spec.hostname or spec.host!r}: {exc.strerror}") from None
     except asyncssh.DisconnectError as exc:
         raise ConnectError(errno.ECONNABORTED, f"{spec.address} closed the SSH handshake: {exc.reason}") from None
     except asyncssh.ChannelOpenError as exc:
@@ -158,6 +168,23 @@ async def open_connection(spec: ConnectSpec, bound: float | None = None) -> SSHC
         raise
     except OSError as exc:
         raise ConnectError(exc.errno, f"cannot connect to {spec.address}: {exc.strerror or exc}") from None
+
+
+async def _connect_first(loop: asyncio.AbstractEventLoop, factory: Callable[[], SSHClientConnection],
+                         addresses: list[_resolve.Address], port: int) -> SSHClientConnection:
+    """A TCP connection to the first of ``addresses`` that takes one, in order, as ``ssh`` tries them.
+
+    The addresses are numeric, so the loop looks nothing up (see ``_resolve``). One connection
+    object serves every try, as when the loop resolves and tries the addresses itself."""
+    conn = factory()
+    failures: list[OSError] = []
+    for family, address in addresses:
+        try:
+            await loop.create_connection(lambda: conn, address, port, family=family)
+            return conn
+        except OSError as exc:
+            failures.append(exc)
+    raise failures[0]
 
 
 async def _open(spec: ConnectSpec, phase: list[str]) -> SSHClientConnection:
@@ -186,7 +213,10 @@ async def _open(spec: ConnectSpec, phase: list[str]) -> SSHClientConnection:
             raise ConfigError(f"cannot parse the ProxyCommand of {spec.host}: {exc}") from None
         conn = await internals.open_proxy_command(loop, argv, factory)
     else:
-        _, conn = await loop.create_connection(factory, options.host, spec.port)
+        phase[0] = "resolve"
+        addresses = await _resolve.resolve(options.host)
+        phase[0] = "connect"
+        conn = await _connect_first(loop, factory, addresses, spec.port)
     conn.set_extra_info(host=options.host, port=spec.port)
     try:
         await options.waiter

@@ -2,7 +2,8 @@
 
     HusshError (also RuntimeError, as upstream's async connect and login failures)
     ├── ConfigError (also ValueError)    a malformed ssh config, a bad ProxyJump, a ProxyCommand
-    ├── ConnectError (also OSError)      TCP, DNS or SSH handshake failed (also: via a bastion)
+    ├── ConnectError (also OSError)      TCP or SSH handshake failed (also: via a bastion)
+    │   ├── ResolveError                 the host's name did not resolve, or the resolver did not answer
     │   └── HostKeyError                 host key mismatch, or unknown under ``strict``
     ├── AuthenticationError              credentials refused or unusable (bad key file, passphrase)
     ├── ConnectionLost (also ConnectionError)  the connection dropped during an operation
@@ -44,6 +45,10 @@ class ConnectError(OSError, HusshError):
 
     def __str__(self) -> str:
         return self.strerror if self.errno is not None and self.strerror else super().__str__()
+
+
+class ResolveError(ConnectError):
+    """The host's name has no address (the message names it), or no answer came within the connect bound."""
 
 
 class HostKeyError(ConnectError):

@@ -172,8 +172,8 @@ def test_ssh_config_names_and_password_from_the_environment(fleet, isolated_home
 def test_a_host_that_does_not_resolve_is_that_hosts_failure(fleet, conn, hosts):
     done = hussh("run", *hosts, "-H", "no-such-host!", *conn, "true")  # '!' fails before any DNS query
     assert done.returncode == 1
-    assert done.stderr.splitlines()[0].startswith("no-such-host!: ConnectError: cannot resolve host")
-    assert summary_of(done.stderr) == "4 ok, 1 ConnectError"
+    assert done.stderr.splitlines()[0].startswith("no-such-host!: ResolveError: cannot resolve host")
+    assert summary_of(done.stderr) == "4 ok, 1 ResolveError"
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -33,6 +33,7 @@ EXPECTED_ALL = {
     "Journal",
     "JournalError",
     "OutputLimitExceeded",
+    "ResolveError",
     "Retry",
     "SSHResult",
     "TransferStalled",

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import msgspec
 import uvloop
 
-from hussh import _bastions, _credentials, _known_hosts
+from hussh import _bastions, _credentials, _known_hosts, _resolve
 from hussh._result import RawResult
 from hussh._spec import ConnectSpec
 from hussh.aio import AsyncConnection, AsyncFileTailer, OutputBudget
@@ -142,7 +142,8 @@ class Worker:
 
         heartbeat = asyncio.create_task(self.beat(call.req))
         try:
-            await asyncio.gather(*(lane() for _ in range(min(self.lanes, len(jobs)))))
+            with _resolve.per_call():  # a name shared by hosts (and bastions) of this call is looked up once
+                await asyncio.gather(*(lane() for _ in range(min(self.lanes, len(jobs)))))
         finally:
             heartbeat.cancel()
         self.emit(p.CallDone(call.req))
