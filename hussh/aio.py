@@ -352,17 +352,21 @@ class AsyncConnection:
         return await open_shell(self, pty)
 
     async def sftp_put_dir(self, local_path: str | os.PathLike[str], remote_path: str, follow_symlinks: bool = True,
-                           preserve_permissions: bool = True, fail_fast: bool = False) -> tuple[list[str], list[str]]:
-        """Upload a local directory tree as ``remote_path``: (transferred, failed) local file paths."""
+                           preserve_permissions: bool = True, fail_fast: bool = False, *,
+                           failures: list[OSError] | None = None) -> tuple[list[str], list[str]]:
+        """Upload a local directory tree as ``remote_path``: (transferred, failed) local file paths
+        (``failures``, if given, receives why each failed)."""
         return await put_dir(await self._sftp_client(), functools.partial(_sftp_op, self, what="upload"), local_path,
-                             remote_path, follow_symlinks, preserve_permissions, fail_fast)
+                             remote_path, follow_symlinks, preserve_permissions, fail_fast, failures=failures)
 
     async def sftp_get_dir(self, remote_path: str, local_path: str | os.PathLike[str], follow_symlinks: bool = True,
-                           preserve_permissions: bool = True, fail_fast: bool = False) -> tuple[list[str], list[str]]:
-        """Download a remote directory tree as ``local_path``: (transferred, failed) remote file paths."""
+                           preserve_permissions: bool = True, fail_fast: bool = False, *,
+                           failures: list[OSError] | None = None) -> tuple[list[str], list[str]]:
+        """Download a remote directory tree as ``local_path``: (transferred, failed) remote file paths
+        (``failures``, if given, receives why each failed)."""
         return await get_dir(await self._sftp_client(), functools.partial(_sftp_op, self, what="download"), remote_path,
                              local_path, follow_symlinks, preserve_permissions, fail_fast, host=self.spec.address,
-                             window=(SFTP_BLOCK, SFTP_REQUESTS))
+                             window=(SFTP_BLOCK, SFTP_REQUESTS), failures=failures)
 
 
 class AsyncFileTailer:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ._cli_args import UsageError, connect, fail, parse
+from ._cli_args import UsageError, connect, fail, fetched_as, parse
 from ._cli_output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Display, prefixed
 from ._cli_runs import replay, runs, setup
 from .multi_conn import MultiConnection, MultiResult, OnTimedResult
@@ -89,6 +89,11 @@ def prepare(mc: MultiConnection, args: argparse.Namespace) -> Operation:
         make_dir(args.errdir)
         return lambda on_host: mc.execute(command, on_timed_result=on_host)
     if args.command == "put":
+        if os.path.isdir(args.local):
+            if not args.recursive:
+                raise UsageError(f"hussh: {args.local} is a directory: copy it with put -r (on every host "
+                                 f"{args.remote} becomes a copy of it)")
+            return lambda on_host: mc.sftp_put_dir(args.local, args.remote, on_timed_result=on_host)
         try:
             with open(args.local, "rb"):
                 pass
@@ -96,7 +101,9 @@ def prepare(mc: MultiConnection, args: argparse.Namespace) -> Operation:
             raise UsageError(f"hussh: cannot read {args.local}: {exc.strerror}") from None
         return lambda on_host: mc.sftp_write(args.local, args.remote, on_timed_result=on_host)
     make_dir(args.local_dir)
-    template = os.path.join(args.local_dir, "{host}")
+    template = os.path.join(args.local_dir, "{host}", fetched_as(args.remote))
+    if args.recursive:
+        return lambda on_host: mc.sftp_get_dir(args.remote, template, on_timed_result=on_host)
     return lambda on_host: mc.sftp_read(args.remote, template, on_timed_result=on_host)
 
 

@@ -7,6 +7,7 @@ seconds``...). Results come back as a ``MultiResult`` in the order the hosts wer
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import threading
@@ -461,6 +462,56 @@ class MultiConnection:
                 pass  # a host whose directory cannot be made fails on its own, naming its local file
         return self._run(lambda req, idx, _: p.ReadFile(req, idx, remote_path, [paths[i] for i in idx]), self._active,
                          on_result, on_timed_result)
+
+    def sftp_put_dir(self, local_path: str | os.PathLike[str], remote_path: str, *, follow_symlinks: bool = True,
+                     preserve_permissions: bool = True, on_result: OnResult | None = None,
+                     on_timed_result: OnTimedResult | None = None) -> MultiResult:
+        """Upload a local directory tree to every host as ``remote_path`` (its parents made); a local file is
+        uploaded as that file. Each host's ``stdout`` lists the local files sent, one a line; a host where
+        some failed has ``status=-1``, a line per failure in ``stderr`` and the first one's kind as ``error``.
+
+        As ``Connection.sftp_put_dir``: links are followed unless ``follow_symlinks=False`` (then skipped),
+        and files and directories keep their 0777 mode bits (never setuid, setgid or sticky) unless
+        ``preserve_permissions=False``. Workers read the files themselves: the local engine only.
+        """
+        local = os.path.abspath(os.fspath(local_path))  # workers may not share this process's working directory
+        if not os.path.exists(local):
+            raise FileNotFoundError(errno.ENOENT, "local file or directory does not exist", os.fspath(local_path))
+        self._local_engine_only("sftp_put_dir")
+        return self._run(lambda req, idx, _: p.PutDir(req, idx, local, remote_path, follow_symlinks,
+                                                      preserve_permissions), self._active, on_result, on_timed_result)
+
+    def sftp_get_dir(self, remote_path: str, local_path: str | os.PathLike[str], *, follow_symlinks: bool = True,
+                     preserve_permissions: bool = True, on_result: OnResult | None = None,
+                     on_timed_result: OnTimedResult | None = None) -> MultiResult:
+        """Download ``remote_path``, a directory tree or a file, from every host as ``local_path``, which must
+        contain ``{host}`` with more than one host (encoded as in ``sftp_read``). Each host's ``stdout`` lists
+        the remote files saved, one a line; failures are reported as in ``sftp_put_dir``.
+
+        Every defence of ``Connection.sftp_get_dir`` holds: a listed name that is not one plain file name
+        fails alone, nothing is written outside ``local_path`` (a local link in it is not followed), files
+        get at most the remote 0777 bits less the umask, links on the host are followed for files and
+        directories (``follow_symlinks=False``: skipped), loops and trees over 64 levels stop.
+        """
+        paths = self._host_paths(local_path, "sftp_get_dir")
+        self._local_engine_only("sftp_get_dir")
+        return self._run(lambda req, idx, _: p.GetDir(req, idx, remote_path, [paths[i] for i in idx], follow_symlinks,
+                                                      preserve_permissions), self._active, on_result, on_timed_result)
+
+    def _host_paths(self, local_path: str | os.PathLike[str], call: str) -> dict[int, str]:
+        """Each active host's absolute local path: ``{host}`` replaced by its encoded name (required with
+        several hosts, so that no two write the same file)."""
+        template = os.fspath(local_path)
+        if "{host}" not in template and len(self._active) > 1:
+            raise ValueError(f"local_path must contain '{{host}}' for {call} from several hosts, "
+                             f"e.g. {os.path.join(template, '{host}')!r}, so that hosts do not overwrite each other")
+        template = os.path.abspath(template)  # workers may not share this process's working directory
+        return {i: template.replace("{host}", host_file_name(self._keys[i])) for i in self._active}
+
+    def _local_engine_only(self, call: str) -> None:
+        if not isinstance(self._engine, LocalEngine):
+            raise ValueError(f"{call} needs workers that share this machine's files: it runs with the local engine "
+                             f"only, not {type(self._engine).__name__}")
 
     def tail(self, remote_file: str) -> MultiFileTailer:
         """A context manager reading what is appended to ``remote_file`` on every host."""

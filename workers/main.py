@@ -186,6 +186,10 @@ class Worker:
                 return [(i, self._tail_close(i)) for i in indices]
             case p.Close(indices=indices):
                 return [(i, self._close(i)) for i in indices]
+            case p.PutDir(indices=indices):
+                return [(i, _put_tree(call)) for i in indices]
+            case p.GetDir(indices=indices, local_paths=local_paths):
+                return [(i, _get_tree(call, local)) for i, local in zip(indices, local_paths)]
         raise TypeError(f"unknown call {type(call).__name__}")
 
     async def guarded(self, index: int, job: Job, retry_failed: bool) -> RawResult:
@@ -343,6 +347,43 @@ def _read_file(remote_path: str, local_path: str | None, budget: OutputBudget | 
         await conn.sftp_read(remote_path, local_path)
         return RawResult(os.fsencode(local_path))  # saved: the result names the file
     return job
+
+
+def _put_tree(call: p.PutDir) -> Job:
+    """Upload the caller's directory (or file) to one host; its result lists what was sent and what failed."""
+    async def job(conn: AsyncConnection) -> RawResult:
+        if not os.path.isdir(call.local_path):
+            await conn.sftp_write(call.local_path, call.remote_path)
+            return RawResult(os.fsencode(call.local_path) + b"\n")
+        failures: list[OSError] = []
+        sent, _ = await conn.sftp_put_dir(call.local_path, call.remote_path, call.follow_symlinks,
+                                          call.preserve_permissions, failures=failures)
+        return _tree_result(sent, failures)
+    return job
+
+
+def _get_tree(call: p.GetDir, local_path: str) -> Job:
+    """Download one host's directory (or file) to ``local_path``; its result lists what was saved and what failed."""
+    async def job(conn: AsyncConnection) -> RawResult:
+        failures: list[OSError] = []
+        saved, failed = await conn.sftp_get_dir(call.remote_path, local_path, call.follow_symlinks,
+                                                call.preserve_permissions, failures=failures)
+        if failed == [call.remote_path] and isinstance(failures[0], NotADirectoryError):  # a file: fetch it
+            await conn.sftp_read(call.remote_path, local_path)
+            return RawResult(call.remote_path.encode(errors="surrogateescape") + b"\n")
+        return _tree_result(saved, failures)
+    return job
+
+
+def _tree_result(done: list[str], failures: list[OSError]) -> RawResult:
+    """A tree transfer's result: the files done, one a line; with failures, one line each (kind: message),
+    then (``noted``) a count under the first one's kind, which is the host's error."""
+    listed = "".join(f"{path}\n" for path in done).encode(errors="surrogateescape")
+    if not failures:
+        return RawResult(listed)
+    lines = "".join(f"{describe(exc)}\n" for exc in failures).encode(errors="replace")
+    count = f"{len(failures)} of {len(done) + len(failures)} entries failed (each named above)"
+    return RawResult(listed, lines, -1, type(failures[0]).__name__, count)
 
 
 def _failed(exc: Exception) -> RawResult:
