@@ -208,6 +208,12 @@ def _copy_options(command: str) -> Parser:
     return group
 
 
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"want a number of lines >= 0, got {text!r}")
+    return int(text)
+
+
 def clush_copy(argv: list[str]) -> list[str]:
     """clush's ``-c/--copy SRC`` and ``--rcopy SRC`` (with ``--dest``) in place of a command word: ``put -r`` /
     ``get -r``, the other arguments kept in place (clush always copies directories whole)."""
@@ -305,6 +311,9 @@ def build_parser() -> Parser:
                                                   "LOCAL_DIR/HOST/REMOTE")
     tail = commands.add_parser("tail", parents=[hosts], help="follow a remote file on every host until Ctrl-C")
     tail.add_argument("remote", help="remote file")
+    tail.add_argument("-n", "--lines", type=_count, default=10, metavar="N",
+                      help="a host whose file changed after the command started shows its last N lines first, "
+                           "as tail -n (default: 10)")
     tail.add_argument("--interval", type=_seconds, default=0.5, metavar="SECONDS",
                       help="how often to look for new lines (default: 0.5)")
     commands.add_parser("runs", help="list the journal's runs, or show one (hussh runs --help)", add_help=False)

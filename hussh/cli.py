@@ -36,6 +36,7 @@ _handler: logging.Handler | None = None
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hussh`` command; returns the exit status."""
+    started = time.time()  # tail follows from here: lines written while hosts connect are shown
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["fleet"]:
         return fleet(argv[1:])
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             return nothing_to_do
         mc = connect(args)
         if args.command == "tail":
-            return tail(mc, args.remote, args.interval)
+            return tail(mc, args.remote, args.interval, started, args.lines)
         return perform(mc, prepare(mc, args), args)
     except UsageError as exc:
         return fail(exc)
@@ -145,13 +146,15 @@ def largest_status(display: Display) -> int:
     return max((255 if result.error else result.status for result in display.results.values()), default=0)
 
 
-def tail(mc: MultiConnection, remote: str, interval: float) -> int:
-    """Print lines appended to ``remote`` on every host, prefixed ``host: ``, until Ctrl-C (exit 130).
+def tail(mc: MultiConnection, remote: str, interval: float, since: float, lines: int) -> int:
+    """Print lines appended to ``remote`` on every host since ``since``, prefixed ``host: ``, until Ctrl-C (exit 130).
 
-    The tailer is entered but never exited: leaving it would read every file's whole tail once
-    more, which an interrupted run does not want; closing the connection drops the tails.
+    A host whose file changed after ``since`` (its mtime) starts at its last ``lines`` lines, since where
+    it was at ``since`` cannot be known. The tailer is entered but never exited: leaving it would read
+    every file's whole tail once more, which an interrupted run does not want; closing the connection
+    drops the tails.
     """
-    follower = mc.tail(remote)
+    follower = mc.tail(remote, since=since, lines=lines)
     partial: dict[str, str] = {}
     reported: dict[str, str] = {}
     try:

@@ -513,13 +513,19 @@ class MultiConnection:
             raise ValueError(f"{call} needs workers that share this machine's files: it runs with the local engine "
                              f"only, not {type(self._engine).__name__}")
 
-    def tail(self, remote_file: str) -> MultiFileTailer:
-        """A context manager reading what is appended to ``remote_file`` on every host."""
-        return MultiFileTailer(self, {self._keys[i]: remote_file for i in self._active})
+    def tail(self, remote_file: str, *, since: float | None = None, lines: int = 10) -> MultiFileTailer:
+        """A context manager reading what is appended to ``remote_file`` on every host.
 
-    def tail_map(self, host_file_map: Mapping[str, str]) -> MultiFileTailer:
+        Each host's tail starts at the file's end when it opens; with ``since`` (a ``time.time()``, such as
+        when the caller started), at the file's end if its mtime shows no change since then (so nothing
+        appended after ``since`` is missed), else at its last ``lines`` lines, as ``tail -n``.
+        """
+        return MultiFileTailer(self, {self._keys[i]: remote_file for i in self._active}, since, lines)
+
+    def tail_map(self, host_file_map: Mapping[str, str], *, since: float | None = None,
+                 lines: int = 10) -> MultiFileTailer:
         """Like ``tail`` with a different file per host, only on the hosts in ``host_file_map`` (upstream's name)."""
-        return MultiFileTailer(self, dict(self._check_hosts(host_file_map)))
+        return MultiFileTailer(self, dict(self._check_hosts(host_file_map)), since, lines)
 
     def close(self) -> None:
         """Disconnect every host and stop the worker processes (also done on GC and at exit).
@@ -589,9 +595,12 @@ class MultiFileTailer:
     while the tailer was open (``{}`` before), as upstream's does.
     """
 
-    def __init__(self, mc: MultiConnection, files: dict[str, str]) -> None:
+    def __init__(self, mc: MultiConnection, files: dict[str, str], since: float | None = None,
+                 lines: int = 10) -> None:
         self._mc = mc
         self.files = files
+        self.since = since
+        self.lines = lines
         self.errors: dict[str, str] = {}
         self.contents: dict[str, str] = {}
         self._open: list[int] = []
@@ -604,7 +613,8 @@ class MultiFileTailer:
     def __enter__(self) -> MultiFileTailer:
         mc = self._mc
         paths = {mc._index[h]: path for h, path in self.files.items()}
-        results = mc._run(lambda req, idx, _: p.TailOpen(req, [(i, paths[i]) for i in idx]), sorted(paths))
+        results = mc._run(lambda req, idx, _: p.TailOpen(req, [(i, paths[i]) for i in idx], self.since, self.lines),
+                          sorted(paths))
         self._record(results)
         self._open = [mc._index[h] for h, r in results.items() if r.status == 0]
         return self

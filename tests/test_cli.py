@@ -309,6 +309,7 @@ def test_tail_follows_every_host_until_ctrl_c(fleet, conn, hosts, remote_dir):
     log = remote_dir / "app.log"
     log.write_text("old line\n")
     log.chmod(0o666)
+    os.utime(log, (time.time() - 60,) * 2)  # not written since long before the command starts: not shown
     run = Running("tail", *hosts, "-H", REFUSED[0], *conn, "--interval", "0.1", str(log))
     try:
         run.wait_for(lambda: any(REFUSED[0] in line for line in run.err), what="the refused host's error")

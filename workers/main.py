@@ -177,8 +177,8 @@ class Worker:
                 locals_: Sequence[str | None] = local_paths or [None] * len(indices)
                 shared = OutputBudget(budget) if budget else None
                 return [(i, _read_file(remote_path, local, shared)) for i, local in zip(indices, locals_)]
-            case p.TailOpen(paths=paths):
-                return [(i, self._tail_open(i, path)) for i, path in paths]
+            case p.TailOpen(paths=paths, since=since, lines=lines):
+                return [(i, self._tail_open(i, path, since, lines)) for i, path in paths]
             case p.TailRead(indices=indices, from_pos=from_pos, budget=budget):
                 shared = OutputBudget(budget) if budget else None
                 return [(i, self._tail_read(i, from_pos, shared)) for i in indices]
@@ -275,9 +275,13 @@ class Worker:
                 self.released.set()
         self.open_lru[index] = None
 
-    def _tail_open(self, index: int, path: str) -> Job:
+    def _tail_open(self, index: int, path: str, since: float | None, lines: int) -> Job:
         async def job(conn: AsyncConnection) -> RawResult:
-            tailer = await conn.tail(path).__aenter__()
+            if since is None:
+                tailer = await conn.tail(path).__aenter__()
+            else:
+                tailer = conn.tail(path)
+                tailer.init_pos = await tailer.seek_since(since, lines)
             self.tailers[index] = tailer
             return RawResult()
         return job

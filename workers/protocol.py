@@ -85,8 +85,13 @@ class ReadFile(_Message):
 
 
 class TailOpen(_Message):
+    """Open a tailer per host: at the file's end, or (``since``, a POSIX time) where it was then if that can be
+    known, else at its last ``lines`` lines (``AsyncFileTailer.seek_since``)."""
+
     req: int
     paths: list[tuple[int, str]]
+    since: float | None = None
+    lines: int = 0
 
 
 class TailRead(_Message):
