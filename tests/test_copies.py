@@ -267,3 +267,17 @@ def test_copy_arguments(tmp_path):
     assert [fetched_as(p) for p in ("/etc/hosts", "notes.txt", "./a//b/", "/")] == ["etc/hosts", "notes.txt", "a/b", ""]
     with pytest.raises(UsageError, match=r"must not contain '\.\.'"):
         fetched_as("/srv/../etc/passwd")
+
+
+def test_directory_copies_refuse_an_engine_whose_workers_may_not_share_these_files(fleet, tmp_path):
+    class Elsewhere:
+        """An engine never started here: the check comes first."""
+
+        def pool(self, *args: object) -> None:
+            raise AssertionError("not reached")
+
+    multi = MultiConnection.from_shared_auth(fleet.addresses[:1], port=fleet.port, engine=Elsewhere())
+    with pytest.raises(ValueError, match="local engine only, not Elsewhere"):
+        multi.sftp_put_dir(tmp_path, "/srv/x")
+    with pytest.raises(ValueError, match="local engine only"):
+        multi.sftp_get_dir("/srv/x", tmp_path / "copy")
