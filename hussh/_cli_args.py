@@ -191,6 +191,69 @@ def _output_options(with_dir: bool) -> Parser:
     return group
 
 
+# --- copies: put/get -r, and clush's --copy/--rcopy/--dest ---
+
+CLUSH_COPY = {"-c": "put", "--copy": "put", "--rcopy": "get"}
+COMMANDS = ("run", "put", "get", "tail", "runs", "fleet")
+
+
+def _copy_options(command: str) -> Parser:
+    group = Parser(add_help=False)
+    copy = group.add_argument_group("copy")
+    copy.add_argument("-r", "--recursive", action="store_true",
+                      help="copy directories with everything in them (a file is copied as without -r)")
+    where = "DIR/BASENAME on every host" if command == "put" else "DIR/HOST/REMOTE here"
+    copy.add_argument("--dest", metavar="DIR", help=f"clush's spelling: the copy goes to {where}")
+    copy.add_argument("--clush", action="store_true", help=argparse.SUPPRESS)  # made from --copy/--rcopy
+    return group
+
+
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"want a number of lines >= 0, got {text!r}")
+    return int(text)
+
+
+def clush_copy(argv: list[str]) -> list[str]:
+    """clush's ``-c/--copy SRC`` and ``--rcopy SRC`` (with ``--dest``) in place of a command word: ``put -r`` /
+    ``get -r``, the other arguments kept in place (clush always copies directories whole)."""
+    if not argv or argv[0] in COMMANDS:
+        return argv
+    index = next((i for i, word in enumerate(argv) if word in CLUSH_COPY), None)
+    if index is None:
+        return argv
+    return [CLUSH_COPY[argv[index]], "-r", "--clush", *argv[:index], *argv[index + 1:]]
+
+
+def _check_copy(args: argparse.Namespace) -> None:
+    """Where the copy goes: REMOTE / LOCAL_DIR, else ``--dest``, else (clush's default) the same path
+    for ``put`` and the working directory for ``get``; never both."""
+    target = "remote" if args.command == "put" else "local_dir"
+    given = getattr(args, target)
+    if args.dest is not None and given is not None:
+        raise UsageError(f"hussh {args.command}: give {target.upper()} or --dest, not both (one source at a time)")
+    if given is not None or getattr(args, "resume", None) or getattr(args, "retry_failed", None):
+        return
+    if args.command == "put":
+        if args.local is not None and (args.dest is not None or args.clush):
+            base = os.path.basename(os.path.normpath(args.local))
+            args.remote = os.path.join(args.dest, base) if args.dest is not None else os.path.abspath(args.local)
+    elif args.dest is not None or args.clush:
+        args.local_dir = args.dest if args.dest is not None else "."
+    else:
+        raise UsageError("hussh get: the following arguments are required: local_dir (or --dest DIR)")
+
+
+def fetched_as(remote: str) -> str:
+    """Where ``get`` puts a host's copy of ``remote`` under ``LOCAL_DIR/HOST``: the remote path, its leading
+    ``/`` (and ``.`` parts) dropped, so that two remote files never land in one local file."""
+    parts = [part for part in remote.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise UsageError(f"hussh get: REMOTE must not contain '..' ({remote!r}): it also names where the copy goes, "
+                         "LOCAL_DIR/HOST/REMOTE")
+    return os.path.join(*parts) if parts else ""
+
+
 # --- the run journal (hussh/_cli_runs.py): where it is written, and resuming a recorded run ---
 
 def _journal_options() -> Parser:
@@ -236,16 +299,21 @@ def build_parser() -> Parser:
                               description="Run COMMAND on every host; output lines are prefixed 'host: '.")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND",
                      help="the command (its words joined with spaces, as ssh does)")
-    put = commands.add_parser("put", parents=[hosts, _output_options(False), journal],
-                              help="copy a local file to every host")
-    put.add_argument("local", nargs="?", help="local file")
-    put.add_argument("remote", nargs="?", help="remote path")
-    get = commands.add_parser("get", parents=[hosts, _output_options(False)],
-                              help="copy a remote file from every host to LOCAL_DIR/HOST")
-    get.add_argument("remote", help="remote file")
-    get.add_argument("local_dir", help="local directory (created if missing); one file per host, named after it")
+    put = commands.add_parser("put", parents=[hosts, _output_options(False), journal, _copy_options("put")],
+                              help="copy a local file (or with -r a directory) to every host")
+    put.add_argument("local", nargs="?", help="local file (or directory, with -r)")
+    put.add_argument("remote", nargs="?", help="remote path: the copy of LOCAL (a directory becomes it)")
+    get = commands.add_parser("get", parents=[hosts, _output_options(False), _copy_options("get")],
+                              help="copy a remote file (or with -r a directory) from every host to "
+                                   "LOCAL_DIR/HOST/REMOTE")
+    get.add_argument("remote", help="remote file (or directory, with -r)")
+    get.add_argument("local_dir", nargs="?", help="local directory (created if missing); each host's copy goes to "
+                                                  "LOCAL_DIR/HOST/REMOTE")
     tail = commands.add_parser("tail", parents=[hosts], help="follow a remote file on every host until Ctrl-C")
     tail.add_argument("remote", help="remote file")
+    tail.add_argument("-n", "--lines", type=_count, default=10, metavar="N",
+                      help="a host whose file changed after the command started shows its last N lines first, "
+                           "as tail -n (default: 10)")
     tail.add_argument("--interval", type=_seconds, default=0.5, metavar="SECONDS",
                       help="how often to look for new lines (default: 0.5)")
     commands.add_parser("runs", help="list the journal's runs, or show one (hussh runs --help)", add_help=False)
@@ -255,7 +323,9 @@ def build_parser() -> Parser:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parsed and checked options; ``UsageError`` for anything wrong."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(clush_copy(argv))
+    if args.command in ("put", "get"):
+        _check_copy(args)
     if args.command == "run":
         if args.cmd and args.cmd[0] == "--":
             args.cmd = args.cmd[1:]

@@ -4,7 +4,8 @@
 Each returns ``(transferred_files, failed_files)``, source paths both; a failure skips that entry and
 the walk goes on, unless ``fail_fast`` raises it. With ``follow_symlinks`` links are copied as
 what they point to (a dangling one fails); without, links are skipped. ``preserve_permissions``
-copies the mode bits (upload: as they are; download: only the 0777 bits, less the umask).
+copies the 0777 mode bits, never setuid, setgid or sticky (upload: as OpenSSH's sftp; download: less
+the umask). ``failures``, if given, receives each failure's exception, in the order of the failed list.
 
 A download trusts nothing the server lists: a name that is not one plain file name (``/``, ``..``,
 empty, NUL or control characters, not UTF-8) fails alone, with a warning naming host and entry;
@@ -55,11 +56,14 @@ class _Walk:
     ancestors: set[str] = field(default_factory=set)  # real paths of the directories being walked: loops stop
     host: str = ""
     window: tuple[int, int] = (0, 0)  # downloads: (block size, reads in flight)
+    failures: list[OSError] | None = None  # why each entry of ``failed`` failed, for callers that report it
 
     def fail(self, path: str, exc: OSError) -> None:
         if self.fail_fast:
             raise exc
         self.failed.append(path)
+        if self.failures is not None:
+            self.failures.append(exc)
 
     def checked_name(self, remote_dir: str, raw: bytes) -> str | None:
         """A listed name fit to be a local file name, or ``None`` once it has failed (and been reported)."""
@@ -79,9 +83,10 @@ class _Walk:
 
 
 async def put_dir(sftp: asyncssh.SFTPClient, op: Op, local_path: str | os.PathLike[str], remote_path: str,
-                  follow_symlinks: bool, preserve_permissions: bool, fail_fast: bool) -> tuple[list[str], list[str]]:
+                  follow_symlinks: bool, preserve_permissions: bool, fail_fast: bool, *,
+                  failures: list[OSError] | None = None) -> tuple[list[str], list[str]]:
     """Upload the local directory ``local_path`` as ``remote_path``; lists of local paths."""
-    walk = _Walk(sftp, op, follow_symlinks, preserve_permissions, fail_fast)
+    walk = _Walk(sftp, op, follow_symlinks, preserve_permissions, fail_fast, failures=failures)
     root = os.fspath(local_path)
     if not os.path.isdir(root):
         code = errno.ENOTDIR if os.path.exists(root) else errno.ENOENT
@@ -113,7 +118,7 @@ async def _put_tree(walk: _Walk, local_dir: str, remote_dir: str) -> None:
             continue
         source, target = entry.path, f"{remote_dir}/{entry.name}"
         try:
-            mode = stat.S_IMODE(os.stat(source).st_mode)
+            mode = stat.S_IMODE(os.stat(source).st_mode) & 0o777  # as OpenSSH's sftp: never setuid on the host
             if entry.is_dir():
                 async with walk.op(target):
                     await walk.sftp.makedirs(target, exist_ok=True)
@@ -134,12 +139,14 @@ async def _put_tree(walk: _Walk, local_dir: str, remote_dir: str) -> None:
 
 async def get_dir(sftp: asyncssh.SFTPClient, op: Op, remote_path: str, local_path: str | os.PathLike[str],
                   follow_symlinks: bool, preserve_permissions: bool, fail_fast: bool, *,
-                  host: str, window: tuple[int, int]) -> tuple[list[str], list[str]]:
+                  host: str, window: tuple[int, int],
+                  failures: list[OSError] | None = None) -> tuple[list[str], list[str]]:
     """Download the remote directory ``remote_path`` as ``local_path``; lists of remote paths.
 
     ``host`` names the server in warnings; ``window`` is (block size, reads in flight) of each file.
     """
-    walk = _Walk(sftp, op, follow_symlinks, preserve_permissions, fail_fast, host=host, window=window)
+    walk = _Walk(sftp, op, follow_symlinks, preserve_permissions, fail_fast, host=host, window=window,
+                 failures=failures)
     root = os.fspath(local_path)
     try:
         async with op(remote_path):

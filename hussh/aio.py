@@ -352,17 +352,21 @@ class AsyncConnection:
         return await open_shell(self, pty)
 
     async def sftp_put_dir(self, local_path: str | os.PathLike[str], remote_path: str, follow_symlinks: bool = True,
-                           preserve_permissions: bool = True, fail_fast: bool = False) -> tuple[list[str], list[str]]:
-        """Upload a local directory tree as ``remote_path``: (transferred, failed) local file paths."""
+                           preserve_permissions: bool = True, fail_fast: bool = False, *,
+                           failures: list[OSError] | None = None) -> tuple[list[str], list[str]]:
+        """Upload a local directory tree as ``remote_path``: (transferred, failed) local file paths
+        (``failures``, if given, receives why each failed)."""
         return await put_dir(await self._sftp_client(), functools.partial(_sftp_op, self, what="upload"), local_path,
-                             remote_path, follow_symlinks, preserve_permissions, fail_fast)
+                             remote_path, follow_symlinks, preserve_permissions, fail_fast, failures=failures)
 
     async def sftp_get_dir(self, remote_path: str, local_path: str | os.PathLike[str], follow_symlinks: bool = True,
-                           preserve_permissions: bool = True, fail_fast: bool = False) -> tuple[list[str], list[str]]:
-        """Download a remote directory tree as ``local_path``: (transferred, failed) remote file paths."""
+                           preserve_permissions: bool = True, fail_fast: bool = False, *,
+                           failures: list[OSError] | None = None) -> tuple[list[str], list[str]]:
+        """Download a remote directory tree as ``local_path``: (transferred, failed) remote file paths
+        (``failures``, if given, receives why each failed)."""
         return await get_dir(await self._sftp_client(), functools.partial(_sftp_op, self, what="download"), remote_path,
                              local_path, follow_symlinks, preserve_permissions, fail_fast, host=self.spec.address,
-                             window=(SFTP_BLOCK, SFTP_REQUESTS))
+                             window=(SFTP_BLOCK, SFTP_REQUESTS), failures=failures)
 
 
 class AsyncFileTailer:
@@ -389,6 +393,32 @@ class AsyncFileTailer:
         """Skip to the file's current end (what ``read()`` returns starts after it); returns that offset."""
         self.last_pos = await self.conn.sftp_size(self.remote_file)
         return self.last_pos
+
+    async def seek_since(self, since: float, lines: int) -> int:
+        """Start where the file was at ``since`` (a POSIX time) if it can be known: at its end when it was
+        not modified since then (its mtime, whole seconds in SFTP v3, is before ``since``'s second), else at
+        the start of its last ``lines`` lines, as ``tail -n`` (what was appended meanwhile, if no more).
+        Returns the offset; the modification time is the host's clock, ``since`` the caller's."""
+        sftp = await self.conn._sftp_client()
+        async with _sftp_op(self.conn, self.remote_file, "stat"):
+            attrs = await sftp.stat(self.remote_file)
+        size = attrs.size or 0
+        unchanged = attrs.mtime is not None and attrs.mtime < int(since)
+        self.last_pos = size if unchanged or lines <= 0 else await self._lines_back(size, lines)
+        return self.last_pos
+
+    async def _lines_back(self, end: int, lines: int) -> int:
+        """The offset of the start of the last ``lines`` lines before ``end`` (a final line without its
+        newline counts), looking back no further than ``max_output`` bytes."""
+        start = max(0, end - self.conn.spec.max_output)
+        data, _ = await self.conn.sftp_read_bytes(self.remote_file, start, end - start)
+        data = data[:end - start]
+        cut = len(data) - 1 if data.endswith(b"\n") else len(data)
+        for _ in range(lines):
+            cut = data.rfind(b"\n", 0, cut)
+            if cut < 0:
+                return start if start == 0 else start + data.find(b"\n") + 1  # no more than whole lines
+        return start + cut + 1
 
     async def read(self, from_pos: int | None = None, *, budget: OutputBudget | None = None) -> str:
         """Text added since the last read (or since ``from_pos``); a split UTF-8 character waits for the next read.

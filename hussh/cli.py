@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ._cli_args import UsageError, connect, fail, parse
+from ._cli_args import UsageError, connect, fail, fetched_as, parse
 from ._cli_output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Display, prefixed
 from ._cli_runs import replay, runs, setup
 from .multi_conn import MultiConnection, MultiResult, OnTimedResult
@@ -36,6 +36,7 @@ _handler: logging.Handler | None = None
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hussh`` command; returns the exit status."""
+    started = time.time()  # tail follows from here: lines written while hosts connect are shown
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["fleet"]:
         return fleet(argv[1:])
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             return nothing_to_do
         mc = connect(args)
         if args.command == "tail":
-            return tail(mc, args.remote, args.interval)
+            return tail(mc, args.remote, args.interval, started, args.lines)
         return perform(mc, prepare(mc, args), args)
     except UsageError as exc:
         return fail(exc)
@@ -89,6 +90,11 @@ def prepare(mc: MultiConnection, args: argparse.Namespace) -> Operation:
         make_dir(args.errdir)
         return lambda on_host: mc.execute(command, on_timed_result=on_host)
     if args.command == "put":
+        if os.path.isdir(args.local):
+            if not args.recursive:
+                raise UsageError(f"hussh: {args.local} is a directory: copy it with put -r (on every host "
+                                 f"{args.remote} becomes a copy of it)")
+            return lambda on_host: mc.sftp_put_dir(args.local, args.remote, on_timed_result=on_host)
         try:
             with open(args.local, "rb"):
                 pass
@@ -96,7 +102,9 @@ def prepare(mc: MultiConnection, args: argparse.Namespace) -> Operation:
             raise UsageError(f"hussh: cannot read {args.local}: {exc.strerror}") from None
         return lambda on_host: mc.sftp_write(args.local, args.remote, on_timed_result=on_host)
     make_dir(args.local_dir)
-    template = os.path.join(args.local_dir, "{host}")
+    template = os.path.join(args.local_dir, "{host}", fetched_as(args.remote))
+    if args.recursive:
+        return lambda on_host: mc.sftp_get_dir(args.remote, template, on_timed_result=on_host)
     return lambda on_host: mc.sftp_read(args.remote, template, on_timed_result=on_host)
 
 
@@ -138,13 +146,15 @@ def largest_status(display: Display) -> int:
     return max((255 if result.error else result.status for result in display.results.values()), default=0)
 
 
-def tail(mc: MultiConnection, remote: str, interval: float) -> int:
-    """Print lines appended to ``remote`` on every host, prefixed ``host: ``, until Ctrl-C (exit 130).
+def tail(mc: MultiConnection, remote: str, interval: float, since: float, lines: int) -> int:
+    """Print lines appended to ``remote`` on every host since ``since``, prefixed ``host: ``, until Ctrl-C (exit 130).
 
-    The tailer is entered but never exited: leaving it would read every file's whole tail once
-    more, which an interrupted run does not want; closing the connection drops the tails.
+    A host whose file changed after ``since`` (its mtime) starts at its last ``lines`` lines, since where
+    it was at ``since`` cannot be known. The tailer is entered but never exited: leaving it would read
+    every file's whole tail once more, which an interrupted run does not want; closing the connection
+    drops the tails.
     """
-    follower = mc.tail(remote)
+    follower = mc.tail(remote, since=since, lines=lines)
     partial: dict[str, str] = {}
     reported: dict[str, str] = {}
     try:

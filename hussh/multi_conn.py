@@ -7,6 +7,7 @@ seconds``...). Results come back as a ``MultiResult`` in the order the hosts wer
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import threading
@@ -462,13 +463,69 @@ class MultiConnection:
         return self._run(lambda req, idx, _: p.ReadFile(req, idx, remote_path, [paths[i] for i in idx]), self._active,
                          on_result, on_timed_result)
 
-    def tail(self, remote_file: str) -> MultiFileTailer:
-        """A context manager reading what is appended to ``remote_file`` on every host."""
-        return MultiFileTailer(self, {self._keys[i]: remote_file for i in self._active})
+    def sftp_put_dir(self, local_path: str | os.PathLike[str], remote_path: str, *, follow_symlinks: bool = True,
+                     preserve_permissions: bool = True, on_result: OnResult | None = None,
+                     on_timed_result: OnTimedResult | None = None) -> MultiResult:
+        """Upload a local directory tree to every host as ``remote_path`` (its parents made); a local file is
+        uploaded as that file. Each host's ``stdout`` lists the local files sent, one a line; a host where
+        some failed has ``status=-1``, a line per failure in ``stderr`` and the first one's kind as ``error``.
 
-    def tail_map(self, host_file_map: Mapping[str, str]) -> MultiFileTailer:
+        As ``Connection.sftp_put_dir``: links are followed unless ``follow_symlinks=False`` (then skipped),
+        and files and directories keep their 0777 mode bits (never setuid, setgid or sticky) unless
+        ``preserve_permissions=False``. Workers read the files themselves: the local engine only.
+        """
+        local = os.path.abspath(os.fspath(local_path))  # workers may not share this process's working directory
+        if not os.path.exists(local):
+            raise FileNotFoundError(errno.ENOENT, "local file or directory does not exist", os.fspath(local_path))
+        self._local_engine_only("sftp_put_dir")
+        return self._run(lambda req, idx, _: p.PutDir(req, idx, local, remote_path, follow_symlinks,
+                                                      preserve_permissions), self._active, on_result, on_timed_result)
+
+    def sftp_get_dir(self, remote_path: str, local_path: str | os.PathLike[str], *, follow_symlinks: bool = True,
+                     preserve_permissions: bool = True, on_result: OnResult | None = None,
+                     on_timed_result: OnTimedResult | None = None) -> MultiResult:
+        """Download ``remote_path``, a directory tree or a file, from every host as ``local_path``, which must
+        contain ``{host}`` with more than one host (encoded as in ``sftp_read``). Each host's ``stdout`` lists
+        the remote files saved, one a line; failures are reported as in ``sftp_put_dir``.
+
+        Every defence of ``Connection.sftp_get_dir`` holds: a listed name that is not one plain file name
+        fails alone, nothing is written outside ``local_path`` (a local link in it is not followed), files
+        get at most the remote 0777 bits less the umask, links on the host are followed for files and
+        directories (``follow_symlinks=False``: skipped), loops and trees over 64 levels stop.
+        """
+        paths = self._host_paths(local_path, "sftp_get_dir")
+        self._local_engine_only("sftp_get_dir")
+        return self._run(lambda req, idx, _: p.GetDir(req, idx, remote_path, [paths[i] for i in idx], follow_symlinks,
+                                                      preserve_permissions), self._active, on_result, on_timed_result)
+
+    def _host_paths(self, local_path: str | os.PathLike[str], call: str) -> dict[int, str]:
+        """Each active host's absolute local path: ``{host}`` replaced by its encoded name (required with
+        several hosts, so that no two write the same file)."""
+        template = os.fspath(local_path)
+        if "{host}" not in template and len(self._active) > 1:
+            raise ValueError(f"local_path must contain '{{host}}' for {call} from several hosts, "
+                             f"e.g. {os.path.join(template, '{host}')!r}, so that hosts do not overwrite each other")
+        template = os.path.abspath(template)  # workers may not share this process's working directory
+        return {i: template.replace("{host}", host_file_name(self._keys[i])) for i in self._active}
+
+    def _local_engine_only(self, call: str) -> None:
+        if not isinstance(self._engine, LocalEngine):
+            raise ValueError(f"{call} needs workers that share this machine's files: it runs with the local engine "
+                             f"only, not {type(self._engine).__name__}")
+
+    def tail(self, remote_file: str, *, since: float | None = None, lines: int = 10) -> MultiFileTailer:
+        """A context manager reading what is appended to ``remote_file`` on every host.
+
+        Each host's tail starts at the file's end when it opens; with ``since`` (a ``time.time()``, such as
+        when the caller started), at the file's end if its mtime shows no change since then (so nothing
+        appended after ``since`` is missed), else at its last ``lines`` lines, as ``tail -n``.
+        """
+        return MultiFileTailer(self, {self._keys[i]: remote_file for i in self._active}, since, lines)
+
+    def tail_map(self, host_file_map: Mapping[str, str], *, since: float | None = None,
+                 lines: int = 10) -> MultiFileTailer:
         """Like ``tail`` with a different file per host, only on the hosts in ``host_file_map`` (upstream's name)."""
-        return MultiFileTailer(self, dict(self._check_hosts(host_file_map)))
+        return MultiFileTailer(self, dict(self._check_hosts(host_file_map)), since, lines)
 
     def close(self) -> None:
         """Disconnect every host and stop the worker processes (also done on GC and at exit).
@@ -538,9 +595,12 @@ class MultiFileTailer:
     while the tailer was open (``{}`` before), as upstream's does.
     """
 
-    def __init__(self, mc: MultiConnection, files: dict[str, str]) -> None:
+    def __init__(self, mc: MultiConnection, files: dict[str, str], since: float | None = None,
+                 lines: int = 10) -> None:
         self._mc = mc
         self.files = files
+        self.since = since
+        self.lines = lines
         self.errors: dict[str, str] = {}
         self.contents: dict[str, str] = {}
         self._open: list[int] = []
@@ -553,7 +613,8 @@ class MultiFileTailer:
     def __enter__(self) -> MultiFileTailer:
         mc = self._mc
         paths = {mc._index[h]: path for h, path in self.files.items()}
-        results = mc._run(lambda req, idx, _: p.TailOpen(req, [(i, paths[i]) for i in idx]), sorted(paths))
+        results = mc._run(lambda req, idx, _: p.TailOpen(req, [(i, paths[i]) for i in idx], self.since, self.lines),
+                          sorted(paths))
         self._record(results)
         self._open = [mc._index[h] for h, r in results.items() if r.status == 0]
         return self

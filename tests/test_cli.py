@@ -297,8 +297,9 @@ def test_put_then_get_one_file_per_host(fleet, conn, hosts, remote_dir, tmp_path
     done = hussh("get", *hosts, *conn, str(remote), str(fetched))
     assert done.returncode == 0
     assert sorted(p.name for p in fetched.iterdir()) == sorted(fleet.addresses)
-    assert all((fetched / a).read_text() == "setting = 1\n" for a in fleet.addresses)
-    assert sorted(done.stdout.splitlines()) == sorted(f"{a}: {fetched / a}" for a in fleet.addresses)
+    copies = {a: fetched / a / str(remote).lstrip("/") for a in fleet.addresses}  # LOCAL_DIR/HOST/REMOTE
+    assert all(copy.read_text() == "setting = 1\n" for copy in copies.values())
+    assert sorted(done.stdout.splitlines()) == sorted(f"{a}: {copy}" for a, copy in copies.items())
     done = hussh("get", "-B", *hosts, *conn, str(remote_dir / "missing"), str(fetched))
     assert done.returncode == 1
     assert summary_of(done.stderr) == "4 FileNotFoundError"
@@ -308,6 +309,7 @@ def test_tail_follows_every_host_until_ctrl_c(fleet, conn, hosts, remote_dir):
     log = remote_dir / "app.log"
     log.write_text("old line\n")
     log.chmod(0o666)
+    os.utime(log, (time.time() - 60,) * 2)  # not written since long before the command starts: not shown
     run = Running("tail", *hosts, "-H", REFUSED[0], *conn, "--interval", "0.1", str(log))
     try:
         run.wait_for(lambda: any(REFUSED[0] in line for line in run.err), what="the refused host's error")

@@ -231,7 +231,7 @@ def test_hussh_get_keeps_a_0600_file_0600(real, fleet, remote_dir, tmp_path):
     done = hussh("get", "-w", fleet.addresses[0], "-l", PASSWORD_USER, "--port", str(fleet.port),
                  str(remote_dir / "secret"), str(tmp_path / "fetched"), HUSSH_PASSWORD=PASSWORD)
     assert done.returncode == 0, done.stderr
-    assert mode(tmp_path / "fetched" / fleet.addresses[0]) == 0o600
+    assert mode(tmp_path / "fetched" / fleet.addresses[0] / str(remote_dir / "secret").lstrip("/")) == 0o600
 
 
 # ------------------------------------------------------------------------------ scp
@@ -316,7 +316,10 @@ def test_hussh_get_never_writes_outside_for_a_host_named_dotdot(fleet, remote_di
     done = hussh("get", "-w", "..,.", "-F", str(odd_config), "-l", PASSWORD_USER, "--port", str(fleet.port),
                  str(remote_dir / "conf"), str(tmp_path / "fetched"), HUSSH_PASSWORD=PASSWORD)
     assert done.returncode == 0, done.stderr
-    assert files_under(tmp_path) == {"ssh_config", "fetched", "fetched/%2E%2E", "fetched/%2E"}
+    parts = str(remote_dir / "conf").lstrip("/").split("/")  # LOCAL_DIR/HOST/REMOTE: each level of it
+    levels = ["/".join(parts[:n]) for n in range(len(parts) + 1)]
+    assert files_under(tmp_path) == {"ssh_config", "fetched"} | {
+        f"fetched/{name}/{level}".rstrip("/") for name in ("%2E%2E", "%2E") for level in levels}
 
 
 def test_outdir_files_stay_inside_and_private(tmp_path, umask):

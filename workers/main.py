@@ -178,8 +178,8 @@ class Worker:
                 locals_: Sequence[str | None] = local_paths or [None] * len(indices)
                 shared = OutputBudget(budget) if budget else None
                 return [(i, _read_file(remote_path, local, shared)) for i, local in zip(indices, locals_)]
-            case p.TailOpen(paths=paths):
-                return [(i, self._tail_open(i, path)) for i, path in paths]
+            case p.TailOpen(paths=paths, since=since, lines=lines):
+                return [(i, self._tail_open(i, path, since, lines)) for i, path in paths]
             case p.TailRead(indices=indices, from_pos=from_pos, budget=budget):
                 shared = OutputBudget(budget) if budget else None
                 return [(i, self._tail_read(i, from_pos, shared)) for i in indices]
@@ -187,6 +187,10 @@ class Worker:
                 return [(i, self._tail_close(i)) for i in indices]
             case p.Close(indices=indices):
                 return [(i, self._close(i)) for i in indices]
+            case p.PutDir(indices=indices):
+                return [(i, _put_tree(call)) for i in indices]
+            case p.GetDir(indices=indices, local_paths=local_paths):
+                return [(i, _get_tree(call, local)) for i, local in zip(indices, local_paths)]
         raise TypeError(f"unknown call {type(call).__name__}")
 
     async def guarded(self, index: int, job: Job, retry_failed: bool) -> RawResult:
@@ -272,9 +276,13 @@ class Worker:
                 self.released.set()
         self.open_lru[index] = None
 
-    def _tail_open(self, index: int, path: str) -> Job:
+    def _tail_open(self, index: int, path: str, since: float | None, lines: int) -> Job:
         async def job(conn: AsyncConnection) -> RawResult:
-            tailer = await conn.tail(path).__aenter__()
+            if since is None:
+                tailer = await conn.tail(path).__aenter__()
+            else:
+                tailer = conn.tail(path)
+                tailer.init_pos = await tailer.seek_since(since, lines)
             self.tailers[index] = tailer
             return RawResult()
         return job
@@ -344,6 +352,43 @@ def _read_file(remote_path: str, local_path: str | None, budget: OutputBudget | 
         await conn.sftp_read(remote_path, local_path)
         return RawResult(os.fsencode(local_path))  # saved: the result names the file
     return job
+
+
+def _put_tree(call: p.PutDir) -> Job:
+    """Upload the caller's directory (or file) to one host; its result lists what was sent and what failed."""
+    async def job(conn: AsyncConnection) -> RawResult:
+        if not os.path.isdir(call.local_path):
+            await conn.sftp_write(call.local_path, call.remote_path)
+            return RawResult(os.fsencode(call.local_path) + b"\n")
+        failures: list[OSError] = []
+        sent, _ = await conn.sftp_put_dir(call.local_path, call.remote_path, call.follow_symlinks,
+                                          call.preserve_permissions, failures=failures)
+        return _tree_result(sent, failures)
+    return job
+
+
+def _get_tree(call: p.GetDir, local_path: str) -> Job:
+    """Download one host's directory (or file) to ``local_path``; its result lists what was saved and what failed."""
+    async def job(conn: AsyncConnection) -> RawResult:
+        failures: list[OSError] = []
+        saved, failed = await conn.sftp_get_dir(call.remote_path, local_path, call.follow_symlinks,
+                                                call.preserve_permissions, failures=failures)
+        if failed == [call.remote_path] and isinstance(failures[0], NotADirectoryError):  # a file: fetch it
+            await conn.sftp_read(call.remote_path, local_path)
+            return RawResult(call.remote_path.encode(errors="surrogateescape") + b"\n")
+        return _tree_result(saved, failures)
+    return job
+
+
+def _tree_result(done: list[str], failures: list[OSError]) -> RawResult:
+    """A tree transfer's result: the files done, one a line; with failures, one line each (kind: message),
+    then (``noted``) a count under the first one's kind, which is the host's error."""
+    listed = "".join(f"{path}\n" for path in done).encode(errors="surrogateescape")
+    if not failures:
+        return RawResult(listed)
+    lines = "".join(f"{describe(exc)}\n" for exc in failures).encode(errors="replace")
+    count = f"{len(failures)} of {len(done) + len(failures)} entries failed (each named above)"
+    return RawResult(listed, lines, -1, type(failures[0]).__name__, count)
 
 
 def _failed(exc: Exception) -> RawResult:

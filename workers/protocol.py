@@ -85,8 +85,13 @@ class ReadFile(_Message):
 
 
 class TailOpen(_Message):
+    """Open a tailer per host: at the file's end, or (``since``, a POSIX time) where it was then if that can be
+    known, else at its last ``lines`` lines (``AsyncFileTailer.seek_since``)."""
+
     req: int
     paths: list[tuple[int, str]]
+    since: float | None = None
+    lines: int = 0
 
 
 class TailRead(_Message):
@@ -149,9 +154,36 @@ class CallDone(_Message):
     req: int
 
 
-Request = Assign | Connect | Execute | WriteData | ReadFile | TailOpen | TailRead | TailClose | Close | Shutdown
+class PutDir(_Message):
+    """Upload a local directory tree (or one file) to every listed host; the worker reads the caller's files.
+
+    Each host's ``HostDone``: ``stdout`` the local files sent, one a line; ``stderr`` one line per failure."""
+
+    req: int
+    indices: list[int]
+    local_path: str
+    remote_path: str
+    follow_symlinks: bool = True
+    preserve_permissions: bool = True
+
+
+class GetDir(_Message):
+    """Download a remote directory tree (or one file) per host into that host's ``local_paths`` entry.
+
+    Each host's ``HostDone``: ``stdout`` the remote files saved, one a line; ``stderr`` one line per failure."""
+
+    req: int
+    indices: list[int]
+    remote_path: str
+    local_paths: list[str]
+    follow_symlinks: bool = True
+    preserve_permissions: bool = True
+
+
+Request = (Assign | Connect | Execute | WriteData | ReadFile | TailOpen | TailRead | TailClose | Close | Shutdown
+           | PutDir | GetDir)
 Reply = HostDone | KeyLearned | Alive | CallDone
-Call = Connect | Execute | WriteData | ReadFile | TailOpen | TailRead | TailClose | Close
+Call = Connect | Execute | WriteData | ReadFile | TailOpen | TailRead | TailClose | Close | PutDir | GetDir
 
 
 M = TypeVar("M")  # Request in a worker, Reply in the parent
