@@ -59,6 +59,7 @@ class BastionPool:
         self.bastions: dict[ConnectSpec, _Bastion] = {}
         self.cooldown = 0.0  # seconds a failed bastion is not retried (workers: their Retry policy)
         self.learned: list[tuple[ConnectSpec, str]] = []  # bastion keys accepted on first use
+        self.closing: set[SSHClientConnection] = set()  # logins closed with their last tunnel, not yet gone
 
     def forget_failures(self) -> None:
         """``connect()`` retries every host, bastions included (once per call, shared)."""
@@ -97,7 +98,7 @@ class BastionPool:
                 link.channels -= 1
                 raise
             conn = cast(SSHClientConnection, tunnelled)
-            conn.on_lost = lambda link=link: _release(link)  # type: ignore[attr-defined]
+            conn.on_lost = lambda link=link: self._release(link)  # type: ignore[attr-defined]
             return conn
         raise ConnectError(f"{host}:{port} via bastion {hop.target}: no room for another tunnel after "
                            f"{MAX_LINKS_PER_CALL} new connections to the bastion")
@@ -137,6 +138,19 @@ class BastionPool:
         bastion.links.append(link)
         return link
 
+    def _release(self, link: _Link) -> None:
+        """A tunnel through ``link`` ended: a bastion login that carries none is closed (as ``ssh -J``
+        does), so a loop that ends leaves no connection behind; the next host through it logs in again."""
+        link.channels -= 1
+        if link.channels <= 0:
+            link.conn.close()
+            self.closing.add(link.conn)
+
+    async def settle(self) -> None:
+        """Wait until the bastion logins closed for want of tunnels are gone (``AsyncConnection.close``)."""
+        closing, self.closing = self.closing, set()
+        await asyncio.gather(*(conn.wait_closed() for conn in closing), return_exceptions=True)
+
     async def close(self) -> None:
         """Close every bastion connection (after the tunnels through them are closed)."""
         links = [link for bastion in self.bastions.values() for link in bastion.links]
@@ -156,12 +170,6 @@ def _out_of_room(exc: asyncssh.ChannelOpenError, link: _Link) -> bool:
     return exc.code == asyncssh.OPEN_CONNECT_FAILED and exc.reason.strip() == "open failed" and link.channels > 0
 
 
-def _release(link: _Link) -> None:
-    """A tunnel through ``link`` ended: a bastion login that carries none is closed (as ``ssh -J``
-    does), so a loop that ends leaves no connection behind; the next host through it logs in again."""
-    link.channels -= 1
-    if link.channels <= 0:
-        link.conn.close()
 
 
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BastionPool] = weakref.WeakKeyDictionary()

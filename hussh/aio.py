@@ -329,6 +329,8 @@ class AsyncConnection:
             try:
                 async with asyncio.timeout(CLOSE_GRACE):
                     await conn.wait_closed()
+                    if self.spec.jump is not None:  # and the bastion login its tunnel was the last one of
+                        await _bastions.pool().settle()
             except TimeoutError:
                 conn.abort()
 

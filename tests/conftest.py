@@ -4,6 +4,7 @@ listener, an isolated HOME."""
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import secrets
 import shutil
@@ -231,7 +232,10 @@ def pytest_runtest_call(item):
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
-        result = yield
+        try:
+            result = yield
+        finally:
+            gc.collect()  # what this test left unreferenced warns now, under its name, not a later test's
     leaks = []
     for warning in caught:
         if issubclass(warning.category, ResourceWarning):

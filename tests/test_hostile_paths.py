@@ -332,6 +332,6 @@ def test_outdir_files_stay_inside_and_private(tmp_path, umask):
     hosts = {"..": "%2E%2E", ".": "%2E", "": "%", "a/b": "a%2Fb", "x\0y": "x%00y", "\x1b[2J": "%1B[2J", "web": "web"}
     for host in hosts:
         display.host(host, SSHResult("out\n", "err\n", 0), 0.1)
-    assert files_under(tmp_path) == {"out"} | {f"out/{n}.{s}" for n in hosts.values() for s in ("out", "err")}
+    assert files_under(tmp_path) == {"out"} | {f"out/{n}.{s}" for n in hosts.values() for s in ("out", "err", "status")}
     assert {mode(path) for path in out.iterdir()} == {0o600 & ~umask}
     assert earlier.read_text() == "out\n"

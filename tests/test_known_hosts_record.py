@@ -99,7 +99,8 @@ def test_two_runs_at_once_record_each_host_once(fleet, tmp_path):
     runs = [subprocess.Popen([sys.executable, "-c", script, json.dumps(fleet.addresses)], env=env,
                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for run in runs:
-        assert run.wait(timeout=120) == 0, run.stderr.read()
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
     lines = known.read_text().splitlines()
     assert sorted(lines) == sorted(fleet.known_hosts_line(a).strip() for a in fleet.addresses)
 
