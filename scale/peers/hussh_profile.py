@@ -9,7 +9,7 @@ on the machine does not inflate it; its own per-call cost does, mostly as system
 Garbage collection is timed through ``gc.callbacks``.
 
     .venv/bin/python scale/peers/hussh_profile.py --targets t.txt --user hussh --password hussh \\
-        --batch 50 --hosts 500 [--no-profile] [--experiments pipeline-auth] \\
+        --batch 50 --hosts 500 [--no-profile] [--experiments chacha] \\
         [--server-pids PID,PID] [--sort tottime] [--top 40] [--pstats out.pstats]
 
 ``--no-profile`` runs the same without cProfile, for honest CPU per host. ``--server-pids`` (the
