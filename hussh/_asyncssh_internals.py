@@ -5,9 +5,11 @@ on still exist and otherwise leaves asyncssh's own behaviour in place (slower, n
 an upgrade degrades speed rather than correctness. ``tests/test_transport_tweaks.py`` fails when
 one of them silently stops taking effect.
 
-* ``FleetConnection``: fewer packets and writes per host (no empty ``MSG_IGNORE``, corked writes,
-  no ``none`` auth probe for password-only logins), no password in asyncssh's packet dumps, and
-  no password, keyboard-interactive answer or agent forwarding once ``withhold_secrets`` is called.
+* ``FleetConnection``: fewer packets and writes per host (no empty ``MSG_IGNORE``, corked writes),
+  fewer round trips per login (no ``none`` auth probe, the first login request sent with the
+  service request, a key signed at once instead of asked about: ``_SignAtOnce``), no password in
+  asyncssh's packet dumps, and no password, keyboard-interactive answer or agent forwarding once
+  ``withhold_secrets`` is called.
 * ``install_log_speedups``: asyncssh formats log arguments before checking the level.
 * ``with_owner``, ``OPENSSH_HOST_KEY_ORDER``: a per-connection owner that answers for hashed
   known_hosts entries, without re-preparing the shared options; host key types in ``ssh``'s order.
@@ -29,9 +31,16 @@ from pathlib import Path
 from typing import Any, cast
 
 import asyncssh
+from asyncssh import auth as _auth
 from asyncssh.config import SSHClientConfig
 from asyncssh.connection import SSHClientConnection
-from asyncssh.constants import MSG_IGNORE, MSG_USERAUTH_FIRST, MSG_USERAUTH_LAST, MSG_USERAUTH_REQUEST
+from asyncssh.constants import (
+    MSG_IGNORE,
+    MSG_SERVICE_ACCEPT,
+    MSG_USERAUTH_FIRST,
+    MSG_USERAUTH_LAST,
+    MSG_USERAUTH_REQUEST,
+)
 from asyncssh.logging import SSHLogger
 from asyncssh.packet import SSHPacketLogger, String
 from asyncssh.pattern import WildcardPatternList
@@ -70,7 +79,17 @@ SKIP_NONE_PROBE_AVAILABLE = _sets(SSHClientConnection, "_auth_methods")
 HIDE_AUTH_AVAILABLE = _has(SSHClientConnection, "log_sent_packet")
 WITHHOLD_AVAILABLE = _has(SSHClientConnection, "password_auth_requested", "kbdint_auth_requested",
                           "kbdint_challenge_received") and _sets(SSHClientConnection, "_agent_forward_path")
+PIPELINE_AUTH_AVAILABLE = (
+    _has(SSHClientConnection, "send_service_request", "try_next_auth", "_packet_handlers")
+    and _sets(SSHClientConnection, "_next_service", "_auth_in_progress", "_owner", "_username")
+    and MSG_SERVICE_ACCEPT in getattr(SSHClientConnection, "_packet_handlers", {})
+    and getattr(asyncssh.connection, "_USERAUTH_SERVICE", None) == b"ssh-userauth")
+SIGN_AT_ONCE_AVAILABLE = (
+    VERSION_TESTED and getattr(_auth, "_client_auth_handlers", {}).get(b"publickey") is getattr(
+        _auth, "_ClientPublicKeyAuth", None) and _has(getattr(_auth, "_ClientPublicKeyAuth", object),
+                                                      "_start", "_send_signed_request"))
 _EMPTY_STRING = (String(b""),)
+_USERAUTH = b"ssh-userauth"
 
 
 def _holds_credentials(pkttype: int) -> bool:
@@ -146,6 +165,34 @@ class FleetConnection(SSHClientConnection):
             handler = _HiddenPayload(handler or self)  # type: ignore[arg-type]
         super().send_packet(pkttype, *args, handler=handler)  # type: ignore[arg-type]
 
+    sign_at_once = False  # sign a key's login request at once, without first asking if the key would do
+
+    if PIPELINE_AUTH_AVAILABLE:
+        def send_service_request(self, service: bytes) -> None:
+            """Send the first login request right behind the service request instead of after its
+            accept: one round trip less per login (servers handle requests in order; sshd does)."""
+            super().send_service_request(service)
+            if service == _USERAUTH:
+                self._auth_pipelined = True
+                self._auth_in_progress = True
+                if self._owner:
+                    self._owner.begin_auth(self._username)
+                self.try_next_auth()
+
+        def _accept_pipelined(self, pkttype: int, pktid: int, packet: Any) -> None:
+            """The service accept of a pipelined login: checked, and the login already under way left alone."""
+            if not getattr(self, "_auth_pipelined", False):
+                SSHClientConnection._packet_handlers[MSG_SERVICE_ACCEPT](self, pkttype, pktid, packet)
+                return
+            service = packet.get_string()
+            packet.check_end()
+            if service != self._next_service:
+                raise asyncssh.ServiceNotAvailable("Unexpected service in service accept")
+            self._next_service = None
+            self._auth_pipelined = False
+
+        _packet_handlers = {**SSHClientConnection._packet_handlers, MSG_SERVICE_ACCEPT: _accept_pipelined}
+
     if CORK_AVAILABLE:
         def _send(self, data: bytes) -> None:
             if self._unsent is not None:
@@ -172,13 +219,35 @@ class FleetConnection(SSHClientConnection):
         FleetConnection.writes += 1
 
 
+if SIGN_AT_ONCE_AVAILABLE:
+    class _SignAtOnce(_auth._ClientPublicKeyAuth):
+        """asyncssh's public key login, which on a ``FleetConnection`` sends each key's signed request
+        at once: asking the server first whether it would accept the key (what ``ssh`` does too) costs
+        a round trip per host to save a signature when the key is wrong. Other connections: unchanged."""
+
+        async def _start(self) -> None:
+            if not getattr(self._conn, "sign_at_once", False):
+                await super()._start()
+                return
+            self._keypair = await self._conn.public_key_auth_requested()
+            if self._keypair is None:
+                self._conn.try_next_auth(next_method=True)
+                return
+            await self._send_signed_request()  # refused: USERAUTH_FAILURE, and asyncssh tries the next key
+
+    _auth._client_auth_handlers[b"publickey"] = _SignAtOnce
+
+
 def connection_factory(loop: asyncio.AbstractEventLoop, options: asyncssh.SSHClientConnectionOptions,
                        password_only: bool) -> Callable[[], SSHClientConnection]:
     """What ``loop.create_connection`` (or a tunnel) calls to build one client connection."""
+    first = [b"password"] if password_only else [b"publickey"] if options.client_keys else None
+
     def build() -> SSHClientConnection:
         conn = FleetConnection(loop, options, wait="auth")
-        if password_only and SKIP_NONE_PROBE_AVAILABLE:
-            conn._auth_methods = [b"password"]  # skip the "none" probe: one round trip less per host
+        if first is not None and SKIP_NONE_PROBE_AVAILABLE:
+            conn._auth_methods = list(first)  # skip the "none" probe: one round trip less per host
+        conn.sign_at_once = True
         return conn
     return build
 
@@ -192,6 +261,47 @@ async def open_proxy_command(loop: asyncio.AbstractEventLoop, argv: list[str],
 
         raise ConfigError(f"ProxyCommand is not available with asyncssh {asyncssh.__version__}; use ProxyJump")
     return await open_proxy(loop, argv, factory)
+
+
+# ---------------------------------------------------------------------------------- SFTP
+
+SFTP_PIPELINE_AVAILABLE = (_sets(asyncssh.SFTPClientFile, "_handler", "_handle")
+                           and _has(asyncssh.sftp.SFTPClientHandler, "read", "write", "close", "_make_request"))
+
+
+async def read_and_close(file: asyncssh.SFTPClientFile, offset: int, size: int) -> bytes | None:
+    """Up to ``size`` bytes at ``offset`` in one READ, the CLOSE sent right behind it (requests on one
+    handle are answered in order) instead of after its reply: one round trip less per read.
+
+    ``None`` (the file left open) when this asyncssh cannot; ``b""`` at the end of the file; maybe
+    fewer bytes than asked (a server may answer short): the caller reads on with a new handle."""
+    if not SFTP_PIPELINE_AVAILABLE or file._handle is None or size > file._handler.limits.max_read_len:
+        return None
+    handler, handle = file._handler, file._handle
+    file._handle = None  # closed below: the file object must not close it again
+    read, closed = await asyncio.gather(handler.read(handle, offset, size), handler.close(handle),
+                                        return_exceptions=True)
+    if isinstance(read, asyncssh.SFTPEOFError):
+        read = (b"", True)
+    if isinstance(read, BaseException):
+        raise read
+    if isinstance(closed, BaseException):
+        raise closed
+    return read[0]
+
+
+async def write_and_close(file: asyncssh.SFTPClientFile, data: bytes) -> bool:
+    """``data`` at offset 0 in one WRITE, the CLOSE right behind it (its reply still awaited: a failed
+    close is a failed write): one round trip less. False (nothing sent) when this asyncssh cannot."""
+    if not SFTP_PIPELINE_AVAILABLE or file._handle is None or len(data) > file._handler.limits.max_write_len:
+        return False
+    handler, handle = file._handler, file._handle
+    file._handle = None
+    results = await asyncio.gather(handler.write(handle, 0, data), handler.close(handle), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return True
 
 
 # ---------------------------------------------------------------------------------- host keys

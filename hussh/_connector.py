@@ -10,13 +10,14 @@ bastion (``_bastions``). Every failure leaves here as one of hussh's errors, nam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import errno
 import logging
 import shlex
 import socket
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import asyncssh
 import msgspec
@@ -25,7 +26,7 @@ from asyncssh.connection import SSHClientConnection
 from . import _asyncssh_internals as internals
 from . import _bastions, _credentials, _resolve
 from ._known_hosts import HostKeyVerifier, changed_key_message, lookup, revoked_key_message
-from ._spec import ConnectSpec, HostKeys
+from ._spec import ConnectSpec, HostKeys, Retry
 from .errors import (
     AuthenticationError,
     ConfigError,
@@ -128,13 +129,83 @@ def _unlisted(spec: ConnectSpec) -> str:
     return f"{spec.address} is not listed in {files} and host key checking is strict"
 
 
+policy = Retry()
+"""This process's handshake retries and cap on connections being opened per server (a worker's
+share of the call's ``Retry``, set by ``workers.main``; the defaults in a caller's own loop)."""
+
+
+
+class _Gate:
+    """The connections waiting for or holding a turn to open one to a server, and the turns."""
+
+    __slots__ = ("turns", "users")
+
+    def __init__(self, cap: int) -> None:
+        self.users = 0
+        self.turns = asyncio.Semaphore(cap)
+
+
+_opening: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], _Gate]] = \
+    weakref.WeakKeyDictionary()
+"""Per event loop, the gate of each server (name, port) a connection is being opened to."""
+
+
 async def open_connection(spec: ConnectSpec, bound: float | None = None) -> SSHClientConnection:
     """Connect and log in to ``spec`` within ``bound`` seconds (default ``spec.connect_bound``).
 
+    At most ``policy.per_server`` connections to one server are being opened at once (the wait
+    for a turn is not counted in the bound); one the server drops or resets before the login is
+    tried again, up to ``policy.handshake_attempts`` times, after a jittered pause, within the bound.
     A key accepted under ``accept-new`` is left on the connection as ``learned_key`` for the
     caller to record.
     """
     bound = bound or spec.connect_bound
+    loop = asyncio.get_running_loop()
+    retry, left = policy, bound
+    for attempt in range(retry.handshake_attempts):
+        async with _turn(loop, (spec.hostname or spec.host, spec.port), retry.per_server):
+            started = loop.time()
+            try:
+                return await _attempt(spec, left)
+            except ConnectError as exc:
+                left -= loop.time() - started
+                pause = retry.pause(attempt)
+                if not _dropped(exc) or attempt + 1 >= retry.handshake_attempts or pause >= left:
+                    if attempt and exc.strerror:
+                        exc.strerror += f" (tried {attempt + 1} times)"
+                    raise
+        await asyncio.sleep(pause)
+        left -= pause
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+@contextlib.asynccontextmanager
+async def _turn(loop: asyncio.AbstractEventLoop, server: tuple[str, int], cap: int) -> AsyncIterator[None]:
+    """One of ``cap`` turns to open a connection to ``server``: sshd drops unauthenticated connections
+    past its ``MaxStartups`` (10 by default), so many names for one server, or one bastion, must queue."""
+    gates = _opening.setdefault(loop, {})
+    gate = gates.get(server)
+    if gate is None:
+        gate = gates[server] = _Gate(cap)
+    gate.users += 1
+    try:
+        async with gate.turns:
+            yield
+    finally:
+        gate.users -= 1
+        if not gate.users:
+            del gates[server]
+
+
+def _dropped(exc: ConnectError) -> bool:
+    """A connection the server closed or reset before the login, without saying why (what sshd does
+    past ``MaxStartups``, or a host reset mid key exchange): worth another try, unlike a refusal."""
+    cause = exc.__context__  # the transport's own error, which the ConnectError replaced
+    return isinstance(cause, (asyncssh.ConnectionLost, ConnectionResetError, ConnectionAbortedError, BrokenPipeError))
+
+
+async def _attempt(spec: ConnectSpec, bound: float) -> SSHClientConnection:
+    """One try at connecting and logging in to ``spec`` within ``bound`` seconds, failures as hussh's errors."""
     phase = ["connect"]
     try:
         async with asyncio.timeout(bound), _credentials.agent_held(spec):

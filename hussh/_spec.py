@@ -9,6 +9,7 @@ Workers receive finished specs (with host keys pre-matched) and never read confi
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -51,12 +52,24 @@ DEFAULT_KEY_FILES = ("id_ed25519", "id_ecdsa", "id_rsa", "id_ed25519_sk", "id_ec
 
 MAX_JUMPS = 8  # ProxyJump chains longer than this are a configuration loop
 
-BASTION_KEEPALIVE = 15.0
-"""Seconds between keepalives on a bastion connection when its config sets no ``ServerAliveInterval``.
+DEFAULT_KEEPALIVE_INTERVAL = 15.0
+"""Seconds of silence from the server after which a keepalive is sent, when neither the argument nor
+the ssh config (``ServerAliveInterval``) says: a server whose network vanished is noticed.
 
-A bastion carries every host behind it: if it stops answering (paused, cut off) after the login,
-three unanswered keepalives close it, and with it every tunnel, so hosts still queued fail at once
-instead of each waiting out its own bound."""
+With ``DEFAULT_KEEPALIVE_COUNT_MAX`` unanswered, the connection closes ``(3 + 1) x 15 = 60`` seconds
+after the last packet received, failing what runs on it (a silent command included) with
+``ConnectionLost``; a bastion takes its tunnels down with it. A live sshd answers each one."""
+
+DEFAULT_KEEPALIVE_COUNT_MAX = 3
+"""Unanswered keepalives before the connection is closed (``ServerAliveCountMax``'s default)."""
+
+
+class _DefaultSeconds(float):
+    """``0``, but recognisably "not given" (upstream's default), so the ssh config or hussh's default applies."""
+
+
+KEEPALIVE_NOT_GIVEN = _DefaultSeconds(0)
+"""The ``keepalive_interval`` default: the config's ``ServerAliveInterval``, else 15 s; an explicit 0 turns it off."""
 
 
 class _DefaultPort(int):
@@ -124,8 +137,8 @@ class ConnectSpec(msgspec.Struct, frozen=True, array_like=True, gc=False):
     forward_agent: bool = False
     timeout: float = 0.0
     connect_timeout: float = 0.0
-    keepalive_interval: float = 0.0
-    keepalive_count_max: int = 3
+    keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
+    keepalive_count_max: int = DEFAULT_KEEPALIVE_COUNT_MAX
     known_hosts: tuple[str, ...] = ()
     host_key_checking: HostKeyChecking = "accept-new"
     hash_known_hosts: bool = False
@@ -169,23 +182,42 @@ class ConnectSpec(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
 
 class Retry(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """What ``MultiConnection`` does after a host fails to connect (refused, timed out, login refused...).
+    """What hussh does when connecting fails or a server is crowded; a command that started is never run again.
 
-    Within ``cooldown`` seconds of the failure, later calls return that failure at once instead
-    of waiting on the host again (``connect()`` always retries). ``attempts`` > 1 retries
-    transient connect failures (timeouts, refused, reset, unreachable; never a login or host key
-    refused) after ``backoff * 2**n`` seconds, give or take ``jitter`` of it. A command that
-    started is never run again.
+    Within ``cooldown`` seconds of a failure to connect, later ``MultiConnection`` calls return it
+    at once instead of waiting on the host again (``connect()`` always retries). ``attempts`` > 1
+    retries transient connect failures (timeouts, refused, reset, unreachable; never a login or
+    host key refused) after ``backoff * 2**n`` seconds, give or take ``jitter`` of it.
+
+    ``handshake_attempts``: tries for a connection the server accepts and then drops or resets
+    before the login completes (sshd's ``MaxStartups``, a host reset during the key exchange), with
+    the same backoff, all within the connect bound. ``per_server``: connections being opened (TCP
+    connect to login) at once to one server name and port, for the whole call: split over the
+    workers (each gets ``per_server // workers``, at least 1), so it stays below sshd's
+    ``MaxStartups`` (10) with up to 8 workers.
     """
 
     cooldown: float = 60.0
     attempts: int = 1
     backoff: float = 1.0
     jitter: float = 0.5
+    handshake_attempts: int = 3
+    per_server: int = 8
 
     def __post_init__(self) -> None:
-        if self.cooldown < 0 or self.backoff < 0 or not 0 <= self.jitter <= 1 or self.attempts < 1:
-            raise ValueError(f"bad {self!r}: cooldown and backoff must be >= 0, jitter in 0..1, attempts >= 1")
+        if (self.cooldown < 0 or self.backoff < 0 or not 0 <= self.jitter <= 1 or self.attempts < 1
+                or self.handshake_attempts < 1 or self.per_server < 1):
+            raise ValueError(f"bad {self!r}: cooldown and backoff must be >= 0, jitter in 0..1, attempts, "
+                             "handshake_attempts and per_server >= 1")
+
+    def pause(self, attempt: int) -> float:
+        """Seconds to wait after failed try ``attempt`` (from 0): ``backoff * 2**attempt``, +/- ``jitter`` of it."""
+        base = self.backoff * (2 ** attempt)
+        return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
+
+    def shared_by(self, workers: int) -> Retry:
+        """This policy as one of ``workers`` workers applies it: its share of ``per_server``."""
+        return msgspec.structs.replace(self, per_server=max(1, self.per_server // max(1, workers)))
 
 
 def make_spec(
@@ -198,7 +230,7 @@ def make_spec(
     key_path: str | os.PathLike[str] | None = None,
     timeout: float = 0,
     connect_timeout: float = 0,
-    keepalive_interval: float = 0,
+    keepalive_interval: float = KEEPALIVE_NOT_GIVEN,
     known_hosts: str | os.PathLike[str] | None = None,
     host_key_checking: HostKeyChecking | None = None,
     max_output: int = DEFAULT_MAX_OUTPUT,
@@ -258,8 +290,9 @@ def make_spec(
         forward_agent=bool(forward_agent if forward_agent is not None else config.forward_agent),
         timeout=float(timeout),
         connect_timeout=float(connect_timeout or config.connect_timeout or 0),
-        keepalive_interval=float(keepalive_interval or config.server_alive_interval or 0),
-        keepalive_count_max=config.server_alive_count_max or 3,
+        keepalive_interval=_keepalive_interval(keepalive_interval, config),
+        keepalive_count_max=DEFAULT_KEEPALIVE_COUNT_MAX if config.server_alive_count_max is None
+        else config.server_alive_count_max,
         known_hosts=known,
         host_key_checking=checking,
         hash_known_hosts=bool(config.hash_known_hosts),
@@ -268,6 +301,15 @@ def make_spec(
         proxy_command=proxy_command or "",
         stall_timeout=float(stall_timeout),
     )
+
+
+def _keepalive_interval(given: float, config: HostConfig) -> float:
+    """The argument if given (0: off), else the config's ``ServerAliveInterval`` (0: off), else the default."""
+    if type(given) is not _DefaultSeconds:
+        return float(given)
+    if config.server_alive_interval is not None:
+        return config.server_alive_interval
+    return DEFAULT_KEEPALIVE_INTERVAL
 
 
 def _expand_tokens(command: str, hostname: str, port: int, username: str, alias: str) -> str:
@@ -363,7 +405,6 @@ def _chain(chain: str | None, resolver: ConfigResolver, known_hosts: object, che
             target.host, port=target.port or DEFAULT_PORT, username=target.user,
             connect_timeout=connect_timeout, known_hosts=known_hosts,  # type: ignore[arg-type]
             host_key_checking=checking, proxy_jump=own_jump or "none", resolver=resolver,
-            keepalive_interval=0 if hop_config.server_alive_interval is not None else BASTION_KEEPALIVE,
         )
     resolver.jumps[cache_key] = previous
     return previous

@@ -17,6 +17,7 @@ import asyncssh
 import msgspec
 from asyncssh.connection import SSHClientConnection
 
+from . import _asyncssh_internals as internals
 from . import _bastions
 from ._config import SSHConfigArg
 from ._connector import open_connection
@@ -29,6 +30,7 @@ from ._spec import (
     DEFAULT_MAX_OUTPUT,
     DEFAULT_PORT,
     DEFAULT_STALL_TIMEOUT,
+    KEEPALIVE_NOT_GIVEN,
     ConnectSpec,
     HostKeyChecking,
     HostKeys,
@@ -76,7 +78,7 @@ class AsyncConnection:
         proxy_jump: str | AsyncConnection | Connection | None = None,
         proxy_command: str | None = None,
         port: int = DEFAULT_PORT,
-        keepalive_interval: float = 0,
+        keepalive_interval: float = KEEPALIVE_NOT_GIVEN,
         timeout: float = 0,
         *,
         connect_timeout: float = 0,
@@ -235,19 +237,24 @@ class AsyncConnection:
     async def sftp_read_bytes(self, remote_path: str, offset: int = 0, limit: int = -1,
                               budget: OutputBudget | None = None) -> tuple[bytes, int]:
         """Up to ``limit`` bytes of the remote file from ``offset`` (and no more than ``budget`` grants),
-        with how many bytes there were from ``offset`` to the end."""
+        with how many bytes there were from ``offset`` to the end.
+
+        Two round trips for a file that fits one read: OPEN with STAT of the path beside it (the size
+        bounds the read), then READ with CLOSE behind it."""
         sftp = await self._sftp_client()
         async with _sftp_op(self, remote_path, "read"):
-            async with sftp.open(remote_path, "rb") as remote:
-                size = (await remote.stat()).size or 0
+            remote, size = await _open_with_size(sftp, remote_path)
+            try:
                 available = max(0, size - offset)  # past the end (a truncated log): nothing to read
                 wanted = available if limit < 0 else min(limit, available)
                 if budget is not None:
                     wanted = budget.take(wanted)
-                data = cast(bytes, await remote.read(wanted, offset)) if wanted else b""  # opened "rb"
+                data = await _read_at(sftp, remote, remote_path, offset, wanted) if wanted else b""
                 if budget is not None:
                     budget.left += wanted - len(data)  # the file shrank meanwhile
                 return data, available
+            finally:
+                await remote.close()  # nothing left to do if the read closed it
 
     async def sftp_read(self, remote_path: str, local_path: str | os.PathLike[str] | None = None, *,
                         budget: OutputBudget | None = None) -> str | None:
@@ -300,7 +307,8 @@ class AsyncConnection:
         sftp = await self._sftp_client()
         async with _sftp_op(self, remote_path, "write"):
             async with sftp.open(remote_path, "wb", block_size=SFTP_BLOCK, max_requests=SFTP_REQUESTS) as remote:
-                await remote.write(payload)
+                if len(payload) > SFTP_BLOCK or not await internals.write_and_close(remote, payload):
+                    await remote.write(payload)  # in parallel blocks, then closed
 
     async def sftp_list(self, path: str) -> list[str]:
         """Names in a remote directory, without ``.`` and ``..``, sorted."""
@@ -579,6 +587,30 @@ def _stop(channel: asyncssh.SSHClientChannel[bytes]) -> None:
     except (OSError, asyncssh.Error):
         pass
     channel.close()
+
+
+async def _open_with_size(sftp: asyncssh.SFTPClient, path: str) -> tuple[asyncssh.SFTPClientFile, int]:
+    """``path`` opened for reading, and its size, in one round trip: STAT by path beside OPEN."""
+    opened, stat = await asyncio.gather(sftp.open(path, "rb"), sftp.stat(path), return_exceptions=True)
+    if isinstance(opened, BaseException):
+        raise opened
+    if isinstance(stat, BaseException):
+        await opened.close()
+        raise stat
+    return opened, stat.size or 0
+
+
+async def _read_at(sftp: asyncssh.SFTPClient, remote: asyncssh.SFTPClientFile, path: str, offset: int,
+                   wanted: int) -> bytes:
+    """``wanted`` bytes from ``offset`` (fewer if the file ends sooner); a read that fits one request
+    has the CLOSE pipelined behind it, and one the server answers short is finished from a new handle."""
+    data = await internals.read_and_close(remote, offset, wanted) if wanted <= SFTP_BLOCK else None
+    if data is None:
+        return cast(bytes, await remote.read(wanted, offset))  # in parallel blocks; opened "rb"
+    if 0 < len(data) < wanted:
+        async with sftp.open(path, "rb") as rest:
+            data += cast(bytes, await rest.read(wanted - len(data), offset + len(data)))
+    return data
 
 
 @contextlib.asynccontextmanager

@@ -24,7 +24,7 @@ from workers.engine import Engine, LocalEngine, OnHost, Pool, Progress
 from ._config import ConfigResolver, SSHConfigArg
 from ._local_files import host_file_name
 from ._result import MAX_TEXT_WIDTH, SSHResult
-from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, ConnectSpec, HostKeyChecking, Retry, make_spec
+from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, KEEPALIVE_NOT_GIVEN, ConnectSpec, HostKeyChecking, Retry, make_spec
 from ._sync import Connection
 from ._views import Group, Summary, group_results, json_line, summarize
 from .aio import AsyncConnection
@@ -236,7 +236,7 @@ class MultiConnection:
         *,
         private_key: str | os.PathLike[str] | None = None,
         connect_timeout: float = 0,
-        keepalive_interval: float = 0,
+        keepalive_interval: float = KEEPALIVE_NOT_GIVEN,
         known_hosts: str | os.PathLike[str] | None = None,
         host_key_checking: HostKeyChecking | None = None,
         max_output: int = DEFAULT_MAX_OUTPUT,

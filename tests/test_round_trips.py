@@ -16,17 +16,17 @@ from scale.bench_round_trips import HUSSH, bench_fleet, round_trips
 
 RTT = 0.5
 PINNED = {  # measured on this branch; see scale/bench_round_trips.py's MINIMUM for what each could be
-    "connect, unknown host (accept-new)": 7,
-    "connect, known host, key": 7,
-    "connect, known host, password": 5,
+    "connect, unknown host (accept-new)": 4,  # was 7: no "none" probe, no key query, auth pipelined
+    "connect, known host, key": 4,  # was 7
+    "connect, known host, password": 4,  # was 5: auth pipelined with the service request
     "execute on a live connection": 2,
-    "connect + execute + close": 9,
-    "sftp_write 1 KiB, first": 7,
-    "sftp_write 1 KiB, session open": 3,
-    "sftp_read 1 KiB, first": 8,
-    "sftp_read 1 KiB, session open": 4,
-    "tail read": 3,
-    "connect(prune_failures=True), one host refused": 7,
+    "connect + execute + close": 6,  # was 9
+    "sftp_write 1 KiB, first": 6,  # was 7: channel, subsystem, INIT, limits, OPEN, WRITE+CLOSE
+    "sftp_write 1 KiB, session open": 2,  # was 3: WRITE and CLOSE pipelined
+    "sftp_read 1 KiB, first": 6,  # was 8
+    "sftp_read 1 KiB, session open": 2,  # was 4: OPEN+STAT, READ+CLOSE
+    "tail read": 2,  # was 3
+    "connect(prune_failures=True), one host refused": 4,  # was 7
 }
 
 

@@ -105,7 +105,7 @@ def test_packets_of_one_loop_turn_leave_in_one_write(fleet, sent):
     assert (writes, packets) == (1, 5)
 
 
-def test_password_logins_send_no_none_probe(fleet, sent):
+def test_logins_send_no_none_probe_and_a_key_signed_at_once(fleet, sent):
     async def login(**credentials: object) -> list[bytes]:
         sent.clear()
         async with AsyncConnection(fleet.addresses[0], port=fleet.port, **credentials):  # type: ignore[arg-type]
@@ -113,7 +113,8 @@ def test_password_logins_send_no_none_probe(fleet, sent):
         return auth_methods(sent)
 
     assert run(login(username=PASSWORD_USER, password=PASSWORD)) == [b"password"]
-    assert run(login(username=KEY_USER, private_key=str(fleet.client_key)))[0] == b"none"  # left as asyncssh does
+    # no "none" probe and no unsigned query first: one request, signed (internals._SignAtOnce)
+    assert run(login(username=KEY_USER, private_key=str(fleet.client_key))) == [b"publickey"]
 
 
 def test_login_packets_are_logged_without_their_bytes(fleet, caplog):

@@ -20,7 +20,6 @@ import contextlib
 import errno
 import gc
 import os
-import random
 import resource
 import signal
 import sys
@@ -32,7 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import msgspec
 import uvloop
 
-from hussh import _bastions, _credentials, _known_hosts, _resolve
+from hussh import _bastions, _connector, _credentials, _known_hosts, _resolve
 from hussh._result import RawResult
 from hussh._spec import ConnectSpec
 from hussh.aio import AsyncConnection, AsyncFileTailer, OutputBudget
@@ -112,6 +111,7 @@ class Worker:
         _credentials.install(message.keys)
         _known_hosts.install(message.known)
         _bastions.pool().cooldown = message.retry.cooldown
+        _connector.policy = message.retry
         for index, spec in message.hosts:
             self.conns[index] = AsyncConnection.from_spec(spec, record_keys=False)
             number, hop = 0, spec  # type: tuple[int, ConnectSpec | None]
@@ -215,7 +215,7 @@ class Worker:
                     attempt += 1
                     if attempt >= self.retry.attempts or not _transient(exc):
                         raise
-                    await asyncio.sleep(_backoff(self.retry, attempt - 1))
+                    await asyncio.sleep(self.retry.pause(attempt - 1))
                     continue
                 self.failures.pop(index, None)
                 return result.noted() if result.error else result  # stopped, its output kept
@@ -408,12 +408,6 @@ def _transient(exc: BaseException) -> bool:
     if isinstance(exc, ConnectTimeout):
         return True
     return type(exc) is ConnectError and exc.errno in _TRANSIENT
-
-
-def _backoff(retry: p.Retry, attempt: int) -> float:
-    """Exponential backoff with jitter: ``backoff * 2**attempt``, give or take ``jitter`` of it."""
-    base = retry.backoff * (2 ** attempt)
-    return max(0.0, base * (1 + random.uniform(-retry.jitter, retry.jitter)))
 
 
 async def serve(read_fd: int, write_fd: int) -> None:

@@ -328,7 +328,8 @@ class WorkerPool:
         if worker is None:
             hosts = [(i, finalized(self.specs[i])) for i in range(number, len(self.specs), self.count)]
             self.shipped[number] = dict(hosts)
-            assign = shard_assign(hosts, self.shares[number], self.retry, cwd=os.getcwd(), env=dict(os.environ))
+            assign = shard_assign(hosts, self.shares[number], self.retry.shared_by(self.count), cwd=os.getcwd(),
+                                  env=dict(os.environ))
             worker = self.workers[number] = self._start()
             worker.send(self.encoder.encode(assign))
         return worker

@@ -623,7 +623,7 @@ class RayPool:
         engine = self.engine
         hosts = [(i, _on_node(finalized(self.specs[i]), engine.agent)) for i in shard.indices]
         shard.hosts = dict(hosts)
-        assign = local.shard_assign(hosts, shard.share, self.retry, ship_keys=engine.ship_keys)
+        assign = local.shard_assign(hosts, shard.share, self.retry.shared_by(self.count), ship_keys=engine.ship_keys)
         shard.actor = RemoteShard.options(**self._placement(shard)).remote(f"{self.tag}-{shard.number}")
         shard.assigned = shard.actor.assign.remote(self.encoder.encode(assign))
         shard.fresh = True

@@ -13,8 +13,8 @@ import sys
 EXPERIMENTS = ("chacha", "abort-close", "no-eof-reply")
 """Candidates still measured, by ``make bench-fleet-cpu`` (the fleet's CPU per client; ``make bench-smoke`` runs
 them once, cheaply). Adopted (now hussh's own behaviour, scale/README.md has their figures): sftp-window,
-skip-none, cork (and tweaks-on, the two together), bastion-open-failed. Measured, not adopted and removed:
-pipeline-auth, tail-handle (scale/README.md says what they showed)."""
+skip-none, cork (and tweaks-on, the two together), bastion-open-failed, pipeline-auth. Measured, not adopted and
+removed: tail-handle (scale/README.md says what it showed)."""
 
 
 def chacha() -> None:
