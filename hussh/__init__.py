@@ -27,6 +27,7 @@ from .errors import (  # noqa: E402
     WorkerLost,
 )
 from .journal import Journal, JournalError  # noqa: E402
+from .rollout import CallStatus, Rollout  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,7 @@ __all__ = [
     "aio",
     "multi_conn",
     "AuthenticationError",
+    "CallStatus",
     "CommandTimeout",
     "ConfigError",
     "ConnectError",
@@ -51,6 +53,7 @@ __all__ = [
     "JournalError",
     "OutputLimitExceeded",
     "Retry",
+    "Rollout",
     "SSHResult",
     "TransferStalled",
     "WorkerLost",

@@ -71,7 +71,7 @@ STAND_IN = textwrap.dedent("""
             if isinstance(message, p.Shutdown):
                 sys.exit(0)
             if isinstance(message, p.Connect):  # the extra frames, then an honest answer for each host
-                honest = [p.HostDone(message.req, i, "", "", 0) for i in message.indices] + [p.CallDone(message.req)]
+                honest = [p.HostDone(message.req, i, b"", b"", 0) for i in message.indices] + [p.CallDone(message.req)]
                 os.write(write_fd, extra + b"".join(p.frame(msgspec.msgpack.encode(m)) for m in honest))
 """)
 
@@ -128,7 +128,7 @@ def stand_in_shard(extras: dict[int, bytes | tuple[list[tuple[int, bytes]], byte
                 yield extra
                 return
             paths = getattr(call, "local_paths", None) or [""] * len(call.indices)
-            honest = [p.HostDone(call.req, i, path, "", 0) for i, path in zip(call.indices, paths)]
+            honest = [p.HostDone(call.req, i, os.fsencode(path), b"", 0) for i, path in zip(call.indices, paths)]
             pieces = [(i, b"honest") for i, path in zip(call.indices, paths) if path]
             yield pieces, extra + b"".join(p.frame(self.encoder.encode(m)) for m in [*honest, p.CallDone(call.req)])
 
@@ -214,7 +214,7 @@ LIES = {
     "a key with a comment": (p.KeyLearned(REQ, 0, 0, f"{KEY} evil"),
                              "it sent a host key for host 0 that is not a public key"),
     "the old frame naming * and a file": (old_form, "it sent a malformed frame"),
-    "a result for another worker's host": (p.HostDone(REQ, 1, "", "", 0),
+    "a result for another worker's host": (p.HostDone(REQ, 1, b"", b"", 0),
                                            "it answered for host 1, which it was not asked about"),
 }
 
@@ -233,7 +233,7 @@ def test_a_worker_answering_for_what_is_not_its_own_is_lost_and_nothing_is_writt
 FILE_LIES = {
     "a piece of another worker's host's file": ([(1, b"not yours")], b"", "it sent a file for host 1, which it "
                                                 "was not asked for"),
-    "a result saying a file that it never sent": ([], frames(p.HostDone(REQ, 0, "", "", 0)),
+    "a result saying a file that it never sent": ([], frames(p.HostDone(REQ, 0, b"", b"", 0)),
                                                   "it finished host 0 without its file"),
 }
 
