@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import threading
 import time
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from clirun import Running, hussh
 from hussh import CallStatus, Journal, Rollout
 from hussh.multi_conn import MultiConnection, PartialFailureException
-from hussh.testing import PASSWORD, PASSWORD_USER
+from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
 from hussh.testing.loopback import LoopbackFleet, loopback_addresses
 
 ADDRESS = "$(echo $SSH_CONNECTION | cut -d' ' -f3)"
@@ -254,3 +256,45 @@ def test_a_running_calls_status_is_readable_from_another_thread_and_a_callback(w
                for s in from_thread)
     assert [s.done for s in seen] == list(range(1, 13)) and {s.wave for s in seen} == {0, 1}
     assert all(s.total == 12 and s.waves == 2 for s in seen)
+
+
+# --- the command line ---
+
+def cli_hosts(fleet: LoopbackFleet, count: int) -> str:
+    return ",".join(f"{address}:{fleet.port}" for address in fleet.addresses[:count])
+
+
+def test_the_command_line_rolls_out_in_waves_under_a_budget(wide_fleet, remote_dir, tmp_path):
+    bad = wide_fleet.addresses[2]
+    command = f"{marking(remote_dir)} && test $(echo $SSH_CONNECTION | cut -d' ' -f3) != {bad}"
+    done = hussh("run", "-H", cli_hosts(wide_fleet, 10), "-l", PASSWORD_USER, "--no-journal", "--json",
+                 "--canary", "1", "--serial", "1,50%", "--max-fail", "0", "--wave-pause", "0.1", command,
+                 HUSSH_PASSWORD=PASSWORD)
+    assert done.returncode == 1, done.stderr
+    records = {json.loads(line)["host"].rsplit(":", 1)[0]: json.loads(line) for line in done.stdout.splitlines()}
+    assert records[bad]["status"] == 1 and not records[bad].get("skipped")
+    skipped = {host for host, record in records.items() if record.get("skipped")}
+    # canary 0, then waves of 1 (host 1), 5 (hosts 2-6: host 2 fails, the others started with it) and 3 (never)
+    assert skipped == set(wide_fleet.addresses[7:10])
+    assert touched(remote_dir) == set(wide_fleet.addresses[:7])
+    assert done.stderr.splitlines()[-1].startswith("6 ok, 1 exit 1, 3 skipped in ")
+    refused = hussh("run", "-H", cli_hosts(wide_fleet, 2), "--max-fail", "lots", "true")
+    assert refused.returncode == 2 and "max_failures must be" in refused.stderr and not refused.stdout
+
+
+def test_sigusr1_lists_the_running_hosts_slowest_first(wide_fleet, remote_dir):
+    hosts = cli_hosts(wide_fleet, 3)
+    running = Running("run", "-H", hosts, "-l", KEY_USER, "-i", str(wide_fleet.client_key), "--no-journal",
+                      "--serial", "2", f"{marking(remote_dir)} && sleep 3")
+    try:
+        running.wait_for(lambda: len(touched(remote_dir)) == 2, 30, "two hosts started")
+        running.proc.send_signal(signal.SIGUSR1)
+        running.wait_for(lambda: any("host(s) running, slowest first" in line for line in running.err), 10)
+    finally:
+        assert running.proc.wait(timeout=60) == 0
+    at = next(i for i, line in enumerate(running.err) if "host(s) running" in line)
+    assert running.err[at] == "hussh: 2 host(s) running, slowest first:\n"
+    listed = [line.strip().rsplit(": ", 1) for line in running.err[at + 1:at + 3]]
+    assert sorted(host for host, _ in listed) == hosts.split(",")[:2]
+    seconds = [float(took.removesuffix(" s")) for _, took in listed]
+    assert seconds == sorted(seconds, reverse=True) and all(0 <= s < 60 for s in seconds)
