@@ -96,11 +96,11 @@ class Display:
 
     def progress_note(self) -> str:
         """What the bar says beside the count: failed, skipped, running, and the wave of a rollout."""
-        note = f"{self.failed} failed"
+        note = f"{self.failed} failed" + (f", {self.skipped} skipped" if self.skipped else "")
         status = self.status() if self.status is not None else None
         if status is None:
-            return note if not self.skipped else f"{note}, {self.skipped} skipped"
-        note = f"{note}, {status.skipped} skipped, {len(status.running)} running"
+            return note
+        note = f"{note}, {len(status.running)} running"
         return note if status.waves == 1 else f"{note}, wave {status.wave + 1}/{status.waves}"
 
     def running(self) -> None:
