@@ -17,11 +17,15 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 from hussh import Rollout
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER, LoopbackFleet, loopback_addresses
+
+KNOWN_HOSTS = os.path.join(tempfile.mkdtemp(prefix="hussh-bench-rollout-"), "known_hosts")
+"""This run's own known_hosts: the fleet's keys are new each run, and ~/.ssh/known_hosts stays untouched."""
 
 
 def one_run(hosts: list[str], port: int, rollout: Rollout | None) -> tuple[float, float]:
@@ -29,7 +33,7 @@ def one_run(hosts: list[str], port: int, rollout: Rollout | None) -> tuple[float
     the same call on hosts already connected."""
     started = time.perf_counter()
     mc = MultiConnection.from_shared_auth(hosts, username=PASSWORD_USER, password=PASSWORD, port=port,
-                                          batch_size=100)
+                                          batch_size=100, known_hosts=KNOWN_HOSTS)
     try:
         result = mc.execute("true", rollout=rollout)
         wall = time.perf_counter() - started
@@ -65,7 +69,7 @@ def waves(hosts: list[str], port: int, reps: int) -> None:
 def abort(hosts: list[str], port: int) -> None:
     commands = {host: "test -e /nonexistent" if i % 5 == 2 else "true" for i, host in enumerate(hosts)}
     with MultiConnection.from_shared_auth(hosts, username=PASSWORD_USER, password=PASSWORD, port=port,
-                                          batch_size=100) as mc:
+                                          batch_size=100, known_hosts=KNOWN_HOSTS) as mc:
         result = mc.execute_map(commands, rollout=Rollout(max_failures="5%"))
     started = len(result) - len(result.skipped)
     limit = Rollout(max_failures="5%").failure_limit(len(hosts))
