@@ -28,6 +28,7 @@ from .errors import (  # noqa: E402
     WorkerLost,
 )
 from .journal import Journal, JournalError  # noqa: E402
+from .rollout import CallStatus, Rollout  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,7 @@ __all__ = [
     "aio",
     "multi_conn",
     "AuthenticationError",
+    "CallStatus",
     "CommandTimeout",
     "ConfigError",
     "ConnectError",
@@ -53,6 +55,7 @@ __all__ = [
     "OutputLimitExceeded",
     "ResolveError",
     "Retry",
+    "Rollout",
     "SSHResult",
     "TransferStalled",
     "WorkerLost",

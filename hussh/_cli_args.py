@@ -23,6 +23,7 @@ from .inventory import ENV as INVENTORY_ENV
 from .inventory import Inventory, InventoryError, default_paths
 from .inventory import load as load_inventory
 from .multi_conn import MultiConnection
+from .rollout import Rollout
 
 PASSWORD_ENV = "HUSSH_PASSWORD"
 
@@ -286,6 +287,30 @@ def _check_journal_options(args: argparse.Namespace, operands: list[str]) -> Non
 # --- end of the run journal's options ---
 
 
+def _rollout_options() -> Parser:
+    group = Parser(add_help=False)
+    rollout = group.add_argument_group("rollout (see docs/rollouts.md)")
+    rollout.add_argument("--canary", type=_positive_int, metavar="N",
+                         help="run the first N hosts alone first; if one fails, start no other host")
+    rollout.add_argument("--serial", metavar="SIZES", help="waves of hosts, as counts or percentages "
+                         "(e.g. 1,5%%,25%%,100%%; the last repeats); a wave starts when the one before has finished")
+    rollout.add_argument("--max-fail", metavar="N|P%", help="failure budget of the whole run: one more failed "
+                         "host and no new host starts (those not started are reported skipped)")
+    rollout.add_argument("--wave-pause", type=_seconds, metavar="SECONDS", help="pause between waves")
+    return group
+
+
+def rollout_of(args: argparse.Namespace) -> Rollout | None:
+    """The ``Rollout`` the options ask for (None without any)."""
+    if args.canary is None and args.serial is None and args.max_fail is None and args.wave_pause is None:
+        return None
+    try:
+        return Rollout(canary=args.canary or 0, waves=args.serial, max_failures=args.max_fail,
+                       pause=args.wave_pause or 0.0)
+    except ValueError as exc:
+        raise UsageError(f"hussh: {exc}") from None
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="hussh", description="Run commands, copy files and follow logs on many hosts over SSH.",
                     epilog="Exit status: 0 every host succeeded, 1 some host failed, 2 bad usage, 130 interrupted. "
@@ -294,12 +319,13 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="{run,put,get,tail,runs,fleet}")
     hosts = _host_options()
     journal = _journal_options()
-    run = commands.add_parser("run", parents=[hosts, _output_options(True), journal],
+    rollout = _rollout_options()
+    run = commands.add_parser("run", parents=[hosts, _output_options(True), journal, rollout],
                               help="run a command on every host",
                               description="Run COMMAND on every host; output lines are prefixed 'host: '.")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND",
                      help="the command (its words joined with spaces, as ssh does)")
-    put = commands.add_parser("put", parents=[hosts, _output_options(False), journal, _copy_options("put")],
+    put = commands.add_parser("put", parents=[hosts, _output_options(False), journal, rollout, _copy_options("put")],
                               help="copy a local file (or with -r a directory) to every host")
     put.add_argument("local", nargs="?", help="local file (or directory, with -r)")
     put.add_argument("remote", nargs="?", help="remote path: the copy of LOCAL (a directory becomes it)")
@@ -336,6 +362,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                              f"the fanout is -f N (got -b {args.cmd[0]})")
     if args.command in ("run", "put"):
         _check_journal_options(args, [" ".join(args.cmd)] if args.command == "run" else [args.local, args.remote])
+        rollout_of(args)  # refused here, before anything connects
     return args
 
 

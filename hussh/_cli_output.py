@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import re
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
 from ._cli_progress import ProgressBar
 from ._local_files import create, host_file_name
-from ._result import SSHResult
+from ._result import SKIPPED, SSHResult
 from ._views import Group, json_line, outcome
 from .multi_conn import MultiResult
+from .rollout import CallStatus
 
 RULE = "-" * 15
 
@@ -61,18 +64,21 @@ class Display:
 
     def __init__(self, mode: str, total: int, outdir: Path | None = None, progress: bool = False,
                  stdout: TextIO | None = None, stderr: TextIO | None = None, errdir: Path | None = None,
-                 prefix: bool = True) -> None:
+                 prefix: bool = True, status: Callable[[], CallStatus | None] | None = None) -> None:
         self.mode, self.total, self.outdir, self.errdir, self.prefix = mode, total, outdir, errdir, prefix
         self.out, self.err = stdout or sys.stdout, stderr or sys.stderr
         self.results: dict[str, SSHResult] = {}
         self.seconds: dict[str, float] = {}
-        self.failed = 0
+        self.failed = self.skipped = 0
+        self.status = status  # the running call's snapshot, for the bar and the list of running hosts
         self.bar = ProgressBar(total, self.err) if progress else None
 
     def host(self, host: str, result: SSHResult, seconds: float) -> None:
         self.results[host] = result
         self.seconds[host] = seconds
-        if outcome(result) != "ok":
+        if result.error == SKIPPED:
+            self.skipped += 1
+        elif outcome(result) != "ok":
             self.failed += 1
         self.save(host, result)
         out = err = ""
@@ -84,9 +90,32 @@ class Display:
             out = json_line(host, result, seconds)
         write = (lambda: self._emit(out, err)) if out or err else None
         if self.bar is not None:
-            self.bar.advance(self.failed, write)
+            self.bar.advance(self.progress_note(), write)
         elif write is not None:
             write()
+
+    def progress_note(self) -> str:
+        """What the bar says beside the count: failed, skipped, running, and the wave of a rollout."""
+        note = f"{self.failed} failed" + (f", {self.skipped} skipped" if self.skipped else "")
+        status = self.status() if self.status is not None else None
+        if status is None:
+            return note
+        note = f"{note}, {len(status.running)} running"
+        return note if status.waves == 1 else f"{note}, wave {status.wave + 1}/{status.waves}"
+
+    def running(self) -> None:
+        """Print the hosts still running, the slowest first, with how long each has been going (SIGUSR1)."""
+        status = self.status() if self.status is not None else None
+        if status is None:
+            return
+        now = time.time()
+        lines = [f"hussh: {len(status.running)} host(s) running, slowest first:\n"]
+        lines += [f"  {host}: {now - at:.1f} s\n" for host, at in status.running.items()]  # oldest first already
+        text = "".join(lines)
+        if self.bar is not None:
+            self.bar.advance(self.progress_note(), lambda: self._emit("", text), count=0)
+        else:
+            self._emit("", text)
 
     def save(self, host: str, result: SSHResult) -> None:
         """``--outdir``/``--errdir``: the host's stdout, stderr and exit status (``-1``: hussh's failure)."""
@@ -139,7 +168,7 @@ class Display:
         print(finished.summary().format(elapsed, unfinished=self.total - len(finished)), file=self.err, flush=True)
         if interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_FAILED if self.failed else EXIT_OK
+        return EXIT_FAILED if self.failed or self.skipped else EXIT_OK
 
 
 def group_text(group: Group) -> str:

@@ -1,4 +1,5 @@
-"""The progress line the command line draws on a terminal's stderr: done/total, failures so far, rate, ETA.
+"""The progress line the command line draws on a terminal's stderr: done/total, failed, skipped and running
+hosts so far (and the wave of a rollout), rate, ETA.
 
 Drawn with tqdm: one small pure-Python package with no dependencies of its own, ~10 ms to import
 on top of hussh (rich.progress: ~20 ms and two more packages), imported only when a bar is drawn.
@@ -39,16 +40,16 @@ class ProgressBar:
             self._previous = signal.signal(signal.SIGALRM, self._tick)
             signal.setitimer(signal.ITIMER_REAL, TICK, TICK)
 
-    def advance(self, failed: int, write: Callable[[], None] | None = None) -> None:
-        """One more host finished (``failed`` so far); ``write`` prints its lines where the bar was,
-        above the new bar."""
+    def advance(self, note: str, write: Callable[[], None] | None = None, count: int = 1) -> None:
+        """``count`` more hosts finished (``note``: failed, skipped, running so far); ``write`` prints its
+        lines where the bar was, above the new bar."""
         self._drawing = True
         try:
-            self._bar.set_postfix_str(f"{failed} failed", refresh=False)
+            self._bar.set_postfix_str(note, refresh=False)
             if write is not None:
                 self._bar.clear()
                 write()
-            self._bar.update(1)
+            self._bar.update(count)
         finally:
             self._drawing = False
 

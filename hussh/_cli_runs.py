@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from ._cli_args import Parser, UsageError, build_parser, fail
+from ._cli_args import Parser, UsageError, build_parser, fail, rollout_of
 from ._cli_output import EXIT_FAILED, EXIT_OK, Display
 from .journal import SKIPPED, Journal, JournalError, RunInfo
 from .multi_conn import MultiConnection, MultiResult, OnTimedResult
@@ -62,7 +62,8 @@ def replay(mc: MultiConnection, args: argparse.Namespace) -> Callable[[OnTimedRe
     if getattr(args, "replayed", None) is None:
         return None
     method = mc.retry_failed if args.retry_failed else mc.resume
-    return lambda on_host: method(args.replayed, on_timed_result=on_host)
+    rollout = rollout_of(args)
+    return lambda on_host: method(args.replayed, on_timed_result=on_host, rollout=rollout)
 
 
 def _resolve(journal: Journal, wanted: str) -> int | str:

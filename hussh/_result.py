@@ -10,6 +10,12 @@ bytes, as its widest one needs. 4 once the output holds a character beyond U+FFF
 bytes do), 2 for undecodable bytes (each becomes U+FFFD), at most 1 for any valid text without such
 characters (ASCII 1, 'é' 1/2, '€' 2/3)."""
 
+SKIPPED = "Skipped"
+"""The error kind of a host a rollout never started (its failure budget ran out, or a canary failed):
+``status=-1``, yet neither succeeded nor failed."""
+STOPPED = "Stopped"
+"""The error kind of a host whose command a rollout stopped (``on_exceeded="stop"``)."""
+
 
 class SSHResult(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """Output and exit status of a command, constructed and compared as upstream's

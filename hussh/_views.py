@@ -14,16 +14,20 @@ from typing import NamedTuple
 
 import msgspec
 
-from ._result import SSHResult
+from ._result import SKIPPED, SSHResult
 from .hostlist import fold
 
 __all__ = ["Group", "HostRecord", "Summary", "group_results", "json_line", "outcome", "summarize"]
 
 OK = "ok"
+SKIPPED_LABEL = "skipped"
 
 
 def outcome(result: SSHResult) -> str:
-    """``"ok"``, ``"exit N"`` for a command that ran and failed, or hussh's error kind (``"ConnectTimeout"``)."""
+    """``"ok"``, ``"exit N"`` for a command that ran and failed, hussh's error kind (``"ConnectTimeout"``),
+    or ``"skipped"`` for a host a rollout never started."""
+    if result.error == SKIPPED:
+        return SKIPPED_LABEL
     if result.error:
         return result.error
     return OK if result.status == 0 else f"exit {result.status}"
@@ -63,7 +67,7 @@ def group_results(results: Mapping[str, SSHResult], by_error_kind: bool = False)
 
 
 class Summary(NamedTuple):
-    """How many hosts had each outcome: ``"ok"`` first, then the most common failures."""
+    """How many hosts had each outcome: ``"ok"`` first, then the most common failures, ``"skipped"`` last."""
 
     counts: dict[str, int]
 
@@ -73,7 +77,12 @@ class Summary(NamedTuple):
 
     @property
     def failed(self) -> int:
-        return self.total - self.counts.get(OK, 0)
+        """Hosts that failed (skipped ones are not: they never started)."""
+        return self.total - self.counts.get(OK, 0) - self.skipped
+
+    @property
+    def skipped(self) -> int:
+        return self.counts.get(SKIPPED_LABEL, 0)
 
     def format(self, seconds: float | None = None, unfinished: int = 0) -> str:
         """``997 ok, 2 ConnectTimeout, 1 exit 1 in 12.3 s``; ``unfinished`` hosts (an interrupted run) are named too."""
@@ -91,12 +100,15 @@ def summarize(results: Iterable[SSHResult]) -> Summary:
     """Count outcomes (see ``outcome``)."""
     counts = Counter(map(outcome, results))
     ok = counts.pop(OK, 0)
+    skipped = counts.pop(SKIPPED_LABEL, 0)
     ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    return Summary(({OK: ok} if ok else {}) | dict(ordered))
+    return Summary(({OK: ok} if ok else {}) | dict(ordered) | ({SKIPPED_LABEL: skipped} if skipped else {}))
 
 
-class HostRecord(msgspec.Struct):
-    """One line of the JSON-lines export; fields may be added later, never renamed or removed."""
+class HostRecord(msgspec.Struct, omit_defaults=True):
+    """One line of the JSON-lines export; fields may be added later, never renamed or removed.
+
+    ``skipped`` appears (``true``) only for a host a rollout never started."""
 
     host: str
     status: int
@@ -104,12 +116,15 @@ class HostRecord(msgspec.Struct):
     stderr: str
     error: str
     seconds: float
+    skipped: bool = False
 
 
 _encoder = msgspec.json.Encoder()
 
 
 def json_line(host: str, result: SSHResult, seconds: float) -> str:
-    """``{"host": ..., "status": ..., "stdout": ..., "stderr": ..., "error": ..., "seconds": ...}`` and a newline."""
-    record = HostRecord(host, result.status, result.stdout, result.stderr, result.error, round(seconds, 3))
+    """``{"host": ..., "status": ..., "stdout": ..., "stderr": ..., "error": ..., "seconds": ...}`` and a newline
+    (``"skipped": true`` too for a host a rollout never started)."""
+    record = HostRecord(host, result.status, result.stdout, result.stderr, result.error, round(seconds, 3),
+                        result.error == SKIPPED)
     return _encoder.encode(record).decode() + "\n"

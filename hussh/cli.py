@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ._cli_args import UsageError, connect, fail, fetched_as, parse
+from ._cli_args import UsageError, connect, fail, fetched_as, parse, rollout_of
 from ._cli_output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Display, prefixed
 from ._cli_runs import replay, runs, setup
 from .multi_conn import MultiConnection, MultiResult, OnTimedResult
@@ -88,7 +88,8 @@ def prepare(mc: MultiConnection, args: argparse.Namespace) -> Operation:
         command = " ".join(args.cmd)
         make_dir(args.outdir)
         make_dir(args.errdir)
-        return lambda on_host: mc.execute(command, on_timed_result=on_host)
+        rollout = rollout_of(args)
+        return lambda on_host: mc.execute(command, on_timed_result=on_host, rollout=rollout)
     if args.command == "put":
         if os.path.isdir(args.local):
             if not args.recursive:
@@ -100,7 +101,8 @@ def prepare(mc: MultiConnection, args: argparse.Namespace) -> Operation:
                 pass
         except OSError as exc:
             raise UsageError(f"hussh: cannot read {args.local}: {exc.strerror}") from None
-        return lambda on_host: mc.sftp_write(args.local, args.remote, on_timed_result=on_host)
+        rollout = rollout_of(args)
+        return lambda on_host: mc.sftp_write(args.local, args.remote, on_timed_result=on_host, rollout=rollout)
     make_dir(args.local_dir)
     template = os.path.join(args.local_dir, "{host}", fetched_as(args.remote))
     if args.recursive:
@@ -122,9 +124,10 @@ def perform(mc: MultiConnection, operation: Operation, args: argparse.Namespace)
     errdir = getattr(args, "errdir", None)
     display = Display(args.mode, len(hosts), Path(args.outdir) if getattr(args, "outdir", None) else None,
                       progress=args.mode not in ("quiet", "sorted") and sys.stderr.isatty(),
-                      errdir=Path(errdir) if errdir else None, prefix=not args.no_prefix)
+                      errdir=Path(errdir) if errdir else None, prefix=not args.no_prefix, status=mc.status)
     started = time.monotonic()
     interrupted = False
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: display.running())
     try:
         operation(display.host)
     except KeyboardInterrupt:  # the pool has already stopped every worker
@@ -133,6 +136,8 @@ def perform(mc: MultiConnection, operation: Operation, args: argparse.Namespace)
         display.close()
         mc.close()
         return fail(UsageError(f"hussh: {exc}"))
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
     try:
         status = display.finish(hosts, time.monotonic() - started, interrupted)
         return largest_status(display) if args.max_status and not interrupted else status

@@ -30,6 +30,7 @@ from typing import Any
 
 import msgspec
 
+from ._result import SKIPPED as SKIPPED_KIND
 from ._result import SSHResult
 from .errors import HusshError
 
@@ -341,7 +342,8 @@ class Recorder:
 
     def host(self, host: str, result: SSHResult, seconds: float, wave: int | None = None) -> None:
         """Record (and commit) one host's final result."""
-        status = SUCCEEDED if result.status == 0 and not result.error else FAILED
+        status = SKIPPED if result.error == SKIPPED_KIND else SUCCEEDED if result.status == 0 and not result.error \
+            else FAILED
         self._write("INSERT INTO hosts (run_id, host, status, exit_code, error, stdout, stderr, seconds, finished, "
                     "wave) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (self.run_id, host, status, result.status, result.error, result.stdout, result.stderr,

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from workers import protocol as p
-from workers.engine import Engine, LocalEngine, OnHost, Pool, Progress
+from workers import calls
+from workers.engine import Build, Engine, LocalEngine, OnHost, Pool, Progress
 
 from ._config import ConfigResolver, SSHConfigArg
 from ._local_files import host_file_name
-from ._result import MAX_TEXT_WIDTH, SSHResult
+from ._result import MAX_TEXT_WIDTH, SKIPPED, SSHResult
 from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, KEEPALIVE_NOT_GIVEN, ConnectSpec, HostKeyChecking, Retry, make_spec
 from ._sync import Connection
 from ._views import Group, Summary, group_results, json_line, summarize
@@ -31,6 +31,7 @@ from .aio import AsyncConnection
 from .errors import HusshError
 from .hostlist import Target, parse_target
 from .journal import Journal, Operation, Recorder
+from .rollout import CallStatus, Rollout
 
 if TYPE_CHECKING:
     from .inventory import Inventory
@@ -64,13 +65,17 @@ __all__ = ["AsyncConnection", "MultiConnection", "MultiFileTailer", "MultiResult
 
 
 class PartialFailureException(HusshError):
-    """Some hosts failed; ``succeeded`` and ``failed`` are the two halves of the ``MultiResult``."""
+    """Some hosts failed or were skipped (a rollout stopped before them); ``succeeded``, ``failed`` and
+    ``skipped`` are the parts of the ``MultiResult``."""
 
-    def __init__(self, succeeded: MultiResult, failed: MultiResult) -> None:
-        total = len(succeeded) + len(failed)
-        super().__init__(f"Operation failed on {len(failed)} of {total} host(s)")
+    def __init__(self, succeeded: MultiResult, failed: MultiResult, skipped: MultiResult | None = None) -> None:
+        skipped = skipped if skipped is not None else MultiResult()
+        total = len(succeeded) + len(failed) + len(skipped)
+        also = f", {len(skipped)} skipped (never started)" if skipped else ""
+        super().__init__(f"Operation failed on {len(failed)} of {total} host(s){also}")
         self.succeeded = succeeded
         self.failed = failed
+        self.skipped = skipped
 
 
 class MultiResult(Mapping[str, SSHResult]):
@@ -114,17 +119,23 @@ class MultiResult(Mapping[str, SSHResult]):
 
     @property
     def failed(self) -> MultiResult:
-        """Hosts whose status is not 0, hussh's own failures (status -1) included."""
-        return self._subset(lambda r: r.status != 0)
+        """Hosts whose status is not 0, hussh's own failures (status -1) included, skipped hosts not."""
+        return self._subset(lambda r: r.status != 0 and r.error != SKIPPED)
+
+    @property
+    def skipped(self) -> MultiResult:
+        """Hosts a rollout never started (``error == "Skipped"``): neither succeeded nor failed."""
+        return self._subset(lambda r: r.error == SKIPPED)
 
     def _subset(self, keep: Callable[[SSHResult], bool]) -> MultiResult:
         chosen = [(h, r) for h, r in self._results.items() if keep(r)]
         return MultiResult(chosen, {h: self.seconds[h] for h, _ in chosen if h in self.seconds})
 
     def raise_if_any_failed(self) -> None:
-        failed = self.failed
-        if failed:
-            raise PartialFailureException(self.succeeded, failed)
+        """Raise ``PartialFailureException`` if any host failed or was skipped (not done either way)."""
+        failed, skipped = self.failed, self.skipped
+        if failed or skipped:
+            raise PartialFailureException(self.succeeded, failed, skipped)
 
     def grouped(self, by_error_kind: bool = False) -> list[Group]:
         """Hosts with identical ``(status, stdout, stderr)`` together, largest group first, each with
@@ -141,8 +152,10 @@ class MultiResult(Mapping[str, SSHResult]):
         return (json_line(host, result, self.seconds.get(host, 0.0)) for host, result in self._results.items())
 
     def __repr__(self) -> str:
-        failed = sum(1 for r in self._results.values() if r.status != 0)
-        return f"MultiResult({len(self)} hosts: {len(self) - failed} succeeded, {failed} failed)"
+        skipped = sum(1 for r in self._results.values() if r.error == SKIPPED)
+        failed = sum(1 for r in self._results.values() if r.status != 0) - skipped
+        also = f", {skipped} skipped" if skipped else ""
+        return f"MultiResult({len(self)} hosts: {len(self) - failed - skipped} succeeded, {failed} failed{also})"
 
 
 class MultiConnection:
@@ -158,7 +171,9 @@ class MultiConnection:
     processes by default, or e.g. ``hussh.ray.RayEngine()`` for Ray actors across a cluster (see
     docs/beyond-one-machine.md). ``journal`` (a ``hussh.Journal``) records every ``execute``,
     ``execute_map``, ``sftp_write`` and ``sftp_write_data`` and each host's result as it finishes;
-    ``resume`` and ``retry_failed`` replay a recorded run (see docs/rollouts.md).
+    ``resume`` and ``retry_failed`` replay a recorded run (see docs/rollouts.md). ``execute``,
+    ``execute_map``, ``sftp_write`` and ``sftp_write_data`` take ``rollout=hussh.Rollout(...)``: a
+    canary, waves and a failure budget; ``status()`` is a snapshot of the running call.
     """
 
     def __init__(
@@ -336,80 +351,87 @@ class MultiConnection:
 
     def connect(self, prune_failures: bool = False, timeout: float | None = None) -> MultiResult:
         """Connect every host not yet connected; ``prune_failures`` drops the failed ones from ``hosts``."""
-        results = self._run(lambda req, idx, _: p.Connect(req, idx, timeout), self._active)
+        results = self._run(calls.connect(timeout), self._active)
         if prune_failures:
             failed = {self._index[h] for h in results.failed}
             if failed:
-                self._run(lambda req, idx, _: p.Close(req, idx), sorted(failed))
+                self._run(calls.close(), sorted(failed))
                 self._active = [i for i in self._active if i not in failed]
         return results
 
     def execute(self, command: str, timeout: float | None = None, *, on_result: OnResult | None = None,
-                on_timed_result: OnTimedResult | None = None) -> MultiResult:
+                on_timed_result: OnTimedResult | None = None, rollout: Rollout | None = None) -> MultiResult:
         """Run ``command`` on every host; past ``timeout`` seconds a host gets ``status=-1`` with its partial output.
 
         ``on_result(host, result)`` is called in this thread as each host finishes;
-        ``on_timed_result(host, result, seconds)`` also gets the host's seconds.
+        ``on_timed_result(host, result, seconds)`` also gets the host's seconds. ``rollout``: a
+        canary, waves and a failure budget (``hussh.Rollout``); hosts it never starts are skipped.
         """
         return self._execute(dict.fromkeys(self._active, command), timeout, on_result, on_timed_result,
-                             Operation("command", command=command, timeout=timeout))
+                             Operation("command", command=command, timeout=timeout), rollout=rollout)
 
     def execute_map(self, host_command_map: Mapping[str, str], timeout: float | None = None, *,
-                    on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None) -> MultiResult:
+                    on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None,
+                    rollout: Rollout | None = None) -> MultiResult:
         """Run a different command per host, only on the hosts in ``host_command_map`` (upstream's name)."""
         commands = {self._index[h]: c for h, c in self._check_hosts(host_command_map).items()}
         operation = Operation("command", commands=dict(host_command_map), timeout=timeout)
-        return self._execute(dict(sorted(commands.items())), timeout, on_result, on_timed_result, operation)
+        return self._execute(dict(sorted(commands.items())), timeout, on_result, on_timed_result, operation,
+                             rollout=rollout)
 
     def _execute(self, commands: dict[int, str], timeout: float | None, on_result: OnResult | None,
                  on_timed_result: OnTimedResult | None, operation: Operation,
-                 journaled: _Journaled | None = None) -> MultiResult:
-        return self._run(lambda req, idx, budget: p.Execute(req, [(i, commands[i]) for i in idx], timeout, budget),
-                         list(commands), on_result, on_timed_result, journaled or self._journaled(operation))
+                 journaled: _Journaled | None = None, rollout: Rollout | None = None) -> MultiResult:
+        return self._run(calls.execute(commands, timeout), list(commands), on_result, on_timed_result,
+                         journaled or self._journaled(operation), rollout)
 
     def sftp_write(self, local_path: str | os.PathLike[str], remote_path: str | None = None, *,
-                   on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None) -> MultiResult:
+                   on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None,
+                   rollout: Rollout | None = None) -> MultiResult:
         """Copy a local file to every host; it is read once here, not once per host."""
         with open(local_path, "rb") as handle:
             data = handle.read()
         return self._write(data, remote_path or os.fspath(local_path), self._active, on_result, on_timed_result,
-                           os.path.abspath(local_path))
+                           os.path.abspath(local_path), rollout=rollout)
 
     def sftp_write_data(self, data: str | bytes, remote_path: str, *,
-                        on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None) -> MultiResult:
+                        on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None,
+                        rollout: Rollout | None = None) -> MultiResult:
         """Write ``data`` (text is UTF-8 encoded) to ``remote_path`` on every host."""
         payload = data.encode() if isinstance(data, str) else bytes(data)
-        return self._write(payload, remote_path, self._active, on_result, on_timed_result)
+        return self._write(payload, remote_path, self._active, on_result, on_timed_result, rollout=rollout)
 
     def _write(self, payload: bytes, remote_path: str, indices: list[int], on_result: OnResult | None,
                on_timed_result: OnTimedResult | None, local: str | None = None,
-               journaled: _Journaled | None = None) -> MultiResult:
-        if len(payload) > p.MAX_REQUEST - (1 << 20):
-            raise ValueError(f"sftp_write holds the data in memory once and sends it to each worker; "
-                             f"{len(payload)} bytes is over its {p.MAX_REQUEST >> 20} MiB limit")
+               journaled: _Journaled | None = None, rollout: Rollout | None = None) -> MultiResult:
+        calls.check_payload(payload)
         if journaled is None and self.journal is not None:
             journaled = self._journaled(Operation("transfer", local=local, remote=remote_path, size=len(payload),
                                                   sha256=hashlib.sha256(payload).hexdigest()))
-        return self._run(lambda req, idx, _: p.WriteData(req, idx, payload, remote_path), indices, on_result,
-                         on_timed_result, journaled)
+        return self._run(calls.write_data(payload, remote_path), indices, on_result, on_timed_result, journaled,
+                         rollout)
 
     def resume(self, run_id: int, *, journal: Journal | None = None, data: str | bytes | None = None,
-               on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None) -> MultiResult:
+               on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None,
+               rollout: Rollout | None = None) -> MultiResult:
         """Run a journaled run's operation again on its hosts that have no result yet, never on one that succeeded.
 
         ``journal`` defaults to this ``MultiConnection``'s; the new run is recorded there, naming
         ``run_id``. Every such host must be one of ``hosts``. A transfer reads its recorded local
         file again (or takes ``data``) and refuses data whose SHA-256 differs from the run's.
+        Hosts the run skipped are run too (``rollout`` may cut them into waves again).
         """
-        return self._replay(run_id, False, journal, data, on_result, on_timed_result)
+        return self._replay(run_id, False, journal, data, on_result, on_timed_result, rollout)
 
     def retry_failed(self, run_id: int, *, journal: Journal | None = None, data: str | bytes | None = None,
-                     on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None) -> MultiResult:
+                     on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None,
+                     rollout: Rollout | None = None) -> MultiResult:
         """Like ``resume``, on the hosts whose result in the run (or in the runs resuming it) is a failure."""
-        return self._replay(run_id, True, journal, data, on_result, on_timed_result)
+        return self._replay(run_id, True, journal, data, on_result, on_timed_result, rollout)
 
     def _replay(self, run_id: int, failed_only: bool, journal: Journal | None, data: str | bytes | None,
-                on_result: OnResult | None, on_timed_result: OnTimedResult | None) -> MultiResult:
+                on_result: OnResult | None, on_timed_result: OnTimedResult | None,
+                rollout: Rollout | None) -> MultiResult:
         journal = journal if journal is not None else self.journal
         if journal is None:
             raise ValueError("resume and retry_failed read a journal: pass journal=, or make the MultiConnection "
@@ -432,10 +454,10 @@ class MultiConnection:
             commands = operation.commands
             return self._execute({i: commands[self._keys[i]] if commands is not None else operation.command or ""
                                   for i in indices}, operation.timeout, on_result, on_timed_result, operation,
-                                 journaled)
+                                 journaled, rollout)
         payload = _recorded_data(run.id, operation, data)
         return self._write(payload, operation.remote or "", indices, on_result, on_timed_result, operation.local,
-                           journaled)
+                           journaled, rollout)
 
     def sftp_read(self, remote_path: str, local_path: str | os.PathLike[str] | None = None, *,
                   on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None) -> MultiResult:
@@ -447,8 +469,7 @@ class MultiConnection:
         or ``..`` (``hussh._local_files.host_file_name``): no host name leaves the directory.
         """
         if local_path is None:
-            return self._run(lambda req, idx, budget: p.ReadFile(req, idx, remote_path, budget=budget), self._active,
-                             on_result, on_timed_result)
+            return self._run(calls.read_file(remote_path), self._active, on_result, on_timed_result)
         template = os.fspath(local_path)
         if "{host}" not in template and len(self._active) > 1:
             raise ValueError("local_path must contain '{host}' when reading from several hosts, "
@@ -460,8 +481,7 @@ class MultiConnection:
                 os.makedirs(directory, exist_ok=True)
             except OSError:
                 pass  # a host whose directory cannot be made fails on its own, naming its local file
-        return self._run(lambda req, idx, _: p.ReadFile(req, idx, remote_path, [paths[i] for i in idx]), self._active,
-                         on_result, on_timed_result)
+        return self._run(calls.read_file(remote_path, paths), self._active, on_result, on_timed_result)
 
     def sftp_put_dir(self, local_path: str | os.PathLike[str], remote_path: str, *, follow_symlinks: bool = True,
                      preserve_permissions: bool = True, on_result: OnResult | None = None,
@@ -478,8 +498,8 @@ class MultiConnection:
         if not os.path.exists(local):
             raise FileNotFoundError(errno.ENOENT, "local file or directory does not exist", os.fspath(local_path))
         self._local_engine_only("sftp_put_dir")
-        return self._run(lambda req, idx, _: p.PutDir(req, idx, local, remote_path, follow_symlinks,
-                                                      preserve_permissions), self._active, on_result, on_timed_result)
+        return self._run(calls.put_dir(local, remote_path, follow_symlinks, preserve_permissions), self._active,
+                         on_result, on_timed_result)
 
     def sftp_get_dir(self, remote_path: str, local_path: str | os.PathLike[str], *, follow_symlinks: bool = True,
                      preserve_permissions: bool = True, on_result: OnResult | None = None,
@@ -495,8 +515,8 @@ class MultiConnection:
         """
         paths = self._host_paths(local_path, "sftp_get_dir")
         self._local_engine_only("sftp_get_dir")
-        return self._run(lambda req, idx, _: p.GetDir(req, idx, remote_path, [paths[i] for i in idx], follow_symlinks,
-                                                      preserve_permissions), self._active, on_result, on_timed_result)
+        return self._run(calls.get_dir(remote_path, paths, follow_symlinks, preserve_permissions), self._active,
+                         on_result, on_timed_result)
 
     def _host_paths(self, local_path: str | os.PathLike[str], call: str) -> dict[int, str]:
         """Each active host's absolute local path: ``{host}`` replaced by its encoded name (required with
@@ -564,21 +584,34 @@ class MultiConnection:
         return {"batch_size": self._batch_size, "timeout": self.timeout, "workers": self._workers,
                 "max_call_output": self._max_call_output}
 
-    def _run(self, build: Callable[[int, list[int], int], p.Call], indices: list[int],
-             on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None,
-             journaled: _Journaled | None = None) -> MultiResult:
+    def status(self) -> CallStatus | None:
+        """A snapshot of the call running now (``None`` when none is): hosts done, failed, skipped, those
+        running with when each started, the current wave. Safe from another thread or a callback."""
+        pool = self._pool
+        if pool is None:
+            return None
+        keys = self._keys
+        return pool.status(keys.__getitem__)
+
+    def _run(self, build: Build, indices: list[int], on_result: OnResult | None = None,
+             on_timed_result: OnTimedResult | None = None, journaled: _Journaled | None = None,
+             rollout: Rollout | None = None) -> MultiResult:
+        if rollout is not None and not isinstance(rollout, Rollout):
+            raise TypeError(f"rollout must be a hussh.Rollout, got {rollout!r}")
         if not indices:
             return MultiResult()
         keys = self._keys
         with self._lock:
             recorder = None if journaled is None else journaled.journal.start(
-                journaled.operation, [keys[i] for i in indices], journaled.options, journaled.resumes, journaled.how)
+                journaled.operation, [keys[i] for i in indices], _with_rollout(journaled.options, rollout),
+                journaled.resumes, journaled.how)
             on_host = _on_host(keys, recorder, on_result, on_timed_result)
             try:
                 if self._pool is None:
                     self._pool = self._engine.pool(self._specs, self._batch_size, self._workers, self._retry)
                     self._finalizer = weakref.finalize(self, self._pool.release)
-                results, seconds = self._pool.call(build, indices, self._progress, on_host, self._max_call_output)
+                results, seconds = self._pool.call(build, indices, self._progress, on_host, self._max_call_output,
+                                                   rollout)
             finally:
                 if recorder is not None:
                     recorder.end()
@@ -613,22 +646,21 @@ class MultiFileTailer:
     def __enter__(self) -> MultiFileTailer:
         mc = self._mc
         paths = {mc._index[h]: path for h, path in self.files.items()}
-        results = mc._run(lambda req, idx, _: p.TailOpen(req, [(i, paths[i]) for i in idx], self.since, self.lines),
-                          sorted(paths))
+        results = mc._run(calls.tail_open(paths, self.since, self.lines), sorted(paths))
         self._record(results)
         self._open = [mc._index[h] for h, r in results.items() if r.status == 0]
         return self
 
     def read(self, from_pos: int | None = None) -> dict[str, str]:
         """Text appended on each host since the last read (or from byte ``from_pos`` if given)."""
-        results = self._mc._run(lambda req, idx, budget: p.TailRead(req, idx, from_pos, budget), self._open)
+        results = self._mc._run(calls.tail_read(from_pos), self._open)
         self._record(results)
         return {host: results[host].stdout if host in results and results[host].status == 0 else ""
                 for host in self.files}
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        results = self._mc._run(lambda req, idx, _: p.TailClose(req, idx), self._open)
+        results = self._mc._run(calls.tail_close(), self._open)
         self._open = []  # closed: a later read() maps every host to "", as upstream's does
         self._record(results)
         self.contents = {host: results[host].stdout if host in results and results[host].status == 0 else ""
@@ -656,14 +688,24 @@ def _on_host(keys: list[str], recorder: Recorder | None, on_result: OnResult | N
     if recorder is None and on_result is None and on_timed_result is None:
         return None
 
-    def on_host(index: int, result: SSHResult, seconds: float) -> None:
+    def on_host(index: int, result: SSHResult, seconds: float, wave: int | None) -> None:
         if recorder is not None:
-            recorder.host(keys[index], result, seconds)
+            recorder.host(keys[index], result, seconds, wave)
         if on_result is not None:
             on_result(keys[index], result)
         if on_timed_result is not None:
             on_timed_result(keys[index], result, seconds)
     return on_host
+
+
+def _with_rollout(options: dict[str, object], rollout: Rollout | None) -> dict[str, object]:
+    """A journaled run's options, with its rollout's plan (never its callback)."""
+    if rollout is None:
+        return options
+    return {**options, "rollout": {"canary": rollout.canary, "waves": list(rollout.waves or ()) or None,
+                                   "max_failures": rollout.max_failures,
+                                   "count_connect_failures": rollout.count_connect_failures,
+                                   "on_exceeded": rollout.on_exceeded, "pause": rollout.pause}}
 
 
 def _recorded_data(run_id: int, operation: Operation, data: str | bytes | None) -> bytes:

@@ -78,7 +78,7 @@ def waiting_for(flag: Path) -> str:
 def test_progress_bar_while_running_then_gone_before_the_summary(term, fleet, conn, remote_dir, tmp_path):
     flag = remote_dir / "go"
     term.start(["run", "-w", fold(fleet.addresses), "-H", REFUSED, *conn, "-u", "60", waiting_for(flag)], tmp_path)
-    screen = term.wait_screen(r"^ *20%\|.*\| 1/5 hosts, 1 failed \[\d\d:\d\d<\d\d:\d\d, +[\d.]+ hosts/s\]")
+    screen = term.wait_screen(r"^ *20%\|.*\| 1/5 hosts, 1 failed, \d running \[\d\d:\d\d<\d\d:\d\d, +[\d.]+ hosts/s\]")
     assert re.search(rf"^{REFUSED}: ConnectError: .*$", screen, re.MULTILINE)  # printed above the bar, whole
     flag.touch()
     screen = term.wait_screen(r"^EXIT=1$")
@@ -91,9 +91,9 @@ def test_progress_bar_keeps_moving_while_hosts_run(term, fleet, conn, remote_dir
     """No host finishes for a while (then one): the elapsed time on the bar still counts up each second."""
     flag = remote_dir / "go"
     term.start(["run", "-w", fold(fleet.addresses), "-H", REFUSED, *conn, "-t", "60", waiting_for(flag)], tmp_path)
-    term.wait_screen(r"\| 1/5 hosts, 1 failed \[00:0[0-2]<")
+    term.wait_screen(r"\| 1/5 hosts, 1 failed, \d running \[00:0[0-2]<")
     for second in (3, 4):  # redrawn although nothing finished since
-        term.wait_screen(rf"\| 1/5 hosts, 1 failed \[00:0{second}<", timeout=10)
+        term.wait_screen(rf"\| 1/5 hosts, 1 failed, \d running \[00:0{second}<", timeout=10)
     flag.touch()
     assert "hosts, " not in term.wait_screen(r"^EXIT=1$")
 

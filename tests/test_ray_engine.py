@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+import workers.core
 import workers.pool
 from hussh.multi_conn import MultiConnection
 from hussh.testing import KEY_PASSPHRASE, KEY_USER
@@ -336,7 +337,7 @@ def test_a_node_removed_mid_call_fails_exactly_its_hosts_and_the_next_call_succe
             results = mc.execute("sleep 4; echo done", timeout=30)
         finally:
             remover.join()
-        assert time.monotonic() - started < 4 + workers.pool.STALL_LIMIT
+        assert time.monotonic() - started < 4 + workers.core.STALL_LIMIT
         for i, host in enumerate(hosts):
             if i in lost:
                 assert results[host].status == -1 and results[host].error == "WorkerLost", results[host]
@@ -385,7 +386,7 @@ def test_an_actor_that_dies_before_taking_its_hosts_is_placed_again(ray_cluster,
 def test_a_stopped_actor_is_lost_after_the_stall_limit_and_re_created(ray_cluster, fleet, hosts, monkeypatch):
     from hussh.ray import RayEngine
 
-    monkeypatch.setattr(workers.pool, "STALL_LIMIT", 3.0)
+    monkeypatch.setattr(workers.core, "STALL_LIMIT", 3.0)
     with with_key(fleet, hosts, engine=RayEngine(hosts_per_shard=2)) as mc:
         pool = mc._pool
         victim = pool.where()[1][1]

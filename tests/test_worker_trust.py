@@ -216,6 +216,9 @@ LIES = {
     "the old frame naming * and a file": (old_form, "it sent a malformed frame"),
     "a result for another worker's host": (p.HostDone(REQ, 1, b"", b"", 0),
                                            "it answered for host 1, which it was not asked about"),
+    "a start for another worker's host": (p.Started(REQ, 1), "it answered for host 1, which it was not asked about"),
+    "a skip it was not told to make": (p.HostDone(REQ, 0, b"", b"", -1, "Skipped"),
+                                       "it skipped host 0, which it was not told to skip"),
 }
 
 

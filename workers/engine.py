@@ -1,8 +1,9 @@
 """The seam between ``MultiConnection`` and whatever runs its shards: an ``Engine`` makes a ``Pool``.
 
 ``MultiConnection`` only ever talks to a ``Pool``: ``call`` runs one operation on some hosts and
-returns every host's result (in the local engine's terms: per-host errors, ``WorkerLost`` for the
-hosts of a shard that died, progress and ``on_host`` callbacks as hosts finish), ``shutdown``
+returns every host's result (per-host errors, ``WorkerLost`` for the hosts of a shard that died,
+progress and ``on_host`` callbacks as hosts finish; both engines' pools are adapters over the one
+call core of ``workers.core``, which owns all of that), ``shutdown``
 disconnects politely, ``abort`` stops now (Ctrl-C). ``LocalEngine`` (the default) is the fork
 pool of ``workers.pool``; ``hussh.ray.RayEngine`` runs the same ``workers.main.Worker`` code in
 Ray actors (``workers.ray_engine``).
@@ -13,15 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Protocol, runtime_checkable
 
-from hussh._result import SSHResult
 from hussh._spec import ConnectSpec, Retry
+from hussh.rollout import CallStatus, Rollout
 
-from . import protocol as p
+from .core import Build, OnHost, Progress, Results
 
-Progress = Callable[[int, int], None]
-OnHost = Callable[[int, SSHResult, float], None]
-Build = Callable[[int, list[int], int], p.Call]
-"""``build(req, shard_indices, shard_budget)``: the message one shard receives for one call."""
+__all__ = ["Build", "Engine", "LocalEngine", "OnHost", "Pool", "Progress"]
 
 
 @runtime_checkable
@@ -31,8 +29,13 @@ class Pool(Protocol):
     count: int  # how many shards (worker processes or actors) the hosts are spread over
 
     def call(self, build: Build, indices: Iterable[int], progress: Progress | None = None,
-             on_host: OnHost | None = None, budget: int = 0) -> tuple[dict[int, SSHResult], dict[int, float]]:
-        """Run ``build(...)`` on the shards owning ``indices``; every index's result and seconds."""
+             on_host: OnHost | None = None, budget: int = 0, rollout: Rollout | None = None) -> Results:
+        """Run ``build(...)`` on the shards owning ``indices`` (in waves, under ``rollout``); every
+        index's result and seconds."""
+        ...
+
+    def status(self, names: Callable[[int], str] = str) -> CallStatus | None:
+        """The running call's snapshot, hosts named by ``names(index)`` (``None`` between calls)."""
         ...
 
     def shutdown(self) -> None:

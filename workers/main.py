@@ -32,7 +32,7 @@ import msgspec
 import uvloop
 
 from hussh import _bastions, _connector, _credentials, _known_hosts, _resolve
-from hussh._result import RawResult
+from hussh._result import SKIPPED, STOPPED, RawResult
 from hussh._spec import ConnectSpec
 from hussh.aio import AsyncConnection, AsyncFileTailer, OutputBudget
 from hussh.errors import (
@@ -46,7 +46,7 @@ from hussh.errors import (
 from . import protocol as p
 
 Job = Callable[[AsyncConnection], Awaitable[RawResult]]
-Emit = Callable[[p.HostDone | p.KeyLearned | p.Alive | p.CallDone], None]
+Emit = Callable[[p.HostDone | p.Started | p.KeyLearned | p.Alive | p.CallDone], None]
 
 CONNECT_FAILURES = (ConnectError, ConnectTimeout, AuthenticationError, ConfigError)
 """Failures that happen before anything ran on the host: remembered for the cool-down."""
@@ -98,6 +98,9 @@ class Worker:
         self.served: set[int] = set()  # hosts the current call is done with: the first to close for room
         self.released = asyncio.Event()
         self.hops: dict[ConnectSpec, tuple[int, int]] = {}  # each assigned spec and bastion -> (host index, hop)
+        self.halted: p.Halt | None = None  # the last Halt received: no new host of its call starts
+        self.running: dict[int, asyncio.Task[RawResult]] = {}  # the current call's hosts being run
+        self.req = -1  # the current (or last) call's request id
 
     def assign(self, message: p.Assign) -> None:
         if message.cwd:
@@ -127,14 +130,19 @@ class Worker:
         """Run ``call`` on its hosts, ``lanes`` at a time, emitting each host's result as it finishes."""
         jobs = self.jobs(call)
         self.served = set()
+        self.req = call.req
         pending = iter(jobs)
         if isinstance(call, p.Connect):
             _bastions.pool().forget_failures()  # connect() retries every host, bastions included
 
         async def lane() -> None:
             for index, job in pending:
+                if self.halted is not None and self.halted.req == call.req:
+                    self.emit(p.HostDone(call.req, index, b"", b"", -1, SKIPPED))
+                    continue
+                self.emit(p.Started(call.req, index))
                 started = time.monotonic()
-                result = await self.guarded(index, job, retry_failed=isinstance(call, p.Connect))
+                result = await self.run_host(index, job, retry_failed=isinstance(call, p.Connect))
                 self.report_keys(call.req, index)
                 self.emit(p.HostDone(call.req, index, result.stdout, result.stderr, result.status,
                                      result.error, time.monotonic() - started))
@@ -147,6 +155,31 @@ class Worker:
         finally:
             heartbeat.cancel()
         self.emit(p.CallDone(call.req))
+
+    async def run_host(self, index: int, job: Job, retry_failed: bool) -> RawResult:
+        """``guarded`` as a task of its own, so that a ``Halt`` with ``stop_running`` can stop this host alone."""
+        task = asyncio.ensure_future(self.guarded(index, job, retry_failed))
+        self.running[index] = task
+        try:
+            await asyncio.wait((task,))
+        except asyncio.CancelledError:  # the whole call is cancelled (Ctrl-C): this host with it
+            task.cancel()
+            await asyncio.wait((task,))
+            raise
+        finally:
+            del self.running[index]
+        if task.cancelled():
+            return RawResult(b"", f"{STOPPED}: the run was halted (its failure budget was exceeded) while "
+                             "this host ran; its command was stopped".encode(), -1, STOPPED)
+        return task.result()
+
+    def halt(self, message: p.Halt) -> None:
+        """Start no new host of call ``message.req``; with ``stop_running``, stop those running (their
+        remote commands get a KILL signal, as on a timeout)."""
+        self.halted = message
+        if message.stop_running and message.req == self.req:  # a late Halt never touches the next call
+            for task in self.running.values():
+                task.cancel()
 
     async def beat(self, req: int) -> None:
         """Tell the parent every ``HEARTBEAT_EVERY`` seconds that this worker still runs ``req``."""
@@ -431,7 +464,7 @@ async def serve(read_fd: int, write_fd: int) -> None:
         out.writelines(outbox)  # not joined first: that would copy a host's output once more
         outbox.clear()
 
-    def emit(message: p.HostDone | p.KeyLearned | p.Alive | p.CallDone) -> None:
+    def emit(message: p.HostDone | p.Started | p.KeyLearned | p.Alive | p.CallDone) -> None:
         """Queue a frame; frames queued in one loop turn go out together (fewer parent wake-ups)."""
         if not outbox:
             loop.call_soon(flush)
@@ -450,6 +483,9 @@ async def serve(read_fd: int, write_fd: int) -> None:
             chunk = await reader.read(1 << 20)
             stray = False  # a call for hosts this worker was not given: not our parent speaking
             for message in frames.feed(chunk):
+                if isinstance(message, p.Halt):
+                    worker.halt(message)  # at once: the call it halts is running
+                    continue
                 if isinstance(message, p.Shutdown):
                     if current is not None:
                         await current

@@ -1,55 +1,39 @@
-"""Parent side of the engine: starts the workers, shards hosts, sends calls, merges streamed results.
+"""The local engine: worker processes on this machine, an I/O adapter over the call core (``workers.core``).
 
 Host ``i`` always lives in worker ``i % N``, so its SSH connection stays open in one process across
-calls. A call sends one request per involved worker, then waits on all result pipes at once. A
-worker that dies, sends garbage or falls silent (stopped, stuck: no frame, not even its heartbeat,
-for ``STALL_LIMIT`` seconds) turns its unfinished hosts into ``WorkerLost`` results and is replaced
-(with its shard re-assigned) before the next call, unless it was lost ``MAX_LOSSES`` calls in a
-row. Ctrl-C closes the request pipes, so workers stop their remote commands and exit, and kills
-any still running after ``ABORT_WAIT``. One call runs at a time; other threads wait their turn.
+calls. A call sends one request per involved worker on its pipe, then waits on all result pipes at
+once (a selector). The core's policy applies: a worker that dies, sends garbage or falls silent
+turns its unfinished hosts into ``WorkerLost`` results and is replaced (with its shard re-assigned)
+before the next call, unless it was lost ``MAX_LOSSES`` calls in a row. Ctrl-C closes the request
+pipes, so workers stop their remote commands and exit, and kills any still running after
+``ABORT_WAIT``.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import resource
 import selectors
-import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Collection, Mapping
 
-import asyncssh
 import msgspec
 
 from hussh import _credentials
 from hussh._known_hosts import hashed_paths
-from hussh._known_hosts import record as record_host_keys
 from hussh._known_hosts import ship as ship_hashed
-from hussh._result import SSHResult, text
 from hussh._spec import ConnectSpec, finalized
-from hussh.errors import WorkerLost, describe
 
 from . import _spawn
 from . import protocol as p
-
-log = logging.getLogger("hussh")
+from .core import IN_CALLBACK, CallCore, Lost
 
 MIN_HOSTS_PER_WORKER = 64  # below this, another process costs more than it saves
 SHUTDOWN_GRACE = 5.0  # seconds workers get to disconnect politely before SIGKILL
 ABORT_WAIT = 1.5  # seconds interrupted workers get to stop their remote commands before SIGKILL
-PROGRESS_EVERY = 5.0  # seconds between progress log lines on long calls
-STALL_LIMIT = 10 * p.HEARTBEAT_EVERY  # seconds of silence after which a busy worker counts as lost
-MAX_LOSSES = 3  # consecutive lost calls after which a shard's worker is not started again
 DEFAULT_RETRY = p.Retry()  # WorkerPool's default; frozen, so one shared instance is safe
-
-IN_CALLBACK = ("{what} cannot run inside a progress or on_result callback: this MultiConnection is still "
-               "running the call that called it (collect what you need, act after the call returns)")
-
-Progress = Callable[[int, int], None]
-OnHost = Callable[[int, SSHResult, float], None]
 
 _pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 
@@ -129,36 +113,8 @@ def shard_assign(hosts: list[tuple[int, ConnectSpec]], share: int, retry: p.Retr
     return p.Assign(hosts, share, keys, retry, cwd, env, known)
 
 
-def learned_key(hosts: Mapping[int, ConnectSpec], message: p.KeyLearned) -> tuple[ConnectSpec, str]:
-    """What a worker's ``KeyLearned`` may record: its key under the parent's own spec for that host
-    and hop (``hosts``: the shard shipped to that worker), so it names no host or file of its own.
-
-    Raises ``ValueError`` (a protocol violation) for a host not of the shard, a hop its chain does not
-    have, or a key that is not exactly one public key in OpenSSH form (no comment, no second line).
-    """
-    spec = hosts.get(message.index)
-    if spec is None:
-        raise ValueError(f"it sent a host key for host {message.index}, which is not one of its hosts")
-    for _ in range(message.hop):
-        if spec is None:
-            break
-        spec = spec.jump
-    if spec is None or message.hop < 0:
-        raise ValueError(f"it sent a host key for hop {message.hop} of host {message.index}, "
-                         "which has no such hop")
-    try:
-        key = asyncssh.import_public_key(message.key)
-        key.set_comment(None)
-        canonical = key.export_public_key("openssh").decode("ascii").strip()
-    except (asyncssh.KeyImportError, ValueError):
-        canonical = ""
-    if canonical != message.key:
-        raise ValueError(f"it sent a host key for host {message.index} that is not a public key")
-    return spec, canonical
-
-
-class WorkerPool:
-    """N worker processes serving a fixed table of hosts; ``call`` runs one operation on some of them."""
+class WorkerPool(CallCore):
+    """N worker processes serving a fixed table of hosts; ``call`` (the core's) runs one operation on some."""
 
     def __init__(self, specs: list[ConnectSpec], batch_size: int, workers: int | None = None,
                  retry: p.Retry = DEFAULT_RETRY) -> None:
@@ -168,154 +124,86 @@ class WorkerPool:
         self.count = max(1, min(count, len(specs), batch_size))
         self.shares = split_shares(batch_size, [len(range(w, len(specs), self.count)) for w in range(self.count)])
         self.workers: list[_Worker | None] = [None] * self.count
-        self.losses = [0] * self.count
         self.shipped: list[dict[int, ConnectSpec]] = [{} for _ in range(self.count)]  # the specs each worker was given
-        self.last_loss = [""] * self.count
         self.owner = os.getpid()
-        self.next_req = 0
         self.encoder = msgspec.msgpack.Encoder()
         self.max_reply = p.reply_limit(max((spec.max_output for spec in specs), default=1))
-        self.lock = threading.RLock()
-        self.calling = False
+        self.selector: selectors.BaseSelector | None = None  # the current call's, on the pipes of its workers
+        self._core_init()
         _pools.add(self)
 
     def shard(self, index: int) -> int:
         return index % self.count
 
-    def call(
-        self,
-        build: Callable[[int, list[int], int], p.Call],
-        indices: Iterable[int],
-        progress: Progress | None = None,
-        on_host: OnHost | None = None,
-        budget: int = 0,
-    ) -> tuple[dict[int, SSHResult], dict[int, float]]:
-        """Run ``build(req, shard_indices, shard_budget)`` on each involved worker; return every index's
-        result and seconds. ``budget`` (bytes of output for the whole call, 0: none) is split over the
-        workers in proportion to their hosts."""
-        with self.lock:
-            if self.calling:
-                raise RuntimeError(IN_CALLBACK.format(what="another call"))
-            self.calling = True
-            try:
-                return self._call(build, indices, progress, on_host, budget)
-            finally:
-                self.calling = False
-
-    def _call(self, build: Callable[[int, list[int], int], p.Call], indices: Iterable[int],
-              progress: Progress | None, on_host: OnHost | None,
-              budget: int) -> tuple[dict[int, SSHResult], dict[int, float]]:
-        shards: dict[int, list[int]] = {}
-        for index in indices:
-            shards.setdefault(self.shard(index), []).append(index)
-        self.next_req += 1
-        req = self.next_req
-        total = sum(len(v) for v in shards.values())
-        gathered = _Gathered(total, progress, on_host)
-        pending: dict[int, set[int]] = {}
+    def _open(self, number: int, call: p.Call) -> None:
         try:
-            for number, shard_indices in shards.items():
-                if self.losses[number] >= MAX_LOSSES:
-                    gathered.fail(shard_indices, f"the worker for these hosts was lost {self.losses[number]} "
-                                  f"calls in a row, so it is not started again (last: {self.last_loss[number]}); "
-                                  "close and recreate the MultiConnection to try again")
-                    continue
-                try:
-                    worker = self._worker(number)
-                    share = max(1, budget * len(shard_indices) // total) if budget else 0
-                    worker.send(self.encoder.encode(build(req, shard_indices, share)))
-                    pending[number] = set(shard_indices)
-                except OSError as exc:
-                    self._lose(number, set(shard_indices), gathered, f"could not start or reach it ({exc})")
-            self._gather(req, pending, gathered)
-        except BaseException:
-            self.abort()  # Ctrl-C or a bug: stop remote commands, leave no worker behind, never hang
-            raise
-        finally:
-            if gathered.learned:
-                record_host_keys(gathered.learned)
-        return gathered.results, gathered.seconds
-
-    def _gather(self, req: int, pending: dict[int, set[int]], gathered: _Gathered) -> None:
-        selector = selectors.DefaultSelector()
-        heard: dict[int, float] = {}  # worker -> when it last sent a frame
-        for number in pending:
-            selector.register(self._live(number).from_worker, selectors.EVENT_READ, number)
-            heard[number] = time.monotonic()
-        next_log = time.monotonic() + PROGRESS_EVERY
-        try:
-            while pending:
-                for key, _ in selector.select(timeout=min(1.0, STALL_LIMIT)):
-                    number = key.data
-                    heard[number] = time.monotonic()
-                    if not self._drain(number, req, pending, gathered):
-                        selector.unregister(key.fileobj)
-                now = time.monotonic()
-                stalled = [n for n in pending if now - heard[n] > STALL_LIMIT]
-                if stalled:  # frames still unread (the parent itself was held up) prove the worker alive
-                    unread = {key.data for key, _ in selector.select(timeout=0)}
-                    for number in (n for n in stalled if n not in unread):
-                        selector.unregister(self._live(number).from_worker)
-                        self._lose(number, pending.pop(number), gathered,
-                                   f"it sent nothing for {STALL_LIMIT:g} seconds (stopped or stuck)")
-                if now >= next_log:
-                    log.info("hussh: %d/%d hosts done", len(gathered.results), gathered.total)
-                    next_log += PROGRESS_EVERY
-        finally:
-            selector.close()
-
-    def _drain(self, number: int, req: int, pending: dict[int, set[int]], gathered: _Gathered) -> bool:
-        """Read what worker ``number`` sent; return False once it is finished or lost."""
-        worker = self._live(number)
-        try:
-            chunk = os.read(worker.from_worker, 1 << 20)
+            self._worker(number).send(self.encoder.encode(call))
         except OSError as exc:
-            chunk = b""
-            reason = f"its pipe failed ({exc})"
-        else:
-            reason = "it exited"
-        if not chunk:
-            self._lose(number, pending.pop(number), gathered, reason)
-            return False
-        for message in worker.frames.feed(chunk):
-            if message.req != req or isinstance(message, p.Alive):
-                continue  # a straggler from an interrupted earlier call, or a heartbeat
-            if isinstance(message, p.CallDone):
-                self.losses[number] = 0
-                missing = pending.pop(number)
-                if missing:
-                    gathered.fail(missing, "the worker finished the call without a result for this host")
-                return False
-            if isinstance(message, p.KeyLearned):
-                try:
-                    gathered.learned.append(learned_key(self.shipped[number], message))
-                except ValueError as exc:
-                    self._lose(number, pending.pop(number), gathered, str(exc))
-                    return False
-                continue
-            if message.index not in pending[number]:
-                self._lose(number, pending.pop(number), gathered, f"it answered for host {message.index}, "
-                           "which it was not asked about")
-                return False
-            pending[number].discard(message.index)
-            gathered.add(message)
-        if worker.frames.error:
-            self._lose(number, pending.pop(number), gathered, f"it sent {worker.frames.error}")
-            return False
-        return True
+            raise Lost(str(exc)) from None
 
-    def _lose(self, number: int, indices: set[int], gathered: _Gathered, reason: str) -> None:
-        """Worker ``number`` is gone or broken: kill it, fail its unfinished hosts, replace it next call."""
+    def _begin(self) -> None:
+        self.selector = selectors.DefaultSelector()
+
+    def _end(self) -> None:
+        if self.selector is not None:
+            self.selector.close()
+            self.selector = None
+
+    def _watch(self, numbers: Collection[int]) -> selectors.BaseSelector:
+        """The selector, watching exactly the result pipes of ``numbers``."""
+        selector = self.selector
+        assert selector is not None
+        watched = {key.data for key in selector.get_map().values()}
+        for number in watched - set(numbers):
+            selector.unregister(self._fd(number, selector))
+        for number in set(numbers) - watched:
+            selector.register(self._live(number).from_worker, selectors.EVENT_READ, number)
+        return selector
+
+    @staticmethod
+    def _fd(number: int, selector: selectors.BaseSelector) -> int:
+        return next(int(key.fd) for key in selector.get_map().values() if key.data == number)
+
+    def _wait(self, numbers: Collection[int], timeout: float) -> list[tuple[int, list[p.Reply], str]]:
+        got: list[tuple[int, list[p.Reply], str]] = []
+        for key, _ in self._watch(numbers).select(timeout=timeout):
+            worker = self._live(key.data)
+            try:
+                chunk = os.read(worker.from_worker, 1 << 20)
+            except OSError as exc:
+                got.append((key.data, [], f"its pipe failed ({exc})"))
+                continue
+            if not chunk:
+                got.append((key.data, [], "it exited"))
+                continue
+            messages = worker.frames.feed(chunk)
+            got.append((key.data, messages, f"it sent {worker.frames.error}" if worker.frames.error else ""))
+        return got
+
+    def _unread(self, numbers: Collection[int]) -> set[int]:
+        return {key.data for key, _ in self._watch(numbers).select(timeout=0)}
+
+    def _halt(self, number: int, message: p.Halt) -> None:
+        worker = self.workers[number]
+        if worker is not None:
+            try:
+                worker.send(self.encoder.encode(message))
+            except OSError:
+                pass  # it is gone: its pipe says so next
+
+    def _shipped(self, number: int) -> Mapping[int, ConnectSpec]:
+        return self.shipped[number]
+
+    def _drop(self, number: int, reason: str) -> str:
         worker = self.workers[number]
         self.workers[number] = None
-        if worker is not None:
-            note = worker.reap(kill=True)
-            reason = f"{reason}; process {worker.pid} {note}".rstrip()
-        self.losses[number] += 1
-        self.last_loss[number] = reason
-        gathered.fail(indices, f"worker process lost before this host finished: {reason}")
-        log.warning("hussh: worker %d lost (%s); %d host(s) failed, it is replaced on the next call",
-                    number, reason, len(indices))
+        if worker is None:
+            return reason
+        if self.selector is not None and worker.from_worker >= 0 and \
+                any(key.fd == worker.from_worker for key in self.selector.get_map().values()):
+            self.selector.unregister(worker.from_worker)
+        note = worker.reap(kill=True)
+        return f"{reason}; process {worker.pid} {note}".rstrip()
 
     def _live(self, number: int) -> _Worker:
         worker = self.workers[number]
@@ -350,6 +238,9 @@ class WorkerPool:
             os.close(from_child_w)
         return _Worker(process, to_child_w, from_child_r, self.max_reply)
 
+    def _owned(self) -> bool:
+        return os.getpid() == self.owner
+
     def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Ask every worker to close its connections and exit; SIGKILL any still running after ``grace``.
 
@@ -371,20 +262,6 @@ class WorkerPool:
             for worker in live:
                 exited = worker.process.exited(max(0.0, deadline - time.monotonic()))
                 worker.reap(kill=not exited)
-
-    def release(self) -> None:
-        """``shutdown`` for garbage collection and interpreter exit, which never wait on a call still
-        running in a (daemon) thread: that call is aborted instead."""
-        if os.getpid() != self.owner:
-            return
-        if self.lock.acquire(blocking=False):
-            try:
-                if not self.calling:
-                    self.shutdown()
-                    return
-            finally:
-                self.lock.release()
-        self.abort()
 
     def abort(self) -> None:
         """Stop now (Ctrl-C, errors): workers stop their remote commands and exit, or are killed
@@ -408,42 +285,6 @@ class WorkerPool:
                 _close(worker.from_worker)
                 _close(worker.process.pidfd)
         self.workers = [None] * self.count
-
-
-class _Gathered:
-    """One call's results as they arrive, decoded as text here, once; identical outputs are kept once,
-    not once per host."""
-
-    def __init__(self, total: int, progress: Progress | None, on_host: OnHost | None) -> None:
-        self.total = total
-        self.progress = progress
-        self.on_host = on_host
-        self.results: dict[int, SSHResult] = {}
-        self.seconds: dict[int, float] = {}
-        self.learned: list[tuple[ConnectSpec, str]] = []
-        self.texts: dict[str, str] = {}
-
-    def add(self, done: p.HostDone) -> None:
-        self._set(done.index, SSHResult(self._text(done.stdout), self._text(done.stderr), done.status, done.error),
-                  done.seconds)
-
-    def _text(self, output: bytes) -> str:
-        """``output`` decoded, or the same text another host's result already holds."""
-        decoded = text(output)
-        return self.texts.setdefault(decoded, decoded)
-
-    def fail(self, indices: Iterable[int], reason: str) -> None:
-        error = describe(WorkerLost(reason))
-        for index in indices:
-            self._set(index, SSHResult("", error, -1, "WorkerLost"), 0.0)
-
-    def _set(self, index: int, result: SSHResult, seconds: float) -> None:
-        self.results[index] = result
-        self.seconds[index] = seconds
-        if self.on_host is not None:
-            self.on_host(index, result, seconds)
-        if self.progress is not None:
-            self.progress(len(self.results), self.total)
 
 
 def _close_inherited_pools() -> None:

@@ -2,10 +2,11 @@
 
 A frame is a 4-byte big-endian length followed by one msgpack-encoded message; ``FrameDecoder``
 reads them on both sides, refusing a frame longer than the receiver allows. The parent sends
-``Request`` messages; a worker answers each call with one ``HostDone`` per host, as soon as that
-host finishes, a ``KeyLearned`` per host key accepted on first use, an ``Alive`` every
-``HEARTBEAT_EVERY`` seconds while it works, then ``CallDone``. Host specs and keys travel once,
-in ``Assign``. Closing the request pipe means "stop now": the worker stops the remote commands it
+``Request`` messages; a worker answers each call with a ``Started`` as each host begins and one
+``HostDone`` per host as soon as it finishes, a ``KeyLearned`` per host key accepted on first use,
+an ``Alive`` every ``HEARTBEAT_EVERY`` seconds while it works, then ``CallDone``. Host specs and
+keys travel once, in ``Assign``. ``Halt`` may come while a call runs (a rollout stopping: start no
+new host). Closing the request pipe means "stop now": the worker stops the remote commands it
 runs, disconnects and exits (that is how Ctrl-C and the parent's death reach it).
 """
 
@@ -111,6 +112,15 @@ class Close(_Message):
     indices: list[int]
 
 
+class Halt(_Message):
+    """Start no new host of call ``req`` (a rollout's budget ran out): each host not started is
+    answered ``Skipped``; with ``stop_running``, the running ones are stopped too (``Stopped``).
+    Sent while the call runs; a worker that finished ``req`` already ignores it."""
+
+    req: int
+    stop_running: bool = False
+
+
 class Shutdown(_Message):
     """Close every connection politely and exit."""
 
@@ -128,6 +138,13 @@ class HostDone(_Message):
     status: int
     error: str = ""
     seconds: float = 0.0
+
+
+class Started(_Message):
+    """Host ``index`` of call ``req`` has started (for the caller's live status)."""
+
+    req: int
+    index: int
 
 
 class KeyLearned(_Message):
@@ -180,9 +197,9 @@ class GetDir(_Message):
     preserve_permissions: bool = True
 
 
-Request = (Assign | Connect | Execute | WriteData | ReadFile | TailOpen | TailRead | TailClose | Close | Shutdown
-           | PutDir | GetDir)
-Reply = HostDone | KeyLearned | Alive | CallDone
+Request = (Assign | Connect | Execute | WriteData | ReadFile | TailOpen | TailRead | TailClose | Close | Halt
+           | Shutdown | PutDir | GetDir)
+Reply = HostDone | Started | KeyLearned | Alive | CallDone
 Call = Connect | Execute | WriteData | ReadFile | TailOpen | TailRead | TailClose | Close | PutDir | GetDir
 
 

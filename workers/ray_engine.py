@@ -6,8 +6,8 @@ uvloop when installed, in a thread that is not the main one) runs the local engi
 generator per shard: the actor yields batches of the local engine's frames (everything emitted in
 the last ``BATCH_WINDOW`` seconds as one Ray object: an object costs 0.3-0.6 ms of CPU on each
 side, too much to spend per host), and the parent multiplexes shards with ``ray.wait`` on the
-generators, applies the local engine's stall limit (heartbeats are in the frames) and fills the
-same ``_Gathered`` results.
+generators; the call core (``workers.core``) does the rest, as for the local engine: checks,
+gathering, the stall limit (heartbeats are in the frames), rollouts.
 
 Failures are the local engine's: a generator that fails (actor or node died, the actor could not
 be placed within ``start_timeout``, garbage) or falls silent turns its shard's unfinished hosts
@@ -33,11 +33,10 @@ import math
 import os
 import shutil
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -45,16 +44,14 @@ import msgspec
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from hussh._known_hosts import record as record_host_keys
 from hussh._local_files import create
-from hussh._result import SSHResult
 from hussh._spec import ConnectSpec, Retry, finalized
 from hussh.errors import describe
 
-from . import pool as local  # the local engine's limits (read at call time, so tests can change them)
 from . import protocol as p
-from .engine import Build, OnHost, Progress
+from .core import CallCore, Lost
 from .main import ABORT_GRACE, Worker, raise_fd_limit
+from .pool import ABORT_WAIT, SHUTDOWN_GRACE, shard_assign, split_shares
 
 if TYPE_CHECKING:
     from hussh.ray import RayEngine
@@ -112,7 +109,7 @@ class _Outbox:
     def __bool__(self) -> bool:
         return bool(self.queue)
 
-    def emit(self, message: p.HostDone | p.KeyLearned | p.Alive | p.CallDone) -> None:
+    def emit(self, message: p.HostDone | p.Started | p.KeyLearned | p.Alive | p.CallDone) -> None:
         if type(message) is p.HostDone and message.index in self.saving:
             temporary, wanted = self.saving.pop(message.index)
             if message.status == 0:
@@ -275,6 +272,14 @@ class ShardActor:
         finally:
             box.discard()  # a cancelled call's leftovers are nobody's
 
+    async def halt(self, payload: bytes) -> None:
+        """Start no new host of the running call (an encoded ``p.Halt``): a second method call, run on
+        this async actor's loop while ``handle`` streams."""
+        message = self.requests.decode(payload)
+        if not isinstance(message, p.Halt):
+            raise TypeError(f"expected Halt, got {type(message).__name__}")
+        self.worker.halt(message)
+
     async def close(self, grace: float | None = None) -> None:
         """Stop the call in progress (if any), then disconnect every host (within ``grace`` if given)."""
         task = self.current
@@ -344,20 +349,16 @@ class _Shard:
     actor: Any = None
     assigned: Any = None  # ObjectRef of the actor's assign(): (node id, pid, code directory)
     fresh: bool = True  # nothing heard from this actor yet: it may still be placed and starting
-    losses: int = 0
-    last_loss: str = ""
     avoid: set[str] = field(default_factory=set)  # nodes its lost actors ran on (Ray may not know yet they are dead)
 
 
 @dataclass(eq=False)
 class _Stream:
-    """One shard's part of a call: its generator, hosts still unanswered, when it last sent."""
+    """One shard's part of a call: its generator, when it started, its files."""
 
     shard: _Shard
     payload: bytes  # the encoded call, sent again if its actor died before it took its hosts
     generator: Any
-    pending: set[int]
-    heard: float = field(default_factory=time.monotonic)
     born: float = field(default_factory=time.monotonic)
     placed: int = 1  # actors tried for this call
     written: set[int] = field(default_factory=set)  # hosts whose file (sftp_read to local paths) is begun
@@ -400,7 +401,7 @@ def plan(specs: list[ConnectSpec], batch_size: int, workers: int | None, engine:
         count = counts[region]
         for offset in range(count):
             shards.append(_Shard(len(shards), indices[offset::count], region))
-    for shard, share in zip(shards, local.split_shares(batch_size, [len(s.indices) for s in shards])):
+    for shard, share in zip(shards, split_shares(batch_size, [len(s.indices) for s in shards])):
         shard.share = share
     return shards
 
@@ -420,8 +421,12 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
 
 
-class RayPool:
-    """The Ray engine's ``Pool``: one actor per shard, created on first use and after a loss."""
+class RayPool(CallCore):
+    """The Ray engine's ``Pool``: one actor per shard, created on first use and after a loss; an I/O
+    adapter over the call core (``workers.core``)."""
+
+    noun = "actor"
+    noun_lost = "shard actor lost"
 
     def __init__(self, specs: list[ConnectSpec], batch_size: int, workers: int | None, retry: Retry,
                  engine: RayEngine) -> None:
@@ -438,156 +443,110 @@ class RayPool:
                 self.shard_of[index] = shard.number
         self.tag = uuid.uuid4().hex[:8]
         self.owner = os.getpid()
-        self.next_req = 0
         self.encoder = msgspec.msgpack.Encoder()
         self.max_reply = p.reply_limit(max((spec.max_output for spec in specs), default=1))
         self.window = max(BATCH_WINDOW, self.count / BATCHES_PER_SECOND)
-        self.lock = threading.RLock()
-        self.calling = False
+        self.saving: dict[int, str] = {}  # host index -> the caller's file, for sftp_read to local paths
+        self.streams: dict[int, _Stream] = {}  # the current wave's, by shard
+        self._core_init()
 
-    def call(self, build: Build, indices: Iterable[int], progress: Progress | None = None,
-             on_host: OnHost | None = None, budget: int = 0) -> tuple[dict[int, SSHResult], dict[int, float]]:
-        """As ``WorkerPool.call``: ``build(req, shard_indices, shard_budget)`` on each involved shard."""
-        with self.lock:
-            if self.calling:
-                raise RuntimeError("this MultiConnection is already running a call in this thread "
-                                   "(a progress or on_result callback cannot start another)")
-            self.calling = True
-            try:
-                return self._call(build, indices, progress, on_host, budget)
-            finally:
-                self.calling = False
+    def shard(self, index: int) -> int:
+        return self.shard_of[index]
 
-    def _call(self, build: Build, indices: Iterable[int], progress: Progress | None, on_host: OnHost | None,
-              budget: int) -> tuple[dict[int, SSHResult], dict[int, float]]:
-        involved: dict[int, list[int]] = {}
-        for index in indices:
-            involved.setdefault(self.shard_of[index], []).append(index)
-        self.next_req += 1
-        req = self.next_req
-        total = sum(len(v) for v in involved.values())
-        gathered = local._Gathered(total, progress, on_host)
-        saving: dict[int, str] = {}  # host index -> the caller's file, for sftp_read to local paths
-        streams: dict[int, _Stream] = {}
+    def _begin(self) -> None:
+        self.saving = {}
+        self.streams = {}
+
+    def _end(self) -> None:
+        self.saving = {}
+        self.streams = {}
+
+    def _open(self, number: int, call: p.Call) -> None:
+        shard = self.shards[number]
+        if isinstance(call, p.ReadFile) and call.local_paths:
+            self.saving.update(zip(call.indices, call.local_paths))
+        payload = self.encoder.encode(call)
         try:
-            for number, shard_indices in involved.items():
-                shard = self.shards[number]
-                if shard.losses >= local.MAX_LOSSES:
-                    gathered.fail(shard_indices, f"the actor for these hosts was lost {shard.losses} calls in a "
-                                  f"row, so it is not started again (last: {shard.last_loss}); close and recreate "
-                                  "the MultiConnection to try again")
-                    continue
-                share = max(1, budget * len(shard_indices) // total) if budget else 0
-                call = build(req, shard_indices, share)
-                if isinstance(call, p.ReadFile) and call.local_paths:
-                    saving.update(zip(call.indices, call.local_paths))
-                payload = self.encoder.encode(call)
-                try:
-                    self._ensure(shard)
-                    generator = shard.actor.handle.remote(payload, shard.assigned, self.window)
-                except ray.exceptions.RayError as exc:
-                    self._lose(shard, set(shard_indices), gathered, f"could not start or reach it ({_reason(exc)})")
-                    continue
-                streams[number] = _Stream(shard, payload, generator, set(shard_indices))
-            self._gather(req, streams, gathered, saving)
-        except BaseException:
-            for stream in streams.values():
-                _cancel(stream.generator)
-            self.abort()  # Ctrl-C or a bug: stop remote commands, leave no actor behind, never hang
-            raise
-        finally:
-            if gathered.learned:
-                record_host_keys(gathered.learned)
-        return gathered.results, gathered.seconds
+            self._ensure(shard)
+            generator = shard.actor.handle.remote(payload, shard.assigned, self.window)
+        except ray.exceptions.RayError as exc:
+            raise Lost(_reason(exc)) from None
+        self.streams[number] = _Stream(shard, payload, generator)
 
-    def _gather(self, req: int, streams: dict[int, _Stream], gathered: local._Gathered,
-                saving: dict[int, str]) -> None:
-        next_log = time.monotonic() + local.PROGRESS_EVERY
-        while streams:
-            by_generator = {id(s.generator): s for s in streams.values()}
-            generators = [s.generator for s in streams.values()]
-            ready, _ = ray.wait(generators, num_returns=1, timeout=min(1.0, local.STALL_LIMIT))
-            if ready and len(generators) > 1:  # every shard with a batch waiting, not only the first
-                ready, _ = ray.wait(generators, num_returns=len(generators), timeout=0)
-            for generator in ready:
-                stream = by_generator[id(generator)]
-                stream.heard = time.monotonic()
-                if not self._receive(stream, req, gathered, saving):
-                    streams.pop(stream.shard.number, None)
-            now = time.monotonic()
-            stalled = [s for s in streams.values() if (now - s.born > self.engine.start_timeout if s.shard.fresh
-                                                       else now - s.heard > local.STALL_LIMIT)]
-            if stalled:  # a batch already waiting (the parent itself was held up) proves the actor alive
-                unread, _ = ray.wait([s.generator for s in stalled], num_returns=len(stalled), timeout=0)
-                unread_ids = {id(g) for g in unread}
-                for stream in (s for s in stalled if id(s.generator) not in unread_ids):
-                    streams.pop(stream.shard.number)
-                    _cancel(stream.generator)
-                    if stream.shard.fresh:
-                        where = f" on a node labelled {self.engine.label}={stream.shard.region}" \
-                            if stream.shard.region is not None else ""
-                        why = f"its Ray actor did not start{where} within {self.engine.start_timeout:g} seconds"
-                    else:
-                        why = f"it sent nothing for {local.STALL_LIMIT:g} seconds (stopped or stuck)"
-                    self._lose(stream.shard, stream.pending, gathered, why)
-            if now >= next_log:
-                log.info("hussh: %d/%d hosts done", len(gathered.results), gathered.total)
-                next_log += local.PROGRESS_EVERY
+    def _wait(self, numbers: Collection[int], timeout: float) -> list[tuple[int, list[p.Reply], str]]:
+        streams = [self.streams[n] for n in numbers]
+        generators = [s.generator for s in streams]
+        ready, _ = ray.wait(generators, num_returns=1, timeout=timeout)
+        if ready and len(generators) > 1:  # every shard with a batch waiting, not only the first
+            ready, _ = ray.wait(generators, num_returns=len(generators), timeout=0)
+        by_generator = {id(s.generator): s for s in streams}
+        return [self._receive(by_generator[id(generator)]) for generator in ready]
 
-    def _receive(self, stream: _Stream, req: int, gathered: local._Gathered, saving: dict[int, str]) -> bool:
-        """Take the next batch of ``stream``; return False once its shard finished the call or was lost."""
+    def _receive(self, stream: _Stream) -> tuple[int, list[p.Reply], str]:
+        """The next batch of ``stream``: its messages, after writing its file pieces; or why it is lost."""
         shard = stream.shard
         try:
             files, frames = ray.get(next(stream.generator))
             shard.fresh = False
             messages = decode_frames(frames, self.max_reply)
         except StopIteration:
-            self._lose(shard, stream.pending, gathered, "its call ended without finishing")
-            return False
+            return shard.number, [], "its call ended without finishing"
         except ray.exceptions.RayError as exc:
             if shard.fresh and stream.placed < MAX_PLACEMENTS and self._never_started(shard) \
                     and self._place_again(stream, exc):
-                return True
-            self._lose(shard, stream.pending, gathered, _reason(exc))
-            return False
+                return shard.number, [], ""
+            return shard.number, [], _reason(exc)
         except (ValueError, TypeError) as exc:
-            self._lose(shard, stream.pending, gathered, f"it sent {exc}")
-            return False
+            return shard.number, [], f"it sent {exc}"
+        asked = self.pending.get(shard.number, set())
         for index, data in files:
-            if index not in saving or index not in stream.pending:
-                self._lose(shard, stream.pending, gathered, f"it sent a file for host {index}, "
-                           "which it was not asked for")
-                return False
-            _write_piece(stream, index, saving[index], data)
-        for message in messages:
-            if message.req != req or isinstance(message, p.Alive):
-                continue
-            if isinstance(message, p.CallDone):
-                shard.losses = 0
-                if stream.pending:
-                    gathered.fail(stream.pending, "the worker finished the call without a result for this host")
-                return False
-            if isinstance(message, p.KeyLearned):
-                try:
-                    gathered.learned.append(local.learned_key(shard.hosts, message))
-                except ValueError as exc:
-                    self._lose(shard, stream.pending, gathered, str(exc))
-                    return False
-                continue
-            if message.index not in stream.pending:
-                self._lose(shard, stream.pending, gathered, f"it answered for host {message.index}, "
-                           "which it was not asked about")
-                return False
-            if message.index in saving and message.status == 0 and message.index not in stream.written:
-                self._lose(shard, stream.pending, gathered, f"it finished host {message.index} without its file")
-                return False
-            stream.pending.discard(message.index)
-            if message.index in stream.refused:
-                error = stream.refused[message.index]
-                message = msgspec.structs.replace(message, stdout=b"", stderr=describe(error).encode(errors="replace"),
-                                                  status=-1, error=type(error).__name__)
-            gathered.add(message)
-        return True
+            if index not in self.saving or index not in asked:
+                return shard.number, [], f"it sent a file for host {index}, which it was not asked for"
+            _write_piece(stream, index, self.saving[index], data)
+        return shard.number, messages, ""
+
+    def _check(self, number: int, done: p.HostDone) -> p.HostDone:
+        stream = self.streams[number]
+        if done.index in self.saving and done.status == 0 and done.index not in stream.written:
+            raise Lost(f"it finished host {done.index} without its file")
+        error = stream.refused.get(done.index)
+        if error is not None:
+            done = msgspec.structs.replace(done, stdout=b"", stderr=describe(error).encode(errors="replace"),
+                                           status=-1, error=type(error).__name__)
+        return done
+
+    def _unread(self, numbers: Collection[int]) -> set[int]:
+        streams = [self.streams[n] for n in numbers]
+        unread, _ = ray.wait([s.generator for s in streams], num_returns=len(streams), timeout=0)
+        ids = {id(g) for g in unread}
+        return {s.shard.number for s in streams if id(s.generator) in ids}
+
+    def _stall(self, number: int, silent: float) -> str:
+        stream = self.streams[number]
+        shard = stream.shard
+        if not shard.fresh:
+            return super()._stall(number, silent)
+        if time.monotonic() - stream.born <= self.engine.start_timeout:
+            return ""
+        where = f" on a node labelled {self.engine.label}={shard.region}" if shard.region is not None else ""
+        return f"its Ray actor did not start{where} within {self.engine.start_timeout:g} seconds"
+
+    def _halt(self, number: int, message: p.Halt) -> None:
+        actor = self.shards[number].actor
+        if actor is not None:
+            with contextlib.suppress(Exception):
+                actor.halt.remote(self.encoder.encode(message))
+
+    def _shipped(self, number: int) -> Mapping[int, ConnectSpec]:
+        return self.shards[number].hosts
+
+    def _interrupted(self) -> None:
+        for stream in self.streams.values():
+            _cancel(stream.generator)
+        self.abort()
+
+    def _owned(self) -> bool:
+        return os.getpid() == self.owner
 
     def _never_started(self, shard: _Shard) -> bool:
         """Whether ``shard``'s actor died before it took its hosts (``handle`` waits for ``assign``,
@@ -623,7 +582,7 @@ class RayPool:
         engine = self.engine
         hosts = [(i, _on_node(finalized(self.specs[i]), engine.agent)) for i in shard.indices]
         shard.hosts = dict(hosts)
-        assign = local.shard_assign(hosts, shard.share, self.retry.shared_by(self.count), ship_keys=engine.ship_keys)
+        assign = shard_assign(hosts, shard.share, self.retry.shared_by(self.count), ship_keys=engine.ship_keys)
         shard.actor = RemoteShard.options(**self._placement(shard)).remote(f"{self.tag}-{shard.number}")
         shard.assigned = shard.actor.assign.remote(self.encoder.encode(assign))
         shard.fresh = True
@@ -650,19 +609,19 @@ class RayPool:
             return {"scheduling_strategy": "SPREAD"}
         return {"label_selector": {label: shard.region}}
 
-    def _lose(self, shard: _Shard, indices: set[int], gathered: local._Gathered, reason: str) -> None:
-        """``shard``'s actor is gone or broken: kill it, fail its unfinished hosts, re-create it next call
-        (elsewhere if another node can take it)."""
+    def _drop(self, number: int, reason: str) -> str:
+        """Kill lost shard ``number``'s actor; it is re-created on the next call (elsewhere if another
+        node can take it)."""
+        shard = self.shards[number]
+        stream = self.streams.get(number)
+        if stream is not None:
+            _cancel(stream.generator)
         node = self._node_of(shard)
         if node:
             shard.avoid.add(node)
         reason = f"{reason}{self._where(shard)}"
         self._kill(shard)
-        shard.losses += 1
-        shard.last_loss = reason
-        gathered.fail(indices, f"shard actor lost before this host finished: {reason}")
-        log.warning("hussh: shard %d lost (%s); %d host(s) failed, it is re-created on the next call",
-                    shard.number, reason, len(indices))
+        return reason
 
     @staticmethod
     def _node_of(shard: _Shard) -> str:
@@ -722,24 +681,13 @@ class RayPool:
         for shard in live:
             self._kill(shard)
 
-    def shutdown(self, grace: float = local.SHUTDOWN_GRACE) -> None:
+    def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Ask every actor to disconnect its hosts, then kill it (after ``grace`` seconds at most)."""
         self._stop(None, grace)
 
     def abort(self) -> None:
         """Stop now: calls in progress are cancelled (remote commands get KILL), actors killed after ``ABORT_WAIT``."""
-        self._stop(ABORT_GRACE, local.ABORT_WAIT)
-
-    def release(self) -> None:
-        """``shutdown`` for garbage collection and interpreter exit; a call still running elsewhere is aborted."""
-        if self.lock.acquire(blocking=False):
-            try:
-                if not self.calling:
-                    self.shutdown()
-                    return
-            finally:
-                self.lock.release()
-        self.abort()
+        self._stop(ABORT_GRACE, ABORT_WAIT)
 
 
 def _cancel(generator: Any) -> None:
