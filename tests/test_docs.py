@@ -88,6 +88,7 @@ def docs_home(fleet, isolated_home, tmp_path, monkeypatch) -> Path:
     hosts = "".join(f"Host {name}\n    HostName {address}\n" for name, address in zip(NAMES, fleet.addresses))
     (ssh / "config").write_text(
         f"{hosts}Host bastion\n    HostName {fleet.addresses[0]}\n"
+        "Host down1\n    HostName 127.0.0.1\n    Port 1\n"  # a host that is down: its port refuses
         f"Host *\n    User {KEY_USER}\n    Port {fleet.port}\n    IdentityFile {key}\n"
     )
     runtime = tmp_path / "runtime"  # `python -m hussh.testing up` keeps its record here, apart from other runs'

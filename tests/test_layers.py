@@ -30,11 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RANKS = {"base": 0, "transport": 1, "engine": 2, "api": 3}
 
 LAYERS = {
-    "base": {"hussh.errors", "hussh._result", "hussh.hostlist", "hussh._fast_import"},
+    "base": {"hussh.errors", "hussh._result", "hussh.hostlist", "hussh._fast_import", "hussh.rollout"},
     "transport": {"hussh.aio", "hussh._connector", "hussh._spec", "hussh._config", "hussh._credentials",
                   "hussh._known_hosts", "hussh._bastions", "hussh._asyncssh_internals", "hussh._stall",
                   "hussh._local_files", "hussh._loop", "hussh._remote_copy", "hussh._scp", "hussh._shell",
-                  "hussh._sftp_dirs"},
+                  "hussh._sftp_dirs", "hussh._resolve"},
     "api": {"hussh", "hussh.__main__", "hussh._sync", "hussh.multi_conn", "hussh._views", "hussh.cli",
             "hussh.journal", "hussh.inventory", "hussh._inventory_formats", "hussh._inventory_yaml", "hussh.ray"},
 }
