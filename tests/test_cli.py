@@ -350,7 +350,8 @@ def test_version_and_help():
 
 
 def test_fleet_says_so_when_the_testing_tool_is_missing(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "hussh.testing", None)  # import hussh.testing now fails
+    monkeypatch.setitem(sys.modules, "hussh.testing", None)  # import hussh.testing now fails,
+    monkeypatch.setitem(sys.modules, "hussh.testing.cli", None)  # even when an earlier test imported it
     assert cli.main(["fleet", "up"]) == 2
     assert capsys.readouterr().err == "hussh fleet: not available: this installation has no hussh.testing.cli\n"
 
