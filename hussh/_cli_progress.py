@@ -8,13 +8,20 @@ directly, inheriting the logging set up for ``-v``. The bar is redrawn as each h
 while none does, every ``TICK`` seconds by a SIGALRM interval timer, in the main thread between two
 bytecodes (no thread; forked workers do not inherit the timer): elapsed time, rate and ETA move
 until the last host ends.
+
+``listing_on_request`` prints the hosts still running on SIGUSR1, SIGINFO or ``Enter``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import select
 import signal
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, TextIO
 
@@ -70,3 +77,92 @@ class ProgressBar:
             signal.signal(signal.SIGALRM, self._previous if self._previous is not None else signal.SIG_DFL)
         self._drawing = True
         self._bar.close()
+
+
+@contextlib.contextmanager
+def listing_on_request(show: Callable[[], None], stdin: TextIO | None = None) -> Iterator[None]:
+    """While the block runs, ``show()`` on SIGUSR1, on SIGINFO (Ctrl-T, where the platform has it) and,
+    when stdin is the terminal we run in the foreground of, on ``Enter``; stdin is never read otherwise
+    (then it may be the hosts' input)."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live there only
+        yield
+        return
+    names = ["SIGUSR1", "SIGINFO"]
+    previous = {name: signal.signal(getattr(signal, name), lambda signum, frame: show())
+                for name in names if hasattr(signal, name)}
+    keys = EnterKey(sys.stdin if stdin is None else stdin, show)
+    try:
+        keys.start()
+        yield
+    finally:
+        keys.stop()
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+
+class EnterKey:
+    """``Enter`` on the terminal calls ``show()``, as in clush: the terminal sends SIGIO when a line is
+    typed (no thread, no polling), echo is off meanwhile so the key does not move the output, and the
+    terminal's modes and flags are restored after."""
+
+    def __init__(self, stdin: TextIO, show: Callable[[], None]) -> None:
+        self._show = show
+        self._fd = -1
+        self._modes: list[Any] | None = None
+        self._flags = 0
+        self._previous: Any = None
+        try:
+            fd = stdin.fileno()
+        except (AttributeError, ValueError, OSError):  # replaced or closed stdin: no terminal to listen to
+            return
+        if os.isatty(fd) and foreground(fd):
+            self._fd = fd
+
+    def start(self) -> None:
+        if self._fd < 0:
+            return
+        import termios  # noqa: PLC0415 - POSIX only, like the rest of the command line
+
+        self._flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+        self._modes = termios.tcgetattr(self._fd)
+        quiet = list(self._modes)
+        quiet[3] &= ~(termios.ECHO | termios.ECHONL)
+        termios.tcsetattr(self._fd, termios.TCSANOW, quiet)
+        self._previous = signal.signal(signal.SIGIO, self._typed)
+        fcntl.fcntl(self._fd, fcntl.F_SETOWN, os.getpid())
+        fcntl.fcntl(self._fd, fcntl.F_SETFL, self._flags | os.O_ASYNC)
+
+    def _typed(self, signum: int, frame: FrameType | None) -> None:
+        """Read what was typed (complete lines: the terminal is in line mode) and list once per ``Enter``."""
+        if not foreground(self._fd):  # put in the background since: reading would stop us (SIGTTIN)
+            return
+        lines = 0
+        while select.select([self._fd], [], [], 0)[0]:
+            typed = os.read(self._fd, 4096)
+            if not typed:  # end of input (Ctrl-D)
+                break
+            lines += typed.count(b"\n")
+        for _ in range(lines):
+            self._show()
+
+    def stop(self) -> None:
+        if self._modes is None:
+            return
+        import termios  # noqa: PLC0415 - see start()
+
+        fcntl.fcntl(self._fd, fcntl.F_SETFL, self._flags)
+        signal.signal(signal.SIGIO, self._previous if self._previous is not None else signal.SIG_DFL)
+        ttou = signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # in the background by now: restore all the same
+        try:
+            termios.tcsetattr(self._fd, termios.TCSANOW, self._modes)
+        finally:
+            signal.signal(signal.SIGTTOU, ttou)
+        self._modes = None
+
+
+def foreground(fd: int) -> bool:
+    """Whether our process group owns the terminal ``fd`` (else reading it stops us)."""
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ._cli_args import UsageError, connect, fail, fetched_as, parse, rollout_of
 from ._cli_output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Display, prefixed
+from ._cli_progress import listing_on_request
 from ._cli_runs import replay, runs, setup
 from .multi_conn import MultiConnection, MultiResult, OnTimedResult
 
@@ -127,17 +128,15 @@ def perform(mc: MultiConnection, operation: Operation, args: argparse.Namespace)
                       errdir=Path(errdir) if errdir else None, prefix=not args.no_prefix, status=mc.status)
     started = time.monotonic()
     interrupted = False
-    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: display.running())
     try:
-        operation(display.host)
+        with listing_on_request(display.running):  # SIGUSR1, SIGINFO, Enter on the terminal
+            operation(display.host)
     except KeyboardInterrupt:  # the pool has already stopped every worker
         interrupted = True
     except ValueError as exc:  # raised before anything ran (e.g. a file too large for put)
         display.close()
         mc.close()
         return fail(UsageError(f"hussh: {exc}"))
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
     try:
         status = display.finish(hosts, time.monotonic() - started, interrupted)
         return largest_status(display) if args.max_status and not interrupted else status

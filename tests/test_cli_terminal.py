@@ -128,3 +128,31 @@ def test_ask_pass_prompts_once_on_the_terminal(term, fleet, tmp_path):
     assert PASSWORD not in screen.replace(f"{PASSWORD_USER}\n", "").replace(f": {PASSWORD_USER}", "")
     assert sorted(re.findall(r"^(127\.77\.0\.\d): hussh$", screen, re.MULTILINE)) == fleet.addresses
     assert screen.count("Password:") == 1
+
+
+def test_enter_lists_the_running_hosts_without_disturbing_the_output(term, fleet, conn, remote_dir, tmp_path):
+    """``Enter`` (as in clush) prints the hosts still running with how long each has been going; the key
+    is not echoed, every host's output and the summary come through whole, and echo is back after."""
+    flag = remote_dir / "go"
+    term.start(["run", "-w", fold(fleet.addresses), *conn, "-u", "60",
+                f"touch {remote_dir}/$$.started; {waiting_for(flag)}"], tmp_path)
+    deadline = time.monotonic() + 20
+    while len(list(remote_dir.glob("*.started"))) < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for _ in range(20):  # again until hussh has heard every host start (its Started frames)
+        term.send("Enter")
+        screen = term.wait_screen(r"^hussh: \d host\(s\) running, slowest first:$")
+        if "hussh: 4 host(s)" in screen:
+            break
+        time.sleep(0.1)
+    listed = re.findall(r"^  (127\.77\.0\.\d): (\d+\.\d) s$", screen, re.MULTILINE)
+    assert sorted(host for host, _ in listed) == fleet.addresses
+    flag.touch()
+    screen = term.wait_screen(r"^EXIT=0$")
+    assert sorted(re.findall(r"^(127\.77\.0\.\d): done$", screen, re.MULTILINE)) == fleet.addresses
+    assert re.search(r"^4 ok in \d+\.\d s$", screen, re.MULTILINE)
+    assert "hosts, " not in screen  # an echoed newline would have left a copy of the bar behind
+    assert "\n\n" not in screen.split("EXIT=0")[0].strip()
+    term.send("echoed-again")  # no Enter: the terminal echoes it (`cat` after us has not read it yet)
+    term.wait_screen(r"^echoed-again$")
