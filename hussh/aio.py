@@ -26,6 +26,7 @@ from ._known_hosts import warn_changed_key
 from ._local_files import create, download, file_perms
 from ._result import RawResult, SSHResult, text
 from ._sftp_dirs import get_dir, put_dir
+from ._shared_output import OutputStream
 from ._spec import (
     DEFAULT_MAX_OUTPUT,
     DEFAULT_PORT,
@@ -493,12 +494,13 @@ class OutputBudget:
 
 
 class _CommandSession(asyncssh.SSHClientSession[bytes]):
-    """Collects one command's output in one buffer per stream, stopping it past ``limit`` bytes
-    (or when the call's shared ``budget`` runs out); asyncssh's own buffer stays within its window."""
+    """Collects one command's output per stream, stopping it past ``limit`` bytes (or when the call's
+    shared ``budget`` runs out); asyncssh's own buffer stays within its window. Outputs alike are held
+    once across the commands running at a time (``OutputStream``); each still counts its own bytes."""
 
     def __init__(self, limit: int, budget: OutputBudget | None = None) -> None:
-        self.stdout = bytearray()
-        self.stderr = bytearray()
+        self.stdout = OutputStream()
+        self.stderr = OutputStream()
         self.size = 0
         self.limit = limit
         self.budget = budget
@@ -544,14 +546,12 @@ class _CommandSession(asyncssh.SSHClientSession[bytes]):
             self.finished.set_result(exc)
 
     def raw(self, status: int | None = None, stopped: type[HusshError] | None = None, reason: str = "") -> RawResult:
-        """The output as received, with why the command was ``stopped`` if it was; the buffers are
-        released stream by stream, so the output is held once (plus one stream's copy meanwhile)."""
+        """The output as received, with why the command was ``stopped`` if it was; each stream's hold
+        is released as it is taken, and outputs alike are one object."""
         if status is None:
             status = self.status if self.status is not None else _signal_status(self.signal)
-        stdout = bytes(self.stdout)
-        self.stdout = bytearray()
-        stderr = bytes(self.stderr)
-        self.stderr = bytearray()
+        stdout = self.stdout.take()
+        stderr = self.stderr.take()
         return RawResult(stdout, stderr, status, stopped.__name__ if stopped else "", reason)
 
 

@@ -52,7 +52,6 @@ CONNECT_FAILURES = (ConnectError, ConnectTimeout, AuthenticationError, ConfigErr
 """Failures that happen before anything ran on the host: remembered for the cool-down."""
 _TRANSIENT = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH, errno.ENETUNREACH}
 ABORT_GRACE = 1.0  # seconds an aborting worker gives its connections to carry the remote kills out
-HOST_DONE_OVERHEAD = 1024  # bytes a HostDone frame takes beyond its output (more is fine: the buffer grows)
 
 
 def raise_fd_limit() -> int:
@@ -458,18 +457,17 @@ async def serve(read_fd: int, write_fd: int) -> None:
     out, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(write_fd, "wb", 0))
     encoder = msgspec.msgpack.Encoder()
     frames = p.FrameDecoder(p.Request, p.MAX_REQUEST)
-    outbox: list[bytearray] = []
+    outbox: list[bytes | bytearray] = []
 
     def flush() -> None:
-        out.writelines(outbox)  # not joined first: that would copy a host's output once more
+        out.writelines(outbox)  # not joined first: that would copy a host's output once per host
         outbox.clear()
 
     def emit(message: p.HostDone | p.Started | p.KeyLearned | p.Alive | p.CallDone) -> None:
         """Queue a frame; frames queued in one loop turn go out together (fewer parent wake-ups)."""
         if not outbox:
             loop.call_soon(flush)
-        size = len(message.stdout) + len(message.stderr) + HOST_DONE_OVERHEAD if type(message) is p.HostDone else 0
-        outbox.append(p.encode_frame(encoder, message, size))
+        outbox.extend(p.encode_frame(encoder, message))
 
     def stop_if_crashed(task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -210,14 +210,29 @@ def frame(payload: bytes) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
-def encode_frame(encoder: msgspec.msgpack.Encoder, message: object, size_hint: int = 0) -> bytearray:
-    """``frame(encoder.encode(message))`` in one buffer: a large output is copied once, not twice.
+def encode_frame(encoder: msgspec.msgpack.Encoder, message: object) -> list[bytes | bytearray]:
+    """``frame(encoder.encode(message))`` as pieces to write in order, a host's output among them
+    as it is: never copied per host, so outputs alike (one object, see hussh._shared_output) are
+    held once while their frames wait to be written."""
+    if type(message) is not HostDone or len(message.stdout) + len(message.stderr) < _SPLICE_FROM:
+        payload = encoder.encode(message)
+        return [HEADER.pack(len(payload)) + payload]
+    rest = encoder.encode(msgspec.structs.replace(message, stdout=b"", stderr=b""))
+    at = 1 + sum(len(encoder.encode(field)) for field in (_HOST_DONE_TAG, message.req, message.index))
+    assert rest[at:at + 4] == _TWO_EMPTY, "HostDone's fields moved: splice at the wrong place"
+    stdout_head, stderr_head = _bin_header(len(message.stdout)), _bin_header(len(message.stderr))
+    size = len(rest) - 4 + len(stdout_head) + len(message.stdout) + len(stderr_head) + len(message.stderr)
+    return [HEADER.pack(size) + rest[:at] + stdout_head, message.stdout, stderr_head, message.stderr, rest[at + 4:]]
 
-    ``size_hint``: the bytes the message will take, so the buffer never grows (and briefly doubles)."""
-    buffer = bytearray(HEADER.size + size_hint)
-    encoder.encode_into(message, buffer, HEADER.size)
-    HEADER.pack_into(buffer, 0, len(buffer) - HEADER.size)
-    return buffer
+
+_SPLICE_FROM = 1 << 16  # smaller outputs: one piece, copied (cheaper than five writes)
+_HOST_DONE_TAG = HostDone.__struct_config__.tag
+_TWO_EMPTY = b"\xc4\x00\xc4\x00"  # msgpack bin8 of b"" twice: stdout and stderr left empty
+
+
+def _bin_header(size: int) -> bytes:
+    """The msgpack bin32 header of ``size`` bytes (valid for any size a frame may hold)."""
+    return b"\xc6" + size.to_bytes(4, "big")
 
 
 class FrameDecoder(Generic[M]):
