@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -81,8 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=2291)
     parser.add_argument("--octet", type=int, default=93, help="fleet addresses are 127.<octet>.0.x")
     args = parser.parse_args(argv)
-    size = int(args.mb * 1_000_000)
     work = Path(tempfile.mkdtemp(prefix="hussh-gather-"))
+    try:
+        return _run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, work: Path) -> int:
+    """Both ways against one fleet, the shared file and the home in ``work``."""
+    size = int(args.mb * 1_000_000)
     shared = work / "output"
     shared.write_bytes(b"hussh gathering output line\n" * (size // 28 + 1))
     shared.chmod(0o644)
