@@ -23,6 +23,7 @@ from .errors import (  # noqa: E402
     HusshError,
     HusshTimeout,
     OutputLimitExceeded,
+    SudoError,
     TransferStalled,
     WorkerLost,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "OutputLimitExceeded",
     "Retry",
     "SSHResult",
+    "SudoError",
     "TransferStalled",
     "WorkerLost",
 ]

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ._cli_args import UsageError, connect, fail, parse
+from ._cli_input import how_to_run
 from ._cli_output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Display, prefixed
 from ._cli_runs import replay, runs, setup
 from .multi_conn import MultiConnection, MultiResult, OnTimedResult
@@ -87,7 +88,8 @@ def prepare(mc: MultiConnection, args: argparse.Namespace) -> Operation:
         command = " ".join(args.cmd)
         make_dir(args.outdir)
         make_dir(args.errdir)
-        return lambda on_host: mc.execute(command, on_timed_result=on_host)
+        how = how_to_run(args)  # stdin read and sudo password asked before any host starts
+        return lambda on_host: mc.execute(command, on_timed_result=on_host, **how)
     if args.command == "put":
         try:
             with open(args.local, "rb"):

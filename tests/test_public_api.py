@@ -35,6 +35,7 @@ EXPECTED_ALL = {
     "OutputLimitExceeded",
     "Retry",
     "SSHResult",
+    "SudoError",
     "TransferStalled",
     "WorkerLost",
 }
