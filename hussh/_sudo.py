@@ -1,6 +1,6 @@
 """Running a command through ``sudo`` and answering its password prompt, once, without showing it.
 
-The command becomes ``sudo -S -p PROMPT -- sh -c 'printf READY >&2; exec sh -c "$1"' hussh-sudo CMD``
+The command becomes ``sudo -S -p PROMPT -- sh -c 'printf READY >&2; RELAY' hussh-sudo CMD``
 (``-n`` instead of ``-S -p PROMPT`` when no password was given), where ``PROMPT`` and ``READY``
 carry a random token of the call. Until ``READY`` arrives on stderr, stderr is sudo's own: the
 password is written once, when ``PROMPT`` appears, and never otherwise (so a NOPASSWD rule never
@@ -13,6 +13,13 @@ from __future__ import annotations
 
 import secrets
 import shlex
+
+_RELAY = ("trap 'trap \"\" TERM; kill -TERM 0; sleep 1; kill -KILL 0' TERM; "
+          "exec 3<&0; sh -c \"$1\" <&3 3<&- & wait $!")
+"""Run the command as a child and, on TERM, end its whole process group (TERM, then KILL a second later).
+sudo relays TERM to its child alone, and cannot relay KILL; OpenSSH's ``killpg``, sent as the login
+user, cannot reach a command sudo runs as another. ``<&3``: a background command's stdin would
+otherwise be /dev/null."""
 
 PREAMBLE_LIMIT = 64 << 10
 """Bytes sudo may write to stderr before the command starts; more is refused (a host flooding us)."""
@@ -40,7 +47,7 @@ class SudoGate:
     def wrap(self, command: str) -> str:
         """``command`` run through sudo, announcing on stderr that sudo let it start."""
         flags = f"-S -p {shlex.quote(self.prompt.decode())}" if self.password is not None else "-n"
-        inner = f"printf '%s\\n' {shlex.quote(self.ready.decode().rstrip())} >&2; exec sh -c \"$1\""
+        inner = f"printf '%s\\n' {shlex.quote(self.ready.decode().rstrip())} >&2; {_RELAY}"
         return f"sudo {flags} -- sh -c {shlex.quote(inner)} hussh-sudo {shlex.quote(command)}"
 
     def feed(self, data: bytes) -> tuple[bytes, bool]:
