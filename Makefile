@@ -12,6 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	@command -v unshare >/dev/null && command -v nsenter >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux mount >/dev/null; }
 	@if [ -n "$(DOCKER_UP)" ] && ! command -v iptables >/dev/null; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null; fi
 	@if [ -n "$(DOCKER_UP)" ] && ! command -v docker-compose >/dev/null && ! docker compose version >/dev/null 2>&1; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; fi
+	@command -v sudo >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sudo >/dev/null; }  # the fleet's sudo tests
 	@command -v tmux >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null; }  # the CLI's terminal tests
 	@if [ -n "$(DOCKER_UP)" ] && ! command -v debootstrap >/dev/null; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; fi
 	@test -x $(PY) || python3 -m venv $(VENV)

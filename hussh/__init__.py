@@ -24,6 +24,7 @@ from .errors import (  # noqa: E402
     HusshTimeout,
     OutputLimitExceeded,
     ResolveError,
+    SudoError,
     TransferStalled,
     WorkerLost,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "Retry",
     "Rollout",
     "SSHResult",
+    "SudoError",
     "TransferStalled",
     "WorkerLost",
 ]

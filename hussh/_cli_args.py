@@ -311,6 +311,20 @@ def rollout_of(args: argparse.Namespace) -> Rollout | None:
         raise UsageError(f"hussh: {exc}") from None
 
 
+def _command_options(run: Parser) -> None:
+    """``run``'s stdin and sudo options (hussh/_cli_input.py uses them)."""
+    how = run.add_argument_group("command input and sudo")
+    stdin = how.add_mutually_exclusive_group()
+    stdin.add_argument("--stdin", dest="stdin_file", metavar="FILE",
+                       help="send FILE to every command's stdin ('-': hussh's stdin); by default hussh's stdin "
+                            "is sent when it is not a terminal, else nothing; the commands then see end of file")
+    stdin.add_argument("--nostdin", "--no-stdin", dest="no_stdin", action="store_true",
+                       help="send nothing on the commands' stdin, even when hussh's is not a terminal (clush's name)")
+    how.add_argument("--sudo", action="store_true",
+                     help="run the command through sudo; its password from $HUSSH_SUDO_PASSWORD, else asked once")
+    how.add_argument("-m", "--mode", dest="run_mode", choices=["sudo"], help="clush's run mode: '-m sudo' is --sudo")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="hussh", description="Run commands, copy files and follow logs on many hosts over SSH.",
                     epilog="Exit status: 0 every host succeeded, 1 some host failed, 2 bad usage, 130 interrupted. "
@@ -323,6 +337,7 @@ def build_parser() -> Parser:
     run = commands.add_parser("run", parents=[hosts, _output_options(True), journal, rollout],
                               help="run a command on every host",
                               description="Run COMMAND on every host; output lines are prefixed 'host: '.")
+    _command_options(run)
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND",
                      help="the command (its words joined with spaces, as ssh does)")
     put = commands.add_parser("put", parents=[hosts, _output_options(False), journal, rollout, _copy_options("put")],

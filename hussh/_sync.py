@@ -65,10 +65,12 @@ class Connection:
     def __repr__(self) -> str:
         return repr(self._async).replace("AsyncConnection", "Connection", 1)
 
-    def execute(self, command: str, timeout: int | None = None) -> SSHResult:
-        """Run ``command``; ``timeout`` in milliseconds overrides the connection's."""
+    def execute(self, command: str, timeout: int | None = None, *, input: str | bytes | None = None,
+                sudo: bool = False, sudo_password: str | None = None) -> SSHResult:
+        """Run ``command``; ``timeout`` in milliseconds overrides the connection's. Its stdin gets
+        ``input``, then end of file; ``sudo``/``sudo_password``: see ``AsyncConnection.execute``."""
         seconds = None if timeout is None else timeout / 1000
-        return _loop.run(self._async.execute(command, seconds))
+        return _loop.run(self._async.execute(command, seconds, input=input, sudo=sudo, sudo_password=sudo_password))
 
     def sftp_read(self, remote_path: str, local_path: str | os.PathLike[str] | None = None) -> str | None:
         return _loop.run(self._async.sftp_read(remote_path, local_path))

@@ -38,12 +38,13 @@ from ._spec import (
     make_spec,
 )
 from ._stall import StallGuard, lost_error
-from .errors import CommandTimeout, ConnectionLost, HusshError, HusshTimeout, OutputLimitExceeded
+from ._sudo import SudoGate, check_password
+from .errors import CommandTimeout, ConnectionLost, HusshError, HusshTimeout, OutputLimitExceeded, SudoError
 
 if TYPE_CHECKING:
     from ._sync import Connection
 
-__all__ = ["AsyncConnection", "AsyncFileTailer", "AsyncInteractiveShell"]
+__all__ = ["AsyncConnection", "AsyncFileTailer", "AsyncInteractiveShell", "stop_abandoned"]
 
 SFTP_BLOCK, SFTP_REQUESTS = 65536, 16
 """SFTP writes in flight per host: 16 x 64 KiB. asyncssh's default (128 x ~255 KiB) holds the whole
@@ -52,6 +53,15 @@ and the fleet's CPU by ~40% at about the same wall time (scale/README.md, experi
 
 CLOSE_GRACE = 2.0
 """Seconds ``close()`` waits for the server to acknowledge the disconnect before dropping the socket."""
+
+STOP_GRACE = 0.4
+"""Seconds a stopped command gets between TERM and KILL (and after KILL, to confirm it ended)."""
+
+INPUT_CHUNK = 32 << 10
+"""Bytes of a command's stdin handed to asyncssh at a time: it copies what it is given, so the
+payload, shared by every host of a worker, is never copied whole per host."""
+
+Input = str | bytes | bytearray | memoryview
 
 
 class AsyncConnection:
@@ -169,30 +179,41 @@ class AsyncConnection:
         assert self._conn is not None
         return self._conn
 
-    async def execute(self, command: str, timeout: float | None = None, *,
-                      budget: OutputBudget | None = None) -> SSHResult:
+    async def execute(self, command: str, timeout: float | None = None, *, budget: OutputBudget | None = None,
+                      input: Input | None = None, sudo: bool = False, sudo_password: str | None = None) -> SSHResult:
         """Run ``command``; raise ``CommandTimeout`` (with the partial output) past ``timeout`` seconds.
 
-        Opening the session is bounded too, by the command's deadline or else the connect bound,
-        so a server that stops answering (paused, black-holed) cannot hang the call. Output past
-        ``max_output`` (or past what ``budget``, shared with other hosts, has left) stops the
-        command with ``OutputLimitExceeded``.
+        The command's stdin gets ``input`` (text is UTF-8 encoded), then end of file: a command
+        reading stdin never waits for more. With ``sudo=True`` it runs through ``sudo``, which gets
+        ``sudo_password`` if it asks (once: a refusal raises ``SudoError``, as does sudo asking
+        when no password was given). A command stopped (deadline, output bound, the caller giving
+        up) gets TERM, then KILL, on the host. Opening the session is bounded too, by the command's
+        deadline or else the connect bound, so a server that stops answering cannot hang the call.
+        Output past ``max_output`` (or past what ``budget``, shared with other hosts, has left)
+        stops the command with ``OutputLimitExceeded``.
         """
-        return _raise_stopped(await self.execute_raw(command, timeout, budget=budget)).decoded()
+        raw = await self.execute_raw(command, timeout, budget=budget, input=input, sudo=sudo,
+                                     sudo_password=sudo_password)
+        return _raise_stopped(raw).decoded()
 
-    async def execute_raw(self, command: str, timeout: float | None = None, *,
-                          budget: OutputBudget | None = None) -> RawResult:
+    async def execute_raw(self, command: str, timeout: float | None = None, *, budget: OutputBudget | None = None,
+                          input: Input | None = None, sudo: bool = False,
+                          sudo_password: str | None = None) -> RawResult:
         """``execute``, the output left as bytes and a command stopped by its deadline or output bound
-        returned with ``error`` and ``reason`` set instead of raised: what workers send on."""
+        (or refused by sudo) returned with ``error`` and ``reason`` set instead of raised: what workers
+        send on."""
+        check_password(sudo_password)
         conn = await self._connection()
         limit = self.spec.timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit if limit else None
         open_by = loop.time() + self.spec.connect_bound
-        session = _CommandSession(self.spec.max_output, budget)
+        gate = SudoGate(sudo_password) if sudo else None
+        session = _CommandSession(self.spec.max_output, budget, _as_bytes(input), gate)
+        remote = gate.wrap(command) if gate is not None else command
         try:
             async with asyncio.timeout_at(min(open_by, deadline or open_by)):
-                channel, _ = await conn.create_session(lambda: session, command, encoding=None)
+                channel, _ = await conn.create_session(lambda: session, remote, encoding=None)
         except TimeoutError:
             if deadline is not None and deadline <= open_by:
                 return session.raw(-1, CommandTimeout, f"command timed out after {limit:g} seconds{_via(self.spec)}")
@@ -204,20 +225,24 @@ class AsyncConnection:
         except (asyncssh.DisconnectError, asyncssh.ConnectionLost, OSError) as exc:
             self._drop()
             raise ConnectionLost(f"connection to {self.spec.address}{_via(self.spec)} lost: {exc}") from None
+        session.start()
         try:
             async with asyncio.timeout_at(deadline):
                 lost = await session.finished
         except TimeoutError:
-            _stop(channel)
-            return session.raw(-1, CommandTimeout, f"command timed out after {limit:g} seconds{_via(self.spec)}")
+            ended = await asyncio.shield(_stop(channel, session))
+            return session.raw(-1, CommandTimeout, f"command timed out after {limit:g} seconds{_via(self.spec)}"
+                               + ("; stopped it" if ended else _NOT_CONFIRMED))
         except BaseException:
-            _stop(channel)
+            _stop(channel, session)  # the caller gave up: end it on the host all the same (see stop_abandoned)
             raise
         if session.overflow:
             return session.raw(-1, OutputLimitExceeded, session.overflow_reason())
         if lost is not None:
             self._drop()
             raise ConnectionLost(f"connection to {self.spec.address}{_via(self.spec)} lost during the command: {lost}")
+        if gate is not None and not gate.started:
+            return session.raw(-1, SudoError, gate.reason(self.spec.address))
         return session.raw()
 
     async def _sftp_client(self) -> asyncssh.SFTPClient:
@@ -496,9 +521,13 @@ class OutputBudget:
 class _CommandSession(asyncssh.SSHClientSession[bytes]):
     """Collects one command's output per stream, stopping it past ``limit`` bytes (or when the call's
     shared ``budget`` runs out); asyncssh's own buffer stays within its window. Outputs alike are held
-    once across the commands running at a time (``OutputStream``); each still counts its own bytes."""
+    once across the commands running at a time (``OutputStream``); each still counts its own bytes.
 
-    def __init__(self, limit: int, budget: OutputBudget | None = None) -> None:
+    It feeds the command's stdin with ``stdin`` (a chunk at a time, as the channel drains) then end
+    of file; under sudo (``gate``), only once sudo has let the command start."""
+
+    def __init__(self, limit: int, budget: OutputBudget | None = None, stdin: bytes = b"",
+                 gate: SudoGate | None = None) -> None:
         self.stdout = OutputStream()
         self.stderr = OutputStream()
         self.size = 0
@@ -510,13 +539,57 @@ class _CommandSession(asyncssh.SSHClientSession[bytes]):
         self.signal: str | None = None
         self.channel: asyncssh.SSHClientChannel[bytes] | None = None
         self.finished: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        self.exited = asyncio.Event()  # exit status or signal received, or the channel closed
+        self.stdin = memoryview(stdin)
+        self.sent = 0
+        self.paused = self.started = False
+        self.gate = gate
 
     def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
         self.channel = chan
 
+    def start(self) -> None:
+        """The session is open: feed stdin now, or once sudo has let the command start."""
+        self.started = True
+        if self.gate is None or self.gate.started:
+            self.feed()
+
+    def feed(self) -> None:
+        """Write stdin while the channel takes it; end of file after the last byte."""
+        channel = self.channel
+        if channel is None or not self.started or channel.is_closing():
+            return
+        try:
+            while not self.paused and self.sent < len(self.stdin):
+                chunk = self.stdin[self.sent:self.sent + INPUT_CHUNK]
+                self.sent += len(chunk)
+                channel.write(chunk)  # asyncssh copies it
+            if self.sent >= len(self.stdin):
+                channel.write_eof()
+        except OSError:  # the command ended (or closed stdin) before reading all of it
+            self.sent = len(self.stdin)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self.feed()
+
     def data_received(self, data: bytes, datatype: int | None) -> None:
         if self.overflow:
             return
+        gate = self.gate
+        if gate is not None and not gate.started and datatype is not None:
+            data, answer = gate.feed(data)
+            if answer and self.channel is not None:
+                self.channel.write(gate.answer())
+            if gate.refused and self.channel is not None:
+                _stop(self.channel, self)
+            elif gate.started:
+                self.feed()
+            if not data:
+                return
         room = min(len(data), self.limit - self.size)
         if self.budget is not None:
             granted = self.budget.take(room)
@@ -525,7 +598,7 @@ class _CommandSession(asyncssh.SSHClientSession[bytes]):
         if len(data) > room:
             data, self.overflow = data[:room], True
             assert self.channel is not None
-            _stop(self.channel)
+            _stop(self.channel, self)
         self.size += len(data)
         (self.stdout if datatype is None else self.stderr).extend(data)
 
@@ -537,11 +610,14 @@ class _CommandSession(asyncssh.SSHClientSession[bytes]):
 
     def exit_status_received(self, status: int) -> None:
         self.status = status
+        self.exited.set()
 
     def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
         self.signal = signal
+        self.exited.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.exited.set()
         if not self.finished.done():
             self.finished.set_result(exc)
 
@@ -555,8 +631,11 @@ class _CommandSession(asyncssh.SSHClientSession[bytes]):
         return RawResult(stdout, stderr, status, stopped.__name__ if stopped else "", reason)
 
 
-_STOPPED: dict[str, type[CommandTimeout | OutputLimitExceeded]] = {
-    CommandTimeout.__name__: CommandTimeout, OutputLimitExceeded.__name__: OutputLimitExceeded}
+_STOPPED: dict[str, type[CommandTimeout | OutputLimitExceeded | SudoError]] = {
+    kind.__name__: kind for kind in (CommandTimeout, OutputLimitExceeded, SudoError)}
+
+_NOT_CONFIRMED = ("; the host did not confirm it ended (it may still run there: OpenSSH before 7.9, a forced "
+                  "command, or a process that left its process group)")
 
 
 def _raise_stopped(raw: RawResult) -> RawResult:
@@ -580,13 +659,51 @@ def _signal_status(name: str | None) -> int:
         return -1
 
 
-def _stop(channel: asyncssh.SSHClientChannel[bytes]) -> None:
-    """Kill the remote command (OpenSSH honours the ``signal`` request) and close its channel."""
-    try:
-        channel.send_signal("KILL")
-    except (OSError, asyncssh.Error):
-        pass
+_stopping: set[asyncio.Task[bool]] = set()
+
+
+def _stop(channel: asyncssh.SSHClientChannel[bytes], session: _CommandSession) -> asyncio.Task[bool]:
+    """End the remote command (in the background, so a cancelled caller need not wait): see ``_terminate``."""
+    task = asyncio.get_running_loop().create_task(_terminate(channel, session.exited))
+    _stopping.add(task)
+    task.add_done_callback(_stopping.discard)
+    return task
+
+
+async def _terminate(channel: asyncssh.SSHClientChannel[bytes], exited: asyncio.Event) -> bool:
+    """TERM the command's process group on the host (OpenSSH 7.9+ ``killpg``s it on a ``signal``
+    request), KILL it if it is still there ``STOP_GRACE`` seconds later, close the channel; whether
+    the host reported it ended. TERM first: sudo relays it to a command it runs as another user,
+    which a KILL of sudo itself would leave running."""
+    for name in ("TERM", "KILL"):
+        if exited.is_set():
+            break
+        try:
+            channel.send_signal(name)
+        except (OSError, asyncssh.Error):
+            break
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_GRACE):
+                await exited.wait()
     channel.close()
+    return exited.is_set()
+
+
+async def stop_abandoned(timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for the commands whose callers gave up (a cancelled ``execute``:
+    Ctrl-C, an aborted wave) to be ended on their hosts; call it before closing the connections,
+    which would otherwise cut the KILL off. Takes at most ``2 * STOP_GRACE`` when every host answers."""
+    if _stopping:
+        await asyncio.wait(set(_stopping), timeout=timeout)
+
+
+def _as_bytes(data: Input | None) -> bytes:
+    """A command's stdin as bytes (text UTF-8 encoded); kept as given when it already is bytes."""
+    if data is None:
+        return b""
+    if isinstance(data, str):
+        return data.encode()
+    return data if isinstance(data, bytes) else bytes(data)
 
 
 async def _open_with_size(sftp: asyncssh.SFTPClient, path: str) -> tuple[asyncssh.SFTPClientFile, int]:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ._cli_args import UsageError, connect, fail, fetched_as, parse, rollout_of
+from ._cli_input import how_to_run
 from ._cli_output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Display, prefixed
 from ._cli_progress import listing_on_request
 from ._cli_runs import replay, runs, setup
@@ -90,7 +91,8 @@ def prepare(mc: MultiConnection, args: argparse.Namespace) -> Operation:
         make_dir(args.outdir)
         make_dir(args.errdir)
         rollout = rollout_of(args)
-        return lambda on_host: mc.execute(command, on_timed_result=on_host, rollout=rollout)
+        how = how_to_run(args)  # stdin read and sudo password asked before any host starts
+        return lambda on_host: mc.execute(command, on_timed_result=on_host, rollout=rollout, **how)
     if args.command == "put":
         if os.path.isdir(args.local):
             if not args.recursive:

@@ -12,6 +12,7 @@
     │   ├── CommandTimeout               ``.result`` keeps the output received before the deadline
     │   └── TransferStalled              an SFTP/SCP operation received nothing for ``stall_timeout`` seconds
     ├── OutputLimitExceeded              ``.result`` keeps the first ``max_output`` bytes
+    ├── SudoError                        ``sudo=True``: sudo refused (wrong or missing password, not allowed)
     ├── WorkerLost                       the worker process that owned the host died
     └── PartialFailureException          raised by ``MultiResult.raise_if_any_failed()``
 
@@ -89,6 +90,16 @@ class TransferStalled(HusshTimeout):
 
 class OutputLimitExceeded(HusshError):
     """A command wrote more than ``max_output`` bytes; ``result`` holds the first ones."""
+
+    def __init__(self, message: str, result: SSHResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class SudoError(HusshError):
+    """``sudo`` did not start the command: a wrong or missing password, a user sudoers does not allow,
+    no sudo on the host. The command never ran (as opposed to running and failing); ``result`` holds
+    what it printed, which is nothing, and the message quotes sudo, never the password."""
 
     def __init__(self, message: str, result: SSHResult) -> None:
         super().__init__(message)

@@ -25,6 +25,7 @@ from ._config import ConfigResolver, SSHConfigArg
 from ._local_files import host_file_name
 from ._result import MAX_TEXT_WIDTH, SKIPPED, SSHResult
 from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, KEEPALIVE_NOT_GIVEN, ConnectSpec, HostKeyChecking, Retry, make_spec
+from ._sudo import check_password
 from ._sync import Connection
 from ._views import Group, Summary, group_results, json_line, summarize
 from .aio import AsyncConnection
@@ -360,29 +361,39 @@ class MultiConnection:
         return results
 
     def execute(self, command: str, timeout: float | None = None, *, on_result: OnResult | None = None,
-                on_timed_result: OnTimedResult | None = None, rollout: Rollout | None = None) -> MultiResult:
-        """Run ``command`` on every host; past ``timeout`` seconds a host gets ``status=-1`` with its partial output.
+                on_timed_result: OnTimedResult | None = None, rollout: Rollout | None = None,
+                input: str | bytes | None = None, sudo: bool = False,
+                sudo_password: str | None = None) -> MultiResult:
+        """Run ``command`` on every host; past ``timeout`` seconds a host gets ``status=-1`` with its partial output
+        (and the command is stopped there: TERM, then KILL).
 
         ``on_result(host, result)`` is called in this thread as each host finishes;
         ``on_timed_result(host, result, seconds)`` also gets the host's seconds. ``rollout``: a
         canary, waves and a failure budget (``hussh.Rollout``); hosts it never starts are skipped.
+        Every command's stdin gets ``input`` (the same bytes on every host; text UTF-8 encoded), then
+        end of file. ``sudo=True`` runs it through sudo, answering its prompt once with
+        ``sudo_password``; a host where sudo refuses gets ``status=-1`` and the ``SudoError`` kind.
         """
         return self._execute(dict.fromkeys(self._active, command), timeout, on_result, on_timed_result,
-                             Operation("command", command=command, timeout=timeout), rollout=rollout)
+                             Operation("command", command=command, timeout=timeout), rollout=rollout,
+                             how=_how(input, sudo, sudo_password))
 
     def execute_map(self, host_command_map: Mapping[str, str], timeout: float | None = None, *,
                     on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None,
-                    rollout: Rollout | None = None) -> MultiResult:
-        """Run a different command per host, only on the hosts in ``host_command_map`` (upstream's name)."""
+                    rollout: Rollout | None = None, input: str | bytes | None = None, sudo: bool = False,
+                    sudo_password: str | None = None) -> MultiResult:
+        """Run a different command per host, only on the hosts in ``host_command_map`` (upstream's name);
+        ``rollout``, ``input``, ``sudo`` and ``sudo_password`` as in ``execute``."""
         commands = {self._index[h]: c for h, c in self._check_hosts(host_command_map).items()}
         operation = Operation("command", commands=dict(host_command_map), timeout=timeout)
         return self._execute(dict(sorted(commands.items())), timeout, on_result, on_timed_result, operation,
-                             rollout=rollout)
+                             rollout=rollout, how=_how(input, sudo, sudo_password))
 
     def _execute(self, commands: dict[int, str], timeout: float | None, on_result: OnResult | None,
                  on_timed_result: OnTimedResult | None, operation: Operation,
-                 journaled: _Journaled | None = None, rollout: Rollout | None = None) -> MultiResult:
-        return self._run(calls.execute(commands, timeout), list(commands), on_result, on_timed_result,
+                 journaled: _Journaled | None = None, rollout: Rollout | None = None,
+                 how: _How = (b"", False, None)) -> MultiResult:
+        return self._run(calls.execute(commands, timeout, *how), list(commands), on_result, on_timed_result,
                          journaled or self._journaled(operation), rollout)
 
     def sftp_write(self, local_path: str | os.PathLike[str], remote_path: str | None = None, *,
@@ -751,3 +762,23 @@ def _unique_keys(names: list[str], specs: list[ConnectSpec]) -> list[str]:
         keys = [widen(s) if seen[k] > 1 else k for k, s in zip(keys, specs)]
     duplicates = sorted({k for k in keys if keys.count(k) > 1})
     raise ValueError(f"the same connection was given more than once: {', '.join(duplicates)}")
+
+
+_How = tuple[bytes, bool, str | None]
+"""How commands run beyond the command itself: (stdin, sudo, sudo_password), ``p.Execute``'s last fields."""
+
+
+def _how(input: str | bytes | None, sudo: bool, sudo_password: str | None) -> _How:
+    """Check and encode ``execute``'s stdin and sudo options once, in the caller, for every worker."""
+    stdin = input.encode() if isinstance(input, str) else bytes(input or b"")
+    if len(stdin) > MAX_STDIN:
+        raise ValueError(f"input is sent to each worker in one request; {len(stdin)} bytes is over its "
+                         f"{MAX_STDIN} byte limit")
+    if sudo_password is not None and not sudo:
+        raise ValueError("sudo_password is only used with sudo=True")
+    check_password(sudo_password)
+    return stdin, sudo, sudo_password
+
+
+MAX_STDIN = calls.MAX_PAYLOAD
+"""The largest ``input`` of ``execute``: what fits in one worker request beside the commands."""

@@ -38,6 +38,7 @@ EXPECTED_ALL = {
     "Retry",
     "Rollout",
     "SSHResult",
+    "SudoError",
     "TransferStalled",
     "WorkerLost",
 }

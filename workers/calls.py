@@ -20,9 +20,12 @@ def close() -> Build:
     return lambda req, indices, _: p.Close(req, indices)
 
 
-def execute(commands: Mapping[int, str], timeout: float | None) -> Build:
-    """Host ``i`` runs ``commands[i]``; each shard's hosts share its part of the output budget."""
-    return lambda req, indices, budget: p.Execute(req, [(i, commands[i]) for i in indices], timeout, budget)
+def execute(commands: Mapping[int, str], timeout: float | None, stdin: bytes = b"", sudo: bool = False,
+            sudo_password: str | None = None) -> Build:
+    """Host ``i`` runs ``commands[i]`` (with ``stdin``, through sudo); each shard's hosts share its part of the
+    output budget."""
+    return lambda req, indices, budget: p.Execute(req, [(i, commands[i]) for i in indices], timeout, budget,
+                                                  stdin, sudo, sudo_password)
 
 
 def write_data(data: bytes, remote_path: str) -> Build:
@@ -60,8 +63,12 @@ def tail_close() -> Build:
     return lambda req, indices, _: p.TailClose(req, indices)
 
 
+MAX_PAYLOAD = p.MAX_REQUEST - (1 << 20)
+"""The most bytes one request carries for every host of a worker (``sftp_write`` data, a command's stdin)."""
+
+
 def check_payload(data: Sequence[int] | bytes) -> None:
     """``sftp_write`` data must fit in one request to a worker (with room for the rest of the message)."""
-    if len(data) > p.MAX_REQUEST - (1 << 20):
+    if len(data) > MAX_PAYLOAD:
         raise ValueError(f"sftp_write holds the data in memory once and sends it to each worker; "
                          f"{len(data)} bytes is over its {p.MAX_REQUEST >> 20} MiB limit")

@@ -34,7 +34,7 @@ import uvloop
 from hussh import _bastions, _connector, _credentials, _known_hosts, _resolve
 from hussh._result import SKIPPED, STOPPED, RawResult
 from hussh._spec import ConnectSpec
-from hussh.aio import AsyncConnection, AsyncFileTailer, OutputBudget
+from hussh.aio import AsyncConnection, AsyncFileTailer, OutputBudget, stop_abandoned
 from hussh.errors import (
     AuthenticationError,
     ConfigError,
@@ -201,7 +201,7 @@ class Worker:
         match call:
             case p.Execute(commands=commands, timeout=timeout, budget=budget):
                 shared = OutputBudget(budget) if budget else None
-                return [(i, _execute(command, timeout, shared)) for i, command in commands]
+                return [(i, _execute(command, timeout, shared, call)) for i, command in commands]
             case p.Connect(indices=indices, timeout=timeout):
                 return [(i, _connect(timeout)) for i in indices]
             case p.WriteData(indices=indices, data=data, remote_path=remote_path):
@@ -359,8 +359,9 @@ class Worker:
             pass
 
 
-def _execute(command: str, timeout: float | None, budget: OutputBudget | None) -> Job:
-    return lambda conn: conn.execute_raw(command, timeout, budget=budget)
+def _execute(command: str, timeout: float | None, budget: OutputBudget | None, call: p.Execute) -> Job:
+    return lambda conn: conn.execute_raw(command, timeout, budget=budget, input=call.stdin, sudo=call.sudo,
+                                         sudo_password=call.sudo_password)
 
 
 def _connect(timeout: float | None) -> Job:
@@ -446,7 +447,7 @@ async def serve(read_fd: int, write_fd: int) -> None:
     """The local engine's worker: requests from ``read_fd``, frames to ``write_fd``, until told to stop.
 
     End of file on the request pipe (the parent was interrupted, closed the pool or died) stops
-    the call in progress: its remote commands get a KILL signal, as on a timeout, then the worker
+    the call in progress: its remote commands get TERM then KILL, as on a timeout, then the worker
     disconnects within ``ABORT_GRACE`` and exits. So do bytes that are not a request of ours
     (garbage, a frame over ``MAX_REQUEST``, a call naming hosts this worker was not given) and a
     call that crashed: the parent sees end of file and reports the worker lost.
@@ -501,9 +502,10 @@ async def serve(read_fd: int, write_fd: int) -> None:
                     current.add_done_callback(stop_if_crashed)
             if not chunk or frames.error or stray:
                 if current is not None and not current.done():
-                    current.cancel()  # stops remote commands (KILL signal), as a timeout does
+                    current.cancel()  # stops remote commands (TERM, then KILL), as a timeout does
                     with contextlib.suppress(BaseException):
                         await current
+                    await stop_abandoned(ABORT_GRACE)  # before the connections close under the signals
                 await worker.close_all(ABORT_GRACE)
                 return
     finally:

@@ -60,10 +60,20 @@ class Connect(_Message):
 
 
 class Execute(_Message):
+    """Run a command per host. ``stdin`` is the same for every host: it crosses the pipe once per worker."""
+
     req: int
     commands: list[tuple[int, str]]
     timeout: float | None = None
     budget: int = 0  # bytes of output this worker's hosts may keep in all (0: no call-wide bound)
+    stdin: bytes = b""  # every command's stdin, then end of file
+    sudo: bool = False  # run each command through sudo, answering its prompt with sudo_password
+    sudo_password: str | None = None
+
+    def __repr__(self) -> str:  # msgspec's would show the password
+        secret = ", sudo_password=***" if self.sudo_password is not None else ""
+        return (f"Execute(req={self.req}, {len(self.commands)} commands, timeout={self.timeout}, "
+                f"budget={self.budget}, stdin={len(self.stdin)} bytes, sudo={self.sudo}{secret})")
 
 
 class WriteData(_Message):

@@ -97,7 +97,25 @@ def write_etc(users: list[FleetUser], etc: Path, shadow_day: int) -> list[Path]:
     source = Path("/etc/nsswitch.conf")
     if source.exists():  # without one, glibc reads files anyway
         copies.append(_write_nsswitch(source, etc / "nsswitch.conf"))
+    copies.append(_write_sudoers(etc / "sudoers"))
     return copies
+
+
+def _write_sudoers(path: Path) -> Path:
+    """The host's sudoers plus the fleet's rules: ``hussh`` (with its password) may run commands as
+    ``hussh-key``, which may run them as ``hussh`` without one (NOPASSWD), each by default. Never as
+    root: the password is well known and sudo's root is the machine's own."""
+    source = Path("/etc/sudoers")
+    host = source.read_text() if source.exists() else ""
+    both = f"{PASSWORD_USER}, {KEY_USER}"
+    fleet = [f"Defaults:{both} timestamp_timeout=0, lecture=never, !mail_badpass",  # every call asks anew
+             f"Defaults:{PASSWORD_USER} runas_default={KEY_USER}",
+             f"Defaults:{KEY_USER} runas_default={PASSWORD_USER}",
+             f"{PASSWORD_USER} ALL=({KEY_USER}) ALL",
+             f"{KEY_USER} ALL=({PASSWORD_USER}) NOPASSWD: ALL"]
+    path.touch(mode=0o440)  # sudo refuses a sudoers file others may write
+    path.write_text(host.rstrip("\n") + "\n" + "\n".join(fleet) + "\n")
+    return path
 
 
 def _write_nsswitch(source: Path, path: Path) -> Path:
