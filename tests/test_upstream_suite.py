@@ -1,0 +1,158 @@
+"""Upstream hussh's own single-host tests (tests/test_connection.py, tests/test_async_connection.py of
+its sdist, MIT licensed) run against this hussh and a loopback fleet.
+
+The sdist is fetched at test time (``HUSSH_UPSTREAM_SDIST`` names a local copy instead); nothing of
+it is kept in this repository. Its tests expect a docker sshd as root on localhost:8022 with password
+``toor``: a copy of them is pointed at the fleet (address, port, password, the password user's home
+for ``/root``, the fleet's keys for theirs) and run by pytest in a subprocess with a conftest of ours
+in place of theirs (no docker; coroutine tests run with asyncio). The count is printed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from hussh import Connection
+from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
+
+VERSION = "0.3.3"
+SINGLE_HOST = ("test_connection.py", "test_async_connection.py")
+REPO = Path(__file__).resolve().parent.parent
+PASSING = 41  # of 61 (test_connection.py 35, test_async_connection.py 26): raise it as parity grows
+
+CONFTEST = '''
+import asyncio, inspect, os, subprocess
+import pytest
+
+ADDRESS, SECOND, PORT = os.environ["UPSTREAM_ADDRESS"], os.environ["UPSTREAM_SECOND"], int(os.environ["UPSTREAM_PORT"])
+
+
+class Server:
+    def __init__(self, address):
+        self.address = address
+
+
+def container_internal_address(container, port=22):
+    return container.address, PORT
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "asyncio: a coroutine test, run with asyncio.run")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    if inspect.iscoroutinefunction(pyfuncitem.obj):
+        args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+        asyncio.run(pyfuncitem.obj(**args))
+        return True
+    return None
+
+
+@pytest.fixture(scope="session")
+def run_test_server():
+    return Server(ADDRESS)
+
+
+@pytest.fixture(scope="session")
+def run_second_server():
+    return Server(SECOND)
+
+
+@pytest.fixture(scope="session")
+def setup_agent_auth():
+    out = subprocess.check_output(["ssh-agent", "-s"], text=True)
+    env = dict(part.split("=", 1) for line in out.splitlines() for part in [line.split(";")[0]] if "=" in part)
+    os.environ.update(SSH_AUTH_SOCK=env["SSH_AUTH_SOCK"], SSH_AGENT_PID=env["SSH_AGENT_PID"])
+    subprocess.run(["ssh-add", "-q", "tests/data/test_key"], check=True, capture_output=True)
+    yield
+    subprocess.run(["kill", env["SSH_AGENT_PID"]], check=False)
+'''
+
+
+def _sdist(cache: Path) -> Path:
+    """Upstream's sdist: ``HUSSH_UPSTREAM_SDIST`` or fetched from PyPI (its sha256 checked)."""
+    local = os.environ.get("HUSSH_UPSTREAM_SDIST")
+    if local:
+        return Path(local)
+    with urllib.request.urlopen(f"https://pypi.org/pypi/hussh/{VERSION}/json", timeout=20) as answer:
+        files = json.load(answer)["urls"]
+    sdist = next(f for f in files if f["packagetype"] == "sdist")
+    with urllib.request.urlopen(sdist["url"], timeout=60) as answer:
+        data = answer.read()
+    if hashlib.sha256(data).hexdigest() != sdist["digests"]["sha256"]:
+        raise OSError("upstream sdist does not match its sha256")
+    path = cache / sdist["filename"]
+    path.write_bytes(data)
+    return path
+
+
+def _point_at_fleet(text: str, address: str, second: str, port: int, home: str) -> str:
+    """Upstream's docker endpoint, root login and passwords, as the fleet's."""
+    text = re.sub(r'"localhost",(\s*)8023', rf'"{second}",\g<1>{port}', text)
+    text = text.replace("root@localhost", f"{PASSWORD_USER}@{address}").replace('"localhost"', f'"{address}"')
+    text = re.sub(r"\b802[23]\b", str(port), text)
+    text = text.replace('"toor"', repr(PASSWORD)).replace('"husshtest"', repr(PASSWORD))
+    text = text.replace('username="root"', f"username={PASSWORD_USER!r}").replace("/root", home)
+    return text
+
+
+@pytest.fixture
+def upstream_tests(tmp_path_factory: pytest.TempPathFactory, fleet) -> Path:  # type: ignore[no-untyped-def]
+    work = tmp_path_factory.mktemp("upstream")
+    try:
+        sdist = _sdist(work)
+    except (OSError, StopIteration, KeyError, ValueError) as exc:
+        pytest.skip(f"upstream hussh {VERSION} sdist not available: {exc}")
+    with tarfile.open(sdist) as archive:
+        archive.extractall(work, filter="data")
+    root = next(work.glob("hussh-*/"))
+    tests = root / "tests"
+    with Connection(fleet.addresses[0], username=PASSWORD_USER, password=PASSWORD, port=fleet.port,
+                    host_key_checking="off") as conn:
+        home = conn.execute("echo $HOME").stdout.strip()
+    address, second = fleet.addresses[0], fleet.addresses[1]
+    for name in SINGLE_HOST:
+        path = tests / name
+        path.write_text(_point_at_fleet(path.read_text(), address, second, fleet.port, home))
+    (tests / "conftest.py").write_text(CONFTEST)
+    credentials = fleet.credentials
+    shutil.copyfile(credentials.client_key, tests / "data" / "test_key")
+    shutil.copyfile(credentials.encrypted_client_key, tests / "data" / "auth_test_key")
+    for name in SINGLE_HOST:
+        path = tests / name
+        path.write_text(path.read_text().replace('"husshpuppy"', repr(credentials.key_passphrase)))
+    authorized = Path(fleet.workdir) / "authorized_keys"
+    (authorized / PASSWORD_USER).write_text((authorized / KEY_USER).read_text())  # their keys log in as root
+    user_home = work / "home"
+    (user_home / ".ssh").mkdir(parents=True, mode=0o700)
+    (user_home / ".ssh" / "config").write_text(f"Host *\n  User {PASSWORD_USER}\n  StrictHostKeyChecking no\n"
+                                               "  UserKnownHostsFile /dev/null\n")
+    return root
+
+
+def test_upstream_single_host_suite(upstream_tests: Path, fleet) -> None:  # type: ignore[no-untyped-def]
+    """Upstream's single-host tests against this hussh: the count is printed and may not fall below
+    ``PASSING`` (41 of 61 today; the failures are listed in the output, see the module's notes)."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{upstream_tests / 'tests'}",
+           "HOME": str(upstream_tests.parent / "home"), "UPSTREAM_ADDRESS": fleet.addresses[0],
+           "UPSTREAM_SECOND": fleet.addresses[1], "UPSTREAM_PORT": str(fleet.port)}
+    env.pop("SSH_AUTH_SOCK", None)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                           "-o", "addopts=", "-W", "default", *(f"tests/{name}" for name in SINGLE_HOST)],
+                          cwd=upstream_tests, env=env, capture_output=True, text=True, timeout=600, check=False)
+    summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-2000:]
+    print(f"upstream hussh {VERSION} single-host tests: {summary}")
+    passed = re.search(r"(\d+) passed", summary)
+    assert passed is not None and int(passed.group(1)) >= PASSING, done.stdout[-6000:] + done.stderr[-2000:]
