@@ -11,14 +11,17 @@ in place of theirs (no docker; coroutine tests run with asyncio). The count is p
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,8 +35,20 @@ REPO = Path(__file__).resolve().parent.parent
 PASSING = 41  # of 61 (test_connection.py 35, test_async_connection.py 26): raise it as parity grows
 
 CONFTEST = '''
-import asyncio, inspect, os, subprocess
+import asyncio, inspect, ipaddress, os, socket, subprocess
 import pytest
+
+
+def _loopback_only(connect):
+    def guarded(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not ipaddress.ip_address(address[0]).is_loopback:
+            raise RuntimeError(f"refused: {address[0]} is outside loopback; upstream's tests may reach no other host")
+        return connect(sock, address)
+    return guarded
+
+
+socket.socket.connect = _loopback_only(socket.socket.connect)
+socket.socket.connect_ex = _loopback_only(socket.socket.connect_ex)
 
 ADDRESS, SECOND, PORT = os.environ["UPSTREAM_ADDRESS"], os.environ["UPSTREAM_SECOND"], int(os.environ["UPSTREAM_PORT"])
 
@@ -98,6 +113,43 @@ def _sdist(cache: Path) -> Path:
     return path
 
 
+_IPV4 = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w.])")
+_IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])")
+_QUOTED_ADDRESS = re.compile(r"""(["'])([0-9A-Fa-f:.]+)\1([^()]*?\bport\s*=\s*)\d+""")
+
+
+def _foreign(candidate: str) -> bool:
+    """Whether ``candidate`` is an IP address outside loopback (127.0.0.0/8, ::1)."""
+    try:
+        return not ipaddress.ip_address(candidate).is_loopback
+    except ValueError:
+        return False
+
+
+def foreign_addresses(text: str) -> list[str]:
+    """Every IPv4/IPv6 literal in ``text`` that is not loopback: this machine may reach no other."""
+    return [found for pattern in (_IPV4, _IPV6) for found in pattern.findall(text) if _foreign(found)]
+
+
+def into_black_hole(text: str, host: str, port: int) -> str:
+    """Upstream's unroutable addresses (``"10.255.255.1", ..., port=8022``, to provoke timeouts) as
+    the runner's local black hole: the address and the port of the same call."""
+    def swap(match: re.Match[str]) -> str:
+        if not _foreign(match.group(2)):
+            return match.group(0)
+        return f"{match.group(1)}{host}{match.group(1)}{match.group(3)}{port}"
+    return _QUOTED_ADDRESS.sub(swap, text)
+
+
+@pytest.fixture
+def black_hole() -> Iterator[tuple[str, int]]:
+    """A loopback TCP endpoint that completes handshakes (the kernel's backlog) and never speaks."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield listener.getsockname()
+
+
 def _point_at_fleet(text: str, address: str, second: str, port: int, home: str) -> str:
     """Upstream's docker endpoint, root login and passwords, as the fleet's."""
     text = re.sub(r'"localhost",(\s*)8023', rf'"{second}",\g<1>{port}', text)
@@ -109,7 +161,8 @@ def _point_at_fleet(text: str, address: str, second: str, port: int, home: str) 
 
 
 @pytest.fixture
-def upstream_tests(tmp_path_factory: pytest.TempPathFactory, fleet) -> Path:  # type: ignore[no-untyped-def]
+def upstream_tests(tmp_path_factory: pytest.TempPathFactory, fleet,  # type: ignore[no-untyped-def]
+                   black_hole: tuple[str, int]) -> Path:
     work = tmp_path_factory.mktemp("upstream")
     try:
         sdist = _sdist(work)
@@ -125,7 +178,8 @@ def upstream_tests(tmp_path_factory: pytest.TempPathFactory, fleet) -> Path:  # 
     address, second = fleet.addresses[0], fleet.addresses[1]
     for name in SINGLE_HOST:
         path = tests / name
-        path.write_text(_point_at_fleet(path.read_text(), address, second, fleet.port, home))
+        text = into_black_hole(path.read_text(), *black_hole)
+        path.write_text(_point_at_fleet(text, address, second, fleet.port, home))
     (tests / "conftest.py").write_text(CONFTEST)
     credentials = fleet.credentials
     shutil.copyfile(credentials.client_key, tests / "data" / "test_key")
@@ -133,6 +187,11 @@ def upstream_tests(tmp_path_factory: pytest.TempPathFactory, fleet) -> Path:  # 
     for name in SINGLE_HOST:
         path = tests / name
         path.write_text(path.read_text().replace('"husshpuppy"', repr(credentials.key_passphrase)))
+    for name in SINGLE_HOST:
+        foreign = foreign_addresses((tests / name).read_text())
+        if foreign:
+            pytest.fail(f"refusing to run upstream's {name}: it still names {sorted(set(foreign))} "
+                        "(only 127.0.0.0/8 and ::1 may be reached from here)")
     authorized = Path(fleet.workdir) / "authorized_keys"
     (authorized / PASSWORD_USER).write_text((authorized / KEY_USER).read_text())  # their keys log in as root
     user_home = work / "home"
@@ -156,3 +215,17 @@ def test_upstream_single_host_suite(upstream_tests: Path, fleet) -> None:  # typ
     print(f"upstream hussh {VERSION} single-host tests: {summary}")
     passed = re.search(r"(\d+) passed", summary)
     assert passed is not None and int(passed.group(1)) >= PASSING, done.stdout[-6000:] + done.stderr[-2000:]
+
+
+def test_foreign_addresses_are_found() -> None:
+    """The guard that refuses to run upstream's tests sees every address this machine may not reach."""
+    text = 'a = "10.255.255.1"; b = "2001:db8::1"; c = "::ffff:192.0.2.1"; d = "127.0.0.9"; e = "::1"'
+    assert {"10.255.255.1", "2001:db8::1", "192.0.2.1"} <= set(foreign_addresses(text))
+    assert not foreign_addresses('AsyncConnection("127.77.0.1", port=2222); x = "1.2.3"; "::1"')
+
+
+def test_unroutable_addresses_become_the_black_hole() -> None:
+    """``"10.255.255.1", ..., port=8022`` becomes the black hole's address and port; loopback stays."""
+    text = 'AsyncConnection("10.255.255.1", username="root", port=8022)\nConnection("127.0.0.1", port=8022)'
+    assert into_black_hole(text, "127.0.0.1", 4444) == (
+        'AsyncConnection("127.0.0.1", username="root", port=4444)\nConnection("127.0.0.1", port=8022)')
