@@ -282,7 +282,11 @@ async def _open(spec: ConnectSpec, phase: list[str]) -> SSHClientConnection:
             argv = shlex.split(spec.proxy_command)
         except ValueError as exc:
             raise ConfigError(f"cannot parse the ProxyCommand of {spec.host}: {exc}") from None
-        conn = await internals.open_proxy_command(loop, argv, factory)
+        try:
+            conn = await internals.open_proxy_command(loop, argv, factory)
+        except OSError as exc:  # upstream's words, which code written against it matches on
+            raise ConnectError(exc.errno, f"Failed to start proxy command {argv[0] if argv else ''!r} for "
+                                          f"{spec.address}: {exc.strerror or exc}") from None
     else:
         phase[0] = "resolve"
         addresses = await _resolve.resolve(options.host)

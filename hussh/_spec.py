@@ -234,7 +234,7 @@ def make_spec(
     known_hosts: str | os.PathLike[str] | None = None,
     host_key_checking: HostKeyChecking | None = None,
     max_output: int = DEFAULT_MAX_OUTPUT,
-    proxy_jump: str | ConnectSpec | AsyncConnection | Connection | None = None,
+    proxy_jump: str | tuple[str, int] | ConnectSpec | AsyncConnection | Connection | None = None,
     proxy_command: str | None = None,
     forward_agent: bool | None = None,
     ssh_config: SSHConfigArg = None,
@@ -244,8 +244,10 @@ def make_spec(
     """Validate arguments and apply the ssh config into a ``ConnectSpec`` (``key_path`` = ``private_key``)."""
     if not isinstance(host, str) or not host:
         raise ValueError(f"host must be a non-empty string, got {host!r}")
-    if key_path is not None and private_key is not None and os.fspath(key_path) != os.fspath(private_key):
-        raise ValueError("give either private_key or its alias key_path, not both")
+    if key_path is not None and private_key is not None:  # upstream's TypeError and words
+        raise TypeError("key_path and private_key are aliases; provide only one")
+    if proxy_jump not in (None, "none") and proxy_command:
+        raise TypeError("proxy_jump and proxy_command are mutually exclusive")
     key = private_key if private_key is not None else key_path
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
@@ -358,8 +360,8 @@ def _agent_from(config: HostConfig) -> str | None:
     return os.path.expanduser(value)
 
 
-def _jump_from_argument(value: str | ConnectSpec | AsyncConnection | Connection, resolver: ConfigResolver,
-                        known_hosts: object, checking: HostKeyChecking | None,
+def _jump_from_argument(value: str | tuple[str, int] | ConnectSpec | AsyncConnection | Connection,
+                        resolver: ConfigResolver, known_hosts: object, checking: HostKeyChecking | None,
                         connect_timeout: float) -> ConnectSpec | None:
     """``proxy_jump=``: a ``-J`` style chain, ``"none"``, or a connection object giving the last hop."""
     if isinstance(value, ConnectSpec):
@@ -367,8 +369,14 @@ def _jump_from_argument(value: str | ConnectSpec | AsyncConnection | Connection,
     spec = getattr(value, "spec", None)
     if isinstance(spec, ConnectSpec):
         return spec
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and type(value[1]) is int:
+        value = f"[{value[0]}]:{value[1]}" if ":" in value[0] else f"{value[0]}:{value[1]}"  # upstream's (host, port)
     if not isinstance(value, str):
         raise TypeError(f"proxy_jump must be a string like 'user@bastion:22' or a connection, got {value!r}")
+    for hop in value.split(","):  # upstream's TypeError for a port that is no number, before any lookup
+        port = hop.removeprefix("ssh://").rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+        if port and not port.isdigit():
+            raise TypeError(f"proxy_jump port must be a valid integer, got {port!r} in {hop!r}")
     return _chain(value, resolver, known_hosts, checking, connect_timeout, depth=1)
 
 

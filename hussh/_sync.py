@@ -32,7 +32,7 @@ class Connection:
         username: str = DEFAULT_USERNAME,
         password: str | None = None,
         private_key: str | os.PathLike[str] | None = None,
-        proxy_jump: str | AsyncConnection | Connection | None = None,
+        proxy_jump: str | tuple[str, int] | AsyncConnection | Connection | None = None,
         proxy_command: str | None = None,
         timeout: int = 0,
         *,

@@ -86,7 +86,7 @@ class AsyncConnection:
         password: str | None = None,
         key_path: str | os.PathLike[str] | None = None,
         private_key: str | os.PathLike[str] | None = None,
-        proxy_jump: str | AsyncConnection | Connection | None = None,
+        proxy_jump: str | tuple[str, int] | AsyncConnection | Connection | None = None,
         proxy_command: str | None = None,
         port: int = DEFAULT_PORT,
         keepalive_interval: float = KEEPALIVE_NOT_GIVEN,
@@ -747,7 +747,9 @@ async def _sftp_op(conn: AsyncConnection, path: str, what: str) -> AsyncIterator
             asyncssh.ConnectionLost) as exc:
         raise lost_error(guard, f"SFTP {what} of {where}{_via(spec)}", exc) from None
     except asyncssh.SFTPError as exc:
-        kind, code = _SFTP_ERRORS.get(exc.code, (OSError, errno.EIO))
+        if exc.code not in _SFTP_ERRORS:  # the server's generic failure: say which operation failed
+            raise OSError(errno.EIO, f"SFTP {what} failed: {exc.reason}", where) from None
+        kind, code = _SFTP_ERRORS[exc.code]
         raise kind(code, exc.reason, where) from None
 
 

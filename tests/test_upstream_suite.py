@@ -32,7 +32,7 @@ from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
 VERSION = "0.3.3"
 SINGLE_HOST = ("test_connection.py", "test_async_connection.py")
 REPO = Path(__file__).resolve().parent.parent
-PASSING = 41  # of 61 (test_connection.py 35, test_async_connection.py 26): raise it as parity grows
+PASSING = 56  # of 61 (test_connection.py 35, test_async_connection.py 26): raise it as parity grows
 
 CONFTEST = '''
 import asyncio, inspect, ipaddress, os, socket, subprocess
@@ -85,7 +85,7 @@ def run_second_server():
     return Server(SECOND)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def setup_agent_auth():
     out = subprocess.check_output(["ssh-agent", "-s"], text=True)
     env = dict(part.split("=", 1) for line in out.splitlines() for part in [line.split(";")[0]] if "=" in part)
@@ -93,6 +93,20 @@ def setup_agent_auth():
     subprocess.run(["ssh-add", "-q", "tests/data/test_key"], check=True, capture_output=True)
     yield
     subprocess.run(["kill", env["SSH_AGENT_PID"]], check=False)
+    for name in ("SSH_AUTH_SOCK", "SSH_AGENT_PID"):  # their async client ignores an agent; ours uses it, as ssh
+        os.environ.pop(name)
+
+
+SKIP = {  # hussh differs on purpose: docs/single-host.md, "Differences from upstream hussh"
+    "test_async_sftp_get_dir_fail_fast": "SCP and directory transfers raise builtin OSError subclasses naming "
+                                         "host and path (FileNotFoundError here; upstream's async: RuntimeError)",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.name in SKIP:
+            item.add_marker(pytest.mark.skip(reason=f"docs/single-host.md: {SKIP[item.name]}"))
 '''
 
 
@@ -157,7 +171,8 @@ def _point_at_fleet(text: str, address: str, second: str, port: int, home: str) 
     text = re.sub(r"\b802[23]\b", str(port), text)
     text = text.replace('"toor"', repr(PASSWORD)).replace('"husshtest"', repr(PASSWORD))
     text = text.replace('username="root"', f"username={PASSWORD_USER!r}").replace("/root", home)
-    return text
+    text = text.replace("port=22,", f"port={port},")  # their container's own sshd, for %h:%p through the proxy
+    return text.replace('"command not found" in', '"not found" in')  # the fleet's /bin/sh is dash, not bash
 
 
 @pytest.fixture
@@ -184,6 +199,8 @@ def upstream_tests(tmp_path_factory: pytest.TempPathFactory, fleet,  # type: ign
     credentials = fleet.credentials
     shutil.copyfile(credentials.client_key, tests / "data" / "test_key")
     shutil.copyfile(credentials.encrypted_client_key, tests / "data" / "auth_test_key")
+    for key in ("test_key", "auth_test_key"):
+        (tests / "data" / key).chmod(0o600)  # ssh-add and ssh refuse a private key others can read
     for name in SINGLE_HOST:
         path = tests / name
         path.write_text(path.read_text().replace('"husshpuppy"', repr(credentials.key_passphrase)))
@@ -203,16 +220,17 @@ def upstream_tests(tmp_path_factory: pytest.TempPathFactory, fleet,  # type: ign
 
 def test_upstream_single_host_suite(upstream_tests: Path, fleet) -> None:  # type: ignore[no-untyped-def]
     """Upstream's single-host tests against this hussh: the count is printed and may not fall below
-    ``PASSING`` (41 of 61 today; the failures are listed in the output, see the module's notes)."""
+    ``PASSING`` (56 of 61 today; failures and skips are listed in the output)."""
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{upstream_tests / 'tests'}",
            "HOME": str(upstream_tests.parent / "home"), "UPSTREAM_ADDRESS": fleet.addresses[0],
            "UPSTREAM_SECOND": fleet.addresses[1], "UPSTREAM_PORT": str(fleet.port)}
     env.pop("SSH_AUTH_SOCK", None)
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-                           "-o", "addopts=", "-W", "default", *(f"tests/{name}" for name in SINGLE_HOST)],
+                           "-o", "addopts=", "-W", "default", "-rfEs", *(f"tests/{name}" for name in SINGLE_HOST)],
                           cwd=upstream_tests, env=env, capture_output=True, text=True, timeout=600, check=False)
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-2000:]
     print(f"upstream hussh {VERSION} single-host tests: {summary}")
+    print("\n".join(line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR", "SKIPPED"))))
     passed = re.search(r"(\d+) passed", summary)
     assert passed is not None and int(passed.group(1)) >= PASSING, done.stdout[-6000:] + done.stderr[-2000:]
 
