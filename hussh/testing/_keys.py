@@ -13,7 +13,6 @@ import contextlib
 import errno
 import os
 import re
-import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from ._errors import FleetError
+from ._registry import store_private
 
 _PEM = serialization.Encoding.PEM
 _OPENSSH = serialization.PrivateFormat.OpenSSH
@@ -87,7 +87,7 @@ class KeptHostKeys:
             if private is None:
                 key = ed25519.Ed25519PrivateKey.generate()
                 private = key.private_bytes(_PEM, _OPENSSH, serialization.NoEncryption())
-                _store(directory, path.name, private)
+                store_private(directory, path.name, private)
             else:
                 key = self._load(path.name, private)
         return _write(path, private, _public(key), comment)
@@ -142,18 +142,3 @@ class KeptHostKeys:
         if not isinstance(key, ed25519.Ed25519PrivateKey):
             raise self._refusal(self.path / name, "is not an ed25519 key")
         return key
-
-
-def _store(directory: int, name: str, private: bytes) -> None:
-    """Write ``name`` (0600) under ``directory`` and rename it into place: never half a key."""
-    partial = f"{name}.{secrets.token_hex(4)}.partial"
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                 dir_fd=directory)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(private)
-        os.replace(partial, name, src_dir_fd=directory, dst_dir_fd=directory)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(partial, dir_fd=directory)
-        raise

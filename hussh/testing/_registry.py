@@ -207,18 +207,10 @@ def owner() -> dict[str, int]:
 def register(record: Record) -> Path:
     """Write ``record`` (checked; mode 0600, renamed into place: readers never see half of one); return its path."""
     data = json.dumps(check(record), indent=1).encode()
-    name, partial = f"{record['id']}.json", f"{record['id']}.{secrets.token_hex(4)}.partial"
+    name = f"{record['id']}.json"
     with _state(create=True) as directory:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=directory)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-            os.replace(partial, name, src_dir_fd=directory, dst_dir_fd=directory)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(partial, dir_fd=directory)
-            raise
+        assert directory is not None  # created if missing
+        store_private(directory, name, data)
     return state_dir() / name
 
 
@@ -327,3 +319,19 @@ def reap_orphans() -> list[str]:
                 continue
             reaped.append(record["id"])
     return reaped
+
+
+def store_private(directory: int, name: str, data: bytes) -> None:
+    """Write ``name`` (0600) under the open ``directory`` and rename it into place: never half a file,
+    never through a link planted in its place."""
+    partial = f"{name}.{secrets.token_hex(4)}.partial"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                 dir_fd=directory)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(partial, name, src_dir_fd=directory, dst_dir_fd=directory)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial, dir_fd=directory)
+        raise
