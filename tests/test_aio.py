@@ -115,7 +115,7 @@ def test_key_path_alias_logs_in_with_that_key(fleet, host):
 
 
 def test_key_path_and_different_private_key_are_refused(fleet, host):
-    with pytest.raises(TypeError, match="key_path")  # upstream raises TypeError for both aliases:
+    with pytest.raises(TypeError, match="key_path"):  # upstream raises TypeError for both aliases
         AsyncConnection(host, private_key=fleet.client_key, key_path=fleet.encrypted_client_key)
 
 
