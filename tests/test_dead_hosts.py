@@ -107,12 +107,12 @@ def test_a_refused_host_key_is_not_retried(relay, fleet, tmp_path):
     assert len(known.read_text().splitlines()) == 1
 
 
-@pytest.mark.parametrize("ending, error, dials", [("kill -9 $PPID; sleep 5", "ConnectionLost", 2),
-                                                  ("sleep 5", "CommandTimeout", 1)])
+@pytest.mark.parametrize("ending, error, dials", [("kill -9 $PPID; sleep 15", "ConnectionLost", 2),
+                                                  ("sleep 15", "CommandTimeout", 1)])
 def test_a_command_that_started_is_never_run_again(relay, remote_dir, ending, error, dials):
     ran = remote_dir / "ran"
     with shared([relay.host], retry=Retry(attempts=3, backoff=0)) as mc:
-        results = mc.execute(f"echo once >> {ran}; {ending}", timeout=2)
+        results = mc.execute(f"echo once >> {ran}; {ending}", timeout=5)  # a loaded machine notices the loss late
         assert results[relay.host].error == error
         assert ran.read_text() == "once\n"
         assert mc.execute("true").succeeded  # the next call reconnects if it must, and runs nothing twice

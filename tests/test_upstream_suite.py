@@ -10,6 +10,7 @@ in place of theirs (no docker; coroutine tests run with asyncio). The count is p
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import ipaddress
 import json
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tarfile
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,12 +117,17 @@ def _sdist(cache: Path) -> Path:
     local = os.environ.get("HUSSH_UPSTREAM_SDIST")
     if local:
         return Path(local)
-    with urllib.request.urlopen(f"https://pypi.org/pypi/hussh/{VERSION}/json", timeout=20) as answer:
-        files = json.load(answer)["urls"]
-    sdist = next(f for f in files if f["packagetype"] == "sdist")
+    index = urllib.request.Request("https://pypi.org/simple/hussh/",  # the simple API: what pip itself reads
+                                   headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(index, timeout=20) as answer:
+        files = json.load(answer)["files"]
+    sdist = next(f for f in files if f["filename"] == f"hussh-{VERSION}.tar.gz")
     with urllib.request.urlopen(sdist["url"], timeout=60) as answer:
         data = answer.read()
-    if hashlib.sha256(data).hexdigest() != sdist["digests"]["sha256"]:
+    with warnings.catch_warnings():  # urllib leaves its TLS sockets to the collector: the stdlib's, not ours
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    if hashlib.sha256(data).hexdigest() != sdist["hashes"]["sha256"]:
         raise OSError("upstream sdist does not match its sha256")
     path = cache / sdist["filename"]
     path.write_bytes(data)
