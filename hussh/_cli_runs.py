@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from ._cli_args import Parser, UsageError, build_parser, fail, rollout_of
+from ._cli_input import how_to_run
 from ._cli_output import EXIT_FAILED, EXIT_OK, Display
 from .journal import SKIPPED, Journal, JournalError, RunInfo
 from .multi_conn import MultiConnection, MultiResult, OnTimedResult
@@ -63,7 +64,13 @@ def replay(mc: MultiConnection, args: argparse.Namespace) -> Callable[[OnTimedRe
         return None
     method = mc.retry_failed if args.retry_failed else mc.resume
     rollout = rollout_of(args)
-    return lambda on_host: method(args.replayed, on_timed_result=on_host, rollout=rollout)
+    data: bytes | None = None
+    password: str | None = None
+    if args.command == "run":  # the run's stdin again (checked against the journal), --sudo's password
+        how = how_to_run(args)
+        data, password = how["input"] or None, how["sudo_password"]
+    return lambda on_host: method(args.replayed, on_timed_result=on_host, rollout=rollout, data=data,
+                                  sudo_password=password)
 
 
 def _resolve(journal: Journal, wanted: str) -> int | str:

@@ -86,7 +86,8 @@ class JournalError(HusshError):
 
 class Operation(msgspec.Struct, frozen=True, omit_defaults=True):
     """What a run did, enough to do it again on other hosts: a command (or one per host), or a file
-    written (its remote path, and the local path, size and SHA-256 of the data, never the data)."""
+    written (its remote path, and the local path, size and SHA-256 of the data, never the data).
+    A command's stdin is kept the same way (size and SHA-256), and whether it ran through sudo."""
 
     kind: str
     command: str | None = None
@@ -96,6 +97,7 @@ class Operation(msgspec.Struct, frozen=True, omit_defaults=True):
     remote: str | None = None
     size: int | None = None
     sha256: str | None = None
+    sudo: bool = False
 
     def describe(self) -> str:
         """One line for people: the command, or ``put LOCAL -> REMOTE``."""

@@ -374,9 +374,9 @@ class MultiConnection:
         end of file. ``sudo=True`` runs it through sudo, answering its prompt once with
         ``sudo_password``; a host where sudo refuses gets ``status=-1`` and the ``SudoError`` kind.
         """
+        how = _how(input, sudo, sudo_password)
         return self._execute(dict.fromkeys(self._active, command), timeout, on_result, on_timed_result,
-                             Operation("command", command=command, timeout=timeout), rollout=rollout,
-                             how=_how(input, sudo, sudo_password))
+                             _command_operation(how, command=command, timeout=timeout), rollout=rollout, how=how)
 
     def execute_map(self, host_command_map: Mapping[str, str], timeout: float | None = None, *,
                     on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None,
@@ -385,9 +385,10 @@ class MultiConnection:
         """Run a different command per host, only on the hosts in ``host_command_map`` (upstream's name);
         ``rollout``, ``input``, ``sudo`` and ``sudo_password`` as in ``execute``."""
         commands = {self._index[h]: c for h, c in self._check_hosts(host_command_map).items()}
-        operation = Operation("command", commands=dict(host_command_map), timeout=timeout)
+        how = _how(input, sudo, sudo_password)
+        operation = _command_operation(how, commands=dict(host_command_map), timeout=timeout)
         return self._execute(dict(sorted(commands.items())), timeout, on_result, on_timed_result, operation,
-                             rollout=rollout, how=_how(input, sudo, sudo_password))
+                             rollout=rollout, how=how)
 
     def _execute(self, commands: dict[int, str], timeout: float | None, on_result: OnResult | None,
                  on_timed_result: OnTimedResult | None, operation: Operation,
@@ -424,25 +425,27 @@ class MultiConnection:
 
     def resume(self, run_id: int, *, journal: Journal | None = None, data: str | bytes | None = None,
                on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None,
-               rollout: Rollout | None = None) -> MultiResult:
+               rollout: Rollout | None = None, sudo_password: str | None = None) -> MultiResult:
         """Run a journaled run's operation again on its hosts that have no result yet, never on one that succeeded.
 
         ``journal`` defaults to this ``MultiConnection``'s; the new run is recorded there, naming
         ``run_id``. Every such host must be one of ``hosts``. A transfer reads its recorded local
-        file again (or takes ``data``) and refuses data whose SHA-256 differs from the run's.
+        file again (or takes ``data``) and refuses data whose SHA-256 differs from the run's; so does a
+        command run with ``input=`` (pass the same bytes as ``data``). A command run through sudo runs
+        through sudo again (``sudo_password`` as in ``execute``: it is never recorded).
         Hosts the run skipped are run too (``rollout`` may cut them into waves again).
         """
-        return self._replay(run_id, False, journal, data, on_result, on_timed_result, rollout)
+        return self._replay(run_id, False, journal, data, on_result, on_timed_result, rollout, sudo_password)
 
     def retry_failed(self, run_id: int, *, journal: Journal | None = None, data: str | bytes | None = None,
                      on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None,
-                     rollout: Rollout | None = None) -> MultiResult:
+                     rollout: Rollout | None = None, sudo_password: str | None = None) -> MultiResult:
         """Like ``resume``, on the hosts whose result in the run (or in the runs resuming it) is a failure."""
-        return self._replay(run_id, True, journal, data, on_result, on_timed_result, rollout)
+        return self._replay(run_id, True, journal, data, on_result, on_timed_result, rollout, sudo_password)
 
     def _replay(self, run_id: int, failed_only: bool, journal: Journal | None, data: str | bytes | None,
                 on_result: OnResult | None, on_timed_result: OnTimedResult | None,
-                rollout: Rollout | None) -> MultiResult:
+                rollout: Rollout | None, sudo_password: str | None = None) -> MultiResult:
         journal = journal if journal is not None else self.journal
         if journal is None:
             raise ValueError("resume and retry_failed read a journal: pass journal=, or make the MultiConnection "
@@ -463,9 +466,10 @@ class MultiConnection:
                                "retry-failed" if failed_only else "resume")
         if operation.kind == "command":
             commands = operation.commands
+            stdin = _recorded_data(run.id, operation, data) if operation.sha256 is not None else None
             return self._execute({i: commands[self._keys[i]] if commands is not None else operation.command or ""
                                   for i in indices}, operation.timeout, on_result, on_timed_result, operation,
-                                 journaled, rollout)
+                                 journaled, rollout, how=_how(stdin, operation.sudo, sudo_password))
         payload = _recorded_data(run.id, operation, data)
         return self._write(payload, operation.remote or "", indices, on_result, on_timed_result, operation.local,
                            journaled, rollout)
@@ -719,9 +723,21 @@ def _with_rollout(options: dict[str, object], rollout: Rollout | None) -> dict[s
                                    "on_exceeded": rollout.on_exceeded, "pause": rollout.pause}}
 
 
+def _command_operation(how: _How, **fields: Any) -> Operation:
+    """A command run as the journal keeps it: its stdin by size and SHA-256 (never the bytes), and sudo."""
+    stdin, sudo, _ = how  # the sudo password is never recorded
+    if not stdin:
+        return Operation("command", sudo=sudo, **fields)
+    return Operation("command", size=len(stdin), sha256=hashlib.sha256(stdin).hexdigest(), sudo=sudo, **fields)
+
+
 def _recorded_data(run_id: int, operation: Operation, data: str | bytes | None) -> bytes:
-    """The data a transfer run sent: ``data``, else its local file read again; refused unless its SHA-256 matches."""
+    """The data a run sent (a transfer's file, a command's stdin): ``data``, else a transfer's local file read
+    again; refused unless its SHA-256 matches."""
     if data is None:
+        if operation.kind == "command":
+            raise ValueError(f"run {run_id} sent its commands {operation.size} bytes of input: pass the same data= "
+                             "again (a command that reads its stdin would otherwise get none)")
         if operation.local is None:
             raise ValueError(f"run {run_id} wrote data given in memory (sftp_write_data): pass the same data= again")
         try:

@@ -426,3 +426,40 @@ def test_the_command_line_retries_failed_hosts_and_puts(fleet, tmp_path, remote_
     assert again.returncode == 1 and again.stderr.splitlines()[-1].startswith("1 ConnectError in ")
     assert Journal(path).run(4).hosts == ["127.0.0.1:1"]
     assert hussh("put", *login, "-H", hosts[0], str(local)).returncode == 2  # no REMOTE: usage, as before
+
+
+def test_a_command_run_with_input_resumes_only_with_the_same_input_and_sudo_again(fleet, tmp_path, remote_dir):
+    """stdin is recorded by size and SHA-256 (never the bytes), sudo as a flag: a resumed command gets both
+    again, or the resume is refused, instead of running the command without its input or sudo."""
+    path = tmp_path / "journal.db"
+    hosts = hosts_of(fleet)
+    journal = Journal(path)
+    with MultiConnection.from_shared_auth(hosts[:1], username=PASSWORD_USER, password=PASSWORD,
+                                          journal=journal) as first:
+        first.execute(f"cat >> {remote_dir}/in; false", input=b"the input\n")
+    [info] = journal.runs()
+    operation = journal.run(info.id).operation
+    assert (operation.size, operation.sudo) == (len(b"the input\n"), False)
+    assert b"the input" not in path.read_bytes()
+    with MultiConnection.from_shared_auth(hosts[:1], username=PASSWORD_USER, password=PASSWORD,
+                                          journal=journal) as again:
+        with pytest.raises(ValueError, match="10 bytes of input: pass the same data="):
+            again.retry_failed(info.id)
+        with pytest.raises(ValueError, match="the data differs"):
+            again.retry_failed(info.id, data=b"other input\n")
+        retried = again.retry_failed(info.id, data=b"the input\n")
+    assert list(retried) == hosts[:1]
+    assert (remote_dir / "in").read_bytes() == b"the input\nthe input\n"
+
+
+def test_a_command_run_through_sudo_is_resumed_through_sudo(fleet, tmp_path):
+    path = tmp_path / "journal.db"
+    journal = Journal(path)
+    host = hosts_of(fleet)[:1]
+    with MultiConnection.from_shared_auth(host, username=KEY_USER, private_key=str(fleet.client_key),
+                                          journal=journal) as mc:
+        mc.execute("id -un; false", sudo=True)
+        [info] = journal.runs()
+        assert journal.run(info.id).operation.sudo
+        retried = mc.retry_failed(info.id)
+    assert retried[host[0]].stdout == f"{PASSWORD_USER}\n"  # sudo ran it as the other fleet user again
