@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -31,6 +31,9 @@ near 16K channels, taking every tunnel with it. A channel refused for lack of re
 marks the connection full, whatever this number says (see docs/configuration.md)."""
 
 MAX_LINKS_PER_CALL = 4  # new bastion connections one host may open while looking for room
+
+Opener = Callable[[ConnectSpec], Awaitable[SSHClientConnection]]
+"""Connects and logs in to a bastion: the connector's ``open_connection``, handed in so this module stays below it."""
 
 
 @dataclass(eq=False)
@@ -72,13 +75,14 @@ class BastionPool:
         return sum(1 for link in bastion.links if not link.conn.is_closed()) if bastion else 0
 
     async def open(self, hop: ConnectSpec, factory: Callable[[], SSHClientConnection],
-                   host: str, port: int) -> SSHClientConnection:
-        """A new (not yet authenticated) connection to ``host:port`` tunnelled through bastion ``hop``."""
+                   host: str, port: int, opener: Opener) -> SSHClientConnection:
+        """A new (not yet authenticated) connection to ``host:port`` tunnelled through bastion ``hop``,
+        logging in to the bastion with ``opener`` when no open login has room (the connector's own)."""
         bastion = self.bastions.get(hop)
         if bastion is None:
             bastion = self.bastions[hop] = _Bastion(hop)
         for _ in range(MAX_LINKS_PER_CALL):
-            link = await self._link(bastion)
+            link = await self._link(bastion, opener)
             link.channels += 1
             try:
                 # the tunnel's session is the new connection itself (asyncssh types a TCP session)
@@ -103,7 +107,7 @@ class BastionPool:
         raise ConnectError(f"{host}:{port} via bastion {hop.target}: no room for another tunnel after "
                            f"{MAX_LINKS_PER_CALL} new connections to the bastion")
 
-    async def _link(self, bastion: _Bastion) -> _Link:
+    async def _link(self, bastion: _Bastion, opener: Opener) -> _Link:
         """A bastion connection with room for one more tunnel, opening one (shared by all waiters) if none has."""
         while True:
             bastion.links = [link for link in bastion.links if not link.conn.is_closed()]
@@ -116,14 +120,12 @@ class BastionPool:
                     if ago < self.cooldown:
                         raise ConnectError(f"via bastion {bastion.spec.target}: {bastion.failure} ({ago:.0f} s "
                                            "ago; a failed bastion is not retried during the cool-down)")
-                bastion.opening = asyncio.ensure_future(self._connect(bastion))
+                bastion.opening = asyncio.ensure_future(self._connect(bastion, opener))
             await asyncio.shield(bastion.opening)  # then look again: other waiters may have filled it
 
-    async def _connect(self, bastion: _Bastion) -> _Link:
-        from ._connector import open_connection  # noqa: PLC0415 - _connector imports this module
-
+    async def _connect(self, bastion: _Bastion, opener: Opener) -> _Link:
         try:
-            conn = await open_connection(bastion.spec)
+            conn = await opener(bastion.spec)
         except (HusshError, OSError) as exc:
             bastion.failure, bastion.failed_at = describe(exc), time.monotonic()
             raise ConnectError(f"via bastion {bastion.spec.target}: {bastion.failure}") from None

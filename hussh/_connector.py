@@ -131,7 +131,7 @@ def _unlisted(spec: ConnectSpec) -> str:
 
 policy = Retry()
 """This process's handshake retries and cap on connections being opened per server (a worker's
-share of the call's ``Retry``, set by ``workers.main``; the defaults in a caller's own loop)."""
+share of the call's ``Retry``, set by ``hussh.workers.main``; the defaults in a caller's own loop)."""
 
 
 
@@ -275,7 +275,7 @@ async def _open(spec: ConnectSpec, phase: list[str]) -> SSHClientConnection:
     factory = internals.connection_factory(loop, options, password_only)
     if spec.jump is not None:
         phase[0] = "bastion"
-        conn = await _bastions.pool().open(spec.jump, factory, options.host, spec.port)
+        conn = await _bastions.pool().open(spec.jump, factory, options.host, spec.port, open_connection)
         phase[0] = "connect"
     elif spec.proxy_command:
         try:

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from workers import calls
-from workers.engine import Build, Engine, LocalEngine, OnHost, Pool, Progress
+from hussh.workers import calls
+from hussh.workers.engine import Build, Engine, LocalEngine, OnHost, Pool, Progress
 
 from ._config import ConfigResolver, SSHConfigArg
 from ._local_files import host_file_name

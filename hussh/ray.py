@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from workers.engine import Pool
+    from hussh.workers.engine import Pool
 
     from ._spec import ConnectSpec, Retry
 
@@ -95,7 +95,7 @@ class RayEngine:
 
     def pool(self, specs: list[ConnectSpec], batch_size: int, workers: int | None, retry: Retry) -> Pool:
         try:
-            from workers.ray_engine import RayPool  # noqa: PLC0415 - imports ray
+            from hussh.workers.ray_engine import RayPool  # noqa: PLC0415 - imports ray
         except ModuleNotFoundError as exc:
             if exc.name == "ray" or (exc.name or "").startswith("ray."):
                 raise ImportError(f"hussh.ray.RayEngine needs Ray: {INSTALL_HINT}") from exc

@@ -41,9 +41,9 @@ sys.path.insert(0, str(ROOT))
 
 from hussh.multi_conn import MultiConnection  # noqa: E402
 from hussh.testing import PASSWORD, PASSWORD_USER, LoopbackFleet, loopback_addresses  # noqa: E402
+from hussh.workers.engine import LocalEngine  # noqa: E402
+from hussh.workers.pool import default_worker_count  # noqa: E402
 from scale.bench import wait_quiet  # noqa: E402
-from workers.engine import LocalEngine  # noqa: E402
-from workers.pool import default_worker_count  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

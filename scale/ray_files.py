@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from hussh.multi_conn import MultiConnection  # noqa: E402
 from hussh.testing import PASSWORD, PASSWORD_USER, LoopbackFleet, loopback_addresses  # noqa: E402
-from workers.engine import LocalEngine  # noqa: E402
+from hussh.workers.engine import LocalEngine  # noqa: E402
 
 
 def reset_peak(pid: int) -> None:

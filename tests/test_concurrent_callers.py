@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-import workers.pool
+import hussh.workers.pool
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER
 from procs import alive, wait_until
@@ -19,10 +19,10 @@ def shared(fleet, **kwargs) -> MultiConnection:  # type: ignore[no-untyped-def]
 
 
 def pools_of(mc: MultiConnection) -> int:
-    return sum(1 for pool in list(workers.pool._pools) if pool.specs is mc._specs)
+    return sum(1 for pool in list(hussh.workers.pool._pools) if pool.specs is mc._specs)
 
 
-class SlowToStart(workers.pool.WorkerPool):
+class SlowToStart(hussh.workers.pool.WorkerPool):
     """A pool that takes its time to set up, so two first calls surely overlap there."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -31,7 +31,7 @@ class SlowToStart(workers.pool.WorkerPool):
 
 
 def test_two_threads_on_one_multiconnection_get_their_own_results(fleet, monkeypatch):
-    monkeypatch.setattr(workers.pool, "WorkerPool", SlowToStart)  # what LocalEngine starts
+    monkeypatch.setattr(hussh.workers.pool, "WorkerPool", SlowToStart)  # what LocalEngine starts
     hosts = fleet.addresses
     mc = shared(fleet)  # not connected: both threads race to start its workers too
     start = threading.Barrier(2, timeout=10)

@@ -2,7 +2,7 @@
 
     api        hussh (the package), Connection, MultiConnection, the command line, journal, inventory, ray
      |
-    engine     workers/* (sharding, the pools, the worker process)
+    engine     hussh.workers (source: the workers/ folder): sharding, the call core, the pools, the worker process
      |
     transport  AsyncConnection (aio) and what reaches and authenticates one host: _connector, _spec, ...
      |
@@ -34,32 +34,38 @@ LAYERS = {
     "transport": {"hussh.aio", "hussh._connector", "hussh._spec", "hussh._config", "hussh._credentials",
                   "hussh._known_hosts", "hussh._bastions", "hussh._asyncssh_internals", "hussh._stall",
                   "hussh._local_files", "hussh._loop", "hussh._remote_copy", "hussh._scp", "hussh._shell",
-                  "hussh._sftp_dirs", "hussh._resolve", "hussh._shared_output", "hussh._sudo"},
+                  "hussh._sftp_dirs", "hussh._resolve", "hussh._shared_output", "hussh._sudo", "hussh._transport"},
     "api": {"hussh", "hussh.__main__", "hussh._sync", "hussh.multi_conn", "hussh._views", "hussh.cli",
             "hussh.journal", "hussh.inventory", "hussh._inventory_formats", "hussh._inventory_yaml", "hussh.ray"},
 }
-"""Each module's layer; every module of ``workers`` is the engine, every ``hussh._cli_*`` the api."""
+"""Each module's layer; every module of ``hussh.workers`` is the engine, every ``hussh._cli_*`` the api."""
 
 KNOWN = {
-    # Two-way runtime ties inside the transport, each hidden by an import deferred into a function:
-    # the bastion pool should receive its opener instead of importing the connector ...
-    ("hussh._bastions", "hussh._connector"): "circle: the bastion pool opens bastions through the connector",
-    # ... and resolution (make_spec, chains, finalized) should be its own module below known_hosts.
+    # A two-way runtime tie inside the transport, hidden by an import deferred into a function:
+    # resolution (make_spec, chains, finalized) should be its own module below known_hosts.
     ("hussh._spec", "hussh._known_hosts"): "circle: ConnectSpec.finalized looks up known_hosts",
     # The inventory reads its formats, which build Inventory objects: one module split in two.
     ("hussh.inventory", "hussh._inventory_formats"): "circle: Inventory.read defers to the format readers",
 }
 """(importer, imported) -> why it is still allowed. Remove an entry with the import it names."""
 
+ENGINE_DOORS = {
+    "hussh._transport": "what a shard ships, a worker installs, a call shares and is closed at the end",
+    "hussh.aio": "AsyncConnection: what a worker runs each host with",
+    "hussh._spec": "the value types: ConnectSpec, Retry, HashedHosts",
+    "hussh._local_files": "the safety rules for files created from remote input (the Ray engine's downloads)",
+}
+"""The transport modules the engine may import: everything else it reaches through ``_transport``."""
+
 TESTING_DOOR = ("hussh.cli", "hussh.testing.cli")  # `hussh fleet ...`: the one way into hussh.testing
 
 
 def modules() -> dict[str, Path]:
-    """Every module of hussh/ and workers/ by dotted name."""
+    """Every module of hussh/ and of the engine (workers/, installed as hussh.workers) by dotted name."""
     found = {}
-    for package in ("hussh", "workers"):
-        for path in sorted((ROOT / package).rglob("*.py")):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    for package, folder in (("hussh", ROOT / "hussh"), ("hussh.workers", ROOT / "workers")):
+        for path in sorted(folder.rglob("*.py")):  # does not descend into the hussh/workers link
+            parts = [*package.split("."), *path.relative_to(folder).with_suffix("").parts]
             found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return found
 
@@ -109,7 +115,7 @@ def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
 def layer(name: str) -> str:
     if name.startswith("hussh.testing"):
         return "testing"
-    if name == "workers" or name.startswith("workers."):
+    if name == "hussh.workers" or name.startswith("hussh.workers."):
         return "engine"
     if name.startswith("hussh._cli_"):
         return "api"
@@ -122,6 +128,13 @@ def layer(name: str) -> str:
 def graph() -> dict[str, set[str]]:
     known = modules()
     return {name: imports(name, path, known) for name, path in known.items()}
+
+
+def test_the_engine_reaches_the_transport_through_its_doors(graph):
+    """A worker is set up through ``_transport``, not by reaching into credentials, known hosts, bastions..."""
+    found = {(importer, imported) for importer, targets in graph.items() for imported in targets
+             if layer(importer) == "engine" and layer(imported) == "transport" and imported not in ENGINE_DOORS}
+    assert not found, f"the engine reaches past hussh._transport: {sorted(found)}"
 
 
 def test_every_module_has_a_layer(graph):
@@ -186,3 +199,29 @@ def test_the_known_exceptions_still_exist(graph):
     live = climbing(graph) | circles(graph)
     gone = [edge for edge in KNOWN if edge not in live]
     assert not gone, f"remove from KNOWN (the import is gone or no longer breaks a rule): {gone}"
+
+
+def test_the_engine_installs_under_hussh_only():
+    """The engine is ``hussh.workers``: a top-level ``workers`` package would collide with users' own code.
+
+    hussh/workers links to the workers/ folder, the wheel lists only ``hussh.*`` packages, and no code of the
+    checkout imports the folder by its top-level name (that would load every engine module twice)."""
+    import tomllib
+
+    link = ROOT / "hussh" / "workers"
+    assert link.is_symlink() and link.resolve() == (ROOT / "workers").resolve()
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert all(name == "hussh" or name.startswith("hussh.") for name in packages), packages
+    top_level = []
+    for folder in ("hussh", "workers", "tests", "scale"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    named = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and not node.level:
+                    named = [node.module or ""]
+                else:
+                    continue
+                top_level += [f"{path.relative_to(ROOT)}:{node.lineno}" for name in named
+                              if name == "workers" or name.startswith("workers.")]
+    assert not top_level, f"import hussh.workers, not the top-level folder: {top_level}"

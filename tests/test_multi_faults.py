@@ -15,7 +15,7 @@ import time
 import pytest
 
 import hussh._spec
-import workers.core
+import hussh.workers.core
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER
 from procs import alive, marker, run_script, sleepers, wait_until
@@ -133,7 +133,7 @@ def test_malformed_frame_from_a_worker_is_a_clear_error_not_a_hang(fleet, gate):
 
 
 def test_stopped_worker_is_lost_after_the_stall_limit_and_replaced(fleet, monkeypatch):
-    monkeypatch.setattr(workers.core, "STALL_LIMIT", 3.0)
+    monkeypatch.setattr(hussh.workers.core, "STALL_LIMIT", 3.0)
     mc = shared(fleet, workers=2)
     with mc:
         first_pids = [w.pid for w in mc._pool.workers]
@@ -154,20 +154,20 @@ def test_stopped_worker_is_lost_after_the_stall_limit_and_replaced(fleet, monkey
 
 
 def test_a_call_longer_than_the_stall_limit_is_not_a_stall(fleet, monkeypatch):
-    monkeypatch.setattr(workers.core, "STALL_LIMIT", 2.0)
+    monkeypatch.setattr(hussh.workers.core, "STALL_LIMIT", 2.0)
     with shared(fleet, workers=2) as mc:
         results = mc.execute("sleep 4; echo done", timeout=20)
     assert [r.stdout for r in results.values()] == ["done\n"] * 4
 
 
 def test_a_parent_held_up_past_the_stall_limit_loses_no_worker(fleet, monkeypatch):
-    monkeypatch.setattr(workers.core, "STALL_LIMIT", 2.0)
+    monkeypatch.setattr(hussh.workers.core, "STALL_LIMIT", 2.0)
     calls: list[int] = []
 
     def progress(done: int, total: int) -> None:  # the caller's callback blocks the parent, once
         calls.append(done)
         if len(calls) == 1:
-            time.sleep(workers.core.STALL_LIMIT + 1)  # not a wait for anything: the held-up caller itself
+            time.sleep(hussh.workers.core.STALL_LIMIT + 1)  # not a wait for anything: the held-up caller itself
 
     with shared(fleet, workers=2, progress=progress) as mc:
         pids = [w.pid for w in mc._pool.workers]
@@ -285,16 +285,16 @@ def test_a_worker_lost_on_every_call_is_not_started_again(fleet):
         try:
             lose(), lose()
             assert not mc.execute("true").failed  # started again; a finished call resets the count
-            for _ in range(workers.core.MAX_LOSSES):
+            for _ in range(hussh.workers.core.MAX_LOSSES):
                 lose()
-            assert len(set(killed)) == len(killed) == 2 + workers.core.MAX_LOSSES  # a new process each time
+            assert len(set(killed)) == len(killed) == 2 + hussh.workers.core.MAX_LOSSES  # a new process each time
             before = time.monotonic()
             results = mc.execute("true")
             assert time.monotonic() - before < 2
             assert mc._pool.workers[0] is None  # not forked again
             for host in mine:
                 assert results[host].stderr.startswith(
-                    f"WorkerLost: the worker for these hosts was lost {workers.core.MAX_LOSSES} calls in a row, "
+                    f"WorkerLost: the worker for these hosts was lost {hussh.workers.core.MAX_LOSSES} calls in a row, "
                     "so it is not started again (last: ")
             assert [results[h].status for h in fleet.addresses if h not in mine] == [0, 0]
         finally:

@@ -12,8 +12,8 @@ from hussh import SSHResult
 from hussh.aio import AsyncConnection
 from hussh.multi_conn import MultiConnection, MultiResult, PartialFailureException
 from hussh.testing import PASSWORD, PASSWORD_USER
+from hussh.workers.pool import split_shares
 from procs import marker, sleepers, wait_until
-from workers.pool import split_shares
 
 
 @pytest.fixture

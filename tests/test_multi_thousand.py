@@ -17,7 +17,7 @@ import pytest
 from conftest import TEST_PORT
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER, LoopbackFleet, loopback_addresses
-from workers.protocol import FD_RESERVE
+from hussh.workers.protocol import FD_RESERVE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hussh._spec import ConnectSpec
+from hussh.workers import _spawn
+from hussh.workers import protocol as p
+from hussh.workers.pool import WorkerPool, _Worker
 from procs import rss_kib
-from workers import _spawn
-from workers import protocol as p
-from workers.pool import WorkerPool, _Worker
 
 ENCODER = msgspec.msgpack.Encoder()
 ints = st.integers(min_value=0, max_value=2**31)

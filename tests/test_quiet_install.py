@@ -21,7 +21,7 @@ def python(code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_importing_every_public_module_prints_nothing():
-    done = python("import hussh, hussh.aio, hussh.multi_conn, hussh.cli, hussh.testing, workers.main")
+    done = python("import hussh, hussh.aio, hussh.multi_conn, hussh.cli, hussh.testing, hussh.workers.main")
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
 

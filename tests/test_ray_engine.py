@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-import workers.core
-import workers.pool
+import hussh.workers.core
+import hussh.workers.pool
 from hussh.multi_conn import MultiConnection
 from hussh.testing import KEY_PASSPHRASE, KEY_USER
 from raycluster import REPO_ROOT, local_ray_cluster, ray_module
@@ -146,7 +146,7 @@ def scenario(fleet, hosts: list[str], engine, remote: Path, local: Path) -> list
 @ray_test
 def test_every_operation_gives_the_local_engines_results(ray_cluster, fleet, hosts, remote_dir, tmp_path):
     from hussh.ray import RayEngine
-    from workers.engine import LocalEngine
+    from hussh.workers.engine import LocalEngine
 
     expected = scenario(fleet, hosts, LocalEngine(), remote_dir / "local", tmp_path / "local")
     got = scenario(fleet, hosts, RayEngine(hosts_per_shard=2), remote_dir / "ray", tmp_path / "ray")
@@ -198,7 +198,7 @@ def test_files_read_to_local_paths_come_back_whole_in_bounded_pieces(ray_cluster
     """Sizes around a batch's share of file data (``BATCH_BYTES``): empty, one byte short of it, exactly
     it, two and a half times it; each host's file whole, its result after it."""
     from hussh.ray import RayEngine
-    from workers.ray_engine import BATCH_BYTES
+    from hussh.workers.ray_engine import BATCH_BYTES
 
     sizes = {"empty": 0, "short": BATCH_BYTES - 1, "exact": BATCH_BYTES, "long": BATCH_BYTES * 5 // 2}
     for name, size in sizes.items():
@@ -337,7 +337,7 @@ def test_a_node_removed_mid_call_fails_exactly_its_hosts_and_the_next_call_succe
             results = mc.execute("sleep 4; echo done", timeout=30)
         finally:
             remover.join()
-        assert time.monotonic() - started < 4 + workers.core.STALL_LIMIT
+        assert time.monotonic() - started < 4 + hussh.workers.core.STALL_LIMIT
         for i, host in enumerate(hosts):
             if i in lost:
                 assert results[host].status == -1 and results[host].error == "WorkerLost", results[host]
@@ -361,7 +361,7 @@ def test_an_actor_that_dies_before_taking_its_hosts_is_placed_again(ray_cluster,
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from hussh.ray import RayEngine
-    from workers.ray_engine import RayPool
+    from hussh.workers.ray_engine import RayPool
 
     placed = RayPool._placement
     tries: list[int] = []
@@ -386,7 +386,7 @@ def test_an_actor_that_dies_before_taking_its_hosts_is_placed_again(ray_cluster,
 def test_a_stopped_actor_is_lost_after_the_stall_limit_and_re_created(ray_cluster, fleet, hosts, monkeypatch):
     from hussh.ray import RayEngine
 
-    monkeypatch.setattr(workers.core, "STALL_LIMIT", 3.0)
+    monkeypatch.setattr(hussh.workers.core, "STALL_LIMIT", 3.0)
     with with_key(fleet, hosts, engine=RayEngine(hosts_per_shard=2)) as mc:
         pool = mc._pool
         victim = pool.where()[1][1]
@@ -447,7 +447,7 @@ def test_ctrl_c_stops_remote_commands_and_leaves_no_actor_running(ray_cluster, f
         sent = time.monotonic()
         assert reader.next(30) == "interrupted"
         elapsed = time.monotonic() - sent
-        assert elapsed < workers.pool.ABORT_WAIT + 1.0  # cancel, disconnect within ABORT_GRACE, kill (0.9 s here)
+        assert elapsed < hussh.workers.pool.ABORT_WAIT + 1.0  # cancel, disconnect within ABORT_GRACE, kill (0.9 s here)
         wait_until("remote commands killed", lambda: not any(alive(pid) for pid in commands), 5)
         job = started["job"]
 
@@ -629,7 +629,7 @@ def test_plan_shards_by_region_size_and_batch_size():
     _ray()
     from hussh._spec import ConnectSpec
     from hussh.ray import RayEngine
-    from workers.ray_engine import plan
+    from hussh.workers.ray_engine import plan
 
     specs = [ConnectSpec(f"h{i}") for i in range(10)]
     regions = {"h0": "x", "h1": "x", "h2": "x", "h3": "y"}
@@ -649,8 +649,8 @@ def test_an_actors_batches_carry_files_in_bounded_pieces_each_before_its_result(
     _ray()
     import msgspec
 
-    from workers import protocol as p
-    from workers.ray_engine import BATCH_BYTES, _Outbox
+    from hussh.workers import protocol as p
+    from hussh.workers.ray_engine import BATCH_BYTES, _Outbox
 
     sizes = [0, 1, BATCH_BYTES - 1, BATCH_BYTES, 3 * BATCH_BYTES + 5]
     box = _Outbox(msgspec.msgpack.Encoder())

@@ -14,7 +14,7 @@ from hussh import Journal, SudoError
 from hussh.hostlist import fold
 from hussh.multi_conn import MultiConnection
 from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
-from workers import protocol as p
+from hussh.workers import protocol as p
 
 pytestmark = pytest.mark.skipif(shutil.which("sudo") is None, reason="sudo is not installed (make setup installs it)")
 

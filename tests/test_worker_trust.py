@@ -26,10 +26,10 @@ import pytest
 from hussh._spec import ConnectSpec
 from hussh.multi_conn import MultiConnection
 from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
+from hussh.workers import _spawn
+from hussh.workers import protocol as p
+from hussh.workers.pool import WorkerPool, _Worker
 from raycluster import local_ray_cluster
-from workers import _spawn
-from workers import protocol as p
-from workers.pool import WorkerPool, _Worker
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENCODER = msgspec.msgpack.Encoder()
@@ -62,7 +62,7 @@ def files_of(tmp_path: Path) -> dict[str, list[str]]:
 STAND_IN = textwrap.dedent("""
     import os, sys
     import msgspec
-    from workers import protocol as p
+    from hussh.workers import protocol as p
 
     read_fd, write_fd, extra = int(sys.argv[1]), int(sys.argv[2]), bytes.fromhex(sys.argv[3])
     requests = p.FrameDecoder(p.Request, p.MAX_REQUEST)
@@ -117,7 +117,7 @@ def stand_in_shard(extras: dict[int, bytes | tuple[list[tuple[int, bytes]], byte
     (a class made here goes to the actor by value: it may use only what is importable there)."""
     import ray
 
-    from workers.ray_engine import ShardActor
+    from hussh.workers.ray_engine import ShardActor
 
     class StandInShard(ShardActor):
         @ray.method(num_returns="streaming")
@@ -138,7 +138,7 @@ def stand_in_shard(extras: dict[int, bytes | tuple[list[tuple[int, bytes]], byte
 @pytest.fixture(scope="module")
 def ray_run(tmp_path_factory) -> Iterator[Run]:
     with local_ray_cluster(tmp_path_factory, ["a"]):
-        import workers.ray_engine as ray_engine
+        import hussh.workers.ray_engine as ray_engine
         from hussh.ray import RayEngine
 
         def run(specs: list[ConnectSpec], extras: dict[int, bytes], read_to: Path | None = None) -> dict[int, object]:

@@ -4,7 +4,7 @@ Forking a process that has other threads (a blocking ``Connection``'s loop threa
 thread pool, a logging handler) can leave the child holding a lock nobody will release. A
 single-threaded caller is a known-safe state and forking it costs a millisecond, so that is done
 directly. Otherwise a zygote does the fork: a fresh single-threaded interpreter
-(``python -m workers.zygote``, started once per process) that has imported the worker code and
+(``python -m hussh.workers.zygote``, started once per process) that has imported the worker code and
 forks a worker per request, passing the pipe ends over a Unix socket.
 
 The standard library's ``multiprocessing`` forkserver does the same job but re-runs the caller's
@@ -115,15 +115,15 @@ def _fork(to_child: int, from_child: int) -> Process:
 
 
 class _Zygote:
-    """The parent's handle on ``python -m workers.zygote``; shared by every pool of this process."""
+    """The parent's handle on ``python -m hussh.workers.zygote``; shared by every pool of this process."""
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
-        root = str(Path(__file__).resolve().parent.parent)  # where the ``workers`` package is importable from
+        root = str(Path(__file__).parent.parent.parent)  # where ``hussh`` is importable from (this file unresolved)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "workers.zygote", str(theirs.fileno())],
+            [sys.executable, "-m", "hussh.workers.zygote", str(theirs.fileno())],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env,
         )
         theirs.close()

@@ -23,9 +23,9 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 import asyncssh
 
-from hussh._known_hosts import record as record_host_keys
 from hussh._result import SKIPPED, SSHResult, text
 from hussh._spec import ConnectSpec
+from hussh._transport import record_host_keys
 from hussh.errors import WorkerLost, describe
 from hussh.rollout import CallStatus, Rollout
 

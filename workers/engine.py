@@ -3,10 +3,10 @@
 ``MultiConnection`` only ever talks to a ``Pool``: ``call`` runs one operation on some hosts and
 returns every host's result (per-host errors, ``WorkerLost`` for the hosts of a shard that died,
 progress and ``on_host`` callbacks as hosts finish; both engines' pools are adapters over the one
-call core of ``workers.core``, which owns all of that), ``shutdown``
+call core of ``hussh.workers.core``, which owns all of that), ``shutdown``
 disconnects politely, ``abort`` stops now (Ctrl-C). ``LocalEngine`` (the default) is the fork
-pool of ``workers.pool``; ``hussh.ray.RayEngine`` runs the same ``workers.main.Worker`` code in
-Ray actors (``workers.ray_engine``).
+pool of ``hussh.workers.pool``; ``hussh.ray.RayEngine`` runs the same ``hussh.workers.main.Worker`` code in
+Ray actors (``hussh.workers.ray_engine``).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class Engine(Protocol):
 
 
 class LocalEngine:
-    """Worker processes on this machine, one per CPU (``workers.pool.WorkerPool``): the default."""
+    """Worker processes on this machine, one per CPU (``hussh.workers.pool.WorkerPool``): the default."""
 
     def pool(self, specs: list[ConnectSpec], batch_size: int, workers: int | None, retry: Retry) -> Pool:
         from .pool import WorkerPool  # noqa: PLC0415 - keeps this module import-light

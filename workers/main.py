@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import msgspec
 import uvloop
 
-from hussh import _bastions, _connector, _credentials, _known_hosts, _resolve
+from hussh import _transport
 from hussh._result import SKIPPED, STOPPED, RawResult
 from hussh._spec import ConnectSpec
 from hussh.aio import AsyncConnection, AsyncFileTailer, OutputBudget, stop_abandoned
@@ -110,10 +110,7 @@ class Worker:
         self.lanes = max(1, min(message.concurrency, self.fd_budget // 2))
         self.max_open = max(1, self.fd_budget - self.lanes)
         self.retry = message.retry
-        _credentials.install(message.keys)
-        _known_hosts.install(message.known)
-        _bastions.pool().cooldown = message.retry.cooldown
-        _connector.policy = message.retry
+        _transport.install(message.keys, message.known, message.retry)
         for index, spec in message.hosts:
             self.conns[index] = AsyncConnection.from_spec(spec, record_keys=False)
             number, hop = 0, spec  # type: tuple[int, ConnectSpec | None]
@@ -131,8 +128,6 @@ class Worker:
         self.served = set()
         self.req = call.req
         pending = iter(jobs)
-        if isinstance(call, p.Connect):
-            _bastions.pool().forget_failures()  # connect() retries every host, bastions included
 
         async def lane() -> None:
             for index, job in pending:
@@ -149,7 +144,7 @@ class Worker:
 
         heartbeat = asyncio.create_task(self.beat(call.req))
         try:
-            with _resolve.per_call():  # a name shared by hosts (and bastions) of this call is looked up once
+            with _transport.per_call(retry_bastions=isinstance(call, p.Connect)):
                 await asyncio.gather(*(lane() for _ in range(min(self.lanes, len(jobs)))))
         finally:
             heartbeat.cancel()
@@ -349,8 +344,7 @@ class Worker:
         """Disconnect every host, then the bastions and the agent; within ``grace`` seconds if given."""
         async def close() -> None:
             await asyncio.gather(*(_close_quietly(conn) for conn in self.conns.values()))
-            await _bastions.pool().close()
-            _credentials.close_agents()
+            await _transport.close()
 
         try:
             async with asyncio.timeout(grace):

@@ -1,4 +1,4 @@
-"""The local engine: worker processes on this machine, an I/O adapter over the call core (``workers.core``).
+"""The local engine: worker processes on this machine, an I/O adapter over the call core (``hussh.workers.core``).
 
 Host ``i`` always lives in worker ``i % N``, so its SSH connection stays open in one process across
 calls. A call sends one request per involved worker on its pipe, then waits on all result pipes at
@@ -21,10 +21,8 @@ from collections.abc import Collection, Mapping
 
 import msgspec
 
-from hussh import _credentials
-from hussh._known_hosts import hashed_paths
-from hussh._known_hosts import ship as ship_hashed
-from hussh._spec import ConnectSpec, finalized
+from hussh._spec import ConnectSpec
+from hussh._transport import finalized, shipment
 
 from . import _spawn
 from . import protocol as p
@@ -108,8 +106,7 @@ def shard_assign(hosts: list[tuple[int, ConnectSpec]], share: int, retry: p.Retr
                  cwd: str = "", env: dict[str, str] | None = None) -> p.Assign:
     """A shard's ``Assign``: its finished specs with the key material and the hashed known_hosts
     entries they need (keys left out for workers that read their own), whatever the engine."""
-    keys = _credentials.ship(ref for _, spec in hosts for ref in _credentials.chain_key_refs(spec)) if ship_keys else []
-    known = ship_hashed(path for _, spec in hosts for path in hashed_paths(spec))
+    keys, known = shipment((spec for _, spec in hosts), keys=ship_keys)
     return p.Assign(hosts, share, keys, retry, cwd, env, known)
 
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 import msgspec
 
-from hussh._credentials import KeyMaterial
 from hussh._spec import ConnectSpec, HashedHosts, Retry
+from hussh._transport import ShippedKey
 
 if TYPE_CHECKING:
     from typing_extensions import TypeForm  # typing's from Python 3.15 (PEP 747); msgspec's stubs use it
@@ -46,7 +46,7 @@ class Assign(_Message):
 
     hosts: list[tuple[int, ConnectSpec]]
     concurrency: int
-    keys: list[tuple[str, str | None, KeyMaterial]] = []
+    keys: list[ShippedKey] = []
     retry: Retry = Retry()
     cwd: str = ""  # the caller's working directory and environment, which a worker started by the
     env: dict[str, str] | None = None  # zygote does not share (a ProxyCommand may rely on them)

@@ -2,11 +2,11 @@
 
 Each shard is one ``ShardActor``: a Ray worker process on some node whose event loop (Ray's,
 uvloop when installed, in a thread that is not the main one) runs the local engine's
-``workers.main.Worker`` for its hosts, with its share of ``batch_size``. A call is one streaming
+``hussh.workers.main.Worker`` for its hosts, with its share of ``batch_size``. A call is one streaming
 generator per shard: the actor yields batches of the local engine's frames (everything emitted in
 the last ``BATCH_WINDOW`` seconds as one Ray object: an object costs 0.3-0.6 ms of CPU on each
 side, too much to spend per host), and the parent multiplexes shards with ``ray.wait`` on the
-generators; the call core (``workers.core``) does the rest, as for the local engine: checks,
+generators; the call core (``hussh.workers.core``) does the rest, as for the local engine: checks,
 gathering, the stall limit (heartbeats are in the frames), rollouts.
 
 Failures are the local engine's: a generator that fails (actor or node died, the actor could not
@@ -45,7 +45,8 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from hussh._local_files import create
-from hussh._spec import ConnectSpec, Retry, finalized
+from hussh._spec import ConnectSpec, Retry
+from hussh._transport import finalized
 from hussh.errors import describe
 
 from . import protocol as p
@@ -229,9 +230,9 @@ class ShardActor:
         return self.where()
 
     def where(self) -> tuple[str, int, str]:
-        import workers  # noqa: PLC0415
+        import hussh.workers  # noqa: PLC0415
 
-        return ray.get_runtime_context().get_node_id(), os.getpid(), os.path.dirname(workers.__file__ or "")
+        return ray.get_runtime_context().get_node_id(), os.getpid(), os.path.dirname(hussh.workers.__file__ or "")
 
     @ray.method(num_returns="streaming", _generator_backpressure_num_objects=BATCHES_AHEAD)
     async def handle(self, payload: bytes, assigned: object = None,  # a Ray streaming generator: no return annotation
@@ -423,7 +424,7 @@ def _reason(exc: BaseException) -> str:
 
 class RayPool(CallCore):
     """The Ray engine's ``Pool``: one actor per shard, created on first use and after a loss; an I/O
-    adapter over the call core (``workers.core``)."""
+    adapter over the call core (``hussh.workers.core``)."""
 
     noun = "actor"
     noun_lost = "shard actor lost"

@@ -1,4 +1,4 @@
-"""The zygote: a single-threaded interpreter that forks workers on request (see ``workers._spawn``).
+"""The zygote: a single-threaded interpreter that forks workers on request (see ``hussh.workers._spawn``).
 
 Protocol on the Unix socket (SOCK_SEQPACKET) given as ``argv[1]``: the parent sends ``b"F"``
 with two descriptors (the worker's request and reply pipe ends); the zygote forks a worker on

@@ -1,7 +1,7 @@
 """Where hussh's client CPU goes: one worker's code path, in this process, under cProfile.
 
 Not a benchmark peer: a diagnostic for ``scale/bench.py``'s hussh numbers. It drives the real
-``workers.main.Worker`` (the code every forked worker runs: uvloop, ``AsyncConnection``, msgspec
+``hussh.workers.main.Worker`` (the code every forked worker runs: uvloop, ``AsyncConnection``, msgspec
 ``HostDone`` frames) on one event loop for every target, with the replies kept in memory instead
 of written to a pipe, and makes the benchmark's calls: Connect, Execute ``true``, Execute
 ``whoami``, then close. The profiler's clock is ``time.process_time`` (CPU, not wall, so other load
@@ -54,8 +54,8 @@ import msgspec  # noqa: E402
 import uvloop  # noqa: E402
 
 from hussh._spec import make_spec  # noqa: E402
-from workers import protocol as p  # noqa: E402
-from workers.main import Worker, raise_fd_limit  # noqa: E402
+from hussh.workers import protocol as p  # noqa: E402
+from hussh.workers.main import Worker, raise_fd_limit  # noqa: E402
 
 if experiments:
     _experiments.apply(experiments)
