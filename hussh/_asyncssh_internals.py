@@ -260,7 +260,7 @@ async def open_proxy_command(loop: asyncio.AbstractEventLoop, argv: list[str],
         from .errors import ConfigError  # noqa: PLC0415 - only on this unlikely path
 
         raise ConfigError(f"ProxyCommand is not available with asyncssh {asyncssh.__version__}; use ProxyJump")
-    return await open_proxy(loop, argv, factory)
+    return cast(SSHClientConnection, await open_proxy(loop, argv, factory))
 
 
 # ---------------------------------------------------------------------------------- SFTP

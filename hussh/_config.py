@@ -22,7 +22,7 @@ from .errors import ConfigError
 USER_CONFIG = "~/.ssh/config"
 SYSTEM_CONFIG = "/etc/ssh/ssh_config"
 
-SSHConfigArg = str | os.PathLike | Sequence[str | os.PathLike] | bool | None
+SSHConfigArg = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | bool | None
 """``None``: ``ssh``'s defaults (user then system file, those that exist); a path or paths: only
 those (like ``ssh -F``); ``False``: no config at all."""
 

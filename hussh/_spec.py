@@ -213,7 +213,7 @@ class Retry(msgspec.Struct, frozen=True, array_like=True, gc=False):
     def pause(self, attempt: int) -> float:
         """Seconds to wait after failed try ``attempt`` (from 0): ``backoff * 2**attempt``, +/- ``jitter`` of it."""
         base = self.backoff * (2 ** attempt)
-        return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
+        return max(0.0, float(base * (1 + random.uniform(-self.jitter, self.jitter))))
 
     def shared_by(self, workers: int) -> Retry:
         """This policy as one of ``workers`` workers applies it: its share of ``per_server``."""

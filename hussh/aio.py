@@ -754,11 +754,11 @@ async def _sftp_op(conn: AsyncConnection, path: str, what: str) -> AsyncIterator
 
 
 _SFTP_ERRORS = {
-    asyncssh.sftp.FX_NO_SUCH_FILE: (FileNotFoundError, errno.ENOENT),
-    asyncssh.sftp.FX_PERMISSION_DENIED: (PermissionError, errno.EACCES),
-    asyncssh.sftp.FX_NOT_A_DIRECTORY: (NotADirectoryError, errno.ENOTDIR),
-    asyncssh.sftp.FX_FILE_IS_A_DIRECTORY: (IsADirectoryError, errno.EISDIR),
-    asyncssh.sftp.FX_FILE_ALREADY_EXISTS: (FileExistsError, errno.EEXIST),
+    asyncssh.FX_NO_SUCH_FILE: (FileNotFoundError, errno.ENOENT),
+    asyncssh.FX_PERMISSION_DENIED: (PermissionError, errno.EACCES),
+    asyncssh.FX_NOT_A_DIRECTORY: (NotADirectoryError, errno.ENOTDIR),
+    asyncssh.FX_FILE_IS_A_DIRECTORY: (IsADirectoryError, errno.EISDIR),
+    asyncssh.FX_FILE_ALREADY_EXISTS: (FileExistsError, errno.EEXIST),
 }
 
 

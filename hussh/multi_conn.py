@@ -228,7 +228,7 @@ class MultiConnection:
             raise TypeError(f"journal must be a hussh.Journal, got {journal!r}")
         self.journal = journal
         self._pool: Pool | None = None
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[..., MultiConnection] | None = None
         self._lock = threading.RLock()  # one call (or close) at a time, whichever thread asks
 
     @classmethod

@@ -33,7 +33,7 @@ import uvloop
 
 from hussh import _transport
 from hussh._result import SKIPPED, STOPPED, RawResult
-from hussh._spec import ConnectSpec
+from hussh._spec import ConnectSpec, Retry
 from hussh.aio import AsyncConnection, AsyncFileTailer, OutputBudget, stop_abandoned
 from hussh.errors import (
     AuthenticationError,
@@ -87,7 +87,7 @@ class Worker:
         self.conns: dict[int, AsyncConnection] = {}
         self.tailers: dict[int, AsyncFileTailer] = {}
         self.failures: dict[int, _Failure] = {}
-        self.retry = p.Retry()
+        self.retry = Retry()
         self.lanes = 1
         self.fd_budget = fd_budget
         self.max_open = fd_budget

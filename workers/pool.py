@@ -21,7 +21,7 @@ from collections.abc import Collection, Mapping
 
 import msgspec
 
-from hussh._spec import ConnectSpec
+from hussh._spec import ConnectSpec, Retry
 from hussh._transport import finalized, shipment
 
 from . import _spawn
@@ -31,7 +31,7 @@ from .core import IN_CALLBACK, CallCore, Lost
 MIN_HOSTS_PER_WORKER = 64  # below this, another process costs more than it saves
 SHUTDOWN_GRACE = 5.0  # seconds workers get to disconnect politely before SIGKILL
 ABORT_WAIT = 1.5  # seconds interrupted workers get to stop their remote commands before SIGKILL
-DEFAULT_RETRY = p.Retry()  # WorkerPool's default; frozen, so one shared instance is safe
+DEFAULT_RETRY = Retry()  # WorkerPool's default; frozen, so one shared instance is safe
 
 _pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 
@@ -102,7 +102,7 @@ def _close(fd: int) -> None:
             pass
 
 
-def shard_assign(hosts: list[tuple[int, ConnectSpec]], share: int, retry: p.Retry, *, ship_keys: bool = True,
+def shard_assign(hosts: list[tuple[int, ConnectSpec]], share: int, retry: Retry, *, ship_keys: bool = True,
                  cwd: str = "", env: dict[str, str] | None = None) -> p.Assign:
     """A shard's ``Assign``: its finished specs with the key material and the hashed known_hosts
     entries they need (keys left out for workers that read their own), whatever the engine."""
@@ -114,7 +114,7 @@ class WorkerPool(CallCore):
     """N worker processes serving a fixed table of hosts; ``call`` (the core's) runs one operation on some."""
 
     def __init__(self, specs: list[ConnectSpec], batch_size: int, workers: int | None = None,
-                 retry: p.Retry = DEFAULT_RETRY) -> None:
+                 retry: Retry = DEFAULT_RETRY) -> None:
         self.specs = specs
         self.retry = retry
         count = workers or default_worker_count(len(specs))

@@ -36,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -234,9 +234,9 @@ class ShardActor:
 
         return ray.get_runtime_context().get_node_id(), os.getpid(), os.path.dirname(hussh.workers.__file__ or "")
 
-    @ray.method(num_returns="streaming", _generator_backpressure_num_objects=BATCHES_AHEAD)
-    async def handle(self, payload: bytes, assigned: object = None,  # a Ray streaming generator: no return annotation
-                     window: float = BATCH_WINDOW):
+    @ray.method(num_returns="streaming", _generator_backpressure_num_objects=BATCHES_AHEAD)  # type: ignore[untyped-decorator]  # ray is Any here
+    async def handle(self, payload: bytes, assigned: object = None,
+                     window: float = BATCH_WINDOW) -> AsyncIterator[tuple[list[tuple[int, bytes]], bytes]]:
         """Run one call (an encoded ``p.Call``), yielding ``(file pieces, frames)`` batches until ``CallDone``.
 
         A batch is what was emitted in the last ``window`` seconds (or ``BATCH_BYTES``), and at most

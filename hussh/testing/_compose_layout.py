@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 from ._base import Endpoint
 from ._errors import FleetError
@@ -48,10 +49,10 @@ class Node:
         """The ports the node's sshd listen on inside the container, in endpoint order."""
         return [CONTAINER_PORT + i for i in range(self.sshd_count)]
 
-    def compose_service(self, image: str, authorized_keys: str) -> dict:
+    def compose_service(self, image: str, authorized_keys: str) -> dict[str, Any]:
         """This node's Compose service: docker-compose.yml's ``sshd``, at fixed ports or a fixed address."""
         container_ports = _port_range(CONTAINER_PORT, CONTAINER_PORT + self.sshd_count - 1)
-        service: dict = {
+        service: dict[str, Any] = {
             "image": image,
             "init": True,
             "environment": {"SSHD_PORTS": container_ports, "HUSSH_AUTHORIZED_KEYS": authorized_keys},
@@ -112,9 +113,9 @@ def host_address(subnet: str, number: int) -> str:
     return str(ipaddress.IPv4Network(subnet).network_address + number)
 
 
-def compose_file(nodes: list[Node], image: str, authorized_keys: str, subnet: str | None = None) -> dict:
+def compose_file(nodes: list[Node], image: str, authorized_keys: str, subnet: str | None = None) -> dict[str, Any]:
     """The Compose document of a fleet (JSON is valid Compose YAML), with its internal network if any."""
-    document: dict = {
+    document: dict[str, Any] = {
         "version": "2.4",
         "services": {node.service: node.compose_service(image, authorized_keys) for node in nodes},
     }

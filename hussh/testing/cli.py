@@ -120,7 +120,8 @@ def _up(args: argparse.Namespace, prog: str) -> int:
 def _network(args: argparse.Namespace) -> Network:
     """``--net`` for all, ``--net-host`` per endpoint (None: no relay)."""
     if not args.net_host:
-        return args.net
+        given: NetworkConditions | None = args.net
+        return given
     each: dict[EndpointLike, NetworkConditions] = {}
     if args.net is not None:
         each.update((f"{a}:{args.port}", args.net) for a in loopback_addresses(args.endpoints, args.second_octet))

@@ -348,7 +348,8 @@ class ComposeFleet(Fleet):
 
     def _pid(self, node: Node) -> int:
         """The pid of the node's container's init (its namespaces), 0 if it is not running."""
-        return self._container(node).attrs["State"]["Pid"]
+        pid: int = self._container(node).attrs["State"]["Pid"]
+        return pid
 
     def _container(self, node: Node) -> Container:
         found = self.client.containers.list(all=True, filters={

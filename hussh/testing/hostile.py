@@ -34,8 +34,8 @@ USERNAME = "hostile"
 ADDRESS = "127.0.0.1"
 START_TIMEOUT = 30.0
 
-SFTPFactory = Callable[[asyncssh.SSHServerChannel], asyncssh.SFTPServer]
-ProcessFactory = Callable[[asyncssh.SSHServerProcess], Awaitable[None] | None]
+SFTPFactory = Callable[[asyncssh.SSHServerChannel[bytes]], asyncssh.SFTPServer]
+ProcessFactory = Callable[[asyncssh.SSHServerProcess[bytes]], Awaitable[None] | None]
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ class FakeTree(asyncssh.SFTPServer):
     ``realpath`` returns the path as given. Override ``read`` (or others) to lie in other ways.
     """
 
-    def __init__(self, chan: asyncssh.SSHServerChannel, roots: Mapping[str, File | Dir]) -> None:
+    def __init__(self, chan: asyncssh.SSHServerChannel[bytes], roots: Mapping[str, File | Dir]) -> None:
         super().__init__(chan)
         self.nodes: dict[bytes, File | Dir] = {}
         for path, node in roots.items():
@@ -242,7 +242,7 @@ def _bytes(name: str | bytes) -> bytes:
 def scp_source(*files: tuple[str | bytes, int, bytes]) -> ProcessFactory:
     """A command handler that answers as ``scp -f`` would, whatever was asked: it sends ``files``
     (name, mode, bytes), then exits 0; with none, it sends nothing at all."""
-    async def run(process: asyncssh.SSHServerProcess) -> None:
+    async def run(process: asyncssh.SSHServerProcess[bytes]) -> None:
         await process.stdin.readexactly(1)  # the receiver is ready
         for name, mode, data in files:
             process.stdout.write(b"C%04o %d %s\n" % (mode, len(data), _bytes(name)))

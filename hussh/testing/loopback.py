@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, Self
 
 from . import _namespace, _registry
-from ._base import Credentials, Endpoint, EndpointLike, Fleet, FleetError, Network
+from ._base import Credentials, Endpoint, EndpointLike, Fleet, Network
+from ._errors import FleetError
 from ._keys import KeptHostKeys, public_key, write_ed25519, write_encrypted_rsa
 from ._probe import unanswered
 from ._relay import NetworkConditions, RelayProcess, conditions_dict
@@ -359,7 +360,8 @@ def _free_port(address: str) -> int:
     """A port nothing listens on at ``address`` right now."""
     with socket.socket() as sock:
         sock.bind((address, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _pids_of_uid(uid: int) -> list[int]:
