@@ -26,7 +26,7 @@ from hussh._remote_copy import remote_copy
 from hussh._scp import scp_read
 from hussh.aio import AsyncConnection
 from hussh.multi_conn import MultiConnection
-from tests.procs import wait_until
+from procs import wait_until
 
 STALL = 2.0
 SLACK = 8.0  # the frozen host fails within STALL + SLACK seconds of the freeze, or the test fails
