@@ -80,8 +80,7 @@ class Sink:
             message = decoder.decode(data[p.HEADER.size:p.HEADER.size + size])
             data = data[p.HEADER.size + size:]
             if isinstance(message, p.HostDone):
-                result = message.result
-                if result.status != 0 or (message.req == 3 and result.stdout.strip() != run.user):
+                if message.status != 0 or (message.req == 3 and message.stdout.strip() != run.user.encode()):
                     bad[message.req] = bad.get(message.req, 0) + 1
         return bad
 
@@ -128,8 +127,9 @@ def server_settle(limit: float = 15.0) -> None:
 
 
 async def main() -> tuple[dict[str, float], Sink]:
-    worker = Worker(raise_fd_limit())
-    worker.out = Sink()
+    sink = Sink()
+    encoder = msgspec.msgpack.Encoder()
+    worker = Worker(lambda message: sink.write(b"".join(p.encode_frame(encoder, message))), raise_fd_limit())
     auth = {"password": run.password} if run.password is not None else {"private_key": run.key}
     hosts = [(i, make_spec(t.host, port=t.port, username=run.user, **auth)) for i, t in enumerate(run.targets)]
     worker.assign(p.Assign(hosts, run.batch))
@@ -144,7 +144,7 @@ async def main() -> tuple[dict[str, float], Sink]:
     started = time.process_time()
     await worker.close_all()
     phases["close"] = time.process_time() - started
-    return phases, worker.out
+    return phases, sink
 
 
 gc.callbacks.append(_gc_callback)
