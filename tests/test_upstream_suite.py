@@ -100,8 +100,9 @@ def setup_agent_auth():
 
 
 SKIP = {  # hussh differs on purpose: docs/single-host.md, "Differences from upstream hussh"
-    "test_async_sftp_get_dir_fail_fast": "SCP and directory transfers raise builtin OSError subclasses naming "
-                                         "host and path (FileNotFoundError here; upstream's async: RuntimeError)",
+    "test_async_sftp_get_dir_fail_fast": "upstream's docs promise only 'raise on the first error'; hussh raises "
+                                         "the builtin OSError subclass naming host and path in both APIs "
+                                         "(FileNotFoundError here; upstream: RuntimeError async, OSError sync)",
 }
 
 
