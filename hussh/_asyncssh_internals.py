@@ -209,8 +209,7 @@ class FleetConnection(SSHClientConnection):
         ``RuntimeError`` ("the handler is closed") instead.
         """
         data, self._unsent = b"".join(self._unsent or ()), None
-        closing = getattr(transport, "is_closing", None)  # a ProxyCommand's tunnel has no is_closing
-        if closing is not None and closing():
+        if transport.is_closing():
             return
         try:
             transport.write(data)
@@ -250,17 +249,6 @@ def connection_factory(loop: asyncio.AbstractEventLoop, options: asyncssh.SSHCli
         conn.sign_at_once = True
         return conn
     return build
-
-
-async def open_proxy_command(loop: asyncio.AbstractEventLoop, argv: list[str],
-                             factory: Callable[[], SSHClientConnection]) -> SSHClientConnection:
-    """A connection whose bytes go through a ``ProxyCommand``'s stdin and stdout (asyncssh's own tunnel)."""
-    open_proxy = getattr(asyncssh.connection, "_open_proxy", None)
-    if open_proxy is None or not VERSION_TESTED:
-        from .errors import ConfigError  # noqa: PLC0415 - only on this unlikely path
-
-        raise ConfigError(f"ProxyCommand is not available with asyncssh {asyncssh.__version__}; use ProxyJump")
-    return cast(SSHClientConnection, await open_proxy(loop, argv, factory))
 
 
 # ---------------------------------------------------------------------------------- SFTP

@@ -26,6 +26,7 @@ from asyncssh.connection import SSHClientConnection
 from . import _asyncssh_internals as internals
 from . import _bastions, _credentials, _resolve
 from ._known_hosts import HostKeyVerifier, changed_key_message, lookup, revoked_key_message
+from ._proxy_command import open_proxy_command
 from ._spec import ConnectSpec, HostKeys, Retry
 from .errors import (
     AuthenticationError,
@@ -230,6 +231,8 @@ async def _attempt(spec: ConnectSpec, bound: float) -> SSHClientConnection:
             f"host key of {spec.address} does not match its known_hosts entry, refusing to connect ({exc.reason})"
         ) from None
     except asyncssh.DisconnectError as exc:
+        if spec.proxy_command:  # the reason says what the command did
+            raise ConnectError(errno.ECONNABORTED, f"{spec.address}: the SSH handshake ended: {exc.reason}") from None
         raise ConnectError(errno.ECONNABORTED, f"{spec.address} closed the SSH handshake: {exc.reason}") from None
     except asyncssh.ChannelOpenError as exc:
         raise ConnectError(errno.ECONNABORTED, f"{spec.address}: {exc.reason}") from None
@@ -283,7 +286,7 @@ async def _open(spec: ConnectSpec, phase: list[str]) -> SSHClientConnection:
         except ValueError as exc:
             raise ConfigError(f"cannot parse the ProxyCommand of {spec.host}: {exc}") from None
         try:
-            conn = await internals.open_proxy_command(loop, argv, factory)
+            conn = await open_proxy_command(loop, argv, factory)
         except OSError as exc:  # upstream's words, which code written against it matches on
             raise ConnectError(exc.errno, f"Failed to start proxy command {argv[0] if argv else ''!r} for "
                                           f"{spec.address}: {exc.strerror or exc}") from None
