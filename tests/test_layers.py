@@ -13,10 +13,10 @@
 A module may import its own layer and those below it, never one above. Every import counts: one
 deferred into a function and one under ``if TYPE_CHECKING:`` still tie the modules together (a
 helper that names ``AsyncConnection`` for its types depends on it). Imports form no circle either.
-``hussh.testing`` (fleets for users' tests) stands apart: it imports nothing of the library it tests, and only the command line's
-``hussh fleet`` imports it. What breaks these rules today is listed in ``KNOWN``, each with why, to
-be emptied by the engine-core work (issue 24, item 1); an entry that no longer applies fails too, so
-the list only shrinks.
+``hussh.testing`` (fleets for users' tests) stands apart: it imports nothing of the library it
+tests, and only the command line's ``hussh fleet`` imports it. What breaks these rules today is
+listed in ``KNOWN``, each with why, to be emptied by the engine-core work (issue 24, item 1); an
+entry that no longer applies fails too, so the list only shrinks.
 """
 
 from __future__ import annotations
