@@ -18,16 +18,13 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path, PurePath, PurePosixPath
-from typing import TYPE_CHECKING
 
 import asyncssh
 
+from ._link import Link
 from ._local_files import create, file_perms, local_errors
 from ._stall import lost_error
 from .errors import HusshTimeout
-
-if TYPE_CHECKING:
-    from .aio import AsyncConnection
 
 __all__ = ["scp_read", "scp_write", "scp_write_data"]
 
@@ -40,7 +37,7 @@ _REASONS = (  # what the remote scp (or asyncssh) says -> the builtin error it m
 )
 
 
-async def scp_read(conn: AsyncConnection, remote_path: str,
+async def scp_read(conn: Link, remote_path: str,
                    local_path: str | os.PathLike[str] | None = None) -> str | None:
     """Return the remote file as text (undecodable bytes replaced), or save it to ``local_path``.
 
@@ -66,7 +63,7 @@ async def scp_read(conn: AsyncConnection, remote_path: str,
         return None
 
 
-async def _receive(conn: AsyncConnection, remote_path: str, staged: Path) -> tuple[Path, int]:
+async def _receive(conn: Link, remote_path: str, staged: Path) -> tuple[Path, int]:
     """Receive the remote file as ``staged`` (a path in a private directory); it and the mode the server gave."""
     await _scp(conn, remote_path, staged, upload=False)  # preserve=True: the mode comes, kept here only
     try:
@@ -77,7 +74,7 @@ async def _receive(conn: AsyncConnection, remote_path: str, staged: Path) -> tup
     return staged, mode
 
 
-async def scp_write(conn: AsyncConnection, local_path: str | os.PathLike[str], remote_path: str) -> None:
+async def scp_write(conn: Link, local_path: str | os.PathLike[str], remote_path: str) -> None:
     """Copy a local file to ``remote_path`` (or into it, if it is a directory); the local mode bits go along."""
     local = Path(local_path)
     if not local.is_file():
@@ -87,7 +84,7 @@ async def scp_write(conn: AsyncConnection, local_path: str | os.PathLike[str], r
     await _scp(conn, remote_path, local, upload=True)
 
 
-async def scp_write_data(conn: AsyncConnection, data: str | bytes, remote_path: str) -> None:
+async def scp_write_data(conn: Link, data: str | bytes, remote_path: str) -> None:
     """Write ``data`` (text is UTF-8 encoded) to ``remote_path``, replacing it; a new file gets mode 0644."""
     payload = data.encode() if isinstance(data, str) else bytes(data)
     with tempfile.TemporaryDirectory(prefix="hussh-scp-") as tmp:
@@ -97,7 +94,7 @@ async def scp_write_data(conn: AsyncConnection, data: str | bytes, remote_path: 
         await _scp(conn, remote_path, source, upload=True)
 
 
-async def _scp(conn: AsyncConnection, remote_path: str, local: PurePath, *, upload: bool) -> None:
+async def _scp(conn: Link, remote_path: str, local: PurePath, *, upload: bool) -> None:
     """One asyncssh ``scp()`` copy between ``local`` and ``remote_path`` on the live connection; a download
     keeps the remote mode (``preserve``) on ``local``, which must be in a private directory."""
     sent = remote_arg(remote_path)
@@ -116,7 +113,7 @@ def remote_arg(remote_path: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _scp_op(conn: AsyncConnection, path: str, sent: str) -> AsyncIterator[None]:
+async def _scp_op(conn: Link, path: str, sent: str) -> AsyncIterator[None]:
     """Bound an SCP transfer by the connection's ``timeout`` and ``stall_timeout``; map its failures
     to builtin ``OSError``s naming ``path`` (``sent``: how the remote scp was given it)."""
     spec, guard = conn.spec, conn._stall

@@ -39,7 +39,7 @@ MAX_DEPTH = 64
 endless tree stops there instead of exhausting descriptors or the stack."""
 
 Op = Callable[[str], AbstractAsyncContextManager[None]]
-"""Bounds one SFTP step on a path and maps its failure to a builtin ``OSError`` (``aio._sftp_op``)."""
+"""Bounds one SFTP step on a path and maps its failure to a builtin ``OSError`` (``_link.sftp_op``)."""
 
 
 @dataclass

@@ -14,16 +14,14 @@ import codecs
 import errno
 import signal
 from types import TracebackType
-from typing import TYPE_CHECKING, TypedDict
+from typing import TypedDict
 
 import asyncssh
 
 from . import _loop
+from ._link import Link
 from ._result import SSHResult
 from .errors import CommandTimeout, ConnectionLost, OutputLimitExceeded, describe
-
-if TYPE_CHECKING:
-    from .aio import AsyncConnection
 
 __all__ = ["AsyncInteractiveShell", "InteractiveShell", "open_shell"]
 
@@ -103,7 +101,7 @@ class _ShellSession(asyncssh.SSHClientSession[bytes]):
         return out, err
 
 
-async def open_shell(conn: AsyncConnection, pty: bool | None) -> AsyncInteractiveShell:
+async def open_shell(conn: Link, pty: bool | None) -> AsyncInteractiveShell:
     """Start a login shell on ``conn`` (with a terminal if ``pty``), opening it within the connect bound."""
     ssh = await conn._connection()
     spec = conn.spec

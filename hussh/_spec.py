@@ -12,16 +12,12 @@ import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import msgspec
 
 from ._config import ConfigResolver, HostConfig, SSHConfigArg
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from ._sync import Connection
-    from .aio import AsyncConnection
 
 HostKeyChecking = Literal["accept-new", "strict", "off"]
 """What an unlisted or changed host key does (``@revoked`` keys are refused under all three):
@@ -181,6 +177,16 @@ class ConnectSpec(msgspec.Struct, frozen=True, array_like=True, gc=False):
             yield "password", "***"
 
 
+class HasSpec(Protocol):
+    """A connection object given as a bastion (``AsyncConnection``, ``Connection``): its resolved spec."""
+
+    @property
+    def spec(self) -> ConnectSpec: ...
+
+
+ProxyJump = str | tuple[str, int] | ConnectSpec | HasSpec
+"""``proxy_jump=``: ``"user@bastion:port"`` or a ``-J`` style chain, upstream's ``(host, port)``, or a connection."""
+
 class Retry(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """What hussh does when connecting fails or a server is crowded; a command that started is never run again.
 
@@ -234,7 +240,7 @@ def make_spec(
     known_hosts: str | os.PathLike[str] | None = None,
     host_key_checking: HostKeyChecking | None = None,
     max_output: int = DEFAULT_MAX_OUTPUT,
-    proxy_jump: str | tuple[str, int] | ConnectSpec | AsyncConnection | Connection | None = None,
+    proxy_jump: ProxyJump | None = None,
     proxy_command: str | None = None,
     forward_agent: bool | None = None,
     ssh_config: SSHConfigArg = None,
@@ -360,7 +366,7 @@ def _agent_from(config: HostConfig) -> str | None:
     return os.path.expanduser(value)
 
 
-def _jump_from_argument(value: str | tuple[str, int] | ConnectSpec | AsyncConnection | Connection,
+def _jump_from_argument(value: ProxyJump,
                         resolver: ConfigResolver, known_hosts: object, checking: HostKeyChecking | None,
                         connect_timeout: float) -> ConnectSpec | None:
     """``proxy_jump=``: a ``-J`` style chain, ``"none"``, or a connection object giving the last hop."""

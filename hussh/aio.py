@@ -9,9 +9,8 @@ import functools
 import os
 import posixpath
 import signal
-from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import asyncssh
 import msgspec
@@ -23,10 +22,12 @@ from ._config import SSHConfigArg
 from ._connector import open_connection
 from ._known_hosts import record as record_host_keys
 from ._known_hosts import warn_changed_key
+from ._link import sftp_op, via
 from ._local_files import create, download, file_perms
 from ._result import RawResult, SSHResult, text
 from ._sftp_dirs import get_dir, put_dir
 from ._shared_output import OutputStream
+from ._shell import AsyncInteractiveShell, open_shell
 from ._spec import (
     DEFAULT_MAX_OUTPUT,
     DEFAULT_PORT,
@@ -35,14 +36,12 @@ from ._spec import (
     ConnectSpec,
     HostKeyChecking,
     HostKeys,
+    ProxyJump,
     make_spec,
 )
-from ._stall import StallGuard, lost_error
+from ._stall import StallGuard
 from ._sudo import SudoGate, check_password
-from .errors import CommandTimeout, ConnectionLost, HusshError, HusshTimeout, OutputLimitExceeded, SudoError
-
-if TYPE_CHECKING:
-    from ._sync import Connection
+from .errors import CommandTimeout, ConnectionLost, HusshError, OutputLimitExceeded, SudoError
 
 __all__ = ["AsyncConnection", "AsyncFileTailer", "AsyncInteractiveShell", "stop_abandoned"]
 
@@ -86,7 +85,7 @@ class AsyncConnection:
         password: str | None = None,
         key_path: str | os.PathLike[str] | None = None,
         private_key: str | os.PathLike[str] | None = None,
-        proxy_jump: str | tuple[str, int] | AsyncConnection | Connection | None = None,
+        proxy_jump: ProxyJump | None = None,
         proxy_command: str | None = None,
         port: int = DEFAULT_PORT,
         keepalive_interval: float = KEEPALIVE_NOT_GIVEN,
@@ -216,22 +215,22 @@ class AsyncConnection:
                 channel, _ = await conn.create_session(lambda: session, remote, encoding=None)
         except TimeoutError:
             if deadline is not None and deadline <= open_by:
-                return session.raw(-1, CommandTimeout, f"command timed out after {limit:g} seconds{_via(self.spec)}")
+                return session.raw(-1, CommandTimeout, f"command timed out after {limit:g} seconds{via(self.spec)}")
             self._drop()
-            raise ConnectionLost(f"{self.spec.address}{_via(self.spec)} did not open a session within "
+            raise ConnectionLost(f"{self.spec.address}{via(self.spec)} did not open a session within "
                                  f"{self.spec.connect_bound:g} seconds") from None
         except asyncssh.ChannelOpenError as exc:
             raise ConnectionLost(f"{self.spec.address} refused a session: {exc.reason}") from None
         except (asyncssh.DisconnectError, asyncssh.ConnectionLost, OSError) as exc:
             self._drop()
-            raise ConnectionLost(f"connection to {self.spec.address}{_via(self.spec)} lost: {exc}") from None
+            raise ConnectionLost(f"connection to {self.spec.address}{via(self.spec)} lost: {exc}") from None
         session.start()
         try:
             async with asyncio.timeout_at(deadline):
                 lost = await session.finished
         except TimeoutError:
             ended = await asyncio.shield(_stop(channel, session))
-            return session.raw(-1, CommandTimeout, f"command timed out after {limit:g} seconds{_via(self.spec)}"
+            return session.raw(-1, CommandTimeout, f"command timed out after {limit:g} seconds{via(self.spec)}"
                                + ("; stopped it" if ended else _NOT_CONFIRMED))
         except BaseException:
             _stop(channel, session)  # the caller gave up: end it on the host all the same (see stop_abandoned)
@@ -240,7 +239,7 @@ class AsyncConnection:
             return session.raw(-1, OutputLimitExceeded, session.overflow_reason())
         if lost is not None:
             self._drop()
-            raise ConnectionLost(f"connection to {self.spec.address}{_via(self.spec)} lost during the command: {lost}")
+            raise ConnectionLost(f"connection to {self.spec.address}{via(self.spec)} lost during the command: {lost}")
         if gate is not None and not gate.started:
             return session.raw(-1, SudoError, gate.reason(self.spec.address))
         return session.raw()
@@ -254,7 +253,7 @@ class AsyncConnection:
                     self._sftp = await conn.start_sftp_client()
             except TimeoutError:
                 self._drop()
-                raise ConnectionLost(f"{self.spec.address}{_via(self.spec)} did not start SFTP within "
+                raise ConnectionLost(f"{self.spec.address}{via(self.spec)} did not start SFTP within "
                                      f"{self.spec.connect_bound:g} seconds") from None
             except asyncssh.Error as exc:
                 raise ConnectionLost(f"{self.spec.address} refused the SFTP subsystem: {exc}") from None
@@ -268,7 +267,7 @@ class AsyncConnection:
         Two round trips for a file that fits one read: OPEN with STAT of the path beside it (the size
         bounds the read), then READ with CLOSE behind it."""
         sftp = await self._sftp_client()
-        async with _sftp_op(self, remote_path, "read"):
+        async with sftp_op(self, remote_path, "read"):
             remote, size = await _open_with_size(sftp, remote_path)
             try:
                 available = max(0, size - offset)  # past the end (a truncated log): nothing to read
@@ -299,7 +298,7 @@ class AsyncConnection:
         local = os.fspath(local_path)
         if os.path.isdir(local):  # into a directory, by the name the caller asked for (as asyncssh's get)
             local = os.path.join(local, posixpath.basename(remote_path))
-        async with _sftp_op(self, remote_path, "read"):  # local file: at most the remote 0777 bits
+        async with sftp_op(self, remote_path, "read"):  # local file: at most the remote 0777 bits
             await download(sftp, remote_path, local, lambda mode: create(local, file_perms(mode)),
                            block_size=SFTP_BLOCK, max_requests=SFTP_REQUESTS)
         return None
@@ -324,14 +323,14 @@ class AsyncConnection:
             raise FileNotFoundError(errno.ENOENT, "local file does not exist", local_path)
         sftp = await self._sftp_client()
         target = remote_path or local_path
-        async with _sftp_op(self, target, "write"):
+        async with sftp_op(self, target, "write"):
             await sftp.put(local_path, target, block_size=SFTP_BLOCK, max_requests=SFTP_REQUESTS)
 
     async def sftp_write_data(self, data: str | bytes, remote_path: str) -> None:
         """Write ``data`` (text is UTF-8 encoded) to ``remote_path``, replacing it."""
         payload = data.encode() if isinstance(data, str) else data
         sftp = await self._sftp_client()
-        async with _sftp_op(self, remote_path, "write"):
+        async with sftp_op(self, remote_path, "write"):
             async with sftp.open(remote_path, "wb", block_size=SFTP_BLOCK, max_requests=SFTP_REQUESTS) as remote:
                 if len(payload) > SFTP_BLOCK or not await internals.write_and_close(remote, payload):
                     await remote.write(payload)  # in parallel blocks, then closed
@@ -339,13 +338,13 @@ class AsyncConnection:
     async def sftp_list(self, path: str) -> list[str]:
         """Names in a remote directory, without ``.`` and ``..``, sorted."""
         sftp = await self._sftp_client()
-        async with _sftp_op(self, path, "listing"):
+        async with sftp_op(self, path, "listing"):
             names = await sftp.listdir(path)
         return sorted(name for name in names if name not in (".", ".."))
 
     async def sftp_size(self, remote_path: str) -> int:
         sftp = await self._sftp_client()
-        async with _sftp_op(self, remote_path, "stat"):
+        async with sftp_op(self, remote_path, "stat"):
             return (await sftp.stat(remote_path)).size or 0
 
     def tail(self, remote_file: str) -> AsyncFileTailer:
@@ -392,7 +391,7 @@ class AsyncConnection:
                            failures: list[OSError] | None = None) -> tuple[list[str], list[str]]:
         """Upload a local directory tree as ``remote_path``: (transferred, failed) local file paths
         (``failures``, if given, receives why each failed)."""
-        return await put_dir(await self._sftp_client(), functools.partial(_sftp_op, self, what="upload"), local_path,
+        return await put_dir(await self._sftp_client(), functools.partial(sftp_op, self, what="upload"), local_path,
                              remote_path, follow_symlinks, preserve_permissions, fail_fast, failures=failures)
 
     async def sftp_get_dir(self, remote_path: str, local_path: str | os.PathLike[str], follow_symlinks: bool = True,
@@ -400,7 +399,7 @@ class AsyncConnection:
                            failures: list[OSError] | None = None) -> tuple[list[str], list[str]]:
         """Download a remote directory tree as ``local_path``: (transferred, failed) remote file paths
         (``failures``, if given, receives why each failed)."""
-        return await get_dir(await self._sftp_client(), functools.partial(_sftp_op, self, what="download"), remote_path,
+        return await get_dir(await self._sftp_client(), functools.partial(sftp_op, self, what="download"), remote_path,
                              local_path, follow_symlinks, preserve_permissions, fail_fast, host=self.spec.address,
                              window=(SFTP_BLOCK, SFTP_REQUESTS), failures=failures)
 
@@ -436,7 +435,7 @@ class AsyncFileTailer:
         the start of its last ``lines`` lines, as ``tail -n`` (what was appended meanwhile, if no more).
         Returns the offset; the modification time is the host's clock, ``since`` the caller's."""
         sftp = await self.conn._sftp_client()
-        async with _sftp_op(self.conn, self.remote_file, "stat"):
+        async with sftp_op(self.conn, self.remote_file, "stat"):
             attrs = await sftp.stat(self.remote_file)
         size = attrs.size or 0
         unchanged = attrs.mtime is not None and attrs.mtime < int(since)
@@ -645,12 +644,6 @@ def _raise_stopped(raw: RawResult) -> RawResult:
     return raw
 
 
-def _via(spec: ConnectSpec) -> str:
-    """`` via bastion user@host:port`` for a host behind one: when it stops answering, every host
-    behind it fails alike, and the message must say which bastion they share."""
-    return f" via bastion {spec.jump.target}" if spec.jump is not None else ""
-
-
 def _signal_status(name: str | None) -> int:
     """A shell-style ``128 + signal number`` for a command killed by a signal, else -1."""
     try:
@@ -730,36 +723,5 @@ async def _read_at(sftp: asyncssh.SFTPClient, remote: asyncssh.SFTPClientFile, p
     return data
 
 
-@contextlib.asynccontextmanager
-async def _sftp_op(conn: AsyncConnection, path: str, what: str) -> AsyncIterator[None]:
-    """Bound an SFTP operation by the connection's ``timeout`` and ``stall_timeout`` and turn its
-    failures into hussh's errors or the builtin ``OSError`` subclasses (``FileNotFoundError``...),
-    naming host and path; ``what`` ("read", "write"...) names the operation in the messages."""
-    spec, guard = conn.spec, conn._stall
-    where = f"{path} on {spec.address}"
-    try:
-        with guard.armed() if guard is not None else contextlib.nullcontext():
-            async with asyncio.timeout(spec.timeout or None):
-                yield
-    except TimeoutError:
-        raise HusshTimeout(f"SFTP {what} of {where}{_via(spec)} timed out after {spec.timeout:g} seconds") from None
-    except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection, asyncssh.DisconnectError,
-            asyncssh.ConnectionLost) as exc:
-        raise lost_error(guard, f"SFTP {what} of {where}{_via(spec)}", exc) from None
-    except asyncssh.SFTPError as exc:
-        if exc.code not in _SFTP_ERRORS:  # the server's generic failure: say which operation failed
-            raise OSError(errno.EIO, f"SFTP {what} failed: {exc.reason}", where) from None
-        kind, code = _SFTP_ERRORS[exc.code]
-        raise kind(code, exc.reason, where) from None
 
 
-_SFTP_ERRORS = {
-    asyncssh.FX_NO_SUCH_FILE: (FileNotFoundError, errno.ENOENT),
-    asyncssh.FX_PERMISSION_DENIED: (PermissionError, errno.EACCES),
-    asyncssh.FX_NOT_A_DIRECTORY: (NotADirectoryError, errno.ENOTDIR),
-    asyncssh.FX_FILE_IS_A_DIRECTORY: (IsADirectoryError, errno.EISDIR),
-    asyncssh.FX_FILE_ALREADY_EXISTS: (FileExistsError, errno.EEXIST),
-}
-
-
-from ._shell import AsyncInteractiveShell, open_shell  # noqa: E402  (last: _shell builds on this module)
