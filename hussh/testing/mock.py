@@ -6,7 +6,7 @@ As httpx's ``MockTransport`` replaces only the transport, this replaces only the
 ``batch_size``, connecting before a host's first operation, a connect failure remembered for
 ``Retry.cooldown``, a halted run's hosts skipped or stopped, output bounds, ``WorkerLost`` for a shard
 that falls silent) are the real ones. Each shard is a ``hussh.workers.main.Worker`` on an event loop
-in one thread of this process, its hosts ``MockConnection`` objects. No process, socket or sshd.
+in a thread of this process, its hosts ``MockConnection`` objects. No process, socket or sshd.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import concurrent.futures
 import contextlib
 import os
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from hussh._spec import ConnectSpec, Retry
 from hussh.errors import describe
@@ -30,7 +30,7 @@ from ._mock_host import Handler, MockConnection, MockRequest, Reply
 
 __all__ = ["Handler", "MockEngine", "MockRequest", "Reply"]
 
-STOP_WAIT = 5.0  # seconds close() waits for the mock workers' loop to cancel what runs and stop
+STOP_WAIT = 5.0  # seconds close() waits for each mock worker's thread to cancel what runs and end
 
 
 class MockEngine:
@@ -40,7 +40,7 @@ class MockEngine:
     or any other exception becomes that host's result exactly as a real failure would. ``handler``
     may be a coroutine function; an async command then also times out as a real one does.
 
-    Handlers run on the mock workers' event loop thread, one request at a time unless they are async.
+    Handlers run on their shard's event loop thread, one request at a time unless they are async.
     ``requests`` lists every request, in the order asked. ``workers`` of the ``MultiConnection``
     (default 1) sets the shards; ``stall_limit`` as ``LocalEngine``'s (a synchronous handler that
     blocks that long makes its shard's hosts ``WorkerLost``).
@@ -61,7 +61,8 @@ class MockEngine:
 
 
 class MockWorker(Worker):
-    """One shard: the local engine's worker, its hosts mock connections, its messages to the pool's inbox."""
+    """One shard: the local engine's worker on an event loop thread of its own (a handler that blocks
+    holds up its shard alone), its hosts mock connections, its messages to the pool's inbox."""
 
     def __init__(self, pool: MockPool, number: int, hosts: list[tuple[int, ConnectSpec]], share: int) -> None:
         super().__init__(self._emit, 1 << 20)
@@ -71,13 +72,29 @@ class MockWorker(Worker):
         handler, record = pool.engine.handler, pool.engine.requests.append
         for index, spec in hosts:
             self.conns[index] = MockConnection(spec, index, handler, record)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=_serve, args=(self.loop,), name=f"hussh-mock-worker-{number}",
+                                       daemon=True)
+        self.thread.start()
 
     def _emit(self, message: p.HostDone | p.Started | p.KeyLearned | p.Alive | p.CallDone) -> None:
         self.pool.deliver(self, message)
 
+    def run(self, call: p.Call) -> concurrent.futures.Future[None]:
+        return asyncio.run_coroutine_threadsafe(self.handle(call), self.loop)
+
+    def soon(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` on this worker's loop (not at all once it stopped)."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            self.loop.call_soon_threadsafe(callback)
+
+    def stop(self) -> None:
+        """Stop the loop: what runs is cancelled and the thread ends (once a handler stuck in it returns)."""
+        self.soon(self.loop.stop)
+
 
 class MockPool(CallCore):
-    """The ``MockEngine``'s pool: shards are ``MockWorker`` objects on one event loop thread, started on
+    """The ``MockEngine``'s pool: shards are ``MockWorker`` objects, each on an event loop thread, started on
     first use; the call core waits on their inbox as the local engine waits on worker pipes."""
 
     def __init__(self, engine: MockEngine, specs: list[ConnectSpec], batch_size: int, workers: int | None,
@@ -92,8 +109,6 @@ class MockPool(CallCore):
         self.inbox: list[list[p.Reply]] = [[] for _ in range(self.count)]
         self.lost: dict[int, str] = {}
         self.ready = threading.Condition()
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.thread: threading.Thread | None = None
         self.owner = os.getpid()
         self._core_init()
 
@@ -106,20 +121,19 @@ class MockPool(CallCore):
                            self.shares[n]) for n, worker in enumerate(self.workers)]
 
     def deliver(self, worker: MockWorker, message: p.Reply) -> None:
-        """A message from ``worker`` (on the loop thread); one from a shard since dropped is not heard."""
+        """A message from ``worker`` (on its thread); one from a shard since dropped is not heard."""
         with self.ready:
             if self.workers[worker.number] is worker:
                 self.inbox[worker.number].append(message)
                 self.ready.notify_all()
 
     def _open(self, number: int, call: p.Call) -> None:
-        loop = self._loop()
         worker = self.workers[number]
         if worker is None:
             hosts = [(i, self.specs[i]) for i in range(number, len(self.specs), self.count)]
             self.shipped[number] = dict(hosts)
             worker = self.workers[number] = MockWorker(self, number, hosts, self.shares[number])
-        task = asyncio.run_coroutine_threadsafe(worker.handle(call), loop)
+        task = worker.run(call)
         task.add_done_callback(lambda done: self._ended(worker, done))
         self.tasks[number] = task
 
@@ -131,14 +145,6 @@ class MockPool(CallCore):
             if self.workers[worker.number] is worker:
                 self.lost[worker.number] = f"it crashed ({describe(task.exception())})"  # type: ignore[arg-type]
                 self.ready.notify_all()
-
-    def _loop(self) -> asyncio.AbstractEventLoop:
-        if self.loop is None:
-            loop = asyncio.new_event_loop()
-            self.thread = threading.Thread(target=_serve, args=(loop,), name="hussh-mock-engine", daemon=True)
-            self.thread.start()
-            self.loop = loop
-        return self.loop
 
     def _wait(self, numbers: Collection[int], timeout: float) -> list[tuple[int, list[p.Reply], str]]:
         def heard() -> bool:
@@ -158,21 +164,21 @@ class MockPool(CallCore):
             return {number for number in numbers if self.inbox[number]}
 
     def _halt(self, number: int, message: p.Halt) -> None:
-        worker, loop = self.workers[number], self.loop
-        if worker is not None and loop is not None:
-            loop.call_soon_threadsafe(worker.halt, message)
+        worker = self.workers[number]
+        if worker is not None:
+            worker.soon(lambda: worker.halt(message))
 
     def _shipped(self, number: int) -> Mapping[int, ConnectSpec]:
         return self.shipped[number]
 
     def _drop(self, number: int, reason: str) -> str:
         with self.ready:
-            self.workers[number] = None
+            worker, self.workers[number] = self.workers[number], None
             self.inbox[number] = []
             self.lost.pop(number, None)
-        task = self.tasks.pop(number, None)
-        if task is not None:
-            task.cancel()
+        self.tasks.pop(number, None)
+        if worker is not None:
+            worker.stop()  # its thread ends once its handler returns, if it is stuck in one
         return reason
 
     def _owned(self) -> bool:
@@ -186,27 +192,25 @@ class MockPool(CallCore):
             self.abort()
 
     def abort(self) -> None:
-        """Cancel what the mock workers run and stop their loop thread (within ``STOP_WAIT`` seconds)."""
+        """Cancel what the mock workers run and stop their threads (waiting ``STOP_WAIT`` seconds at most)."""
         if not self._owned():
             return
-        loop, thread = self.loop, self.thread
-        if thread is threading.current_thread():
+        if any(w is not None and w.thread is threading.current_thread() for w in self.workers):
             raise RuntimeError("a MockEngine handler cannot close or stop the MultiConnection it answers for")
         with self.ready:
+            live = [w for w in self.workers if w is not None]
             self.workers = [None] * self.count
             self.inbox = [[] for _ in range(self.count)]
             self.lost = {}
-        self.loop = self.thread = None
-        for task in self.tasks.values():
-            task.cancel()
         self.tasks = {}
-        if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(STOP_WAIT)
+        for worker in live:
+            worker.stop()
+        for worker in live:
+            worker.thread.join(STOP_WAIT)
 
 
 def _serve(loop: asyncio.AbstractEventLoop) -> None:
-    """The mock workers' thread: run ``loop`` until stopped, then cancel what is left and close it."""
+    """A mock worker's thread: run ``loop`` until stopped, then cancel what is left and close it."""
     asyncio.set_event_loop(loop)
     try:
         loop.run_forever()
