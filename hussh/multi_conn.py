@@ -365,7 +365,7 @@ class MultiConnection:
     @property
     def specs(self) -> dict[str, ConnectSpec]:
         """What each of ``hosts`` resolved to (address, user, port, bastions, timeouts), as ``AsyncConnection.spec``:
-        arguments, host strings and the ssh config applied. A copy; credentials show as ``***``."""
+        arguments, host strings and the ssh config applied. A new dict of frozen specs (their repr hides passwords)."""
         return {self._keys[i]: self._specs[i] for i in self._active}
 
     def shards(self) -> list[Shard]:

@@ -5,6 +5,7 @@ e.g. ``LocalEngine(stall_limit=...)``). Checked from the source, scripts in stri
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import textwrap
 from pathlib import Path
@@ -25,11 +26,16 @@ def private_names() -> set[str]:
     return names | {name for name in vars(MultiConnection([])) if name.startswith("_")}
 
 
+@functools.cache
+def nodes(source: str) -> list[ast.AST]:
+    return list(ast.walk(ast.parse(source)))
+
+
 def reaches(source: str, names: set[str]) -> list[tuple[int, str]]:
     """``(line, code)`` of every ``X._name`` (``X`` not ``self``) and ``getattr(X, "_name")`` in ``source``,
     and in the Python scripts its strings hold (tests run some in subprocesses)."""
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in nodes(source):
         if isinstance(node, ast.Attribute) and node.attr in names and \
                 not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
             found.append((node.lineno, ast.unparse(node)))
@@ -46,7 +52,7 @@ def reaches(source: str, names: set[str]) -> list[tuple[int, str]]:
 def engine_patches(source: str) -> list[tuple[int, str]]:
     """``monkeypatch.setattr`` of a ``hussh.workers`` module's global (by module or by dotted string)."""
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in nodes(source):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "setattr" \
                 and node.args:
             target = ast.unparse(node.args[0]).strip("'\"")
