@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DOCKER_UP := $(shell docker info >/dev/null 2>&1 && echo yes)
 
-.PHONY: setup demo lint test test-ray soak scale-image scale-test scale-full bench bench-compose bench-all bench-smoke bench-fleet-cpu bench-bastion clean
+.PHONY: setup demo lint test test-unit test-ray soak scale-image scale-test scale-full bench bench-compose bench-all bench-smoke bench-fleet-cpu bench-bastion clean
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,9 @@ lint: setup  ## ruff over the code, then mypy over hussh/ and workers/ (configs:
 
 test: setup lint  ## every test: real sshd on loopback, plus a 40-endpoint docker compose fleet when Docker answers (not the soak)
 	$(PY) -m pytest -q -p no:cacheprovider -m "not soak"
+
+test-unit: setup  ## the unit tier alone, in seconds: MultiConnection, rollouts, journal and CLI output on hussh.testing.MockEngine (no sshd)
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
 soak: setup  ## 200 calls on 1000 loopback hosts with faults; prints fds and RSS of caller and workers (minutes)
 	HUSSH_SOAK_REPORT=soak.json $(PY) -m pytest -q -p no:cacheprovider -m soak -s -o timeout=1800 tests/test_soak.py

@@ -62,7 +62,22 @@ exhaust the client: once it is spent, further output stops its command with ``Ou
 (keeping what arrived). The caller holds results as text, up to ``MAX_TEXT_WIDTH`` bytes of memory
 a byte received (docs/multi-connection.md, "Memory")."""
 
-__all__ = ["AsyncConnection", "MultiConnection", "MultiFileTailer", "MultiResult", "PartialFailureException"]
+__all__ = ["AsyncConnection", "MultiConnection", "MultiFileTailer", "MultiResult", "PartialFailureException", "Shard"]
+
+
+class Shard(NamedTuple):
+    """One worker process (or Ray actor) of a ``MultiConnection`` and the hosts it serves (``shards()``).
+
+    ``pid`` is its process now: ``None`` before its first call, after ``close()``, or while a lost one
+    waits to be replaced; ``node`` is the Ray node it runs on ("" on this machine); ``concurrency`` its
+    share of ``batch_size``.
+    """
+
+    number: int
+    pid: int | None
+    hosts: list[str]
+    concurrency: int
+    node: str = ""
 
 
 class PartialFailureException(HusshError):
@@ -346,6 +361,22 @@ class MultiConnection:
     @property
     def batch_size(self) -> int:
         return self._batch_size
+
+    @property
+    def specs(self) -> dict[str, ConnectSpec]:
+        """What each of ``hosts`` resolved to (address, user, port, bastions, timeouts), as ``AsyncConnection.spec``:
+        arguments, host strings and the ssh config applied. A new dict of frozen specs (their repr hides passwords)."""
+        return {self._keys[i]: self._specs[i] for i in self._active}
+
+    def shards(self) -> list[Shard]:
+        """The worker processes (or actors) and which hosts each serves, for operators (``ps``, ``top``,
+        a fault drill); empty until the first call and after ``close()``. Safe from another thread."""
+        pool = self._pool
+        if pool is None:
+            return []
+        keys = self._keys
+        return [Shard(state.number, state.pid, [keys[i] for i in state.indices], state.concurrency, state.node)
+                for state in pool.shard_states()]
 
     def __repr__(self) -> str:
         return f"MultiConnection({len(self._active)} hosts, batch_size={self._batch_size})"

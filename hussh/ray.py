@@ -50,7 +50,9 @@ class RayEngine:
     or none when it is ``None``.
 
     A new shard's actor has ``start_timeout`` seconds to be placed, start and answer before its
-    hosts fail with ``WorkerLost`` (a region whose nodes are all gone never places it).
+    hosts fail with ``WorkerLost`` (a region whose nodes are all gone never places it). A started
+    actor that sends nothing for ``stall_limit`` seconds (default 10; busy actors send a heartbeat
+    every second) is lost the same way.
     """
 
     def __init__(
@@ -64,7 +66,12 @@ class RayEngine:
         agent: str | None = None,
         start_timeout: float = 60.0,
         init: Mapping[str, Any] | None = None,
+        stall_limit: float | None = None,
     ) -> None:
+        from hussh.workers.core import STALL_LIMIT  # noqa: PLC0415 - this module stays import-light
+        from hussh.workers.engine import check_stall_limit  # noqa: PLC0415
+
+
         if not _ray_installed():
             raise ImportError(f"hussh.ray.RayEngine needs Ray: {INSTALL_HINT}")
         if placement is not None and not callable(placement) and not isinstance(placement, Mapping):
@@ -83,6 +90,7 @@ class RayEngine:
         self.agent = agent
         self.start_timeout = float(start_timeout)
         self.init = dict(init or {})
+        self.stall_limit = check_stall_limit(STALL_LIMIT if stall_limit is None else stall_limit)
 
     def region_of(self, host: str) -> str | None:
         """The region ``host``'s shard must run in, or ``None`` (anywhere)."""

@@ -404,4 +404,4 @@ def test_a_frozen_bastion_is_noticed_by_its_keepalives(net, b1_key_as_default):
         assert all(r.error == "ConnectionLost" for r in results.values()), {r.stderr for r in results.values()}
         assert not mc.execute("true").failed  # a new bastion connection once it answers again
     default = MultiConnection.from_shared_auth(["t"], proxy_jump="127.75.0.1", ssh_config=False)
-    assert default._specs[0].jump.keepalive_interval == 15.0
+    assert default.specs["t"].jump.keepalive_interval == 15.0

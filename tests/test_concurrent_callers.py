@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-import hussh.workers.pool
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER
+from hussh.workers.engine import LocalEngine
 from procs import alive, wait_until
 
 
@@ -18,22 +18,21 @@ def shared(fleet, **kwargs) -> MultiConnection:  # type: ignore[no-untyped-def]
                                             port=fleet.port, workers=2, **kwargs)
 
 
-def pools_of(mc: MultiConnection) -> int:
-    return sum(1 for pool in list(hussh.workers.pool._pools) if pool.specs is mc._specs)
+class SlowToStart(LocalEngine):
+    """An engine that takes its time to make a pool, so two first calls surely overlap there; counts them."""
 
+    made = 0
 
-class SlowToStart(hussh.workers.pool.WorkerPool):
-    """A pool that takes its time to set up, so two first calls surely overlap there."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def pool(self, *args):  # type: ignore[no-untyped-def]
         threading.Event().wait(0.3)
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.made += 1
+        return super().pool(*args)
 
 
-def test_two_threads_on_one_multiconnection_get_their_own_results(fleet, monkeypatch):
-    monkeypatch.setattr(hussh.workers.pool, "WorkerPool", SlowToStart)  # what LocalEngine starts
+def test_two_threads_on_one_multiconnection_get_their_own_results(fleet):
     hosts = fleet.addresses
-    mc = shared(fleet)  # not connected: both threads race to start its workers too
+    engine = SlowToStart()
+    mc = shared(fleet, engine=engine)  # not connected: both threads race to start its workers too
     start = threading.Barrier(2, timeout=10)
     outcomes: dict[str, list[object]] = {"a": [], "b": []}
 
@@ -54,7 +53,7 @@ def test_two_threads_on_one_multiconnection_get_their_own_results(fleet, monkeyp
         for thread in threads:
             thread.join(timeout=60)
         assert not any(thread.is_alive() for thread in threads), "a caller is stuck"
-        assert pools_of(mc) == 1  # one set of workers, whichever thread came first
+        assert engine.made == 1  # one set of workers, whichever thread came first
         for n, results in enumerate(outcomes["a"]):
             assert list(results) == hosts
             assert [r.stdout.split()[0] for r in results.values()] == [f"a{n}"] * 4
@@ -108,7 +107,7 @@ def test_close_from_another_thread_waits_for_the_running_call(fleet, remote_dir)
     command = f"touch {remote_dir}/started.$$; while [ ! -e {opened} ]; do sleep 0.05; done; echo done"
     mc = shared(fleet)
     mc.connect()
-    pids = [w.pid for w in mc._pool.workers]
+    pids = [s.pid for s in mc.shards()]
     outcome: list[object] = []
     caller = threading.Thread(target=lambda: outcome.append(mc.execute(command, timeout=30)))
     caller.start()
@@ -122,5 +121,5 @@ def test_close_from_another_thread_waits_for_the_running_call(fleet, remote_dir)
     closer.join(timeout=20)
     assert not caller.is_alive() and not closer.is_alive()
     assert [r.stdout for r in outcome[0].values()] == ["done\n"] * 4  # type: ignore[attr-defined]
-    assert mc._pool is None and not any(alive(pid) for pid in pids)
+    assert mc.shards() == [] and pids and not any(alive(pid) for pid in pids)
 

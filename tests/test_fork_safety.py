@@ -52,7 +52,8 @@ STRESS = """
         mc = MultiConnection.from_shared_auth(hosts, workers=2, **auth)
         results = mc.execute(f"echo {i}")
         assert [r.stdout for r in results.values()] == [f"{i}\\n"] * len(hosts), results.failed.items()
-        zygote = mc._pool.workers[0].process.zygote is not None
+        with open(f"/proc/{mc.shards()[0].pid}/stat") as stat:  # forked by the zygote, or by this process
+            zygote = int(stat.read().rsplit(")", 1)[1].split()[1]) != os.getpid()
         mc.close()
         return zygote
 
@@ -102,6 +103,7 @@ def test_pools_start_and_stop_while_busy_threads_hold_locks(fleet_env):
 FDS = """
     import json, os, socket, sys, tempfile, threading
     from hussh.multi_conn import MultiConnection
+    from hussh.workers.engine import LocalEngine
 
     if os.environ["PATH_KIND"] == "zygote":
         threading.Thread(target=threading.Event().wait, daemon=True).start()  # not alone: no direct fork
@@ -110,13 +112,20 @@ FDS = """
     pair = socket.socketpair()
     pipe = os.pipe()
     ours = [held.fileno(), listener.fileno(), *(s.fileno() for s in pair), *pipe]
+    class Recording(LocalEngine):  # keeps its pool, to name the caller's pipe ends
+        def pool(self, *args):
+            self.made = super().pool(*args)
+            return self.made
+
+    engine = Recording()
     mc = MultiConnection.from_shared_auth(json.loads(os.environ["FLEET"]), username="hussh", password="hussh",
-                                          workers=2)
+                                          workers=2, engine=engine)
     mc.connect()
-    zygote = mc._pool.workers[0].process.zygote
+    workers = engine.made.workers
+    zygote = workers[0].process.zygote
     print(json.dumps({"caller": [os.readlink(f"/proc/self/fd/{fd}") for fd in ours],
-                      "workers": [w.pid for w in mc._pool.workers],
-                      "pipes": [[w.to_worker, w.from_worker] for w in mc._pool.workers],
+                      "workers": [s.pid for s in mc.shards()],
+                      "pipes": [[w.to_worker, w.from_worker] for w in workers],
                       "zygote": zygote.process.pid if zygote else None}), flush=True)
     sys.stdin.readline()
     mc.close()

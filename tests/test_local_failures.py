@@ -79,7 +79,7 @@ def test_a_missing_local_file_is_one_error_and_nothing_runs(fleet, tmp_path, rem
         with pytest.raises(FileNotFoundError) as info:
             mc.sftp_write(str(tmp_path / "missing"), str(remote_dir / "copy"))
         assert str(tmp_path / "missing") in str(info.value)
-        assert mc._pool is None  # no worker started, no host contacted
+        assert mc.shards() == []  # no worker started, no host contacted
     finally:
         mc.close()
     assert not (remote_dir / "copy").exists()

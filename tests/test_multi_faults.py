@@ -18,6 +18,7 @@ import hussh._spec
 import hussh.workers.core
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER
+from hussh.workers.engine import LocalEngine
 from procs import alive, marker, run_script, sleepers, wait_until
 
 
@@ -32,7 +33,7 @@ SCRIPT_HEAD = """
     hosts = json.loads(os.environ["FLEET"])
     mc = MultiConnection.from_shared_auth(hosts, username="hussh", password="hussh", workers=2)
     mc.connect()
-    print(json.dumps([w.pid for w in mc._pool.workers]), flush=True)
+    print(json.dumps([s.pid for s in mc.shards()]), flush=True)
 """
 
 
@@ -81,7 +82,7 @@ def gate(remote_dir) -> Gate:
 def test_worker_killed_mid_call_fails_only_its_hosts_and_is_replaced(fleet, gate):
     mc = shared(fleet, workers=2)
     with mc:
-        first_pids = [w.pid for w in mc._pool.workers]
+        first_pids = [s.pid for s in mc.shards()]
         victim = first_pids[0]
 
         def kill_then_open() -> None:
@@ -102,14 +103,24 @@ def test_worker_killed_mid_call_fails_only_its_hosts_and_is_replaced(fleet, gate
         assert all(results[h].stdout == "done\n" for h in kept)
         again = mc.execute("whoami")
         assert [r.stdout for r in again.values()] == ["hussh\n"] * 4
-        assert mc._pool.workers[0].pid != victim and mc._pool.workers[1].pid == first_pids[1]
+        pids = [s.pid for s in mc.shards()]
+        assert pids[0] != victim and pids[1] == first_pids[1]
     assert not alive(victim)
 
 
+class Recording(LocalEngine):
+    """Keeps the pool it makes, for tests that reach a worker's pipe."""
+
+    def pool(self, *args):  # type: ignore[no-untyped-def]
+        self.made = super().pool(*args)
+        return self.made
+
+
 def test_malformed_frame_from_a_worker_is_a_clear_error_not_a_hang(fleet, gate):
-    mc = shared(fleet, workers=2)
+    engine = Recording()
+    mc = shared(fleet, workers=2, engine=engine)
     with mc:
-        worker = mc._pool.workers[1]
+        worker = engine.made.workers[1]
         pipe = os.readlink(f"/proc/{os.getpid()}/fd/{worker.from_worker}")
         child_fd = next(fd for fd in os.listdir(f"/proc/{worker.pid}/fd")
                         if os.readlink(f"/proc/{worker.pid}/fd/{fd}") == pipe)
@@ -132,11 +143,10 @@ def test_malformed_frame_from_a_worker_is_a_clear_error_not_a_hang(fleet, gate):
     assert not alive(worker.pid)
 
 
-def test_stopped_worker_is_lost_after_the_stall_limit_and_replaced(fleet, monkeypatch):
-    monkeypatch.setattr(hussh.workers.core, "STALL_LIMIT", 3.0)
-    mc = shared(fleet, workers=2)
+def test_stopped_worker_is_lost_after_the_stall_limit_and_replaced(fleet):
+    mc = shared(fleet, workers=2, engine=LocalEngine(stall_limit=3.0))
     with mc:
-        first_pids = [w.pid for w in mc._pool.workers]
+        first_pids = [s.pid for s in mc.shards()]
         victim = first_pids[1]
         os.kill(victim, signal.SIGSTOP)
         started = time.monotonic()
@@ -149,31 +159,31 @@ def test_stopped_worker_is_lost_after_the_stall_limit_and_replaced(fleet, monkey
         assert [results[fleet.addresses[i]].stdout for i in (0, 2)] == ["hussh\n"] * 2
         assert 3.0 <= elapsed < 10.0
         assert [r.stdout for r in mc.execute("whoami").values()] == ["hussh\n"] * 4
-        assert mc._pool.workers[1].pid != victim and mc._pool.workers[0].pid == first_pids[0]
+        pids = [s.pid for s in mc.shards()]
+        assert pids[1] != victim and pids[0] == first_pids[0]
     assert not alive(victim)
 
 
-def test_a_call_longer_than_the_stall_limit_is_not_a_stall(fleet, monkeypatch):
-    monkeypatch.setattr(hussh.workers.core, "STALL_LIMIT", 2.0)
-    with shared(fleet, workers=2) as mc:
+def test_a_call_longer_than_the_stall_limit_is_not_a_stall(fleet):
+    with shared(fleet, workers=2, engine=LocalEngine(stall_limit=2.0)) as mc:
         results = mc.execute("sleep 4; echo done", timeout=20)
     assert [r.stdout for r in results.values()] == ["done\n"] * 4
 
 
-def test_a_parent_held_up_past_the_stall_limit_loses_no_worker(fleet, monkeypatch):
-    monkeypatch.setattr(hussh.workers.core, "STALL_LIMIT", 2.0)
+def test_a_parent_held_up_past_the_stall_limit_loses_no_worker(fleet):
+    stall_limit = 2.0
     calls: list[int] = []
 
     def progress(done: int, total: int) -> None:  # the caller's callback blocks the parent, once
         calls.append(done)
         if len(calls) == 1:
-            time.sleep(hussh.workers.core.STALL_LIMIT + 1)  # not a wait for anything: the held-up caller itself
+            time.sleep(stall_limit + 1)  # not a wait for anything: the held-up caller itself
 
-    with shared(fleet, workers=2, progress=progress) as mc:
-        pids = [w.pid for w in mc._pool.workers]
+    with shared(fleet, workers=2, progress=progress, engine=LocalEngine(stall_limit=stall_limit)) as mc:
+        pids = [s.pid for s in mc.shards()]
         results = mc.execute("echo done")
         assert [r.stdout for r in results.values()] == ["done\n"] * 4
-        assert [w.pid for w in mc._pool.workers] == pids
+        assert [s.pid for s in mc.shards()] == pids
 
 
 def test_ctrl_c_raises_at_once_and_stops_the_remote_commands(fleet_env):
@@ -213,8 +223,9 @@ def test_a_killed_caller_leaves_no_worker_and_no_remote_command(fleet_env, start
     if os.environ["START"] == "zygote":
         threading.Thread(target=threading.Event().wait, daemon=True).start()  # not alone: workers by the zygote
     """ + SCRIPT_HEAD + f"""
-    zygote = mc._pool.workers[0].process.zygote
-    print(json.dumps(zygote.process.pid if zygote else None), flush=True)
+    with open(f"/proc/{{mc.shards()[0].pid}}/stat") as stat:  # forked by the zygote, or by this process
+        parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+    print(json.dumps(parent if parent != os.getpid() else None), flush=True)
     mc.execute("sleep {token}")
     """, {"START": start})
     try:
@@ -252,7 +263,7 @@ def test_close_gc_and_interpreter_exit_stop_every_worker(fleet_env, ending):
     pids = []
     atexit.register(lambda: {report})  # registered before hussh's own exit clean-up, so it runs after it
     """ + SCRIPT_HEAD + f"""
-    pids += [w.pid for w in mc._pool.workers]
+    pids += [s.pid for s in mc.shards()]
     {finish}
     """)
     out, err = proc.communicate(timeout=30)
@@ -272,10 +283,10 @@ def test_a_worker_lost_on_every_call_is_not_started_again(fleet):
     killed: list[int] = []
     with shared(fleet, workers=2) as mc:
         def kill_worker_0(host: str, result: object) -> None:
-            worker = mc._pool.workers[0]
-            if host not in mine and worker is not None and worker.pid not in killed:
-                killed.append(worker.pid)
-                worker.process.kill()
+            pid = mc.shards()[0].pid
+            if host not in mine and pid is not None and pid not in killed:
+                killed.append(pid)
+                os.kill(pid, signal.SIGKILL)
 
         def lose() -> None:
             results = mc.execute_map(commands, on_result=kill_worker_0)
@@ -291,7 +302,7 @@ def test_a_worker_lost_on_every_call_is_not_started_again(fleet):
             before = time.monotonic()
             results = mc.execute("true")
             assert time.monotonic() - before < 2
-            assert mc._pool.workers[0] is None  # not forked again
+            assert mc.shards()[0].pid is None  # not forked again
             for host in mine:
                 assert results[host].stderr.startswith(
                     f"WorkerLost: the worker for these hosts was lost {hussh.workers.core.MAX_LOSSES} calls in a row, "

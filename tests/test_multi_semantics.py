@@ -108,7 +108,7 @@ def test_map_with_unknown_host_raises_before_anything_runs(mc, fleet):
         mc.execute_map({fleet.addresses[0]: "true", "web9": "true"})
     with pytest.raises(ValueError, match="'web9'"):
         mc.tail_map({"web9": "/tmp/x"})
-    assert mc._pool is None  # nothing was started, let alone run
+    assert mc.shards() == []  # nothing was started, let alone run
 
 
 def test_map_runs_only_on_mapped_hosts(mc, fleet):
@@ -209,7 +209,7 @@ def test_batch_size_bounds_concurrency_across_workers(fleet, remote_dir):
                                           workers=2)
     with mc:
         results = mc.execute_map({h: f"H={i}; {probe}" for i, h in enumerate(hosts)})
-        assert mc._pool.shares == [1, 1]
+        assert [s.concurrency for s in mc.shards()] == [1, 1]
     assert all(r.status == 0 for r in results.values()), results
     assert max(int(r.stdout) for r in results.values()) <= 2
 
@@ -225,11 +225,13 @@ def test_small_fleets_use_one_worker_and_workers_overrides(fleet):
     mc = MultiConnection.from_shared_auth(fleet.addresses[:3], username=PASSWORD_USER, password=PASSWORD,
                                           port=fleet.port)
     with mc:
-        assert mc._pool.count == 1
+        assert len(mc.shards()) == 1
     mc = MultiConnection.from_shared_auth(fleet.addresses, username=PASSWORD_USER, password=PASSWORD,
                                           port=fleet.port, workers=3)
     with mc:
-        assert mc._pool.count == 3 and sum(mc._pool.shares) == 100
+        shards = mc.shards()
+        assert len(shards) == 3 and sum(s.concurrency for s in shards) == 100
+        assert [s.hosts for s in shards] == [fleet.addresses[0::3], fleet.addresses[1::3], fleet.addresses[2::3]]
         assert len(mc.execute("true").succeeded) == 4
 
 

@@ -37,7 +37,7 @@ def test_thousand_hosts_in_batches_of_fifty(big_fleet, capsys):
         results = mc.execute("echo $SSH_CONNECTION")
         print(f"Succeeded: {len(results.succeeded)}")
         print(f"Failed: {len(results.failed)}")
-        assert sum(mc._pool.shares) == 50
+        assert sum(s.concurrency for s in mc.shards()) == 50
     assert capsys.readouterr().out == "Succeeded: 1000\nFailed: 0\n"
     assert list(results) == hosts
     assert all(result.stdout.split()[2] == host for host, result in results.items())
@@ -55,7 +55,7 @@ def test_thousand_hosts_under_a_low_descriptor_limit(big_fleet, limit, workers, 
         with MultiConnection.from_shared_auth(hosts, username="hussh", password="hussh", port={big_fleet.port},
                                               batch_size=200, workers={workers}) as mc:
             results = [mc.execute("whoami") for _ in range({calls})]
-            print(json.dumps([[len(r.succeeded) for r in results], mc._pool.count,
+            print(json.dumps([[len(r.succeeded) for r in results], len(mc.shards()),
                               sorted({{e.stderr for r in results for e in r.failed.values()}})[:3]]))
     """)
     proc = subprocess.run([sys.executable, "-c", script], input=json.dumps(big_fleet.addresses), text=True,

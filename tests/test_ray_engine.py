@@ -36,6 +36,20 @@ from raycluster import REPO_ROOT, local_ray_cluster, ray_module
 REGIONS = ("a", "b", "c")
 ray_test = pytest.mark.ray
 
+
+def recording(**options: object):  # type: ignore[no-untyped-def]
+    """A ``RayEngine`` that keeps the pool it makes (``engine.made``), for tests that look at its actors."""
+    from hussh.ray import RayEngine
+
+    class Recording(RayEngine):
+        made = None
+
+        def pool(self, *args):  # type: ignore[no-untyped-def]
+            self.made = super().pool(*args)
+            return self.made
+
+    return Recording(**options)  # type: ignore[arg-type]
+
 pytestmark = pytest.mark.timeout(300)  # cluster start-up on a loaded machine, then bounded waits
 
 
@@ -230,15 +244,16 @@ def test_a_killed_actors_saved_files_are_removed_by_the_next_actor_on_its_node(r
 
     (remote_dir / "data").write_bytes(b"x" * 1000)
     (remote_dir / "data").chmod(0o644)
-    with with_key(fleet, hosts, engine=RayEngine(), workers=1) as survivor, \
-            with_key(fleet, hosts, engine=RayEngine(), workers=1) as killed:
+    first, second = recording(), recording()
+    with with_key(fleet, hosts, engine=first, workers=1) as survivor, \
+            with_key(fleet, hosts, engine=second, workers=1) as killed:
         for mc in (survivor, killed):
             assert not mc.sftp_read(str(remote_dir / "data"), str(tmp_path / "{host}")).failed
-        (kept,) = spools(f"{survivor._pool.tag}-0")
-        (spool,) = spools(f"{killed._pool.tag}-0")
+        (kept,) = spools(f"{first.made.tag}-0")
+        (spool,) = spools(f"{second.made.tag}-0")
         (spool / "partial").write_bytes(b"as a transfer cut short leaves it")
-        pid = killed._pool.where()[0][1]
-        ray.kill(killed._pool.shards[0].actor, no_restart=True)
+        pid = killed.shards()[0].pid
+        ray.kill(second.made.shards[0].actor, no_restart=True)
         wait_until("the killed actor's process gone", lambda: not alive(pid), 30)
         with with_key(fleet, hosts, engine=RayEngine(), workers=1) as next_one:
             assert not next_one.connect().failed  # its actor starts, on one of these nodes (all this machine's)
@@ -280,14 +295,12 @@ def test_proxy_command_and_bastions_work_off_the_main_thread(ray_cluster, fleet,
 
 @ray_test
 def test_each_regions_hosts_run_on_its_labelled_nodes_and_the_rest_spread(ray_cluster, fleet, hosts):
-    from hussh.ray import RayEngine
-
     regions = {fleet.addresses[0]: "c", fleet.addresses[1]: "c", fleet.addresses[2]: "b"}  # the 4th: anywhere
-    engine = RayEngine(placement=regions.get, hosts_per_shard=1)
+    engine = recording(placement=regions.get, hosts_per_shard=1)
     with with_key(fleet, hosts, engine=engine) as mc:
         results = mc.execute("whoami")
         assert len(results.succeeded) == 4
-        pool = mc._pool
+        pool = engine.made
         assert pool.count == 4  # one shard per host
         where = pool.where()
         node_region = ray_cluster.node_ids()
@@ -299,11 +312,9 @@ def test_each_regions_hosts_run_on_its_labelled_nodes_and_the_rest_spread(ray_cl
 
 @ray_test
 def test_placement_dict_and_shard_sizes(ray_cluster, fleet, hosts):
-    from hussh.ray import RayEngine
-
-    engine = RayEngine(placement={fleet.addresses[0]: "a", fleet.addresses[1]: "a"}, hosts_per_shard=1)
+    engine = recording(placement={fleet.addresses[0]: "a", fleet.addresses[1]: "a"}, hosts_per_shard=1)
     with with_key(fleet, hosts, engine=engine, batch_size=3) as mc:  # 4 wanted, batch_size allows 3
-        pool = mc._pool
+        pool = engine.made
         assert pool.count == 3
         assert sorted(s.share for s in pool.shards) == [1, 1, 1]
         node_region = ray_cluster.node_ids()
@@ -317,10 +328,9 @@ def test_placement_dict_and_shard_sizes(ray_cluster, fleet, hosts):
 
 @ray_test
 def test_a_node_removed_mid_call_fails_exactly_its_hosts_and_the_next_call_succeeds(ray_cluster, fleet, hosts):
-    from hussh.ray import RayEngine
-
-    with with_key(fleet, hosts, engine=RayEngine(hosts_per_shard=1)) as mc:  # 4 shards spread over 3 nodes
-        pool = mc._pool
+    engine = recording(hosts_per_shard=1)
+    with with_key(fleet, hosts, engine=engine) as mc:  # 4 shards spread over 3 nodes
+        pool = engine.made
         where = pool.where()
         removable = {node for region, node in ray_cluster.nodes.items() if region != "a"}  # the driver's is "a"
         by_id = {node.node_id: node for node in removable}
@@ -349,7 +359,7 @@ def test_a_node_removed_mid_call_fails_exactly_its_hosts_and_the_next_call_succe
         assert all(node_id != victim_id for node_id, _, _ in pool.where().values())
     # A new pool while Ray still lists the dead node alive (SPREAD favours it: it runs no actor):
     # an actor placed there dies before it takes its hosts and is placed again; nothing fails.
-    with with_key(fleet, hosts, engine=RayEngine(hosts_per_shard=1)) as mc:
+    with with_key(fleet, hosts, engine=recording(hosts_per_shard=1)) as mc:
         assert [r.stdout for r in mc.execute("whoami").values()] == [f"{KEY_USER}\n"] * 4
     region = next(r for r, node in ray_cluster.nodes.items() if node.node_id == victim_id)
     ray_cluster.add(region)  # whole again for later tests
@@ -383,12 +393,10 @@ def test_an_actor_that_dies_before_taking_its_hosts_is_placed_again(ray_cluster,
 
 
 @ray_test
-def test_a_stopped_actor_is_lost_after_the_stall_limit_and_re_created(ray_cluster, fleet, hosts, monkeypatch):
-    from hussh.ray import RayEngine
-
-    monkeypatch.setattr(hussh.workers.core, "STALL_LIMIT", 3.0)
-    with with_key(fleet, hosts, engine=RayEngine(hosts_per_shard=2)) as mc:
-        pool = mc._pool
+def test_a_stopped_actor_is_lost_after_the_stall_limit_and_re_created(ray_cluster, fleet, hosts):
+    engine = recording(hosts_per_shard=2, stall_limit=3.0)
+    with with_key(fleet, hosts, engine=engine) as mc:
+        pool = engine.made
         victim = pool.where()[1][1]
         os.kill(victim, signal.SIGSTOP)
         try:
@@ -420,7 +428,7 @@ CTRL_C_SCRIPT = """
                                           engine=RayEngine(hosts_per_shard=2))
     mc.connect()
     print(json.dumps({"job": ray.get_runtime_context().get_job_id(),
-                      "pids": [pid for _, pid, _ in mc._pool.where().values()]}), flush=True)
+                      "pids": [s.pid for s in mc.shards() if s.pid]}), flush=True)
     try:
         mc.execute_map({h: f"echo $$ > {marks}/{n}; exec sleep 60" for n, h in enumerate(hosts)})
     except KeyboardInterrupt:
@@ -475,7 +483,7 @@ ENDING_SCRIPT = """
     hosts, key, user, _ = json.loads(os.environ["FLEET"])
     mc = MultiConnection.from_shared_auth(hosts, username=user, private_key=key, engine=RayEngine(hosts_per_shard=2))
     mc.connect()
-    pids = [pid for _, pid, _ in mc._pool.where().values()]
+    pids = [s.pid for s in mc.shards() if s.pid]
     print(json.dumps({"job": ray.get_runtime_context().get_job_id(), "pids": pids}), flush=True)
     {ending}
     print(json.dumps([os.path.exists(f"/proc/{{pid}}") for pid in pids]), flush=True)

@@ -139,15 +139,16 @@ SCRIPT = """
             for call in calls:
                 results = call(mc)
                 show(results, *results.items())
-            for pid in [w.pid for w in mc._pool.workers if w] + [z.process.pid for z in [zygote(mc)] if z]:
+            workers = [s.pid for s in mc.shards() if s.pid]
+            for pid in workers + sorted({parent(pid) for pid in workers} - {os.getpid()}):  # and the zygote
                 with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
                     print("cmdline", pid, cmdline.read().replace(b"\\0", b" ").decode(), flush=True)
         finally:
             mc.close()
 
-    def zygote(mc):
-        worker = next((w for w in mc._pool.workers if w), None)
-        return worker.process.zygote if worker else None
+    def parent(pid):
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
 
     def tail(mc):
         with mc.tail("/etc/hostname") as tailer:

@@ -40,7 +40,7 @@ def fds(pid: int) -> int:
 
 
 def snapshot(mc: MultiConnection) -> dict[str, object]:
-    pids = [w.pid for w in mc._pool.workers if w is not None]  # type: ignore[union-attr]
+    pids = [s.pid for s in mc.shards() if s.pid is not None]
     return {"caller_fds": fds(os.getpid()), "caller_rss_kib": rss_kib(os.getpid()),
             "worker_fds": [fds(pid) for pid in pids], "worker_rss_kib": [rss_kib(pid) for pid in pids],
             "worker_pids": pids, "children": len(children(os.getpid()))}

@@ -121,7 +121,8 @@ def test_explicit_arguments_beat_the_config_which_beats_the_defaults(config_file
 
 def test_port_and_user_in_a_host_string_beat_the_arguments(config_file):
     mc = MultiConnection.from_shared_auth(["alice@web-1:2299", "web-2"], username="bob", ssh_config=config_file)
-    assert [(s.username, s.port) for s in mc._specs] == [("alice", 2299), ("bob", 2201)]
+    assert {h: (s.username, s.port) for h, s in mc.specs.items()} == {"alice@web-1:2299": ("alice", 2299),
+                                                                     "web-2": ("bob", 2201)}
 
 
 def test_defaults_read_the_users_config_and_off_reads_none(isolated_home, tmp_path):

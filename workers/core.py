@@ -5,13 +5,14 @@ shards with their share of the output budget and a request id; the reply dispatc
 (a shard answers only for the hosts it was asked about, learns keys only for its own hosts'
 resolved names: ``learned_key``); results gathered in input order, decoded once here with
 identical texts shared; the failure budget and halting (hosts never started are *skipped*); the
-loss and stall policy (a shard silent for ``STALL_LIMIT`` seconds is lost, one lost ``MAX_LOSSES``
-calls in a row is not started again); the re-entrancy guard; ``release``; a live ``status``.
+loss and stall policy (a shard silent for ``stall_limit`` seconds, ``STALL_LIMIT`` unless its engine
+says otherwise, is lost; one lost ``MAX_LOSSES`` calls in a row is not started again); the re-entrancy
+guard; ``release``; a live ``status``.
 
 An engine's pool subclasses it and says how to reach its shards: ``_open`` (send a call to a
 shard, starting it if needed), ``_wait`` (what shards sent), ``_unread``, ``_stall``, ``_drop``
 (kill a lost shard), ``_halt``, ``_shipped`` (the specs a shard was given), and ``shutdown`` /
-``abort``.
+``abort``; ``shard_states`` says which process serves which hosts.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 import asyncssh
 
@@ -47,6 +49,17 @@ without a rollout)."""
 Build = Callable[[int, list[int], int], p.Call]
 """``build(req, shard_indices, shard_budget)``: the message one shard receives for one call."""
 Results = tuple[dict[int, SSHResult], dict[int, float]]
+
+
+class ShardState(NamedTuple):
+    """One shard as its pool sees it now: the process serving it (``None``: not started yet, or lost and
+    not replaced yet), where (a Ray node; "" on this machine), its hosts and its share of ``batch_size``."""
+
+    number: int
+    pid: int | None
+    indices: list[int]
+    concurrency: int
+    node: str = ""
 
 
 class Lost(Exception):
@@ -180,6 +193,7 @@ class CallCore:
     """
 
     count: int
+    stall_limit = STALL_LIMIT  # seconds of silence after which a busy shard is lost (engines take it as an option)
     noun = "worker"  # what a shard is called in its hosts' errors ("worker", "actor")
     noun_lost = "worker process lost"
 
@@ -213,7 +227,8 @@ class CallCore:
 
     def _stall(self, number: int, silent: float) -> str:
         """Why shard ``number``, silent for ``silent`` seconds, counts as lost ("" if it does not yet)."""
-        return f"it sent nothing for {STALL_LIMIT:g} seconds (stopped or stuck)" if silent > STALL_LIMIT else ""
+        limit = self.stall_limit
+        return f"it sent nothing for {limit:g} seconds (stopped or stuck)" if silent > limit else ""
 
     def _drop(self, number: int, reason: str) -> str:
         """Kill lost shard ``number`` (replaced on the next call); ``reason`` with what is known of it."""
@@ -240,6 +255,10 @@ class CallCore:
     def _interrupted(self) -> None:
         """Ctrl-C or a bug in the middle of a call: stop everything, leave nothing running, never hang."""
         self.abort()
+
+    def shard_states(self) -> list[ShardState]:
+        """Every shard now: which process serves which hosts (for operators, and tests)."""
+        raise NotImplementedError
 
     def abort(self) -> None:
         raise NotImplementedError
@@ -327,7 +346,7 @@ class CallCore:
         next_log = time.monotonic() + PROGRESS_EVERY
         halted = False
         while pending:
-            for number, messages, lost in self._wait(list(pending), min(1.0, STALL_LIMIT)):
+            for number, messages, lost in self._wait(list(pending), min(1.0, self.stall_limit)):
                 heard[number] = time.monotonic()
                 if number in pending:
                     self._dispatch(number, req, messages, pending, gathering)

@@ -17,9 +17,10 @@ from typing import Protocol, runtime_checkable
 from hussh._spec import ConnectSpec, Retry
 from hussh.rollout import CallStatus, Rollout
 
-from .core import Build, OnHost, Progress, Results
+from .core import STALL_LIMIT, Build, OnHost, Progress, Results, ShardState
+from .protocol import HEARTBEAT_EVERY
 
-__all__ = ["Build", "Engine", "LocalEngine", "OnHost", "Pool", "Progress"]
+__all__ = ["Build", "Engine", "LocalEngine", "OnHost", "Pool", "Progress", "ShardState", "check_stall_limit"]
 
 
 @runtime_checkable
@@ -50,6 +51,10 @@ class Pool(Protocol):
         """On garbage collection and interpreter exit: ``shutdown``, or ``abort`` if a call still runs."""
         ...
 
+    def shard_states(self) -> list[ShardState]:
+        """Every shard now: the process serving it (if one does), its hosts and its share of ``batch_size``."""
+        ...
+
 
 @runtime_checkable
 class Engine(Protocol):
@@ -59,13 +64,28 @@ class Engine(Protocol):
         ...
 
 
+def check_stall_limit(stall_limit: float) -> float:
+    """An engine's ``stall_limit`` option, checked: seconds, more than the interval of a busy shard's heartbeats."""
+    if isinstance(stall_limit, bool) or not isinstance(stall_limit, int | float) or not stall_limit > HEARTBEAT_EVERY:
+        raise ValueError(f"stall_limit must be a number of seconds above the {HEARTBEAT_EVERY:g} s between a busy "
+                         f"worker's heartbeats, got {stall_limit!r}")
+    return float(stall_limit)
+
+
 class LocalEngine:
-    """Worker processes on this machine, one per CPU (``hussh.workers.pool.WorkerPool``): the default."""
+    """Worker processes on this machine, one per CPU (``hussh.workers.pool.WorkerPool``): the default.
+
+    ``stall_limit``: seconds a busy worker may send nothing (it sends a heartbeat every second) before
+    it counts as lost, its unfinished hosts fail with ``WorkerLost`` and it is replaced.
+    """
+
+    def __init__(self, *, stall_limit: float = STALL_LIMIT) -> None:
+        self.stall_limit = check_stall_limit(stall_limit)
 
     def pool(self, specs: list[ConnectSpec], batch_size: int, workers: int | None, retry: Retry) -> Pool:
         from .pool import WorkerPool  # noqa: PLC0415 - keeps this module import-light
 
-        return WorkerPool(specs, batch_size, workers, retry)
+        return WorkerPool(specs, batch_size, workers, retry, self.stall_limit)
 
     def __repr__(self) -> str:
-        return "LocalEngine()"
+        return "LocalEngine()" if self.stall_limit == STALL_LIMIT else f"LocalEngine(stall_limit={self.stall_limit:g})"

@@ -26,7 +26,7 @@ from hussh._transport import finalized, shipment
 
 from . import _spawn
 from . import protocol as p
-from .core import IN_CALLBACK, CallCore, Lost
+from .core import IN_CALLBACK, STALL_LIMIT, CallCore, Lost, ShardState
 
 MIN_HOSTS_PER_WORKER = 64  # below this, another process costs more than it saves
 SHUTDOWN_GRACE = 5.0  # seconds workers get to disconnect politely before SIGKILL
@@ -114,9 +114,10 @@ class WorkerPool(CallCore):
     """N worker processes serving a fixed table of hosts; ``call`` (the core's) runs one operation on some."""
 
     def __init__(self, specs: list[ConnectSpec], batch_size: int, workers: int | None = None,
-                 retry: Retry = DEFAULT_RETRY) -> None:
+                 retry: Retry = DEFAULT_RETRY, stall_limit: float = STALL_LIMIT) -> None:
         self.specs = specs
         self.retry = retry
+        self.stall_limit = stall_limit
         count = workers or default_worker_count(len(specs))
         self.count = max(1, min(count, len(specs), batch_size))
         self.shares = split_shares(batch_size, [len(range(w, len(specs), self.count)) for w in range(self.count)])
@@ -131,6 +132,11 @@ class WorkerPool(CallCore):
 
     def shard(self, index: int) -> int:
         return index % self.count
+
+    def shard_states(self) -> list[ShardState]:
+        return [ShardState(number, None if worker is None else worker.pid,
+                           list(range(number, len(self.specs), self.count)), self.shares[number])
+                for number, worker in enumerate(self.workers)]
 
     def _open(self, number: int, call: p.Call) -> None:
         try:

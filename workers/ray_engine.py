@@ -50,7 +50,7 @@ from hussh._transport import finalized
 from hussh.errors import describe
 
 from . import protocol as p
-from .core import CallCore, Lost
+from .core import CallCore, Lost, ShardState
 from .main import ABORT_GRACE, Worker, raise_fd_limit
 from .pool import ABORT_WAIT, SHUTDOWN_GRACE, shard_assign, split_shares
 
@@ -436,6 +436,7 @@ class RayPool(CallCore):
         self.specs = specs
         self.retry = retry
         self.engine = engine
+        self.stall_limit = engine.stall_limit
         self.shards = plan(specs, batch_size, workers, engine)
         self.count = len(self.shards)
         self.shard_of = [0] * len(specs)
@@ -653,6 +654,12 @@ class RayPool(CallCore):
         live = [s for s in self.shards if s.assigned is not None]
         found = ray.get([s.assigned for s in live], timeout=30)
         return {s.number: tuple(info) for s, info in zip(live, found)}
+
+    def shard_states(self) -> list[ShardState]:
+        """Each shard's actor process and node, where it has told them."""
+        where = {number: (node, pid) for number, (node, pid, _) in self.where().items()}
+        return [ShardState(s.number, where[s.number][1] if s.number in where else None, list(s.indices), s.share,
+                           where[s.number][0] if s.number in where else "") for s in self.shards]
 
     def actors(self) -> list[Any]:
         """The live shards' actor handles."""

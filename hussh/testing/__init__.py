@@ -8,6 +8,9 @@ they sit behind a relay with :class:`NetworkConditions` (delay, jitter, bandwidt
 faults on live links (freeze, thaw, reset). The pytest plugin
 (``hussh.testing.plugin``, loaded through its entry point) hands them to tests as ``hussh_fleet``;
 ``python -m hussh.testing up N | hosts | down`` runs one by hand. See docs/scale-testing.md.
+
+No fleet at all: :class:`MockEngine` (``hussh.testing.mock``, loaded on first use) answers a
+``MultiConnection``'s operations with a function of yours, for unit tests. See docs/testing.md.
 """
 
 from ._base import Credentials, Endpoint, Fleet, State
@@ -19,6 +22,8 @@ from .loopback import LoopbackFleet, loopback_addresses
 
 __all__ = [
     "KEY_PASSPHRASE",
+    "MockEngine",
+    "MockRequest",
     "KEY_USER",
     "PASSWORD",
     "PASSWORD_USER",
@@ -32,3 +37,12 @@ __all__ = [
     "State",
     "loopback_addresses",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``MockEngine`` and ``MockRequest`` on first use: they load the library (fleets alone do not)."""
+    if name in ("MockEngine", "MockRequest"):
+        from . import mock  # noqa: PLC0415
+
+        return getattr(mock, name)
+    raise AttributeError(f"module 'hussh.testing' has no attribute {name!r}")
