@@ -202,28 +202,36 @@ class AsyncConnection:
         (or refused by sudo) returned with ``error`` and ``reason`` set instead of raised: what workers
         send on."""
         check_password(sudo_password)
-        conn = await self._connection()
         limit = self.spec.timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit if limit else None
-        open_by = loop.time() + self.spec.connect_bound
         gate = SudoGate(sudo_password) if sudo else None
-        session = _CommandSession(self.spec.max_output, budget, _as_bytes(input), gate)
         remote = gate.wrap(command) if gate is not None else command
-        try:
-            async with asyncio.timeout_at(min(open_by, deadline or open_by)):
-                channel, _ = await conn.create_session(lambda: session, remote, encoding=None)
-        except TimeoutError:
-            if deadline is not None and deadline <= open_by:
-                return session.raw(-1, CommandTimeout, f"command timed out after {limit:g} seconds{via(self.spec)}")
-            self._drop()
-            raise ConnectionLost(f"{self.spec.address}{via(self.spec)} did not open a session within "
-                                 f"{self.spec.connect_bound:g} seconds") from None
-        except asyncssh.ChannelOpenError as exc:
-            raise ConnectionLost(f"{self.spec.address} refused a session: {exc.reason}") from None
-        except (asyncssh.DisconnectError, asyncssh.ConnectionLost, OSError) as exc:
-            self._drop()
-            raise ConnectionLost(f"connection to {self.spec.address}{via(self.spec)} lost: {exc}") from None
+        while True:
+            reused = self.connected  # a live connection the server may have hung up before we noticed
+            conn = await self._connection()
+            open_by = loop.time() + self.spec.connect_bound
+            session = _CommandSession(self.spec.max_output, budget, _as_bytes(input), gate)
+            try:
+                async with asyncio.timeout_at(min(open_by, deadline or open_by)):
+                    channel, _ = await conn.create_session(lambda session=session: session, remote, encoding=None)
+                break
+            except TimeoutError:
+                if deadline is not None and deadline <= open_by:
+                    return session.raw(-1, CommandTimeout,
+                                       f"command timed out after {limit:g} seconds{via(self.spec)}")
+                self._drop()
+                raise ConnectionLost(f"{self.spec.address}{via(self.spec)} did not open a session within "
+                                     f"{self.spec.connect_bound:g} seconds") from None
+            except (asyncssh.ChannelOpenError, asyncssh.DisconnectError, asyncssh.ConnectionLost, OSError) as exc:
+                lost = not isinstance(exc, asyncssh.ChannelOpenError) or conn.is_closed()
+                if lost:
+                    self._drop()
+                if lost and reused:
+                    continue  # gone before the channel opened: nothing ran; reconnect once, as for a dropped one
+                if isinstance(exc, asyncssh.ChannelOpenError):
+                    raise ConnectionLost(f"{self.spec.address} refused a session: {exc.reason}") from None
+                raise ConnectionLost(f"connection to {self.spec.address}{via(self.spec)} lost: {exc}") from None
         session.start()
         try:
             async with asyncio.timeout_at(deadline):
