@@ -214,7 +214,7 @@ class AsyncConnection:
             session = _CommandSession(self.spec.max_output, budget, _as_bytes(input), gate)
             try:
                 async with asyncio.timeout_at(min(open_by, deadline or open_by)):
-                    channel, _ = await conn.create_session(lambda session=session: session, remote, encoding=None)
+                    channel, _ = await conn.create_session(lambda: session, remote, encoding=None)  # noqa: B023 - called in this iteration
                 break
             except TimeoutError:
                 if deadline is not None and deadline <= open_by:
@@ -224,10 +224,10 @@ class AsyncConnection:
                 raise ConnectionLost(f"{self.spec.address}{via(self.spec)} did not open a session within "
                                      f"{self.spec.connect_bound:g} seconds") from None
             except (asyncssh.ChannelOpenError, asyncssh.DisconnectError, asyncssh.ConnectionLost, OSError) as exc:
-                lost = not isinstance(exc, asyncssh.ChannelOpenError) or conn.is_closed()
-                if lost:
+                gone = not isinstance(exc, asyncssh.ChannelOpenError) or conn.is_closed()
+                if gone:
                     self._drop()
-                if lost and reused:
+                if gone and reused:
                     continue  # gone before the channel opened: nothing ran; reconnect once, as for a dropped one
                 if isinstance(exc, asyncssh.ChannelOpenError):
                     raise ConnectionLost(f"{self.spec.address} refused a session: {exc.reason}") from None

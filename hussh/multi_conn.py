@@ -69,8 +69,8 @@ class Shard(NamedTuple):
     """One worker process (or Ray actor) of a ``MultiConnection`` and the hosts it serves (``shards()``).
 
     ``pid`` is its process now: ``None`` before its first call, after ``close()``, or while a lost one
-    waits to be replaced; ``node`` is the Ray node it runs on ("" on this machine); ``concurrency`` its
-    share of ``batch_size``.
+    waits to be replaced; ``node`` is the Ray node it runs on ("" on this machine); ``concurrency`` the
+    most of its hosts it may run at once (``batch_size`` is one budget over all shards).
     """
 
     number: int

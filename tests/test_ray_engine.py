@@ -29,8 +29,11 @@ import pytest
 
 import hussh.workers.core
 import hussh.workers.pool
+from hussh import Rollout
 from hussh.multi_conn import MultiConnection
-from hussh.testing import KEY_PASSPHRASE, KEY_USER
+from hussh.testing import KEY_PASSPHRASE, KEY_USER, PASSWORD, PASSWORD_USER
+from hussh.testing.loopback import LoopbackFleet, loopback_addresses
+from lanecheck import most_at_once, slow_first
 from raycluster import REPO_ROOT, local_ray_cluster, ray_module
 
 REGIONS = ("a", "b", "c")
@@ -66,6 +69,19 @@ def ray_cluster(tmp_path_factory):
 @pytest.fixture
 def hosts(fleet) -> list[str]:
     return [f"{address}:{fleet.port}" for address in fleet.addresses]
+
+
+@pytest.fixture(scope="module")
+def wide_fleet():
+    """40 hosts: enough for waves, and for lanes to move between shards."""
+    with LoopbackFleet(loopback_addresses(40, second_octet=95),
+                       port=int(os.environ.get("HUSSH_TEST_PORT", "2222"))) as fleet:
+        yield fleet
+
+
+def with_password(fleet: LoopbackFleet, hosts: list[str], **kwargs) -> MultiConnection:
+    return MultiConnection.from_shared_auth(hosts, username=PASSWORD_USER, password=PASSWORD, port=fleet.port,
+                                            **kwargs)
 
 
 def with_key(fleet, hosts: list[str], **kwargs) -> MultiConnection:
@@ -316,11 +332,73 @@ def test_placement_dict_and_shard_sizes(ray_cluster, fleet, hosts):
     with with_key(fleet, hosts, engine=engine, batch_size=3) as mc:  # 4 wanted, batch_size allows 3
         pool = engine.made
         assert pool.count == 3
-        assert sorted(s.share for s in pool.shards) == [1, 1, 1]
+        assert pool.batch_size == 3
         node_region = ray_cluster.node_ids()
         where = pool.where()
         assert {node_region[where[pool.shard_of[i]][0]] for i in (0, 1)} == {"a"}
         assert [r.stdout for r in mc.execute("whoami").values()] == [f"{KEY_USER}\n"] * 4
+
+
+@ray_test
+def test_lanes_freed_by_finished_shards_run_a_slow_shards_waiting_hosts(ray_cluster, wide_fleet, remote_dir):
+    """As tests/test_lanes.py's with local workers: a tenth of the hosts slow, all in shard 0 and first in
+    its queue, waiting for every fast host; the lanes the other shards' actors free run shard 0's fast
+    hosts (by the old fixed shares it had 2 of batch_size=8, both held by slow hosts)."""
+    from hussh.ray import RayEngine
+
+    commands, slow, fast = slow_first(wide_fleet.addresses, remote_dir, 4)
+    with with_password(wide_fleet, wide_fleet.addresses, engine=RayEngine(hosts_per_shard=10), batch_size=8) as mc:
+        assert not mc.connect().failed
+        assert [s.indices[:2] for s in mc._pool.shards] == [[0, 4], [1, 5], [2, 6], [3, 7]]  # host i: shard i % 4
+        results = mc.execute_map(commands)
+    assert not results.failed, dict(results.failed)
+    assert [int(results[wide_fleet.addresses[i]].stdout) for i in slow] == [fast] * len(slow)
+    assert most_at_once(remote_dir / "seen") <= 8
+    assert most_at_once(remote_dir / "seen", slow) > 2
+
+
+def marking(directory: Path, then: str = "true") -> str:
+    """Append the time to ``directory/<address>`` (the host started), then run ``then``."""
+    return f"date +%s.%N >> {directory}/$(echo $SSH_CONNECTION | cut -d' ' -f3) && {then}"
+
+
+@ray_test
+def test_a_rollout_stops_at_its_failure_budget_on_ray(ray_cluster, wide_fleet, remote_dir):
+    """Waves of 10 over 6 shard actors, one failure allowed: the second failure (wave 1) halts the run,
+    the hosts never started are skipped and untouched, the next wave never begins."""
+    from hussh.ray import RayEngine
+
+    hosts = wide_fleet.addresses[:24]
+    commands = {h: marking(remote_dir, "test -e /nonexistent" if i % 10 == 3 else "true") for i, h in enumerate(hosts)}
+    with with_password(wide_fleet, hosts, engine=RayEngine(hosts_per_shard=4), batch_size=6) as mc:
+        results = mc.execute_map(commands, rollout=Rollout(waves=[10], max_failures=1))
+        assert mc._pool.count == 6
+    assert list(results.failed)[:2] == [hosts[3], hosts[13]]
+    skipped = set(results.skipped)
+    assert set(hosts[20:]) <= skipped
+    assert {p.name for p in remote_dir.iterdir()} == set(hosts) - skipped  # skipped: untouched; the rest: run
+    assert all("more than max_failures=1" in results[h].stderr for h in skipped)
+
+
+@ray_test
+def test_a_halt_with_stop_stops_the_running_commands_on_ray(ray_cluster, wide_fleet, remote_dir):
+    """``on_exceeded="stop"`` on the Ray engine: the Halt reaches every actor, their running commands are
+    stopped (none runs to its end) and the hosts queued behind them are skipped."""
+    from hussh.ray import RayEngine
+
+    hosts = wide_fleet.addresses[:10]  # 5 shards: host i in shard i % 5; 6 lanes: hosts 0-5 run, 6-9 wait
+    commands = {h: marking(remote_dir, f"sleep 30; echo late >> {remote_dir}/late") for h in hosts}
+    commands[hosts[0]] = f"sleep 1; {marking(remote_dir, 'exit 1')}"
+    with with_password(wide_fleet, hosts, engine=RayEngine(hosts_per_shard=2), batch_size=6) as mc:
+        assert not mc.connect().failed
+        results = mc.execute_map(commands, rollout=Rollout(max_failures=0, on_exceeded="stop"))
+    assert results[hosts[0]].status == 1
+    assert [results[h].error for h in hosts[1:6]] == ["Stopped"] * 5, {h: results[h] for h in hosts}
+    skipped = set(results.skipped)
+    assert skipped <= set(hosts[6:]) and len(skipped) >= 3
+    assert all(results[h].error in ("Skipped", "Stopped") for h in hosts[6:])
+    assert {p.name for p in remote_dir.iterdir()} == set(hosts) - skipped
+    assert not (remote_dir / "late").exists()
 
 
 # ---------------------------------------------------------------------------------------------- failures
@@ -644,7 +722,6 @@ def test_plan_shards_by_region_size_and_batch_size():
     shards = plan(specs, 100, None, RayEngine(placement=regions, hosts_per_shard=2))
     assert [(s.region, s.indices) for s in shards] == [
         ("x", [0, 2]), ("x", [1]), ("y", [3]), (None, [4, 7]), (None, [5, 8]), (None, [6, 9])]
-    assert sum(s.share for s in shards) == 100
     assert [len(s.indices) for s in plan(specs, 100, 2, RayEngine())] == [5, 5]  # workers= sets the count
     assert len(plan(specs, 3, None, RayEngine(placement=regions, hosts_per_shard=1))) == 3
     with pytest.raises(ValueError, match="batch_size=1 is less than the 3 placements"):

@@ -121,7 +121,7 @@ def stand_in_shard(extras: dict[int, bytes | tuple[list[tuple[int, bytes]], byte
 
     class StandInShard(ShardActor):
         @ray.method(num_returns="streaming")
-        async def handle(self, payload: bytes, assigned: object = None, window: float = 0.0):
+        async def handle(self, payload: bytes, assigned: object = None, window: float = 0.0, lanes: int = 1):
             call = self.requests.decode(payload)
             extra = extras.get(int(self.name.rsplit("-", 1)[1]), b"")
             if isinstance(extra, tuple):  # (file pieces, frames): its whole answer

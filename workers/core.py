@@ -1,18 +1,20 @@
 """One call, whatever runs the shards: the call core both engines are I/O adapters over.
 
 ``CallCore`` owns what a call is: its hosts cut into waves (``hussh.Rollout``) and, per wave, into
-shards with their share of the output budget and a request id; the reply dispatch and its checks
-(a shard answers only for the hosts it was asked about, learns keys only for its own hosts'
-resolved names: ``learned_key``); results gathered in input order, decoded once here with
-identical texts shared; the failure budget and halting (hosts never started are *skipped*); the
-loss and stall policy (a shard silent for ``stall_limit`` seconds, ``STALL_LIMIT`` unless its engine
-says otherwise, is lost; one lost ``MAX_LOSSES`` calls in a row is not started again); the re-entrancy
-guard; ``release``; a live ``status``.
+shards with their share of the output budget and a request id; ``batch_size`` as one budget of
+lanes over the wave's shards (``hussh.workers.lanes``: lanes freed in one shard go to shards with hosts
+waiting); the reply dispatch and its checks (a shard answers only for the hosts it was asked
+about, learns keys only for its own hosts' resolved names: ``learned_key``); results gathered in
+input order, decoded once here with identical texts shared; the failure budget and halting (hosts
+never started are *skipped*); the loss and stall policy (a shard silent for ``stall_limit`` seconds,
+``STALL_LIMIT`` unless its engine says otherwise, is lost; one lost ``MAX_LOSSES`` calls in a row is
+not started again); the re-entrancy guard;
+``release``; a live ``status``.
 
-An engine's pool subclasses it and says how to reach its shards: ``_open`` (send a call to a
-shard, starting it if needed), ``_wait`` (what shards sent), ``_unread``, ``_stall``, ``_drop``
-(kill a lost shard), ``_halt``, ``_shipped`` (the specs a shard was given), and ``shutdown`` /
-``abort``; ``shard_states`` says which process serves which hosts.
+An engine's pool subclasses it and says how to reach its shards: ``_open`` (send a call and its
+first lanes to a shard, starting it if needed), ``_wait`` (what shards sent), ``_unread``,
+``_stall``, ``_drop`` (kill a lost shard), ``_halt``, ``_grant`` (more lanes), ``_shipped`` (the
+specs a shard was given), and ``shutdown`` / ``abort``; ``shard_states`` says which process serves which hosts.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from hussh.errors import WorkerLost, describe
 from hussh.rollout import CallStatus, Rollout
 
 from . import protocol as p
+from .lanes import Lanes
 
 log = logging.getLogger("hussh")
 
@@ -53,7 +56,7 @@ Results = tuple[dict[int, SSHResult], dict[int, float]]
 
 class ShardState(NamedTuple):
     """One shard as its pool sees it now: the process serving it (``None``: not started yet, or lost and
-    not replaced yet), where (a Ray node; "" on this machine), its hosts and its share of ``batch_size``."""
+    not replaced yet), where (a Ray node; "" on this machine), its hosts and how many it may run at once."""
 
     number: int
     pid: int | None
@@ -188,12 +191,13 @@ class Gathering:
 class CallCore:
     """A pool's calls: one at a time (other threads wait their turn), each gathered as described above.
 
-    Subclasses set ``count`` (shards) and ``shard_of`` (index -> shard) before calling ``__init__``'s
+    Subclasses set ``count`` (shards) and ``batch_size`` (lanes over all shards) before calling
     ``_core_init``, and implement the adapter methods below.
     """
 
     count: int
     stall_limit = STALL_LIMIT  # seconds of silence after which a busy shard is lost (engines take it as an option)
+    batch_size: int
     noun = "worker"  # what a shard is called in its hosts' errors ("worker", "actor")
     noun_lost = "worker process lost"
 
@@ -205,6 +209,7 @@ class CallCore:
         self.calling = False
         self.current: Gathering | None = None
         self.pending: dict[int, set[int]] = {}  # the current wave's: shard -> hosts it has not answered
+        self.lanes = Lanes(self.batch_size, {})  # the current wave's
 
     # --------------------------------------------------------------------- the adapter's part
 
@@ -212,8 +217,9 @@ class CallCore:
         """The shard that owns host ``index``."""
         raise NotImplementedError
 
-    def _open(self, number: int, call: p.Call) -> None:
-        """Send ``call`` to shard ``number``, starting it (with its hosts) if needed; ``Lost`` if it cannot."""
+    def _open(self, number: int, call: p.Call, lanes: int) -> None:
+        """Send ``call`` to shard ``number`` with ``lanes`` to run it on (hosts at once), starting the shard
+        (with its hosts) if needed; ``Lost`` if it cannot."""
         raise NotImplementedError
 
     def _wait(self, numbers: Collection[int], timeout: float) -> list[tuple[int, list[p.Reply], str]]:
@@ -236,6 +242,10 @@ class CallCore:
 
     def _halt(self, number: int, message: p.Halt) -> None:
         """Tell shard ``number`` to start no new host of the call (best effort: a lost shard is seen anyway)."""
+        raise NotImplementedError
+
+    def _grant(self, number: int, message: p.Grant) -> None:
+        """Give shard ``number`` more lanes for the running call (a lost shard is seen anyway)."""
         raise NotImplementedError
 
     def _shipped(self, number: int) -> Mapping[int, ConnectSpec]:
@@ -319,22 +329,24 @@ class CallCore:
             gathering.halted = f"between_waves stopped the run before wave {gathering.wave}"
 
     def _wave(self, build: Build, indices: list[int], gathering: Gathering, budget: int) -> None:
-        """Send one wave's hosts to their shards, then gather their answers."""
+        """Send one wave's hosts to their shards with their first lanes, then gather their answers."""
         shards: dict[int, list[int]] = {}
         for index in indices:
             shards.setdefault(self.shard(index), []).append(index)
         self.next_req += 1
         req = self.next_req
         pending = self.pending = {}
-        for number, shard_indices in shards.items():
+        for number, shard_indices in list(shards.items()):
             if self.losses[number] >= MAX_LOSSES:
                 gathering.fail(shard_indices, f"the {self.noun} for these hosts was lost {self.losses[number]} "
                                f"calls in a row, so it is not started again (last: {self.last_loss[number]}); "
                                "close and recreate the MultiConnection to try again")
-                continue
+                del shards[number]
+        lanes = self.lanes = Lanes(self.batch_size, {number: len(hosts) for number, hosts in shards.items()})
+        for number, shard_indices in shards.items():
             share = max(1, budget * len(shard_indices) // gathering.total) if budget else 0
             try:
-                self._open(number, build(req, shard_indices, share))
+                self._open(number, build(req, shard_indices, share), lanes.granted[number])
             except Lost as exc:
                 self._lose(number, set(shard_indices), gathering, f"could not start or reach it ({exc})")
                 continue
@@ -355,6 +367,9 @@ class CallCore:
             if not halted and gathering.exceeded():
                 halted = True
                 self._halt_all(req, pending, gathering)
+            if not halted:
+                for number, more in self.lanes.grants().items():
+                    self._grant(number, p.Grant(req, more))
             now = time.monotonic()
             stalled = {n: why for n in pending if (why := self._stall(n, now - heard[n]))}
             if stalled:  # something still unread (the caller itself was held up) proves the shard alive
@@ -384,6 +399,7 @@ class CallCore:
                 continue  # a straggler from an interrupted earlier call, or a heartbeat
             if isinstance(message, p.CallDone):
                 self.losses[number] = 0
+                self.lanes.gone(number)
                 missing = pending.pop(number)
                 if missing:
                     gathering.fail(missing, "the worker finished the call without a result for this host")
@@ -400,6 +416,8 @@ class CallCore:
                            "which it was not asked about")
                 return
             if isinstance(message, p.Started):
+                if message.index not in gathering.running:
+                    self.lanes.started(number)
                 gathering.start(message.index)
                 continue
             try:
@@ -410,11 +428,13 @@ class CallCore:
                 self._lose(number, pending.pop(number), gathering, str(exc))
                 return
             asked.discard(message.index)
+            self.lanes.answered(number, message.index in gathering.running)
             gathering.add(message)
 
     def _lose(self, number: int, indices: set[int], gathering: Gathering, reason: str) -> None:
         """Shard ``number`` is gone or broken: kill it, fail its unfinished hosts, replace it next call."""
         reason = self._drop(number, reason)
+        self.lanes.gone(number)
         self.losses[number] += 1
         self.last_loss[number] = reason
         gathering.fail(indices, f"{self.noun_lost} before this host finished: {reason}")

@@ -3,9 +3,10 @@
 ``Worker`` holds the shard (connections, tailers, failure memory) and runs calls; it knows
 nothing of pipes, so another engine can drive it. ``serve`` is the local engine's side: frames in
 from the parent, frames out. The worker keeps each host's SSH connection (and tailers) open
-between calls, runs a call's hosts on at most ``concurrency`` lanes (its share of
-``batch_size``) and streams one ``HostDone`` per host. A host never brings the worker down:
-every failure becomes that host's ``status=-1`` result with its error kind.
+between calls, runs a call's hosts on the lanes the caller grants it (``Grant``: its part of
+``batch_size``, which grows when other workers free lanes) and streams one ``HostDone`` per host.
+A host never brings the worker down: every failure becomes that host's ``status=-1`` result with
+its error kind.
 
 Descriptors: open direct connections plus those being closed stay within the budget left under
 the open-file limit (idle ones are closed, least recently used first, and hosts wait for room);
@@ -25,7 +26,7 @@ import signal
 import sys
 import time
 import traceback
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
@@ -88,7 +89,11 @@ class Worker:
         self.tailers: dict[int, AsyncFileTailer] = {}
         self.failures: dict[int, _Failure] = {}
         self.retry = Retry()
-        self.lanes = 1
+        self.max_lanes = 1  # the most hosts run at once, whatever is granted
+        self.granted = 0  # lanes of the current call: hosts it may run at once
+        self.credit: dict[int, int] = {}  # lanes granted to a call not started yet: req -> lanes
+        self.active = 0  # hosts of the current call started and not finished
+        self.wake = asyncio.Event()  # set when a host finishes, lanes come, or a Halt: the call may start more
         self.fd_budget = fd_budget
         self.max_open = fd_budget
         self.open_lru: OrderedDict[int, None] = OrderedDict()  # directly connected hosts, least recently used first
@@ -107,8 +112,8 @@ class Worker:
         if message.env is not None:
             os.environ.clear()
             os.environ.update(message.env)
-        self.lanes = max(1, min(message.concurrency, self.fd_budget // 2))
-        self.max_open = max(1, self.fd_budget - self.lanes)
+        self.max_lanes = max(1, min(message.concurrency, self.fd_budget // 2))
+        self.max_open = max(1, self.fd_budget - self.max_lanes)
         self.retry = message.retry
         _transport.install(message.keys, message.known, message.retry)
         for index, spec in message.hosts:
@@ -123,32 +128,54 @@ class Worker:
         return all(index in self.conns for index, _ in self.jobs(call))
 
     async def handle(self, call: p.Call) -> None:
-        """Run ``call`` on its hosts, ``lanes`` at a time, emitting each host's result as it finishes."""
-        jobs = self.jobs(call)
+        """Run ``call`` on its hosts, in order, as many at once as it has lanes (``grant``), emitting each
+        host's result as it finishes."""
+        jobs = deque(self.jobs(call))
         self.served = set()
         self.req = call.req
-        pending = iter(jobs)
+        self.granted, self.active = self.credit.pop(call.req, 0), 0
+        self.credit.clear()
 
-        async def lane() -> None:
-            for index, job in pending:
-                if self.halted is not None and self.halted.req == call.req:
-                    self.emit(p.HostDone(call.req, index, b"", b"", -1, SKIPPED))
-                    continue
-                self.emit(p.Started(call.req, index))
-                started = time.monotonic()
+        async def host(index: int, job: Job) -> None:
+            started = time.monotonic()
+            try:
                 result = await self.run_host(index, job, retry_failed=isinstance(call, p.Connect))
                 self.report_keys(call.req, index)
                 self.emit(p.HostDone(call.req, index, result.stdout, result.stderr, result.status,
                                      result.error, time.monotonic() - started))
-                del result  # sent: not held while this lane runs its next host
+            finally:
+                self.active -= 1
+                self.wake.set()
 
         heartbeat = asyncio.create_task(self.beat(call.req))
         try:
             with _transport.per_call(retry_bastions=isinstance(call, p.Connect)):
-                await asyncio.gather(*(lane() for _ in range(min(self.lanes, len(jobs)))))
+                async with asyncio.TaskGroup() as hosts:
+                    while jobs:
+                        if self.halted is not None and self.halted.req == call.req:
+                            for index, _ in jobs:
+                                self.emit(p.HostDone(call.req, index, b"", b"", -1, SKIPPED))
+                            break
+                        if self.active < min(self.granted, self.max_lanes):
+                            index, job = jobs.popleft()
+                            self.active += 1
+                            self.emit(p.Started(call.req, index))
+                            hosts.create_task(host(index, job))
+                            continue
+                        self.wake.clear()
+                        await self.wake.wait()
         finally:
             heartbeat.cancel()
         self.emit(p.CallDone(call.req))
+
+    def grant(self, message: p.Grant) -> None:
+        """More lanes for call ``message.req``: kept for it if it has not started yet, ignored if it is over."""
+        lanes = max(0, message.lanes)
+        if message.req == self.req:
+            self.granted += lanes
+            self.wake.set()
+        elif message.req > self.req:
+            self.credit[message.req] = self.credit.get(message.req, 0) + lanes
 
     async def run_host(self, index: int, job: Job, retry_failed: bool) -> RawResult:
         """``guarded`` as a task of its own, so that a ``Halt`` with ``stop_running`` can stop this host alone."""
@@ -171,6 +198,7 @@ class Worker:
         """Start no new host of call ``message.req``; with ``stop_running``, stop those running (their
         remote commands get a KILL signal, as on a timeout)."""
         self.halted = message
+        self.wake.set()
         if message.stop_running and message.req == self.req:  # a late Halt never touches the next call
             for task in self.running.values():
                 task.cancel()
@@ -478,6 +506,9 @@ async def serve(read_fd: int, write_fd: int) -> None:
             for message in frames.feed(chunk):
                 if isinstance(message, p.Halt):
                     worker.halt(message)  # at once: the call it halts is running
+                    continue
+                if isinstance(message, p.Grant):
+                    worker.grant(message)  # at once: its call is running, or kept until it starts
                     continue
                 if isinstance(message, p.Shutdown):
                     if current is not None:

@@ -1,7 +1,8 @@
 """The local engine: worker processes on this machine, an I/O adapter over the call core (``hussh.workers.core``).
 
 Host ``i`` always lives in worker ``i % N``, so its SSH connection stays open in one process across
-calls. A call sends one request per involved worker on its pipe, then waits on all result pipes at
+calls. A call sends one request per involved worker on its pipe, with its first lanes (``Grant``;
+more follow as other workers free theirs: ``hussh.workers.lanes``), then waits on all result pipes at
 once (a selector). The core's policy applies: a worker that dies, sends garbage or falls silent
 turns its unfinished hosts into ``WorkerLost`` results and is replaced (with its shard re-assigned)
 before the next call, unless it was lost ``MAX_LOSSES`` calls in a row. Ctrl-C closes the request
@@ -46,22 +47,6 @@ def default_worker_count(hosts: int) -> int:
     return count  # WorkerPool clamps it to the hosts and batch_size, like an explicit workers=
 
 
-def split_shares(batch_size: int, sizes: list[int]) -> list[int]:
-    """Split ``batch_size`` over shards in proportion to their sizes; shares sum to it, none below 1."""
-    total = sum(sizes)
-    shares = [max(1, batch_size * size // total) for size in sizes]
-    order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
-    i = 0
-    while sum(shares) != batch_size:
-        j = order[i % len(order)]
-        if sum(shares) < batch_size:
-            shares[j] += 1
-        elif shares[j] > 1:
-            shares[j] -= 1
-        i += 1
-    return shares
-
-
 class _Worker:
     """One worker process and the parent's ends of its two pipes."""
 
@@ -73,8 +58,9 @@ class _Worker:
     def pid(self) -> int:
         return self.process.pid
 
-    def send(self, payload: bytes) -> None:
-        view = memoryview(p.frame(payload))
+    def send(self, *payloads: bytes) -> None:
+        """Write ``payloads`` as frames, in one write when they fit the pipe."""
+        view = memoryview(b"".join(p.frame(payload) for payload in payloads))
         while view:
             view = view[os.write(self.to_worker, view):]
 
@@ -102,12 +88,12 @@ def _close(fd: int) -> None:
             pass
 
 
-def shard_assign(hosts: list[tuple[int, ConnectSpec]], share: int, retry: Retry, *, ship_keys: bool = True,
+def shard_assign(hosts: list[tuple[int, ConnectSpec]], batch_size: int, retry: Retry, *, ship_keys: bool = True,
                  cwd: str = "", env: dict[str, str] | None = None) -> p.Assign:
     """A shard's ``Assign``: its finished specs with the key material and the hashed known_hosts
     entries they need (keys left out for workers that read their own), whatever the engine."""
     keys, known = shipment((spec for _, spec in hosts), keys=ship_keys)
-    return p.Assign(hosts, share, keys, retry, cwd, env, known)
+    return p.Assign(hosts, batch_size, keys, retry, cwd, env, known)
 
 
 class WorkerPool(CallCore):
@@ -120,7 +106,7 @@ class WorkerPool(CallCore):
         self.stall_limit = stall_limit
         count = workers or default_worker_count(len(specs))
         self.count = max(1, min(count, len(specs), batch_size))
-        self.shares = split_shares(batch_size, [len(range(w, len(specs), self.count)) for w in range(self.count)])
+        self.batch_size = batch_size
         self.workers: list[_Worker | None] = [None] * self.count
         self.shipped: list[dict[int, ConnectSpec]] = [{} for _ in range(self.count)]  # the specs each worker was given
         self.owner = os.getpid()
@@ -134,13 +120,13 @@ class WorkerPool(CallCore):
         return index % self.count
 
     def shard_states(self) -> list[ShardState]:
-        return [ShardState(number, None if worker is None else worker.pid,
-                           list(range(number, len(self.specs), self.count)), self.shares[number])
-                for number, worker in enumerate(self.workers)]
+        return [ShardState(number, None if worker is None else worker.pid, hosts, min(self.batch_size, len(hosts)))
+                for number, worker in enumerate(self.workers)
+                for hosts in [list(range(number, len(self.specs), self.count))]]
 
-    def _open(self, number: int, call: p.Call) -> None:
+    def _open(self, number: int, call: p.Call, lanes: int) -> None:
         try:
-            self._worker(number).send(self.encoder.encode(call))
+            self._worker(number).send(self.encoder.encode(call), self.encoder.encode(p.Grant(call.req, lanes)))
         except OSError as exc:
             raise Lost(str(exc)) from None
 
@@ -187,12 +173,19 @@ class WorkerPool(CallCore):
         return {key.data for key, _ in self._watch(numbers).select(timeout=0)}
 
     def _halt(self, number: int, message: p.Halt) -> None:
+        self._tell(number, message)
+
+    def _grant(self, number: int, message: p.Grant) -> None:
+        self._tell(number, message)
+
+    def _tell(self, number: int, message: p.Halt | p.Grant) -> None:
+        """Send a message about the running call (best effort: a worker gone is seen on its pipe next)."""
         worker = self.workers[number]
         if worker is not None:
             try:
                 worker.send(self.encoder.encode(message))
             except OSError:
-                pass  # it is gone: its pipe says so next
+                pass
 
     def _shipped(self, number: int) -> Mapping[int, ConnectSpec]:
         return self.shipped[number]
@@ -219,7 +212,7 @@ class WorkerPool(CallCore):
         if worker is None:
             hosts = [(i, finalized(self.specs[i])) for i in range(number, len(self.specs), self.count)]
             self.shipped[number] = dict(hosts)
-            assign = shard_assign(hosts, self.shares[number], self.retry.shared_by(self.count), cwd=os.getcwd(),
+            assign = shard_assign(hosts, self.batch_size, self.retry.shared_by(self.count), cwd=os.getcwd(),
                                   env=dict(os.environ))
             worker = self.workers[number] = self._start()
             worker.send(self.encoder.encode(assign))

@@ -5,8 +5,9 @@ reads them on both sides, refusing a frame longer than the receiver allows. The 
 ``Request`` messages; a worker answers each call with a ``Started`` as each host begins and one
 ``HostDone`` per host as soon as it finishes, a ``KeyLearned`` per host key accepted on first use,
 an ``Alive`` every ``HEARTBEAT_EVERY`` seconds while it works, then ``CallDone``. Host specs and
-keys travel once, in ``Assign``. ``Halt`` may come while a call runs (a rollout stopping: start no
-new host). Closing the request pipe means "stop now": the worker stops the remote commands it
+keys travel once, in ``Assign``. A call runs on the lanes ``Grant`` gives it: the first right after
+the call, more while it runs (lanes other workers freed). ``Halt`` may come while a call runs (a
+rollout stopping: start no new host). Closing the request pipe means "stop now": the worker stops the remote commands it
 runs, disconnects and exits (that is how Ctrl-C and the parent's death reach it).
 """
 
@@ -42,7 +43,8 @@ class _Message(msgspec.Struct, array_like=True, tag=True, gc=False):
 
 
 class Assign(_Message):
-    """The worker's shard: (host index, resolved spec) pairs, the keys they use, its share of ``batch_size``."""
+    """The worker's shard: (host index, resolved spec) pairs, the keys they use, and ``batch_size``: the
+    most lanes it may ever be granted (it keeps a descriptor free for each)."""
 
     hosts: list[tuple[int, ConnectSpec]]
     concurrency: int
@@ -131,6 +133,16 @@ class Halt(_Message):
     stop_running: bool = False
 
 
+class Grant(_Message):
+    """Call ``req`` may run ``lanes`` more hosts at once. The caller keeps ``batch_size`` over all workers:
+    a worker keeps its lanes while it has hosts to start; once it has none, each lane freed is the
+    caller's again (it sees that in ``Started`` and ``HostDone``), to grant to a worker with hosts waiting.
+    May come before its call (kept until the call starts); one for an earlier call is ignored."""
+
+    req: int
+    lanes: int
+
+
 class Shutdown(_Message):
     """Close every connection politely and exit."""
 
@@ -208,7 +220,7 @@ class GetDir(_Message):
 
 
 Request = (Assign | Connect | Execute | WriteData | ReadFile | TailOpen | TailRead | TailClose | Close | Halt
-           | Shutdown | PutDir | GetDir)
+           | Grant | Shutdown | PutDir | GetDir)
 Reply = HostDone | Started | KeyLearned | Alive | CallDone
 Call = Connect | Execute | WriteData | ReadFile | TailOpen | TailRead | TailClose | Close | PutDir | GetDir
 

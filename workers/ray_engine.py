@@ -2,7 +2,8 @@
 
 Each shard is one ``ShardActor``: a Ray worker process on some node whose event loop (Ray's,
 uvloop when installed, in a thread that is not the main one) runs the local engine's
-``hussh.workers.main.Worker`` for its hosts, with its share of ``batch_size``. A call is one streaming
+``hussh.workers.main.Worker`` for its hosts, on the lanes the caller grants it (its first ones with the
+call, more through ``grant`` as other shards free theirs: ``hussh.workers.lanes``). A call is one streaming
 generator per shard: the actor yields batches of the local engine's frames (everything emitted in
 the last ``BATCH_WINDOW`` seconds as one Ray object: an object costs 0.3-0.6 ms of CPU on each
 side, too much to spend per host), and the parent multiplexes shards with ``ray.wait`` on the
@@ -52,7 +53,7 @@ from hussh.errors import describe
 from . import protocol as p
 from .core import CallCore, Lost, ShardState
 from .main import ABORT_GRACE, Worker, raise_fd_limit
-from .pool import ABORT_WAIT, SHUTDOWN_GRACE, shard_assign, split_shares
+from .pool import ABORT_WAIT, SHUTDOWN_GRACE, shard_assign
 
 if TYPE_CHECKING:
     from hussh.ray import RayEngine
@@ -235,9 +236,10 @@ class ShardActor:
         return ray.get_runtime_context().get_node_id(), os.getpid(), os.path.dirname(hussh.workers.__file__ or "")
 
     @ray.method(num_returns="streaming", _generator_backpressure_num_objects=BATCHES_AHEAD)  # type: ignore[untyped-decorator]  # ray is Any here
-    async def handle(self, payload: bytes, assigned: object = None,
-                     window: float = BATCH_WINDOW) -> AsyncIterator[tuple[list[tuple[int, bytes]], bytes]]:
-        """Run one call (an encoded ``p.Call``), yielding ``(file pieces, frames)`` batches until ``CallDone``.
+    async def handle(self, payload: bytes, assigned: object = None, window: float = BATCH_WINDOW,
+                     lanes: int = 1) -> AsyncIterator[tuple[list[tuple[int, bytes]], bytes]]:
+        """Run one call (an encoded ``p.Call``) on ``lanes`` (more come through ``grant``), yielding
+        ``(file pieces, frames)`` batches until ``CallDone``.
 
         A batch is what was emitted in the last ``window`` seconds (or ``BATCH_BYTES``), and at most
         ``BATCH_BYTES`` of saved files; the end of the call and files go at once, no more than
@@ -250,6 +252,7 @@ class ShardActor:
         returned: everything of the call lives in its own outbox.
         """
         call = cast(p.Call, self.requests.decode(payload))  # the others: Worker.handle raises TypeError
+        self.worker.grant(p.Grant(call.req, lanes))
         box = self.outbox = _Outbox(self.encoder)
         if isinstance(call, p.ReadFile) and call.local_paths:
             if not self.spool:
@@ -280,6 +283,14 @@ class ShardActor:
         if not isinstance(message, p.Halt):
             raise TypeError(f"expected Halt, got {type(message).__name__}")
         self.worker.halt(message)
+
+    async def grant(self, payload: bytes) -> None:
+        """More lanes for a call (an encoded ``p.Grant``), as ``halt``; one that comes before its call
+        (Ray may run this before ``handle``, which waits for ``assign``) is kept until it starts."""
+        message = self.requests.decode(payload)
+        if not isinstance(message, p.Grant):
+            raise TypeError(f"expected Grant, got {type(message).__name__}")
+        self.worker.grant(message)
 
     async def close(self, grace: float | None = None) -> None:
         """Stop the call in progress (if any), then disconnect every host (within ``grace`` if given)."""
@@ -345,7 +356,6 @@ class _Shard:
     number: int
     indices: list[int]
     region: str | None
-    share: int = 1
     hosts: dict[int, ConnectSpec] = field(default_factory=dict)  # the specs its actor was given
     actor: Any = None
     assigned: Any = None  # ObjectRef of the actor's assign(): (node id, pid, code directory)
@@ -360,6 +370,7 @@ class _Stream:
     shard: _Shard
     payload: bytes  # the encoded call, sent again if its actor died before it took its hosts
     generator: Any
+    lanes: int  # granted so far, given again with the call to a new actor
     born: float = field(default_factory=time.monotonic)
     placed: int = 1  # actors tried for this call
     written: set[int] = field(default_factory=set)  # hosts whose file (sftp_read to local paths) is begun
@@ -384,7 +395,7 @@ def plan(specs: list[ConnectSpec], batch_size: int, workers: int | None, engine:
     """Shards by region: ``ceil(region hosts / per shard)`` each, host ``j`` of a region in its shard ``j mod k``.
 
     ``per shard`` is ``engine.hosts_per_shard``, or ``ceil(hosts / workers)`` when ``workers`` is
-    given; the total is cut to ``batch_size`` (every shard needs a lane), largest regions first.
+    given; the total is cut to ``batch_size`` (every shard starts a call with a lane), largest regions first.
     """
     regions: dict[str | None, list[int]] = {}
     for index, spec in enumerate(specs):
@@ -402,8 +413,6 @@ def plan(specs: list[ConnectSpec], batch_size: int, workers: int | None, engine:
         count = counts[region]
         for offset in range(count):
             shards.append(_Shard(len(shards), indices[offset::count], region))
-    for shard, share in zip(shards, split_shares(batch_size, [len(s.indices) for s in shards])):
-        shard.share = share
     return shards
 
 
@@ -439,6 +448,7 @@ class RayPool(CallCore):
         self.stall_limit = engine.stall_limit
         self.shards = plan(specs, batch_size, workers, engine)
         self.count = len(self.shards)
+        self.batch_size = batch_size
         self.shard_of = [0] * len(specs)
         for shard in self.shards:
             for index in shard.indices:
@@ -463,17 +473,17 @@ class RayPool(CallCore):
         self.saving = {}
         self.streams = {}
 
-    def _open(self, number: int, call: p.Call) -> None:
+    def _open(self, number: int, call: p.Call, lanes: int) -> None:
         shard = self.shards[number]
         if isinstance(call, p.ReadFile) and call.local_paths:
             self.saving.update(zip(call.indices, call.local_paths))
         payload = self.encoder.encode(call)
         try:
             self._ensure(shard)
-            generator = shard.actor.handle.remote(payload, shard.assigned, self.window)
+            generator = shard.actor.handle.remote(payload, shard.assigned, self.window, lanes)
         except ray.exceptions.RayError as exc:
             raise Lost(_reason(exc)) from None
-        self.streams[number] = _Stream(shard, payload, generator)
+        self.streams[number] = _Stream(shard, payload, generator, lanes)
 
     def _wait(self, numbers: Collection[int], timeout: float) -> list[tuple[int, list[p.Reply], str]]:
         streams = [self.streams[n] for n in numbers]
@@ -539,6 +549,13 @@ class RayPool(CallCore):
             with contextlib.suppress(Exception):
                 actor.halt.remote(self.encoder.encode(message))
 
+    def _grant(self, number: int, message: p.Grant) -> None:
+        self.streams[number].lanes += message.lanes
+        actor = self.shards[number].actor
+        if actor is not None:
+            with contextlib.suppress(Exception):
+                actor.grant.remote(self.encoder.encode(message))
+
     def _shipped(self, number: int) -> Mapping[int, ConnectSpec]:
         return self.shards[number].hosts
 
@@ -571,7 +588,7 @@ class RayPool(CallCore):
         self._kill(shard)
         try:
             self._ensure(shard)
-            stream.generator = shard.actor.handle.remote(stream.payload, shard.assigned, self.window)
+            stream.generator = shard.actor.handle.remote(stream.payload, shard.assigned, self.window, stream.lanes)
         except ray.exceptions.RayError:
             return False
         stream.placed += 1
@@ -584,7 +601,7 @@ class RayPool(CallCore):
         engine = self.engine
         hosts = [(i, _on_node(finalized(self.specs[i]), engine.agent)) for i in shard.indices]
         shard.hosts = dict(hosts)
-        assign = shard_assign(hosts, shard.share, self.retry.shared_by(self.count), ship_keys=engine.ship_keys)
+        assign = shard_assign(hosts, self.batch_size, self.retry.shared_by(self.count), ship_keys=engine.ship_keys)
         shard.actor = RemoteShard.options(**self._placement(shard)).remote(f"{self.tag}-{shard.number}")
         shard.assigned = shard.actor.assign.remote(self.encoder.encode(assign))
         shard.fresh = True
@@ -658,8 +675,9 @@ class RayPool(CallCore):
     def shard_states(self) -> list[ShardState]:
         """Each shard's actor process and node, where it has told them."""
         where = {number: (node, pid) for number, (node, pid, _) in self.where().items()}
-        return [ShardState(s.number, where[s.number][1] if s.number in where else None, list(s.indices), s.share,
-                           where[s.number][0] if s.number in where else "") for s in self.shards]
+        return [ShardState(s.number, where[s.number][1] if s.number in where else None, list(s.indices),
+                           min(self.batch_size, len(s.indices)), where[s.number][0] if s.number in where else "")
+                for s in self.shards]
 
     def actors(self) -> list[Any]:
         """The live shards' actor handles."""

@@ -24,7 +24,6 @@ from hussh.workers import protocol as p
 from hussh.workers.core import IN_CALLBACK, STALL_LIMIT, CallCore, ShardState
 from hussh.workers.engine import Pool, check_stall_limit
 from hussh.workers.main import Worker
-from hussh.workers.pool import split_shares
 
 from ._mock_host import Handler, MockConnection, MockRequest, Reply
 
@@ -64,10 +63,10 @@ class MockWorker(Worker):
     """One shard: the local engine's worker on an event loop thread of its own (a handler that blocks
     holds up its shard alone), its hosts mock connections, its messages to the pool's inbox."""
 
-    def __init__(self, pool: MockPool, number: int, hosts: list[tuple[int, ConnectSpec]], share: int) -> None:
+    def __init__(self, pool: MockPool, number: int, hosts: list[tuple[int, ConnectSpec]], batch_size: int) -> None:
         super().__init__(self._emit, 1 << 20)
         self.pool, self.number = pool, number
-        self.lanes = max(1, share)
+        self.max_lanes = max(1, batch_size)  # what it runs at once is what the call core grants it
         self.retry = pool.retry
         handler, record = pool.engine.handler, pool.engine.requests.append
         for index, spec in hosts:
@@ -102,7 +101,7 @@ class MockPool(CallCore):
         self.engine, self.specs, self.retry = engine, specs, retry
         self.stall_limit = engine.stall_limit
         self.count = max(1, min(workers or 1, len(specs), batch_size))
-        self.shares = split_shares(batch_size, [len(range(n, len(specs), self.count)) for n in range(self.count)])
+        self.batch_size = batch_size
         self.workers: list[MockWorker | None] = [None] * self.count
         self.shipped: list[dict[int, ConnectSpec]] = [{} for _ in range(self.count)]
         self.tasks: dict[int, concurrent.futures.Future[None]] = {}
@@ -117,8 +116,8 @@ class MockPool(CallCore):
 
     def shard_states(self) -> list[ShardState]:
         """Live mock shards run in this process: their ``pid`` is this process's."""
-        return [ShardState(n, None if worker is None else self.owner, list(range(n, len(self.specs), self.count)),
-                           self.shares[n]) for n, worker in enumerate(self.workers)]
+        return [ShardState(n, None if worker is None else self.owner, hosts, min(self.batch_size, len(hosts)))
+                for n, worker in enumerate(self.workers) for hosts in [list(range(n, len(self.specs), self.count))]]
 
     def deliver(self, worker: MockWorker, message: p.Reply) -> None:
         """A message from ``worker`` (on its thread); one from a shard since dropped is not heard."""
@@ -127,12 +126,13 @@ class MockPool(CallCore):
                 self.inbox[worker.number].append(message)
                 self.ready.notify_all()
 
-    def _open(self, number: int, call: p.Call) -> None:
+    def _open(self, number: int, call: p.Call, lanes: int) -> None:
         worker = self.workers[number]
         if worker is None:
             hosts = [(i, self.specs[i]) for i in range(number, len(self.specs), self.count)]
             self.shipped[number] = dict(hosts)
-            worker = self.workers[number] = MockWorker(self, number, hosts, self.shares[number])
+            worker = self.workers[number] = MockWorker(self, number, hosts, self.batch_size)
+        self._grant(number, p.Grant(call.req, lanes))  # first on the worker's loop: the call starts with them
         task = worker.run(call)
         task.add_done_callback(lambda done: self._ended(worker, done))
         self.tasks[number] = task
@@ -167,6 +167,11 @@ class MockPool(CallCore):
         worker = self.workers[number]
         if worker is not None:
             worker.soon(lambda: worker.halt(message))
+
+    def _grant(self, number: int, message: p.Grant) -> None:
+        worker = self.workers[number]
+        if worker is not None:
+            worker.soon(lambda: worker.grant(message))
 
     def _shipped(self, number: int) -> Mapping[int, ConnectSpec]:
         return self.shipped[number]
