@@ -17,6 +17,7 @@ from typing import NoReturn, TypedDict
 
 from . import __version__, _credentials
 from ._config import HONOURED, SSHConfigArg, config_paths
+from ._inventory_dsh import groups as dsh_groups
 from .errors import HusshError
 from .hostlist import expand, read_hosts_file, select
 from .inventory import ENV as INVENTORY_ENV
@@ -124,13 +125,14 @@ def _host_options() -> Parser:
     hosts = group.add_argument_group("hosts")
     hosts.add_argument("-w", "--nodes", dest="targets", action="append", default=[], type=Nodes, metavar="NODES",
                        help="nodes as clush/pdsh: 'web[001-120],db[1-3]', @group, ^file, -host or !host to leave "
-                            "out, &@group to intersect; repeatable")
+                            "out, &@group to intersect, ^@group for either but not both (left to right); repeatable")
     hosts.add_argument("-H", "--hosts", dest="targets", action="append", metavar="HOSTS",
                        help="comma-separated hosts ([user@]host[:port], names from ~/.ssh/config, ranges); repeatable")
     hosts.add_argument("--hostfile", "--hosts-file", dest="targets", action="append", type=HostFile, metavar="FILE",
                        help="file of hosts or patterns, one a line, '#' comments; repeatable")
     hosts.add_argument("-g", "--group", dest="targets", action="append", type=Groups, metavar="GROUP",
-                       help="hosts of inventory groups: 'web', 'web,db', 'web:&prod:!web3'; repeatable")
+                       help="hosts of inventory groups: 'web', 'web,db', 'web:&prod:!web3', 'web[0:2]'; else dsh "
+                            "group files (~/.dsh/group, $DSHGROUP_PATH); repeatable")
     hosts.add_argument("-a", "--all", action="store_true", help="every host of the inventory")
     hosts.add_argument("-x", "--exclude", action="append", default=[], metavar="NODES",
                        help="nodes to leave out (node sets, @group, '*' and '?' wildcards); repeatable")
@@ -382,12 +384,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def inventory_of(args: argparse.Namespace) -> Inventory:
-    """The ``--inventory`` files, else the default ones (``inventory.default_paths``); empty if none."""
+    """The ``--inventory`` files, else the default ones (``inventory.default_paths``), and after
+    them pdsh's dsh group files (``~/.dsh/group``, ``$DSHGROUP_PATH``) for ``-g``/``-X``/``@group``."""
     paths = args.inventory or default_paths()
     try:
-        return load_inventory(*paths) if paths else Inventory()
+        inventory = load_inventory(*paths) if paths else Inventory()
     except InventoryError as exc:
         raise UsageError(f"hussh: {exc}") from None
+    inventory.update(dsh_groups(in_all=False))  # -a stays the inventory's hosts, as pdsh's -a is
+    return inventory
 
 
 def hosts_of(args: argparse.Namespace, inventory: Inventory) -> list[str]:

@@ -11,28 +11,60 @@ import os
 import re
 import shlex
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
+from . import _inventory_dsh as dsh
 from . import _inventory_yaml as yaml
+from ._inventory_vars import _vars, _where, apply_vars_dirs
 from .hostlist import expand
 from .inventory import NO_VARS, HostVars, Inventory, InventoryError, _expand_ranges
 
-FORMATS = ("ansible", "script", "clush", "groups.d", "genders")
+FORMATS = ("ansible", "script", "clush", "groups.d", "genders", "dsh")
 COMMAND_TIMEOUT = 60.0
 """Seconds an inventory script or a clush ``map``/``list``/``all`` command may take."""
 
 _SECTION = re.compile(r"\[([^\]:\s]+)(?::(children|vars|hosts))?\]")
+_BRACKETS = re.compile(r"\[[^\]]*\]")
 _SKIPPED = (".retry", ".pyc", ".pyo", "~", ".orig", ".bak", ".swp")
 _DATA_SUFFIXES = (".yml", ".yaml", ".json", ".ini", ".conf", ".cfg", ".txt")
 
 
-def read(path: str, kind: str | None) -> Inventory:
-    """The inventory at ``path`` (a file, or a directory of them) in ``kind`` or the format it looks like."""
+def read_sources(paths: list[str], kind: str | None) -> Inventory:
+    """Every path's inventory, merged in order, then the ``group_vars/`` and ``host_vars/`` beside
+    each Ansible one (a directory, or the directory of a file)."""
+    inventory = read(paths[0], kind) if len(paths) == 1 else Inventory()
+    if len(paths) != 1:
+        for path in paths:
+            inventory.update(read(path, kind))
+    for path in paths:
+        path_kind, path = _kind_of(path, kind)
+        if os.path.isdir(path) and path_kind in (None, "ansible", "script"):
+            apply_vars_dirs(inventory, path)
+        elif not os.path.isdir(path) and (path_kind or _detect(path)) in ("ansible", "script"):
+            apply_vars_dirs(inventory, os.path.dirname(path) or ".")
+    return inventory
+
+
+def _kind_of(path: str, kind: str | None) -> tuple[str | None, str]:
+    """The format a path names (``FORMAT:PATH``) or is given, and the path without it."""
     prefix, colon, rest = path.partition(":")
     if kind is None and colon and prefix in FORMATS:
         kind, path = prefix, rest
     if kind is not None and kind not in FORMATS:
         raise InventoryError(f"unknown inventory format {kind!r} (want one of {', '.join(FORMATS)})")
+    return kind, path
+
+
+def read(path: str, kind: str | None) -> Inventory:
+    """The inventory at ``path`` (a file, or a directory of them) in ``kind`` or the format it looks like."""
+    kind, path = _kind_of(path, kind)
+    if kind == "dsh":
+        if not os.path.isdir(path):
+            raise InventoryError(f"dsh inventory {path}: want a directory of group files")
+        inventory = dsh.groups([path])
+        inventory.sources.append(path)
+        return inventory
     if os.path.isdir(path):
         inventory = Inventory()
         for entry in sorted(os.listdir(path)):
@@ -97,43 +129,25 @@ def _text(path: str) -> str:
         raise InventoryError(f"{path}:{line}: not UTF-8 text") from None
 
 
-def _vars(values: dict[str, object], where: str) -> HostVars:
-    """The connection variables among ``values`` (Ansible's names, older ``ansible_ssh_*`` too), checked."""
-    if not values:
-        return NO_VARS
-    get = values.get
-    address = get("ansible_host") or get("ansible_ssh_host")
-    port = get("ansible_port") or get("ansible_ssh_port")
-    user = get("ansible_user") or get("ansible_ssh_user")
-    if address is None and port is None and user is None:
-        return NO_VARS
-    if port is not None and not (isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536):
-        text = str(port)
-        if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
-            raise InventoryError(f"{where}: bad ansible_port {port!r}: want 1-65535")
-        port = int(text)
-    for key, value in (("ansible_host", address), ("ansible_user", user)):
-        if value is not None and not (isinstance(value, str) and value and value.isprintable() and " " not in value):
-            raise InventoryError(f"{where}: bad {key} {value!r}")
-    return HostVars(address, port, user)  # type: ignore[arg-type]
-
-
-def _host_and_port(name: str, where: str) -> tuple[str, int | None]:
-    """Ansible's ``host:port`` (one colon, digits after it); IPv6 addresses stay whole."""
+def _host_and_port(name: str, where: str | Callable[[], str]) -> tuple[str, int | None]:
+    """Ansible's ``host:port`` (one colon outside ranges, digits after it); IPv6 addresses stay whole."""
     host, colon, port = name.rpartition(":")
-    if colon and host.count(":") == 0 and port.isdigit():
+    if colon and port.isdigit() and ":" not in _BRACKETS.sub("", host):
         if not 0 < int(port) < 65536:
-            raise InventoryError(f"{where}: bad port in {name!r}: want 1-65535")
+            raise InventoryError(f"{_where(where)}: bad port in {name!r}: want 1-65535")
         return host, int(port)
     return name, None
 
 
-def _hosts(name: str, where: str) -> tuple[list[str], int | None]:
+def _hosts(name: str, where: str | Callable[[], str]) -> tuple[list[str], int | None]:
+    """The hosts a name stands for (``web[1:3]``) and the port it gives (``web1:2222``), if any."""
+    if ":" not in name and "[" not in name:
+        return [name], None
     host, port = _host_and_port(name, where)
     try:
         return _expand_ranges(host), port
     except (InventoryError, ValueError) as exc:
-        raise InventoryError(f"{where}: {exc}") from None
+        raise InventoryError(f"{_where(where)}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------- Ansible
@@ -224,16 +238,27 @@ def _yaml_group(group: str, body: object, parent: str | None, where: str, path: 
     if hosts is not None:
         if not isinstance(hosts, yaml.Mapping):
             raise InventoryError(f"{path}:{body.lines['hosts']}: hosts of {group!r} must be a mapping host: vars")
+        lines = hosts.lines
+        name = ""
+
+        def here() -> str:  # the line of the host being read, formatted only for an error
+            return f"{path}:{lines[name]}"
+        add_host = inventory.add_host
         for name, values in hosts.items():
-            here = f"{path}:{hosts.lines[name]}"
-            if values is not None and not isinstance(values, dict):
-                raise InventoryError(f"{here}: the vars of host {name!r} must be a mapping")
+            if values is None:
+                host_vars = NO_VARS
+            elif isinstance(values, dict):
+                host_vars = _vars(values, here)
+            else:
+                raise InventoryError(f"{here()}: the vars of host {name!r} must be a mapping")
+            if ":" not in name and "[" not in name:  # one host, no port: most of them
+                add_host(name, group, host_vars)
+                continue
             names, port = _hosts(name, here)
-            host_vars = _vars(values or {}, here)
             if port is not None and host_vars.port is None:
                 host_vars = HostVars(host_vars.address, port, host_vars.user)
             for host in names:
-                inventory.add_host(host, group, host_vars)
+                add_host(host, group, host_vars)
     group_vars = body.get("vars")
     if group_vars is not None:
         if not isinstance(group_vars, dict):
@@ -321,10 +346,9 @@ def _genders(text: str, path: str, inventory: Inventory) -> None:
         attributes = [a for a in fields[1].split(",") if a] if len(fields) == 2 else []
         groups = [g for attribute in attributes
                   for g in ((attribute,) if "=" not in attribute else (attribute.partition("=")[0], attribute))]
-        for host in hosts:
-            inventory.add_host(host)
-            for group in groups:
-                inventory.add_host(host, group)
+        inventory.add_hosts(hosts)
+        for group in groups:
+            inventory.add_hosts(hosts, group)
 
 
 # ---------------------------------------------------------------------------------------- ClusterShell
@@ -368,8 +392,7 @@ def _static_source(source: str, groups: yaml.Mapping, path: str, inventory: Inve
                 except (InventoryError, ValueError) as exc:
                     raise InventoryError(f"{path}:{groups.lines[group]}: {exc}") from None
                 resolved[group] = hosts
-                for host in hosts:
-                    own.add_host(host, group)
+                own.add_hosts(hosts, group)
                 del pending[group]
                 progress = True
         if not progress:
@@ -380,8 +403,7 @@ def _static_source(source: str, groups: yaml.Mapping, path: str, inventory: Inve
         names = [f"{source}:{group}"] + ([group] if bare and group != "all" else [])
         for name in names:
             inventory.add_group(name)
-            for host in hosts:
-                inventory.add_host(host, name)
+            inventory.add_hosts(hosts, name)
 
 
 class _CommandSource:

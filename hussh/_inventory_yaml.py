@@ -2,21 +2,44 @@
 
 Ansible's YAML inventories and ClusterShell's ``groups.d`` files use block mappings and sequences
 of plain or quoted scalars, with ``{}``/``[...]`` flow collections on one line. That much is read
-here (hussh has no YAML dependency); anchors, aliases, tags and multi-line scalars are refused
-naming ``file:line``. Every mapping is a ``Mapping`` that remembers the line of each key.
+here (hussh has no YAML dependency); anchors, aliases, tags, multi-line scalars and nesting deeper
+than ``MAX_DEPTH`` are refused naming ``file:line``. Every mapping is a ``Mapping`` that remembers
+the line of each key.
+
+One regular expression splits the whole text into lines, and the common ``key: plain value`` line
+into its parts, in C; only the other lines (quotes, comments, lists, flow collections) are taken
+apart in Python.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["Mapping", "YAMLError", "load"]
+__all__ = ["MAX_DEPTH", "Mapping", "YAMLError", "load", "scalar", "strip_comment"]
 
-_INT = re.compile(r"[-+]?[0-9]+")
-_FLOAT = re.compile(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
+MAX_DEPTH = 100
+"""Most levels of nested blocks: hostile input gets a clear error instead of exhausting the stack."""
+
+_SPECIAL = r"\s#'\"\[\]{},&*!|>?%@`"
+_KEY_CHAR = r"[^\s:#'\"{},]"
+_LINE = re.compile(
+    rf"^( *)(?:([^{_SPECIAL}:-]{_KEY_CHAR}*(?::{_KEY_CHAR}+)*):(?: +([^{_SPECIAL}-](?:[^#\n]*[^#\s])?))?"
+    r"|((?:[^\n]*\S)?))[^\S\n]*$", re.M)
+"""Every line: (indent, key, value, '') for a ``key: plain value`` or ``key:`` line, else (indent, '', '', text).
+Greedy character classes only, so that the regex engine takes each character once."""
+_NUMBER = re.compile(r"[-+]?(?:([0-9]+)|[0-9]+\.[0-9]*(?:[eE][-+]?[0-9]+)?|\.[0-9]+(?:[eE][-+]?[0-9]+)?)")
+"""An int (group 1 matched) or a float, as YAML 1.1 writes them in inventories."""
 _NUMBER_START = frozenset("0123456789+-.")
+_WORDS: dict[str, object] = {word: None for word in ("~", "null", "Null", "NULL")}
+_WORDS.update({word: word[0] in "tT" for word in ("true", "True", "TRUE", "false", "False", "FALSE")})
 _UNSUPPORTED = {"&": "anchors", "*": "aliases", "!": "tags", "|": "block scalars", ">": "block scalars",
                 "?": "complex keys", "%": "directives", "@": "reserved '@'", "`": "reserved '`'"}
+
+# What a significant line is (the third field of a token): its key and rest were found by _LINE
+# (a plain key, and a plain value or none), by _split_key (either may need quotes undone), or it is
+# a list item ("- ...") or a bare scalar.
+_PLAIN, _ENTRY, _ITEM, _SCALAR = range(4)
+_Token = tuple[int, int, int, str, "str | None"]  # (line number, indent, kind, key, rest or None)
 
 
 class YAMLError(ValueError):
@@ -27,11 +50,14 @@ class Mapping(dict[str, object]):
     """A YAML mapping that also knows where it and each of its keys were written."""
 
     __slots__ = ("line", "lines")
+    line: int
+    lines: dict[str, int]
 
-    def __init__(self, line: int) -> None:
-        super().__init__()
-        self.line = line
-        self.lines: dict[str, int] = {}
+
+def _mapping(line: int) -> Mapping:
+    result = Mapping()
+    result.line, result.lines = line, {}
+    return result
 
 
 class _Reader:
@@ -39,88 +65,117 @@ class _Reader:
 
     def __init__(self, text: str, path: str) -> None:
         self.path = path
-        self.lines: list[tuple[int, int, str]] = []  # (line number, indent, text without comment)
-        for number, raw in enumerate(text.split("\n"), 1):
-            stripped = raw.lstrip(" ")
-            if stripped[:1] == "\t":
-                raise self.error(number, "tab in indentation")
-            if "#" in stripped:
-                stripped = _strip_comment(stripped)
-            stripped = stripped.rstrip()
-            if not stripped or (stripped in ("---", "...") and len(raw) == len(raw.lstrip())):
-                continue
-            self.lines.append((number, len(raw) - len(raw.lstrip(" ")), stripped))
+        self.tokens: list[_Token] = []
+        append = self.tokens.append
+        for number, (indent, key, value, text_) in enumerate(_LINE.findall(text), 1):
+            if key:
+                append((number, len(indent), _PLAIN, key, value or None))
+            elif text_:
+                if text_[0] == "\t":
+                    raise self.error(number, "tab in indentation")
+                if "#" in text_:
+                    text_ = _strip_comment(text_).rstrip()
+                    if not text_:
+                        continue
+                if text_ in ("---", "...") and not indent:
+                    continue
+                append(_token(number, len(indent), text_))
         self.pos = 0
 
     def error(self, line: int, message: str) -> YAMLError:
         return YAMLError(f"{self.path}:{line}: {message}")
 
     def document(self) -> object:
-        if not self.lines:
+        if not self.tokens:
             return None
-        value = self.block(self.lines[0][1])
-        if self.pos < len(self.lines):
-            raise self.error(self.lines[self.pos][0], "unexpected indentation")
+        value = self.block(self.tokens[0][1], 0)
+        if self.pos < len(self.tokens):
+            raise self.error(self.tokens[self.pos][0], "unexpected indentation")
         return value
 
-    def block(self, indent: int) -> object:
-        number, _, text = self.lines[self.pos]
-        if text == "-" or text.startswith("- "):
-            return self.sequence(indent)
-        if _split_key(text) is None:
+    def block(self, indent: int, depth: int) -> object:
+        number, _, kind, _, rest = self.tokens[self.pos]
+        if depth >= MAX_DEPTH:
+            raise self.error(number, f"nested more than {MAX_DEPTH} levels deep")
+        if kind == _ITEM:
+            return self.sequence(indent, depth + 1)
+        if kind == _SCALAR:
             self.pos += 1
-            return self.scalar(text, number)
-        return self.mapping(indent)
+            return self.scalar(rest or "", number)
+        return self.mapping(indent, depth + 1)
 
-    def mapping(self, indent: int) -> Mapping:
-        result = Mapping(self.lines[self.pos][0])
-        while self.pos < len(self.lines):
-            number, here, text = self.lines[self.pos]
-            if here < indent:
-                break
-            if here > indent:
+    def mapping(self, indent: int, depth: int) -> Mapping:
+        tokens, pos, end = self.tokens, self.pos, len(self.tokens)
+        result = Mapping()  # (not _mapping: one call less for each of a hundred thousand hosts)
+        result.line, result.lines = tokens[pos][0], {}
+        lines = result.lines
+        while pos < end:
+            number, here, kind, key, rest = tokens[pos]
+            if here != indent:
+                if here < indent:
+                    break
                 raise self.error(number, "unexpected indentation")
-            split = _split_key(text)
-            if split is None or text.startswith("- "):
-                raise self.error(number, f"want 'key: value' here, got {text[:40]!r}")
-            key_text, rest = split
-            key = self.scalar(key_text, number)
-            key = "" if key is None else str(key)
-            if key in result:
-                raise self.error(number, f"key {key!r} repeated (first on line {result.lines[key]})")
-            result.lines[key] = number
-            self.pos += 1
-            result[key] = self.scalar(rest, number) if rest else self.nested(indent, number)
+            if kind == _PLAIN:
+                if key in _WORDS or key[0] in _NUMBER_START:
+                    key = _key(self.scalar(key, number))
+            elif kind == _ENTRY:
+                key = _key(self.scalar(key, number))
+            else:
+                raise self.error(number, f"want 'key: value' here, got {(rest or '')[:40]!r}")
+            if key in lines:
+                raise self.error(number, f"key {key!r} repeated (first on line {lines[key]})")
+            lines[key] = number
+            pos += 1
+            if rest is None:  # the block under the key (nested() and block(), inlined for the common case)
+                if pos < end and (tokens[pos][1] > indent or (tokens[pos][1] == indent and tokens[pos][2] == _ITEM)):
+                    self.pos = pos
+                    if tokens[pos][2] <= _ENTRY and depth < MAX_DEPTH:
+                        result[key] = self.mapping(tokens[pos][1], depth + 1)
+                    else:
+                        result[key] = self.block(tokens[pos][1], depth)
+                    pos = self.pos
+                else:
+                    result[key] = None
+            elif kind == _PLAIN:
+                result[key] = _number(rest) if rest[0] in _NUMBER_START else _WORDS.get(rest, rest)
+            else:
+                result[key] = self.scalar(rest, number)
+        self.pos = pos
         return result
 
-    def sequence(self, indent: int) -> list[object]:
+    def sequence(self, indent: int, depth: int) -> list[object]:
         items: list[object] = []
-        while self.pos < len(self.lines):
-            number, here, text = self.lines[self.pos]
+        tokens = self.tokens
+        while self.pos < len(tokens):
+            number, here, kind, _, text = tokens[self.pos]
             if here < indent:
                 break
-            if here > indent or not (text == "-" or text.startswith("- ")):
+            if here > indent or kind != _ITEM or text is None:
                 raise self.error(number, "unexpected indentation" if here > indent else "want '- item' here")
             rest = text[1:].lstrip()
             if not rest:
                 self.pos += 1
-                items.append(self.nested(indent, number, in_sequence=True))
-            elif _split_key(rest) is not None and rest[0] not in "[{":
-                self.lines[self.pos] = (number, here + len(text) - len(rest), rest)  # "- k: v" opens a mapping
-                items.append(self.mapping(here + len(text) - len(rest)))
+                items.append(self.nested(indent, depth, in_sequence=True))
+                continue
+            inner = _token(number, here + len(text) - len(rest), rest)
+            if inner[2] == _ENTRY:  # "- k: v" opens a mapping at the column of k
+                tokens[self.pos] = inner
+                if depth >= MAX_DEPTH:
+                    raise self.error(number, f"nested more than {MAX_DEPTH} levels deep")
+                items.append(self.mapping(inner[1], depth + 1))
             else:
                 self.pos += 1
                 items.append(self.scalar(rest, number))
         return items
 
-    def nested(self, indent: int, number: int, in_sequence: bool = False) -> object:
+    def nested(self, indent: int, depth: int, in_sequence: bool = False) -> object:
         """The block under a ``key:`` or ``-`` with nothing after it, or ``None`` when none follows.
 
         A mapping's value may be a sequence at the key's own indentation (``hosts:`` then ``- a``)."""
-        if self.pos < len(self.lines):
-            _, here, text = self.lines[self.pos]
-            if here > indent or (not in_sequence and here == indent and (text == "-" or text.startswith("- "))):
-                return self.block(here)
+        if self.pos < len(self.tokens):
+            _, here, kind, _, _ = self.tokens[self.pos]
+            if here > indent or (not in_sequence and here == indent and kind == _ITEM):
+                return self.block(here, depth)
         return None
 
     def scalar(self, text: str, number: int) -> object:
@@ -129,33 +184,53 @@ class _Reader:
         if text[0] == "[":
             return [self.scalar(item.strip(), number) for item in self._flow(text, "]", number) if item.strip()]
         if text[0] == "{":
-            result = Mapping(number)
+            result = _mapping(number)
             for item in self._flow(text, "}", number):
                 if item.strip():
                     split = _split_key(item.strip())
                     if split is None:
                         raise self.error(number, f"want 'key: value' in {text!r}")
-                    key = str(self.scalar(split[0], number))
+                    key = _key(self.scalar(split[0], number))
                     result[key] = self.scalar(split[1], number) if split[1] else None
                     result.lines[key] = number
             return result
         if text[0] in "'\"":
             return _quoted(text, number, self)
-        if text in ("~", "null", "Null", "NULL"):
-            return None
-        if text in ("true", "True", "TRUE", "false", "False", "FALSE"):
-            return text[0] in "tT"
         if text[0] in _NUMBER_START:
-            if _INT.fullmatch(text):
-                return int(text)
-            if _FLOAT.fullmatch(text):
-                return float(text)
-        return text
+            return _number(text)
+        return _WORDS.get(text, text)
 
     def _flow(self, text: str, close: str, number: int) -> list[str]:
         if not text.endswith(close) or any(ch in text[1:-1] for ch in "[]{}"):
             raise self.error(number, f"only one-line flow collections without nesting are supported: {text!r}")
         return _split_outside_quotes(text[1:-1], ",")
+
+
+def _token(number: int, indent: int, text: str) -> _Token:
+    """A significant line that ``_LINE`` did not take apart: a list item, an entry or a bare scalar."""
+    if text == "-" or text.startswith("- "):
+        return (number, indent, _ITEM, "", text)
+    split = _split_key(text)
+    if split is None:
+        return (number, indent, _SCALAR, "", text)
+    return (number, indent, _ENTRY, split[0], split[1] or None)
+
+
+def _key(value: object) -> str:
+    """A mapping key as a string, as Ansible sees it: ``null`` is empty, ``12`` is ``"12"``."""
+    return "" if value is None else str(value)
+
+
+def _number(text: str) -> object:
+    number = _NUMBER.fullmatch(text)
+    if number is None:
+        return text
+    if number.group(1) is None:
+        return float(text)
+    try:
+        return int(text)
+    except ValueError:  # more digits than Python converts: a name, not a number anyone means
+        return text
 
 
 def _strip_comment(line: str) -> str:
@@ -215,6 +290,8 @@ def _quoted(text: str, number: int, reader: _Reader) -> str:
     body = text[1:-1]
     if quote == "'":
         return body.replace("''", "'")
+    if "\\" not in body:
+        return body
     escapes = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "/": "/", "0": "\0"}
     out, chars = [], iter(body)
     for ch in chars:
@@ -226,6 +303,16 @@ def _quoted(text: str, number: int, reader: _Reader) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def scalar(text: str, path: str, line: int) -> object:
+    """One scalar or one-line flow collection as a value (``path`` and ``line`` name it in errors)."""
+    return _Reader("", path).scalar(text, line)
+
+
+def strip_comment(line: str) -> str:
+    """``line`` without a ``#`` comment (one at the start or after a space, outside quotes)."""
+    return _strip_comment(line)
 
 
 def load(text: str, path: str) -> object:

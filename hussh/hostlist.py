@@ -22,7 +22,10 @@ __all__ = ["Target", "expand", "fold", "parse_target", "read_hosts_file", "selec
 _MAX_NAMES = 1_000_000
 """Most names one ``expand`` call may produce: a typo like ``[1-10000000]`` fails fast instead of eating memory."""
 
-_RANGE_PART = re.compile(r"([0-9]+)(?:-([0-9]+))?")
+_PLAIN = re.compile(r"[^\s\[\],]+")
+"""A name with nothing to expand: most of them, taken without splitting."""
+_SPACE = re.compile(r"\s")
+_RANGE_PART = re.compile(r"([0-9]+)(?:-([0-9]+)(?:/([0-9]+))?)?")
 _BRACKET = re.compile(r"\[([^\]]*)\]")
 _DIGIT_RUNS = re.compile(r"([0-9]+)")
 
@@ -38,15 +41,18 @@ class Target(NamedTuple):
 def expand(pattern: str) -> list[str]:
     """Host names of a comma-separated pattern with ``[1-3,7]`` ranges, in order, without repeats.
 
-    Leading zeros set the width (``[001-120]``); a bracket holding ':' at the start of a host or
-    right after '@' is an IPv6 address (``user@[fe80::1]:22``), kept as written.
+    Leading zeros set the width (``[001-120]``); ``[1-9/2]`` takes every second number, as clush
+    does; a bracket holding ':' at the start of a host or right after '@' is an IPv6 address
+    (``user@[fe80::1]:22``), kept as written.
     """
+    if _PLAIN.fullmatch(pattern):
+        return [pattern]
     names: list[str] = []
     for item in _split_top_level(pattern):
         item = item.strip()
         if not item:
             continue
-        if any(ch.isspace() for ch in item):
+        if _SPACE.search(item):
             raise ValueError(f"whitespace inside host pattern {item!r}")
         tokens = _BRACKET.split(item)  # literals at even indexes, bracket contents at odd ones
         choices: list[list[str]] = []
@@ -60,10 +66,10 @@ def expand(pattern: str) -> list[str]:
                 choices.append([token])
                 continue
             spans = _parse_range(token, item)
-            count *= sum(end - start + 1 for start, end, _ in spans)
+            count *= sum((r.stop - r.start + r.step - 1) // r.step for r, _ in spans)  # len() overflows
             if count + len(names) > _MAX_NAMES:
                 raise ValueError(f"{item!r} expands to more than {_MAX_NAMES:,} names")
-            choices.append([str(n).zfill(width) for start, end, width in spans for n in range(start, end + 1)])
+            choices.append([str(n).zfill(width) for numbers, width in spans for n in numbers])
         names.extend(map("".join, itertools.product(*choices)))
     return list(dict.fromkeys(names))
 
@@ -90,18 +96,21 @@ def _split_top_level(pattern: str) -> list[str]:
     return items
 
 
-def _parse_range(text: str, item: str) -> list[tuple[int, int, int]]:
-    """``"001-003,7"`` -> ``[(1, 3, 3), (7, 7, 1)]``: (start, end, zero-padded width) per part."""
+def _parse_range(text: str, item: str) -> list[tuple[range, int]]:
+    """``"001-003,7,10-20/5"`` -> ``[(range(1, 4), 3), (range(7, 8), 1), (range(10, 21, 5), 2)]``:
+    the numbers of each part (clush's ``/step`` included) and their zero-padded width."""
     spans = []
     for part in text.split(","):
         match = _RANGE_PART.fullmatch(part)
         if not match:
-            what = "empty range" if not part else f"bad range {part!r} (want N or N-M, digits only)"
+            what = "empty range" if not part else f"bad range {part!r} (want N, N-M or N-M/STEP, digits only)"
             raise ValueError(f"{what} in host pattern {item!r}")
-        first, last = match.group(1), match.group(2) or match.group(1)
+        first, last, step = match.group(1), match.group(2) or match.group(1), int(match.group(3) or 1)
         if int(first) > int(last):
             raise ValueError(f"bad range {part!r} in host pattern {item!r}: start is greater than end")
-        spans.append((int(first), int(last), len(first)))
+        if step < 1:
+            raise ValueError(f"bad range {part!r} in host pattern {item!r}: the step must be 1 or more")
+        spans.append((range(int(first), int(last) + 1, step), len(first)))
     return spans
 
 

@@ -39,7 +39,8 @@ LAYERS = {
                   "hussh._sftp_dirs", "hussh._resolve", "hussh._shared_output", "hussh._sudo", "hussh._transport",
                   "hussh._proxy_command", "hussh._link"},
     "api": {"hussh", "hussh.__main__", "hussh._sync", "hussh.multi_conn", "hussh._views", "hussh.cli",
-            "hussh.journal", "hussh.inventory", "hussh._inventory_formats", "hussh._inventory_yaml", "hussh.ray"},
+            "hussh.journal", "hussh.inventory", "hussh._inventory_formats", "hussh._inventory_yaml",
+            "hussh._inventory_vars", "hussh._inventory_dsh", "hussh.ray"},
 }
 """Each module's layer; every module of ``hussh.workers`` is the engine, every ``hussh._cli_*`` the api."""
 
