@@ -15,8 +15,8 @@ import os
 import re
 from pathlib import Path
 
+from ._inventory_model import Inventory, InventoryError
 from .hostlist import expand
-from .inventory import Inventory, InventoryError
 
 ENV = "DSHGROUP_PATH"
 DEFAULT_PATH = "/etc/dsh/group"

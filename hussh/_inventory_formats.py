@@ -16,9 +16,9 @@ from pathlib import Path
 
 from . import _inventory_dsh as dsh
 from . import _inventory_yaml as yaml
+from ._inventory_model import NO_VARS, HostVars, Inventory, InventoryError, _expand_ranges
 from ._inventory_vars import _vars, _where, apply_vars_dirs
 from .hostlist import expand
-from .inventory import NO_VARS, HostVars, Inventory, InventoryError, _expand_ranges
 
 FORMATS = ("ansible", "script", "clush", "groups.d", "genders", "dsh")
 COMMAND_TIMEOUT = 60.0

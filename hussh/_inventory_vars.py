@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import _inventory_yaml as yaml
-from .inventory import NO_VARS, HostVars, Inventory, InventoryError
+from ._inventory_model import NO_VARS, HostVars, Inventory, InventoryError
 
 CONNECTION = frozenset(("ansible_host", "ansible_ssh_host", "ansible_port", "ansible_ssh_port",
                         "ansible_user", "ansible_ssh_user"))

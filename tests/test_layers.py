@@ -39,8 +39,8 @@ LAYERS = {
                   "hussh._sftp_dirs", "hussh._resolve", "hussh._shared_output", "hussh._sudo", "hussh._transport",
                   "hussh._proxy_command", "hussh._link"},
     "api": {"hussh", "hussh.__main__", "hussh._sync", "hussh.multi_conn", "hussh._views", "hussh.cli",
-            "hussh.journal", "hussh.inventory", "hussh._inventory_formats", "hussh._inventory_yaml",
-            "hussh._inventory_vars", "hussh._inventory_dsh", "hussh.ray"},
+            "hussh.journal", "hussh.inventory", "hussh._inventory_formats", "hussh._inventory_model",
+            "hussh._inventory_yaml", "hussh._inventory_vars", "hussh._inventory_dsh", "hussh.ray"},
 }
 """Each module's layer; every module of ``hussh.workers`` is the engine, every ``hussh._cli_*`` the api."""
 
@@ -50,8 +50,6 @@ KNOWN = {
     ("hussh._spec", "hussh._known_hosts"): "circle: ConnectSpec.finalized looks up known_hosts",
     # The Ray engine takes its settings from the api's RayEngine (a type only): they belong in the engine.
     ("hussh.workers.ray_engine", "hussh.ray"): "climbs: the Ray pool reads the RayEngine that made it",
-    # The inventory reads its formats, which build Inventory objects: one module split in two.
-    ("hussh.inventory", "hussh._inventory_formats"): "circle: Inventory.read defers to the format readers",
 }
 """(importer, imported) -> why it is still allowed. Remove an entry with the import it names."""
 
