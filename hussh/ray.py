@@ -71,7 +71,6 @@ class RayEngine:
         from hussh.workers.core import STALL_LIMIT  # noqa: PLC0415 - this module stays import-light
         from hussh.workers.engine import check_stall_limit  # noqa: PLC0415
 
-
         if not _ray_installed():
             raise ImportError(f"hussh.ray.RayEngine needs Ray: {INSTALL_HINT}")
         if placement is not None and not callable(placement) and not isinstance(placement, Mapping):

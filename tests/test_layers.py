@@ -48,8 +48,6 @@ KNOWN = {
     # A two-way runtime tie inside the transport, hidden by an import deferred into a function:
     # resolution (make_spec, chains, finalized) should be its own module below known_hosts.
     ("hussh._spec", "hussh._known_hosts"): "circle: ConnectSpec.finalized looks up known_hosts",
-    # The Ray engine takes its settings from the api's RayEngine (a type only): they belong in the engine.
-    ("hussh.workers.ray_engine", "hussh.ray"): "climbs: the Ray pool reads the RayEngine that made it",
 }
 """(importer, imported) -> why it is still allowed. Remove an entry with the import it names."""
 

@@ -39,7 +39,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import Any, BinaryIO, Protocol, cast
 
 import msgspec
 import ray
@@ -54,9 +54,6 @@ from . import protocol as p
 from .core import CallCore, Lost, ShardState
 from .main import ABORT_GRACE, Worker, raise_fd_limit
 from .pool import ABORT_WAIT, SHUTDOWN_GRACE, shard_assign
-
-if TYPE_CHECKING:
-    from hussh.ray import RayEngine
 
 log = logging.getLogger("hussh")
 
@@ -391,7 +388,22 @@ def _write_piece(stream: _Stream, index: int, path: str, data: bytes) -> None:
     stream.written.add(index)
 
 
-def plan(specs: list[ConnectSpec], batch_size: int, workers: int | None, engine: RayEngine) -> list[_Shard]:
+class RaySettings(Protocol):
+    """What the Ray pool reads of the ``hussh.ray.RayEngine`` that made it (the api layer's options)."""
+
+    address: str | None
+    init: dict[str, Any]
+    label: str
+    hosts_per_shard: int
+    ship_keys: bool
+    agent: str | None
+    start_timeout: float
+    stall_limit: float
+
+    def region_of(self, host: str) -> str | None: ...
+
+
+def plan(specs: list[ConnectSpec], batch_size: int, workers: int | None, engine: RaySettings) -> list[_Shard]:
     """Shards by region: ``ceil(region hosts / per shard)`` each, host ``j`` of a region in its shard ``j mod k``.
 
     ``per shard`` is ``engine.hosts_per_shard``, or ``ceil(hosts / workers)`` when ``workers`` is
@@ -439,7 +451,7 @@ class RayPool(CallCore):
     noun_lost = "shard actor lost"
 
     def __init__(self, specs: list[ConnectSpec], batch_size: int, workers: int | None, retry: Retry,
-                 engine: RayEngine) -> None:
+                 engine: RaySettings) -> None:
         if not ray.is_initialized():
             ray.init(address=engine.address, **engine.init)
         self.specs = specs
