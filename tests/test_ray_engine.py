@@ -228,7 +228,7 @@ def test_files_read_to_local_paths_come_back_whole_in_bounded_pieces(ray_cluster
     """Sizes around a batch's share of file data (``BATCH_BYTES``): empty, one byte short of it, exactly
     it, two and a half times it; each host's file whole, its result after it."""
     from hussh.ray import RayEngine
-    from hussh.workers.ray_engine import BATCH_BYTES
+    from hussh.workers.ray_actor import BATCH_BYTES
 
     sizes = {"empty": 0, "short": BATCH_BYTES - 1, "exact": BATCH_BYTES, "long": BATCH_BYTES * 5 // 2}
     for name, size in sizes.items():
@@ -735,7 +735,7 @@ def test_an_actors_batches_carry_files_in_bounded_pieces_each_before_its_result(
     import msgspec
 
     from hussh.workers import protocol as p
-    from hussh.workers.ray_engine import BATCH_BYTES, _Outbox
+    from hussh.workers.ray_actor import BATCH_BYTES, _Outbox
 
     sizes = [0, 1, BATCH_BYTES - 1, BATCH_BYTES, 3 * BATCH_BYTES + 5]
     box = _Outbox(msgspec.msgpack.Encoder())

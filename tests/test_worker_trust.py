@@ -117,7 +117,7 @@ def stand_in_shard(extras: dict[int, bytes | tuple[list[tuple[int, bytes]], byte
     (a class made here goes to the actor by value: it may use only what is importable there)."""
     import ray
 
-    from hussh.workers.ray_engine import ShardActor
+    from hussh.workers.ray_actor import ShardActor
 
     class StandInShard(ShardActor):
         @ray.method(num_returns="streaming")
