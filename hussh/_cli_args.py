@@ -247,13 +247,24 @@ def _check_copy(args: argparse.Namespace) -> None:
         raise UsageError("hussh get: the following arguments are required: local_dir (or --dest DIR)")
 
 
+LOGIN_DIR = "%7E"
+"""Where ``get`` puts a relative ``REMOTE`` under ``LOCAL_DIR/HOST``: ``~`` (the login directory, where the
+server reads it from), percent-encoded as in host names, so it is no file name an absolute path gives."""
+
+
 def fetched_as(remote: str) -> str:
-    """Where ``get`` puts a host's copy of ``remote`` under ``LOCAL_DIR/HOST``: the remote path, its leading
-    ``/`` (and ``.`` parts) dropped, so that two remote files never land in one local file."""
+    """Where ``get`` puts a host's copy of ``remote`` under ``LOCAL_DIR/HOST``, one place per remote path:
+    an absolute path without its leading ``/`` (``/etc/hosts``: ``etc/hosts``), a relative one under
+    ``LOGIN_DIR`` (``notes.txt``: ``%7E/notes.txt``); ``.`` parts dropped, and a ``%`` in an absolute
+    path's first part written ``%25``, so that part is never ``%7E``."""
     parts = [part for part in remote.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise UsageError(f"hussh get: REMOTE must not contain '..' ({remote!r}): it also names where the copy goes, "
                          "LOCAL_DIR/HOST/REMOTE")
+    if not remote.startswith("/"):
+        parts.insert(0, LOGIN_DIR)
+    elif parts:
+        parts[0] = parts[0].replace("%", "%25")
     return os.path.join(*parts) if parts else ""
 
 
@@ -351,7 +362,7 @@ def build_parser() -> Parser:
                                    "LOCAL_DIR/HOST/REMOTE")
     get.add_argument("remote", help="remote file (or directory, with -r)")
     get.add_argument("local_dir", nargs="?", help="local directory (created if missing); each host's copy goes to "
-                                                  "LOCAL_DIR/HOST/REMOTE")
+                                                  "LOCAL_DIR/HOST/REMOTE (relative: LOCAL_DIR/HOST/%%7E/REMOTE)")
     tail = commands.add_parser("tail", parents=[hosts], help="follow a remote file on every host until Ctrl-C")
     tail.add_argument("remote", help="remote file")
     tail.add_argument("-n", "--lines", type=_count, default=10, metavar="N",

@@ -148,26 +148,31 @@ class _Gate:
 
 _opening: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], _Gate]] = \
     weakref.WeakKeyDictionary()
-"""Per event loop, the gate of each server (name, port) a connection is being opened to."""
+"""Per event loop, the gate of each server a connection is being opened to: its (address, port) once
+resolved, so many names for one address share it; (name, port) through a bastion or ProxyCommand."""
 
 
 async def open_connection(spec: ConnectSpec, bound: float | None = None) -> SSHClientConnection:
     """Connect and log in to ``spec`` within ``bound`` seconds (default ``spec.connect_bound``).
 
-    At most ``policy.per_server`` connections to one server are being opened at once (the wait
-    for a turn is not counted in the bound); one the server drops or resets before the login is
+    At most ``policy.per_server`` connections to one server (one address and port, whatever names
+    lead there) are being opened at once (the wait for a turn is not counted in the bound, the name's
+    lookup is); one the server drops or resets before the login is
     tried again, up to ``policy.handshake_attempts`` times, after a jittered pause, within the bound.
     A key accepted under ``accept-new`` is left on the connection as ``learned_key`` for the
     caller to record.
     """
     bound = bound or spec.connect_bound
     loop = asyncio.get_running_loop()
-    retry, left = policy, bound
+    started = loop.time()
+    addresses = await _addresses(spec, bound)
+    retry, left = policy, bound - (loop.time() - started)
+    server = (addresses[0][1], spec.port) if addresses else (spec.hostname or spec.host, spec.port)
     for attempt in range(retry.handshake_attempts):
-        async with _turn(loop, (spec.hostname or spec.host, spec.port), retry.per_server):
+        async with _turn(loop, server, retry.per_server):
             started = loop.time()
             try:
-                return await _attempt(spec, left)
+                return await _attempt(spec, left, addresses)
             except ConnectError as exc:
                 left -= loop.time() - started
                 pause = retry.pause(attempt)
@@ -205,16 +210,28 @@ def _dropped(exc: ConnectError) -> bool:
     return isinstance(cause, (asyncssh.ConnectionLost, ConnectionResetError, ConnectionAbortedError, BrokenPipeError))
 
 
-async def _attempt(spec: ConnectSpec, bound: float) -> SSHClientConnection:
-    """One try at connecting and logging in to ``spec`` within ``bound`` seconds, failures as hussh's errors."""
+async def _addresses(spec: ConnectSpec, bound: float) -> list[_resolve.Address] | None:
+    """The addresses to connect to ``spec`` at, looked up within ``bound`` seconds; None when a bastion
+    or a ProxyCommand reaches it (the name is theirs to resolve)."""
+    if spec.jump is not None or spec.proxy_command:
+        return None
+    name = spec.hostname or spec.host
+    try:
+        async with asyncio.timeout(bound):
+            return await _resolve.resolve(name)
+    except TimeoutError:
+        raise ResolveError(socket.EAI_AGAIN, f"cannot resolve host {name!r}: no answer from the resolver within "
+                           f"{bound:g} seconds") from None
+
+
+async def _attempt(spec: ConnectSpec, bound: float, addresses: list[_resolve.Address] | None) -> SSHClientConnection:
+    """One try at connecting and logging in to ``spec`` (at ``addresses`` unless a bastion or a ProxyCommand
+    reaches it) within ``bound`` seconds, failures as hussh's errors."""
     phase = ["connect"]
     try:
         async with asyncio.timeout(bound), _credentials.agent_held(spec):
-            return await _open(spec, phase)
+            return await _open(spec, phase, addresses)
     except TimeoutError:
-        if phase[0] == "resolve":
-            raise ResolveError(socket.EAI_AGAIN, f"cannot resolve host {spec.hostname or spec.host!r}: no answer "
-                               f"from the resolver within {bound:g} seconds") from None
         if phase[0] == "bastion" and spec.jump is not None:
             raise ConnectError(f"via bastion {spec.jump.target}: ConnectTimeout: no answer from the bastion "
                                f"within this host's {bound:g} seconds") from None
@@ -261,7 +278,7 @@ async def _connect_first(loop: asyncio.AbstractEventLoop, factory: Callable[[], 
     raise failures[0]
 
 
-async def _open(spec: ConnectSpec, phase: list[str]) -> SSHClientConnection:
+async def _open(spec: ConnectSpec, phase: list[str], addresses: list[_resolve.Address] | None) -> SSHClientConnection:
     loop = asyncio.get_running_loop()
     keys = spec.host_keys if spec.host_keys is not None else lookup(spec)
     known_hosts, learning, verifier = _host_key_check(spec, keys)
@@ -291,9 +308,7 @@ async def _open(spec: ConnectSpec, phase: list[str]) -> SSHClientConnection:
             raise ConnectError(exc.errno, f"Failed to start proxy command {argv[0] if argv else ''!r} for "
                                           f"{spec.address}: {exc.strerror or exc}") from None
     else:
-        phase[0] = "resolve"
-        addresses = await _resolve.resolve(options.host)
-        phase[0] = "connect"
+        assert addresses is not None  # looked up by open_connection for a direct connection
         conn = await _connect_first(loop, factory, addresses, spec.port)
     conn.set_extra_info(host=options.host, port=spec.port)
     try:
@@ -306,7 +321,7 @@ async def _open(spec: ConnectSpec, phase: list[str]) -> SSHClientConnection:
             retry = HostKeys(trusted=tuple(verifier.other_keys), authorities=keys.authorities, revoked=keys.revoked,
                              revoked_in=keys.revoked_in)
             try:
-                return await _open(msgspec.structs.replace(spec, host_keys=retry), phase)
+                return await _open(msgspec.structs.replace(spec, host_keys=retry), phase, addresses)
             except (asyncssh.DisconnectError, ConnectionError) as exc:  # sshd hangs up: no such key type
                 kinds = ", ".join(sorted({k.split()[0] for k in verifier.other_keys}))
                 raise HostKeyError(f"{spec.address} is listed in known_hosts only with {kinds} key(s), and asking "

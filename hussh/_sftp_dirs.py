@@ -5,7 +5,11 @@ Each returns ``(transferred_files, failed_files)``, source paths both; a failure
 the walk goes on, unless ``fail_fast`` raises it. With ``follow_symlinks`` links are copied as
 what they point to (a dangling one fails); without, links are skipped. ``preserve_permissions``
 copies the 0777 mode bits, never setuid, setgid or sticky (upload: as OpenSSH's sftp; download: less
-the umask). ``failures``, if given, receives each failure's exception, in the order of the failed list.
+the umask). An upload creates each file and directory with the local one's 0777 bits (the server's
+umask applies; a directory also gets owner rwx until it is filled), so none is ever more open on the
+host than here; with ``preserve_permissions`` an existing file gets its mode before a byte is written
+(see ``_uploads``). ``failures``, if given, receives each failure's exception, in the order of the
+failed list.
 
 A download trusts nothing the server lists: a name that is not one plain file name (``/``, ``..``,
 empty, NUL or control characters, not UTF-8) fails alone, with a warning naming host and entry;
@@ -29,6 +33,7 @@ from typing import cast
 import asyncssh
 
 from ._local_files import create, download, file_perms, local_errors, name_refusal
+from ._uploads import created_with, upload
 
 __all__ = ["get_dir", "put_dir"]
 
@@ -55,7 +60,7 @@ class _Walk:
     failed: list[str] = field(default_factory=list)
     ancestors: set[str] = field(default_factory=set)  # real paths of the directories being walked: loops stop
     host: str = ""
-    window: tuple[int, int] = (0, 0)  # downloads: (block size, reads in flight)
+    window: tuple[int, int] = (0, 0)  # (block size, requests in flight) of each file
     failures: list[OSError] | None = None  # why each entry of ``failed`` failed, for callers that report it
 
     def fail(self, path: str, exc: OSError) -> None:
@@ -83,10 +88,12 @@ class _Walk:
 
 
 async def put_dir(sftp: asyncssh.SFTPClient, op: Op, local_path: str | os.PathLike[str], remote_path: str,
-                  follow_symlinks: bool, preserve_permissions: bool, fail_fast: bool, *,
+                  follow_symlinks: bool, preserve_permissions: bool, fail_fast: bool, *, window: tuple[int, int],
                   failures: list[OSError] | None = None) -> tuple[list[str], list[str]]:
-    """Upload the local directory ``local_path`` as ``remote_path``; lists of local paths."""
-    walk = _Walk(sftp, op, follow_symlinks, preserve_permissions, fail_fast, failures=failures)
+    """Upload the local directory ``local_path`` as ``remote_path``; lists of local paths.
+
+    ``window`` is (block size, writes in flight) of each file."""
+    walk = _Walk(sftp, op, follow_symlinks, preserve_permissions, fail_fast, window=window, failures=failures)
     root = os.fspath(local_path)
     if not os.path.isdir(root):
         code = errno.ENOTDIR if os.path.exists(root) else errno.ENOENT
@@ -120,18 +127,19 @@ async def _put_tree(walk: _Walk, local_dir: str, remote_dir: str) -> None:
         try:
             mode = stat.S_IMODE(os.stat(source).st_mode) & 0o777  # as OpenSSH's sftp: never setuid on the host
             if entry.is_dir():
-                async with walk.op(target):
-                    await walk.sftp.makedirs(target, exist_ok=True)
+                async with walk.op(target):  # as OpenSSH's sftp: the owner may fill it, its mode comes after
+                    await walk.sftp.makedirs(target, created_with(mode | stat.S_IRWXU), exist_ok=True)
                 await _put_tree(walk, source, target)
+                if walk.preserve_permissions:
+                    async with walk.op(target):
+                        await walk.sftp.chmod(target, mode)
             elif entry.is_file():
                 async with walk.op(target):
-                    await walk.sftp.put(source, target, follow_symlinks=True)
+                    await upload(walk.sftp, source, target, exact=walk.preserve_permissions,
+                                 block_size=walk.window[0], max_requests=walk.window[1])
                 walk.transferred.append(source)
             else:
                 raise OSError(errno.EINVAL, "not a regular file or directory", source)
-            if walk.preserve_permissions:
-                async with walk.op(target):
-                    await walk.sftp.chmod(target, mode)
         except OSError as exc:
             walk.fail(source, exc)
     walk.ancestors.discard(real)

@@ -78,8 +78,8 @@ class Connection:
     def sftp_write(self, local_path: str | os.PathLike[str], remote_path: str | None = None) -> None:
         _loop.run(self._async.sftp_write(local_path, remote_path))
 
-    def sftp_write_data(self, data: str | bytes, remote_path: str) -> None:
-        _loop.run(self._async.sftp_write_data(data, remote_path))
+    def sftp_write_data(self, data: str | bytes, remote_path: str, *, mode: int | None = None) -> None:
+        _loop.run(self._async.sftp_write_data(data, remote_path, mode=mode))
 
     def sftp_list(self, path: str) -> list[str]:
         return _loop.run(self._async.sftp_list(path))

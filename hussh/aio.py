@@ -41,6 +41,7 @@ from ._spec import (
 )
 from ._stall import StallGuard
 from ._sudo import SudoGate, check_password
+from ._uploads import created_with, upload
 from .errors import CommandTimeout, ConnectionLost, HusshError, OutputLimitExceeded, SudoError
 
 __all__ = ["AsyncConnection", "AsyncFileTailer", "AsyncInteractiveShell", "stop_abandoned"]
@@ -331,15 +332,17 @@ class AsyncConnection:
             raise FileNotFoundError(errno.ENOENT, "local file does not exist", local_path)
         sftp = await self._sftp_client()
         target = remote_path or local_path
-        async with sftp_op(self, target, "write"):
-            await sftp.put(local_path, target, block_size=SFTP_BLOCK, max_requests=SFTP_REQUESTS)
+        async with sftp_op(self, target, "write"):  # a new file gets the local 0777 bits, as scp and sftp do
+            await upload(sftp, local_path, target, exact=False, block_size=SFTP_BLOCK, max_requests=SFTP_REQUESTS)
 
-    async def sftp_write_data(self, data: str | bytes, remote_path: str) -> None:
-        """Write ``data`` (text is UTF-8 encoded) to ``remote_path``, replacing it."""
+    async def sftp_write_data(self, data: str | bytes, remote_path: str, *, mode: int | None = None) -> None:
+        """Write ``data`` (text is UTF-8 encoded) to ``remote_path``, replacing it. ``mode``: the 0777 bits a
+        new file is created with (less the server's umask; an existing file keeps its mode), else the server's."""
         payload = data.encode() if isinstance(data, str) else data
         sftp = await self._sftp_client()
+        attrs = created_with(None if mode is None else mode & 0o777)
         async with sftp_op(self, remote_path, "write"):
-            async with sftp.open(remote_path, "wb", block_size=SFTP_BLOCK, max_requests=SFTP_REQUESTS) as remote:
+            async with sftp.open(remote_path, "wb", attrs, block_size=SFTP_BLOCK, max_requests=SFTP_REQUESTS) as remote:
                 if len(payload) > SFTP_BLOCK or not await internals.write_and_close(remote, payload):
                     await remote.write(payload)  # in parallel blocks, then closed
 
@@ -400,7 +403,8 @@ class AsyncConnection:
         """Upload a local directory tree as ``remote_path``: (transferred, failed) local file paths
         (``failures``, if given, receives why each failed)."""
         return await put_dir(await self._sftp_client(), functools.partial(sftp_op, self, what="upload"), local_path,
-                             remote_path, follow_symlinks, preserve_permissions, fail_fast, failures=failures)
+                             remote_path, follow_symlinks, preserve_permissions, fail_fast,
+                             window=(SFTP_BLOCK, SFTP_REQUESTS), failures=failures)
 
     async def sftp_get_dir(self, remote_path: str, local_path: str | os.PathLike[str], follow_symlinks: bool = True,
                            preserve_permissions: bool = True, fail_fast: bool = False, *,

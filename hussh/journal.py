@@ -86,7 +86,7 @@ class JournalError(HusshError):
 
 class Operation(msgspec.Struct, frozen=True, omit_defaults=True):
     """What a run did, enough to do it again on other hosts: a command (or one per host), or a file
-    written (its remote path, and the local path, size and SHA-256 of the data, never the data).
+    written (its remote path, and the local path, size, SHA-256 and 0777 mode bits of the data, never the data).
     A command's stdin is kept the same way (size and SHA-256), and whether it ran through sudo."""
 
     kind: str
@@ -98,6 +98,7 @@ class Operation(msgspec.Struct, frozen=True, omit_defaults=True):
     size: int | None = None
     sha256: str | None = None
     sudo: bool = False
+    mode: int | None = None  # a copied file's 0777 bits, which a new remote file is created with
 
     def describe(self) -> str:
         """One line for people: the command, or ``put LOCAL -> REMOTE``."""

@@ -27,6 +27,7 @@ from ._result import MAX_TEXT_WIDTH, SKIPPED, SSHResult
 from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, KEEPALIVE_NOT_GIVEN, ConnectSpec, HostKeyChecking, Retry, make_spec
 from ._sudo import check_password
 from ._sync import Connection
+from ._uploads import upload_perms
 from ._views import Group, Summary, group_results, json_line, summarize
 from .aio import AsyncConnection
 from .errors import HusshError
@@ -431,28 +432,33 @@ class MultiConnection:
     def sftp_write(self, local_path: str | os.PathLike[str], remote_path: str | None = None, *,
                    on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None,
                    rollout: Rollout | None = None) -> MultiResult:
-        """Copy a local file to every host; it is read once here, not once per host."""
+        """Copy a local file to every host; it is read once here, not once per host. A new remote file is
+        created with its 0777 bits (less the host's umask; an existing one keeps its mode), as scp and sftp do."""
         with open(local_path, "rb") as handle:
             data = handle.read()
+            mode = upload_perms(os.fstat(handle.fileno()).st_mode)
         return self._write(data, remote_path or os.fspath(local_path), self._active, on_result, on_timed_result,
-                           os.path.abspath(local_path), rollout=rollout)
+                           os.path.abspath(local_path), rollout=rollout, mode=mode)
 
     def sftp_write_data(self, data: str | bytes, remote_path: str, *,
                         on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None,
-                        rollout: Rollout | None = None) -> MultiResult:
-        """Write ``data`` (text is UTF-8 encoded) to ``remote_path`` on every host."""
+                        rollout: Rollout | None = None, mode: int | None = None) -> MultiResult:
+        """Write ``data`` (text is UTF-8 encoded) to ``remote_path`` on every host; ``mode``: the 0777 bits a
+        new file is created with (less the host's umask; an existing one keeps its mode), else the host's default."""
         payload = data.encode() if isinstance(data, str) else bytes(data)
-        return self._write(payload, remote_path, self._active, on_result, on_timed_result, rollout=rollout)
+        return self._write(payload, remote_path, self._active, on_result, on_timed_result, rollout=rollout,
+                           mode=None if mode is None else mode & 0o777)
 
     def _write(self, payload: bytes, remote_path: str, indices: list[int], on_result: OnResult | None,
                on_timed_result: OnTimedResult | None, local: str | None = None,
-               journaled: _Journaled | None = None, rollout: Rollout | None = None) -> MultiResult:
+               journaled: _Journaled | None = None, rollout: Rollout | None = None,
+               mode: int | None = None) -> MultiResult:
         calls.check_payload(payload)
         if journaled is None and self.journal is not None:
             journaled = self._journaled(Operation("transfer", local=local, remote=remote_path, size=len(payload),
-                                                  sha256=hashlib.sha256(payload).hexdigest()))
-        return self._run(calls.write_data(payload, remote_path), indices, on_result, on_timed_result, journaled,
-                         rollout)
+                                                  sha256=hashlib.sha256(payload).hexdigest(), mode=mode))
+        return self._run(calls.write_data(payload, remote_path, mode), indices, on_result, on_timed_result,
+                         journaled, rollout)
 
     def resume(self, run_id: int, *, journal: Journal | None = None, data: str | bytes | None = None,
                on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None,
@@ -503,7 +509,7 @@ class MultiConnection:
                                  journaled, rollout, how=_how(stdin, operation.sudo, sudo_password))
         payload = _recorded_data(run.id, operation, data)
         return self._write(payload, operation.remote or "", indices, on_result, on_timed_result, operation.local,
-                           journaled, rollout)
+                           journaled, rollout, operation.mode)
 
     def sftp_read(self, remote_path: str, local_path: str | os.PathLike[str] | None = None, *,
                   on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None) -> MultiResult:

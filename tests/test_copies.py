@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from clirun import hussh
-from hussh import Connection
+from hussh import Connection, Journal
 from hussh._cli_args import UsageError, fetched_as, parse
 from hussh.aio import AsyncConnection
 from hussh.hostlist import fold
@@ -251,6 +251,50 @@ def test_clush_copy_and_rcopy_with_dest(fleet, conn, remote_dir, tmp_path):
     assert (tmp_path / "back" / host / str(remote_dir / "src").lstrip("/") / "sub" / "b.txt").read_text() == "b"
 
 
+def test_fetched_as_gives_every_remote_path_a_local_path_of_its_own():
+    """Relative paths go under ``%7E`` (the login directory, ``~``) and no absolute path can land there."""
+    remotes = ["x", "/x", "a/b", "/a/b", "/%7E/a/b", "%7E/a/b", "/%/x", "/%25/x", "/~/x", "~/x", ".", "/", "%7E",
+               "/%7E"]
+    places = [fetched_as(r) for r in remotes]
+    assert len(set(places)) == len(places), dict(zip(remotes, places, strict=True))
+    assert all(".." not in Path(p).parts and not Path(p).is_absolute() for p in places)
+    assert fetched_as("/%7E/a/b") == "%257E/a/b" and fetched_as("/a%b/c%d") == "a%25b/c%d"
+
+
+def test_get_keeps_a_relative_and_an_absolute_remote_path_apart(fleet, conn, remote_dir, tmp_path):
+    """``get tmp/D/f`` reads the file under the login directory, ``get /tmp/D/f`` the other: two copies."""
+    host = fleet.addresses[2]
+    relative = f"{remote_dir.relative_to('/')}/f"
+    (remote_dir / "f").write_text("absolute\n")
+    made = hussh("run", "-w", host, *conn, f"mkdir -p {remote_dir.relative_to('/')} && echo relative > {relative}")
+    try:
+        assert made.returncode == 0, made.stderr
+        out = tmp_path / "out"
+        for remote in (relative, str(remote_dir / "f")):
+            done = hussh("get", "-w", host, *conn, remote, str(out))
+            assert done.returncode == 0, done.stderr
+        assert (out / host / "%7E" / relative).read_text() == "relative\n"
+        assert (out / host / relative).read_text() == "absolute\n"
+    finally:
+        hussh("run", "-w", host, *conn, f"rm -r {remote_dir.relative_to('/')} && rmdir --ignore-fail-on-non-empty tmp")
+
+
+def test_put_creates_the_hosts_files_no_more_open_than_the_local_one(fleet, conn, hosts, remote_dir, tmp_path):
+    """As scp, sftp and pdcp: a new file gets the local file's 0777 bits (less the host's umask), also on a
+    replay, which the journal records them for; ``sftp_write_data`` takes them as ``mode=``."""
+    local = tmp_path / "key"
+    local.write_text("secret\n")
+    local.chmod(0o600)
+    done = hussh("put", *hosts, *conn, "--journal", str(tmp_path / "journal.db"), str(local), str(remote_dir / "key"))
+    assert done.returncode == 0, done.stderr
+    assert mode(remote_dir / "key") == 0o600 and (remote_dir / "key").read_text() == "secret\n"
+    assert Journal(tmp_path / "journal.db").runs(1)[0].operation.mode == 0o600
+    with MultiConnection.from_shared_auth(fleet.addresses, username=KEY_USER, private_key=str(fleet.client_key),
+                                          port=fleet.port) as multi:
+        assert not multi.sftp_write_data("x", str(remote_dir / "data"), mode=0o640).failed
+    assert mode(remote_dir / "data") == 0o640
+
+
 def test_copy_arguments(tmp_path):
     args = parse(["--copy", "app", "-w", "web1", "--dest", "/srv"])
     assert (args.command, args.recursive, args.local, args.remote) == ("put", True, "app", "/srv/app")
@@ -264,7 +308,8 @@ def test_copy_arguments(tmp_path):
         parse(["put", "-w", "web1", "a", "b", "--dest", "/srv"])
     with pytest.raises(UsageError, match="required: local_dir"):
         parse(["get", "-w", "web1", "/x"])
-    assert [fetched_as(p) for p in ("/etc/hosts", "notes.txt", "./a//b/", "/")] == ["etc/hosts", "notes.txt", "a/b", ""]
+    assert [fetched_as(p) for p in ("/etc/hosts", "notes.txt", "./a//b/", "/", ".")] == [
+        "etc/hosts", "%7E/notes.txt", "%7E/a/b", "", "%7E"]
     with pytest.raises(UsageError, match=r"must not contain '\.\.'"):
         fetched_as("/srv/../etc/passwd")
 

@@ -37,7 +37,7 @@ LAYERS = {
                   "hussh._known_hosts", "hussh._bastions", "hussh._asyncssh_internals", "hussh._stall",
                   "hussh._local_files", "hussh._loop", "hussh._remote_copy", "hussh._scp", "hussh._shell",
                   "hussh._sftp_dirs", "hussh._resolve", "hussh._shared_output", "hussh._sudo", "hussh._transport",
-                  "hussh._proxy_command", "hussh._link"},
+                  "hussh._proxy_command", "hussh._link", "hussh._uploads"},
     "api": {"hussh", "hussh.__main__", "hussh._sync", "hussh.multi_conn", "hussh._views", "hussh.cli",
             "hussh.journal", "hussh.inventory", "hussh._inventory_formats", "hussh._inventory_model",
             "hussh._inventory_yaml", "hussh._inventory_vars", "hussh._inventory_dsh", "hussh.ray"},

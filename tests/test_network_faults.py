@@ -8,6 +8,7 @@ Bounds are asserted as hang guards (generous upper limits), never as speed."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -194,8 +195,26 @@ def aliases(fleet: LoopbackFleet, tmp_path: Path, count: int) -> tuple[list[str]
     return names, config
 
 
-def crowd(fleet: LoopbackFleet, tmp_path: Path, retry: Retry) -> MultiResult:
-    names, config = aliases(fleet, tmp_path, 40)
+def spellings(address: str) -> list[str]:
+    """Ways to write one IPv4 address that the C library reads as it, with no lookup (octets in decimal,
+    octal or hex): as many names for one server as a test wants, without DNS."""
+    forms = [(str(n), f"0{n:o}", f"0x{n:x}") for n in map(int, address.split("."))]
+    return [".".join(octets) for octets in itertools.product(*forms)]
+
+
+def spelled(fleet: LoopbackFleet, tmp_path: Path, count: int) -> tuple[list[str], Path]:
+    """``count`` names in an ssh config, each with a ``HostName`` of its own, all one address and port."""
+    host, _, port = fleet.hosts[0].rpartition(":")
+    names = [f"spelled{i}" for i in range(count)]
+    config = tmp_path / "ssh_config"
+    config.write_text("".join(f"Host {name}\n  HostName {form}\n  Port {port}\n"
+                              for name, form in zip(names, spellings(host), strict=False)))
+    return names, config
+
+
+def crowd(fleet: LoopbackFleet, tmp_path: Path, retry: Retry, named: Callable[..., tuple[list[str], Path]] = aliases
+          ) -> MultiResult:
+    names, config = named(fleet, tmp_path, 40)
     with MultiConnection.from_shared_auth(names, **fleet.credentials.key_auth(), host_key_checking="off",
                                           ssh_config=str(config), retry=retry, workers=2,
                                           batch_size=40) as mc:  # type: ignore[arg-type]
@@ -205,6 +224,13 @@ def crowd(fleet: LoopbackFleet, tmp_path: Path, retry: Retry) -> MultiResult:
 def test_connections_to_one_server_are_capped_below_its_max_startups(crowded, tmp_path):
     # 2 workers x 1, below 5 with room for sshd's lag in counting a login done (it learns it from the session)
     capped = crowd(crowded, tmp_path, Retry(per_server=2, handshake_attempts=1))
+    assert not capped.failed, dict(list(capped.failed.items())[:3])
+
+
+def test_the_cap_is_per_address_whatever_host_names_lead_there(crowded, tmp_path):
+    """40 names with 40 different ``HostName`` spellings of one address: one server, one cap."""
+    assert len(set(spellings(crowded.addresses[0]))) == 81
+    capped = crowd(crowded, tmp_path, Retry(per_server=2, handshake_attempts=1), spelled)
     assert not capped.failed, dict(list(capped.failed.items())[:3])
 
 

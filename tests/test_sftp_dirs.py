@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
+import asyncssh
 import pytest
 
 from hussh import Connection
 from hussh.aio import AsyncConnection
+from hussh.testing.hostile import serve
 
 
 @pytest.fixture
@@ -66,13 +69,84 @@ def test_put_dir_follows_links_and_preserves_modes(conn, remote_dir, tmp_path):
 
 def test_put_dir_without_following_links_or_modes(conn, remote_dir, tmp_path):
     local = make_tree(tmp_path / "src")
+    (local / "sub" / "secret").write_text("s")
+    (local / "sub" / "secret").chmod(0o600)
+    (local / "sub" / "deeper").chmod(0o700)
     target = remote_dir / "dst"
     transferred, failed = conn.sftp_put_dir(str(local), str(target), follow_symlinks=False,
                                             preserve_permissions=False)
-    assert sorted(transferred) == [str(local / f) for f in ("a.txt", "sub/b.txt", "sub/deeper/c.sh")]
+    assert sorted(transferred) == [str(local / f) for f in ("a.txt", "sub/b.txt", "sub/deeper/c.sh", "sub/secret")]
     assert failed == []
     assert not (target / "link.txt").exists() and not (target / "linkdir").exists()
-    assert mode(target / "sub" / "deeper" / "c.sh") == 0o644  # the server's default for new files
+    # as sftp without -p: created with the local 0777 bits less the server's umask (022), never more open
+    assert mode(target / "sub" / "deeper" / "c.sh") == 0o755 and mode(target / "sub" / "secret") == 0o600
+    assert mode(target / "sub" / "deeper") == 0o700
+
+
+def recording(root: Path, events: list[tuple[object, ...]]) -> Callable[[asyncssh.SSHServerChannel], object]:
+    """A plain SFTP server on ``root`` that notes each open, mode change and write, in the order it does them."""
+    class Recorder(asyncssh.SFTPServer):
+        def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+            events.append(("open", os.path.basename(path).decode(), attrs.permissions))
+            return super().open(path, pflags, attrs)
+
+        def fsetstat(self, file_obj: object, attrs: asyncssh.SFTPAttrs) -> None:
+            events.append(("fsetstat", attrs.permissions))
+            return super().fsetstat(file_obj, attrs)
+
+        def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+            events.append(("setstat", os.path.basename(path).decode(), attrs.permissions))
+            return super().setstat(path, attrs)
+
+        def write(self, file_obj: object, offset: int, data: bytes) -> int:
+            events.append(("write", offset))
+            return super().write(file_obj, offset, data)
+
+    return lambda chan: Recorder(chan, chroot=os.fsencode(root))
+
+
+@pytest.mark.parametrize("size", [100, 300_000], ids=["one-write", "parallel-writes"])
+def test_put_dir_never_leaves_a_file_more_open_than_the_local_one(tmp_path, size):
+    """A 0600 file is created 0600, and an existing 0644 one is narrowed before a byte of it is written."""
+    local, served = tmp_path / "src", tmp_path / "served"
+    local.mkdir()
+    (served / "dst").mkdir(parents=True)
+    data = os.urandom(size)
+    for name in ("new", "old"):
+        (local / name).write_bytes(data)
+        (local / name).chmod(0o600)
+    (served / "dst" / "old").write_text("public")
+    (served / "dst" / "old").chmod(0o644)
+    events: list[tuple[object, ...]] = []
+    with serve(sftp=recording(served, events)) as server, Connection(server.host, **server.options()) as conn:
+        assert conn.sftp_put_dir(str(local), "/dst") == ([str(local / "new"), str(local / "old")], [])
+    opened = [i for i, e in enumerate(events) if e[0] == "open"]
+    assert [events[i] for i in opened] == [("open", "new", 0o600), ("open", "old", 0o600)]
+    for first, end in zip(opened, [*opened[1:], len(events)], strict=True):
+        after_open = events[first + 1:end]
+        assert after_open[0] == ("fsetstat", 0o600), after_open[:3]  # before any write
+        assert after_open.count(("fsetstat", 0o600)) == 1 and not any(e[0] == "setstat" for e in after_open)
+    for name in ("new", "old"):
+        assert mode(served / "dst" / name) == 0o600 and (served / "dst" / name).read_bytes() == data
+
+
+def test_sftp_write_creates_the_file_no_more_open_than_the_local_one(conn, remote_dir, tmp_path):
+    """As scp and sftp: a new file gets the local 0777 bits (less the umask), an existing one keeps its mode."""
+    secret, script = tmp_path / "secret", tmp_path / "script"
+    secret.write_text("s")
+    secret.chmod(0o600)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o4750)  # setuid: never on the host
+    conn.sftp_write(str(secret), str(remote_dir / "secret"))
+    conn.sftp_write(str(script), str(remote_dir / "script"))
+    assert mode(remote_dir / "secret") == 0o600 and mode(remote_dir / "script") == 0o750
+    (remote_dir / "shared").write_text("old")
+    (remote_dir / "shared").chmod(0o666)  # the login user may write it
+    conn.sftp_write(str(secret), str(remote_dir / "shared"))
+    assert mode(remote_dir / "shared") == 0o666 and (remote_dir / "shared").read_text() == "s"
+    conn.sftp_write_data("k", str(remote_dir / "key"), mode=0o600)
+    conn.sftp_write_data("d", str(remote_dir / "default"))
+    assert mode(remote_dir / "key") == 0o600 and mode(remote_dir / "default") == 0o644
 
 
 def test_put_dir_failures(conn, remote_dir, tmp_path):

@@ -6,6 +6,7 @@ compose fleet of two containers with two sshd each, where a fault hits a whole c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -305,4 +307,31 @@ def test_an_endpoint_already_taken_fails_up_with_sshds_reason_and_leaves_nothing
         fleet = LoopbackFleet(["127.86.0.1", "127.86.0.2"], port=TEST_PORT, per_process=1)
         with pytest.raises(FleetError, match="sshd of 127.86.0.2 exited with 255: Cannot bind any address"):
             fleet.up(timeout=60)
+    assert fleet.record is not None and fleet.leftovers() == []
+
+
+def test_an_address_that_another_server_answers_fails_up_naming_it():
+    """sshd starts when it binds some of its addresses: another SSH server on one of them must not pass for it."""
+    with socket.create_server(("127.86.0.4", TEST_PORT)) as impostor:
+        stop = threading.Event()
+
+        def answer() -> None:
+            impostor.settimeout(0.1)
+            while not stop.is_set():
+                with contextlib.suppress(OSError):  # a timeout to look at ``stop``, a prober gone
+                    client, _ = impostor.accept()
+                    with client:
+                        client.sendall(b"SSH-2.0-impostor\r\n")
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        fleet = LoopbackFleet(["127.86.0.3", "127.86.0.4"], port=TEST_PORT, per_process=2)
+        try:
+            taken = rf"127\.86\.0\.4:{TEST_PORT}: Bind to port {TEST_PORT} on 127\.86\.0\.4 failed: Address already"
+            with pytest.raises(FleetError, match=rf"sshd of 127\.86\.0\.3 could not listen on {taken}"):
+                fleet.up(timeout=60)
+        finally:
+            fleet.down()  # up() left nothing when it failed; when it passed, its fleet goes here
+            stop.set()
+            thread.join()
     assert fleet.record is not None and fleet.leftovers() == []

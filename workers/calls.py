@@ -28,8 +28,8 @@ def execute(commands: Mapping[int, str], timeout: float | None, stdin: bytes = b
                                                   stdin, sudo, sudo_password)
 
 
-def write_data(data: bytes, remote_path: str) -> Build:
-    return lambda req, indices, _: p.WriteData(req, indices, data, remote_path)
+def write_data(data: bytes, remote_path: str, mode: int | None = None) -> Build:
+    return lambda req, indices, _: p.WriteData(req, indices, data, remote_path, mode)
 
 
 def read_file(remote_path: str, local_paths: Mapping[int, str] | None = None) -> Build:

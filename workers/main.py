@@ -227,8 +227,8 @@ class Worker:
                 return [(i, _execute(command, timeout, shared, call)) for i, command in commands]
             case p.Connect(indices=indices, timeout=timeout):
                 return [(i, _connect(timeout)) for i in indices]
-            case p.WriteData(indices=indices, data=data, remote_path=remote_path):
-                return [(i, _write_data(data, remote_path)) for i in indices]
+            case p.WriteData(indices=indices, data=data, remote_path=remote_path, mode=mode):
+                return [(i, _write_data(data, remote_path, mode)) for i in indices]
             case p.ReadFile(indices=indices, remote_path=remote_path, local_paths=local_paths, budget=budget):
                 locals_: Sequence[str | None] = local_paths or [None] * len(indices)
                 shared = OutputBudget(budget) if budget else None
@@ -393,9 +393,9 @@ def _connect(timeout: float | None) -> Job:
     return job
 
 
-def _write_data(data: bytes, remote_path: str) -> Job:
+def _write_data(data: bytes, remote_path: str, mode: int | None) -> Job:
     async def job(conn: AsyncConnection) -> RawResult:
-        await conn.sftp_write_data(data, remote_path)
+        await conn.sftp_write_data(data, remote_path, mode=mode)
         return RawResult()
     return job
 

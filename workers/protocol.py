@@ -79,12 +79,14 @@ class Execute(_Message):
 
 
 class WriteData(_Message):
-    """Write the same bytes to every listed host: the payload crosses the pipe once per worker."""
+    """Write the same bytes to every listed host: the payload crosses the pipe once per worker. ``mode``:
+    the 0777 bits a new remote file is created with (a copied local file's), else the server's default."""
 
     req: int
     indices: list[int]
     data: bytes
     remote_path: str
+    mode: int | None = None
 
 
 class ReadFile(_Message):

@@ -46,6 +46,7 @@ class MockRequest:
     sudo_password: str | None = field(default=None, repr=False)
     path: str = ""
     data: bytes = field(default=b"", repr=False)
+    mode: int | None = None  # sftp_write: the mode a new remote file gets (the local file's), None: the server's default
     timeout: float | None = None
 
 
@@ -114,10 +115,10 @@ class MockConnection(AsyncConnection):
                   else f"command output exceeded {self.spec.max_output} bytes; stopped it")
         return RawResult(stdout, stderr, -1, OutputLimitExceeded.__name__, reason)
 
-    async def sftp_write_data(self, data: str | bytes, remote_path: str) -> None:
+    async def sftp_write_data(self, data: str | bytes, remote_path: str, *, mode: int | None = None) -> None:
         await self.connect()
         payload = data.encode() if isinstance(data, str) else bytes(data)
-        await self._ask(self._request("sftp_write", path=remote_path, data=payload))
+        await self._ask(self._request("sftp_write", path=remote_path, data=payload, mode=mode))
 
     async def sftp_read_bytes(self, remote_path: str, offset: int = 0, limit: int = -1,
                               budget: OutputBudget | None = None) -> tuple[bytes, int]:

@@ -16,7 +16,11 @@ the commands they run freeze or die with the listener.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import os
 import pwd
+import re
 import socket
 import subprocess
 import time
@@ -284,7 +288,9 @@ class LoopbackFleet(Fleet):
                                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
 
     def _await_listeners(self, nodes: list[_Node], port: int, timeout: float) -> None:
-        """Wait until the nodes' endpoints on ``port`` send banners; fail at once if an sshd exits."""
+        """Wait until the nodes' endpoints on ``port`` send banners; fail at once if an sshd exits, and
+        if an sshd does not listen on every address of its node (sshd fails only when it binds none,
+        and another process may be answering there)."""
         deadline = time.monotonic() + timeout
         pending = [(a, port) for node in nodes for a in node.addresses]
         while pending:
@@ -298,6 +304,21 @@ class LoopbackFleet(Fleet):
                 raise FleetError(f"{len(pending)} sshd sent no banner within {timeout:.0f}s, e.g. "
                                  f"{pending[0][0]}:{pending[0][1]}")
             pending = unanswered(pending, min(remaining, 1.0))
+        for node in nodes:
+            self._check_bound(node, port)
+
+    def _check_bound(self, node: _Node, port: int) -> None:
+        """Raise naming the first address of ``node`` its sshd does not listen on, with sshd's reason if it gave one.
+
+        Called once the addresses answer: an sshd answers only after binding all it could."""
+        assert node.listener is not None
+        bound = _listening(node.listener.pid)
+        for address in node.addresses:
+            if (ipaddress.ip_address(address), port) not in bound:
+                log = self._log(node, "sshd").read_text(errors="replace")
+                said = re.findall(rf"^.*Bind to port {port} on {re.escape(address)} failed.*$", log, re.MULTILINE)
+                why = said[-1].strip() if said else "it is not listening there (another process may be answering)"
+                raise FleetError(f"sshd of {node.addresses[0]} could not listen on {address}:{port}: {why}")
 
     def _live_namespaces(self, nodes: list[_Node]) -> set[int]:
         """The namespaces with processes of ``nodes`` (listener's, proxy's, and older ones with sessions)."""
@@ -362,6 +383,32 @@ def _free_port(address: str) -> int:
         sock.bind((address, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _listening(pid: int) -> set[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
+    """The TCP (address, port) pairs process ``pid`` holds listening sockets on: its descriptors' socket
+    inodes looked up in its network namespace's tables."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[len("socket:["):-1])
+    found = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            rows = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # state 0A: LISTEN
+                address, _, hex_port = fields[1].partition(":")
+                raw = bytes.fromhex(address)  # host order in 32-bit words
+                packed = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add((ipaddress.ip_address(packed), int(hex_port, 16)))
+    return found
 
 
 def _pids_of_uid(uid: int) -> list[int]:
