@@ -46,7 +46,7 @@ class MockRequest:
     sudo_password: str | None = field(default=None, repr=False)
     path: str = ""
     data: bytes = field(default=b"", repr=False)
-    mode: int | None = None  # sftp_write: the mode a new remote file gets (the local file's), None: the server's default
+    mode: int | None = None  # sftp_write: a new remote file's mode (the local file's); None: the server's default
     timeout: float | None = None
 
 
