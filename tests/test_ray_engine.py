@@ -349,7 +349,8 @@ def test_lanes_freed_by_finished_shards_run_a_slow_shards_waiting_hosts(ray_clus
     commands, slow, fast = slow_first(wide_fleet.addresses, remote_dir, 4)
     with with_password(wide_fleet, wide_fleet.addresses, engine=RayEngine(hosts_per_shard=10), batch_size=8) as mc:
         assert not mc.connect().failed
-        assert [s.indices[:2] for s in mc._pool.shards] == [[0, 4], [1, 5], [2, 6], [3, 7]]  # host i: shard i % 4
+        addresses = wide_fleet.addresses  # host i: shard i % 4
+        assert [s.hosts[:2] for s in mc.shards()] == [[addresses[i], addresses[i + 4]] for i in range(4)]
         results = mc.execute_map(commands)
     assert not results.failed, dict(results.failed)
     assert [int(results[wide_fleet.addresses[i]].stdout) for i in slow] == [fast] * len(slow)
@@ -372,7 +373,7 @@ def test_a_rollout_stops_at_its_failure_budget_on_ray(ray_cluster, wide_fleet, r
     commands = {h: marking(remote_dir, "test -e /nonexistent" if i % 10 == 3 else "true") for i, h in enumerate(hosts)}
     with with_password(wide_fleet, hosts, engine=RayEngine(hosts_per_shard=4), batch_size=6) as mc:
         results = mc.execute_map(commands, rollout=Rollout(waves=[10], max_failures=1))
-        assert mc._pool.count == 6
+        assert len(mc.shards()) == 6
     assert list(results.failed)[:2] == [hosts[3], hosts[13]]
     skipped = set(results.skipped)
     assert set(hosts[20:]) <= skipped
