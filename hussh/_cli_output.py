@@ -85,7 +85,7 @@ class Display:
         if self.mode == "lines":
             out, err = self.lines(host, result)
         elif self.mode == "gather" and not result.error:
-            err = self.lines(host, result)[1]
+            err = self.error_lines(host, result)  # stdout is printed once per group, at the end
         elif self.mode == "json":
             out = json_line(host, result, seconds)
         write = (lambda: self._emit(out, err)) if out or err else None
@@ -130,10 +130,15 @@ class Display:
     def lines(self, host: str, result: SSHResult) -> tuple[str, str]:
         """A host's stdout and stderr as printed line by line (``-N``: without prefix, but hussh's own
         failure messages always name the host)."""
-        label = host if self.prefix or result.error else ""
-        err = prefixed(label, result.stderr) + (f"hussh: {host}: exit status {result.status}\n"
-                                                if result.status and not result.error else "")
-        return prefixed(label, result.stdout), err
+        return prefixed(self._label(host, result), result.stdout), self.error_lines(host, result)
+
+    def error_lines(self, host: str, result: SSHResult) -> str:
+        """A host's stderr as printed line by line, and its exit status when not 0."""
+        return prefixed(self._label(host, result), result.stderr) + (
+            f"hussh: {host}: exit status {result.status}\n" if result.status and not result.error else "")
+
+    def _label(self, host: str, result: SSHResult) -> str:
+        return host if self.prefix or result.error else ""
 
     def _emit(self, out: str, err: str) -> None:
         if out:

@@ -532,15 +532,16 @@ class OutputBudget:
 class _CommandSession(asyncssh.SSHClientSession[bytes]):
     """Collects one command's output per stream, stopping it past ``limit`` bytes (or when the call's
     shared ``budget`` runs out); asyncssh's own buffer stays within its window. Outputs alike are held
-    once across the commands running at a time (``OutputStream``); each still counts its own bytes.
+    once across the commands running at a time (``OutputStream``): each counts its own bytes against
+    ``limit``, the budget pays only for what is held (see ``hussh._shared_output``).
 
     It feeds the command's stdin with ``stdin`` (a chunk at a time, as the channel drains) then end
     of file; under sudo (``gate``), only once sudo has let the command start."""
 
     def __init__(self, limit: int, budget: OutputBudget | None = None, stdin: bytes = b"",
                  gate: SudoGate | None = None) -> None:
-        self.stdout = OutputStream()
-        self.stderr = OutputStream()
+        self.stdout = OutputStream(budget)
+        self.stderr = OutputStream(budget)
         self.size = 0
         self.limit = limit
         self.budget = budget
@@ -602,16 +603,13 @@ class _CommandSession(asyncssh.SSHClientSession[bytes]):
             if not data:
                 return
         room = min(len(data), self.limit - self.size)
-        if self.budget is not None:
-            granted = self.budget.take(room)
-            self.budget_spent = granted < room
-            room = granted
-        if len(data) > room:
-            data, self.overflow = data[:room], True
+        kept = (self.stdout if datatype is None else self.stderr).extend(data[:room] if room < len(data) else data)
+        self.budget_spent = kept < room
+        self.size += kept
+        if kept < len(data):
+            self.overflow = True
             assert self.channel is not None
             _stop(self.channel, self)
-        self.size += len(data)
-        (self.stdout if datatype is None else self.stderr).extend(data)
 
     def overflow_reason(self) -> str:
         if self.budget_spent and self.budget is not None:
@@ -637,8 +635,13 @@ class _CommandSession(asyncssh.SSHClientSession[bytes]):
         is released as it is taken, and outputs alike are one object."""
         if status is None:
             status = self.status if self.status is not None else _signal_status(self.signal)
-        stdout = self.stdout.take()
-        stderr = self.stderr.take()
+        stdout, whole = self.stdout.take()
+        stderr, whole_too = self.stderr.take()
+        if not (whole and whole_too) and stopped is None:  # outputs alike once more: no room for another
+            assert self.budget is not None
+            status, stopped = -1, OutputLimitExceeded
+            reason = (f"the call's output budget ({self.budget.total} bytes for this worker's hosts) ran out as "
+                      f"this command ended: kept its first {len(stdout)} + {len(stderr)} bytes")
         return RawResult(stdout, stderr, status, stopped.__name__ if stopped else "", reason)
 
 

@@ -27,6 +27,7 @@ from ._cli_input import how_to_run
 from ._cli_output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Display, prefixed
 from ._cli_progress import listing_on_request
 from ._cli_runs import replay, runs, setup
+from ._result import SSHResult
 from .multi_conn import MultiConnection, MultiResult, OnTimedResult
 
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
@@ -155,30 +156,29 @@ def largest_status(display: Display) -> int:
 def tail(mc: MultiConnection, remote: str, interval: float, since: float, lines: int) -> int:
     """Print lines appended to ``remote`` on every host since ``since``, prefixed ``host: ``, until Ctrl-C (exit 130).
 
-    A host whose file changed after ``since`` (its mtime) starts at its last ``lines`` lines, since where
-    it was at ``since`` cannot be known. The tailer is entered but never exited: leaving it would read
-    every file's whole tail once more, which an interrupted run does not want; closing the connection
-    drops the tails.
+    Each host's lines print from the moment its own tail is open, while other hosts still connect
+    (``MultiFileTailer.follow``). A host whose file changed after ``since`` (its mtime) starts at its
+    last ``lines`` lines, since where it was at ``since`` cannot be known. A host that fails is reported
+    once on stderr; when every host has failed, the exit status is 1.
     """
-    follower = mc.tail(remote, since=since, lines=lines)
     partial: dict[str, str] = {}
-    reported: dict[str, str] = {}
-    try:
-        follower.__enter__()
-        report_errors(follower.errors, reported)
-        if len(follower.errors) == len(follower.hosts):
-            return EXIT_FAILED
-        while True:
-            for host, text in follower.read().items():
-                if text:
-                    complete, _, rest = (partial.pop(host, "") + text).rpartition("\n")
-                    if rest:
-                        partial[host] = rest
-                    if complete:
-                        sys.stdout.write(prefixed(host, complete + "\n"))
+
+    def show(host: str, text: str) -> None:
+        complete, _, rest = (partial.pop(host, "") + text).rpartition("\n")
+        if rest:
+            partial[host] = rest
+        if complete:
+            sys.stdout.write(prefixed(host, complete + "\n"))
             sys.stdout.flush()
-            report_errors(follower.errors, reported)
-            time.sleep(interval)
+
+    def ended(host: str, result: SSHResult) -> None:
+        if result.status != 0:
+            sys.stderr.write(prefixed(host, result.stderr))
+            sys.stderr.flush()
+
+    try:
+        results = mc.tail(remote, since=since, lines=lines).follow(show, interval=interval, on_result=ended)
+        return EXIT_FAILED if results.failed else EXIT_OK
     except KeyboardInterrupt:
         for host, rest in partial.items():
             sys.stdout.write(prefixed(host, rest))
@@ -186,15 +186,6 @@ def tail(mc: MultiConnection, remote: str, interval: float, since: float, lines:
         return EXIT_INTERRUPTED
     finally:
         mc.close()
-
-
-def report_errors(errors: dict[str, str], reported: dict[str, str]) -> None:
-    """Print each host's tail error once (again if it changes)."""
-    for host, message in errors.items():
-        if reported.get(host) != message:
-            reported[host] = message
-            sys.stderr.write(prefixed(host, message))
-    sys.stderr.flush()
 
 
 def fleet(argv: list[str]) -> int:

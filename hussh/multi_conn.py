@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import math
 import os
 import threading
 import weakref
@@ -19,11 +20,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import msgspec
 
 from hussh.workers import calls
-from hussh.workers.engine import Build, Engine, LocalEngine, OnHost, Pool, Progress
+from hussh.workers.engine import Build, Engine, LocalEngine, OnHost, OnOutput, Pool, Progress
 
 from ._config import ConfigResolver, SSHConfigArg
 from ._local_files import host_file_name
-from ._result import MAX_TEXT_WIDTH, SKIPPED, SSHResult
+from ._result import MAX_TEXT_WIDTH, SKIPPED, SSHResult, text
 from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, KEEPALIVE_NOT_GIVEN, ConnectSpec, HostKeyChecking, Retry, make_spec
 from ._sudo import check_password
 from ._sync import Connection
@@ -43,6 +44,8 @@ DEFAULT_BATCH_SIZE = 100
 OnTimedResult = Callable[[str, SSHResult, float], None]
 """``on_timed_result(host, result, seconds)``: ``on_result`` plus the host's ``MultiResult.seconds``,
 for streaming views."""
+OnText = Callable[[str, str], None]
+"""``on_text(host, text)``: what ``MultiFileTailer.follow`` read on a host."""
 
 
 def _default_call_output() -> int:
@@ -56,7 +59,8 @@ def _default_call_output() -> int:
 
 
 DEFAULT_CALL_OUTPUT = _default_call_output()
-"""Bytes of output received (stdout + stderr, or files read into memory) one call keeps over all its hosts.
+"""Bytes of output (stdout + stderr, or files read into memory) one call keeps over all its hosts: outputs
+alike that hosts print at once count once, as they are held (``hussh._shared_output``).
 
 ``max_output`` bounds one host; this bounds the call, so 1,000 hosts printing 50 MB each cannot
 exhaust the client: once it is spent, further output stops its command with ``OutputLimitExceeded``
@@ -647,7 +651,8 @@ class MultiConnection:
 
     def _run(self, build: Build, indices: list[int], on_result: OnResult | None = None,
              on_timed_result: OnTimedResult | None = None, journaled: _Journaled | None = None,
-             rollout: Rollout | None = None) -> MultiResult:
+             rollout: Rollout | None = None, on_output: OnOutput | None = None,
+             stop: Callable[[], bool] | None = None) -> MultiResult:
         if rollout is not None and not isinstance(rollout, Rollout):
             raise TypeError(f"rollout must be a hussh.Rollout, got {rollout!r}")
         if not indices:
@@ -663,7 +668,7 @@ class MultiConnection:
                     self._pool = self._engine.pool(self._specs, self._batch_size, self._workers, self._retry)
                     self._finalizer = weakref.finalize(self, self._pool.release)
                 results, seconds = self._pool.call(build, indices, self._progress, on_host, self._max_call_output,
-                                                   rollout)
+                                                   rollout, on_output, stop)
             finally:
                 if recorder is not None:
                     recorder.end()
@@ -677,7 +682,8 @@ class MultiFileTailer:
 
     ``read()`` returns host -> text added since the last read; a host whose tail failed maps to
     ``""`` and ``errors[host]`` says why. After exit, ``contents`` maps host -> everything appended
-    while the tailer was open (``{}`` before), as upstream's does.
+    while the tailer was open (``{}`` before), as upstream's does. ``follow()``, without entering,
+    streams each host's text from the moment its own tail opens.
     """
 
     def __init__(self, mc: MultiConnection, files: dict[str, str], since: float | None = None,
@@ -702,6 +708,39 @@ class MultiFileTailer:
         self._record(results)
         self._open = [mc._index[h] for h, r in results.items() if r.status == 0]
         return self
+
+    def follow(self, on_text: OnText, *, interval: float = 0.5, until: Callable[[], bool] | None = None,
+               on_result: OnResult | None = None) -> MultiResult:
+        """Follow every host's file, calling ``on_text(host, text)`` in this thread with what is appended, each
+        host from the moment its own tail is open: a host still connecting, or one that never answers,
+        holds no other back (``read()`` inside ``with`` waits for every host's tail to open first).
+
+        Each host's tail starts as ``since`` and ``lines`` say (see ``MultiConnection.tail``); ``on_text(host,
+        "")`` says that it is open, then every byte appended reaches ``on_text`` once and in order (split
+        where reads split it, never inside a UTF-8 character). Hosts are read every ``interval`` seconds
+        (0: as soon as the last read returned), at once again after a read of 1 MiB. A host whose tail
+        cannot open, or fails later (its file removed, its connection lost), ends with its error, in
+        ``errors`` and ``on_result(host, result)`` as it happens; the others go on. Returns when every
+        host has ended, or once ``until()`` is true (asked at least every second): hosts followed then
+        end with status 0, those not open yet are ``Skipped``. Ctrl-C stops it at once, as any call.
+        """
+        if not isinstance(interval, (int, float)) or not 0 <= interval < math.inf:
+            raise ValueError(f"interval must be a number of seconds >= 0, got {interval!r}")
+        mc = self._mc
+        keys = mc._keys
+        paths = {mc._index[h]: path for h, path in self.files.items()}
+
+        def output(index: int, data: bytes) -> None:
+            on_text(keys[index], text(data))
+
+        def ended(host: str, result: SSHResult) -> None:
+            if result.status != 0 and result.error != SKIPPED:
+                self.errors[host] = result.stderr
+            if on_result is not None:
+                on_result(host, result)
+
+        return mc._run(calls.tail_follow(paths, self.since, self.lines, float(interval)), sorted(paths), ended,
+                       on_output=output, stop=until)
 
     def read(self, from_pos: int | None = None) -> dict[str, str]:
         """Text appended on each host since the last read (or from byte ``from_pos`` if given)."""

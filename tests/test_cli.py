@@ -310,17 +310,17 @@ def test_tail_follows_every_host_until_ctrl_c(fleet, conn, hosts, remote_dir):
     log.write_text("old line\n")
     log.chmod(0o666)
     os.utime(log, (time.time() - 60,) * 2)  # not written since long before the command starts: not shown
-    run = Running("tail", *hosts, "-H", REFUSED[0], *conn, "--interval", "0.1", str(log))
+    run = Running("tail", *hosts, "-H", REFUSED[0], *conn, "--interval", "0.1", "-n", "0", str(log))
     try:
         run.wait_for(lambda: any(REFUSED[0] in line for line in run.err), what="the refused host's error")
         number = 0
         deadline = time.monotonic() + 20
-        while True:  # the tails open at the file's end, at a moment not shown: append until lines come out
+        while True:  # each tail opens at the file's end (-n 0), at a moment not shown: append until all show lines
             assert time.monotonic() < deadline and run.proc.poll() is None, (run.out, run.err)
             number += 1
             with log.open("a") as handle:
                 handle.write(f"line {number}\n")
-            if run.saw(lambda: any(": line" in line for line in run.out), timeout=0.3):
+            if run.saw(lambda: len({line.split(": ")[0] for line in run.out if ": line" in line}) == 4, timeout=0.3):
                 break
         with log.open("a") as handle:
             handle.write("last\npartial")

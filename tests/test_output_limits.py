@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 
 from hussh.multi_conn import DEFAULT_CALL_OUTPUT, MultiConnection
-from hussh.testing import PASSWORD, PASSWORD_USER
+from hussh.testing import PASSWORD, PASSWORD_USER, Fleet
+
+ADDRESS = "$(echo $SSH_CONNECTION | cut -d' ' -f3)"  # the host's own address: an output of its own
+MB = 1_000_000
+ALIKE = f"head -c {MB} /dev/zero | tr '\\0' s"  # the same output on every host
 
 
 def shared(fleet, **options) -> MultiConnection:
@@ -24,9 +28,10 @@ def test_max_output_is_an_argument_and_keeps_the_first_bytes(fleet):
 
 
 def test_one_call_keeps_at_most_its_output_budget(fleet):
-    """Four hosts print 5,000 bytes each under a 10,000-byte call budget: 10,000 kept, the rest stopped."""
+    """Four hosts print 5,000 bytes each, each its own, under a 10,000-byte call budget: 10,000 kept, the
+    rest stopped."""
     with shared(fleet, max_call_output=10_000, workers=2) as mc:
-        results = mc.execute("head -c 5000 /dev/zero | tr '\\0' y")
+        results = mc.execute(f"{{ echo {ADDRESS}; head -c 5000 /dev/zero | tr '\\0' y; }} | head -c 5000")
         kept = sum(len(r.stdout) for r in results.values())
         assert kept == 10_000
         stopped = [r for r in results.values() if r.status != 0]
@@ -36,6 +41,39 @@ def test_one_call_keeps_at_most_its_output_budget(fleet):
     assert 0 < DEFAULT_CALL_OUTPUT <= 4 << 30
     with pytest.raises(ValueError, match="max_call_output"):
         shared(fleet, max_call_output=-1)
+
+
+@pytest.mark.hussh_fleet(20)
+def test_outputs_alike_are_charged_once_against_the_call_budget(hussh_fleet: Fleet):
+    """20 hosts print the same 1 MB under a budget that holds a few copies per worker, not 10: all of
+    it is kept (a worker holds outputs alike once, the caller too)."""
+    with MultiConnection.from_shared_auth(hussh_fleet.hosts, **hussh_fleet.credentials.password_auth(),
+                                          max_call_output=2 * 4 * MB, workers=2) as mc:
+        mc.connect()  # every host's command starts at once, so they print alike at the same time
+        results = mc.execute(ALIKE)
+    assert [(r.status, len(r.stdout)) for r in results.values()] == [(0, MB)] * 20, results.summary()
+    assert len({id(r.stdout) for r in results.values()}) == 1  # one string in the caller
+
+
+def test_an_output_that_stops_matching_pays_for_what_it_shared(fleet):
+    """stderr printing what stdout did costs nothing; once it differs, it holds a copy of its own: charged."""
+    with shared(fleet, max_call_output=MB + 1000, workers=1) as mc:
+        alike = mc.execute(f"{ALIKE}; {ALIKE} >&2")
+        apart = mc.execute(f"{ALIKE}; {{ head -c {MB // 2} /dev/zero | tr '\\0' s; echo own; }} >&2")
+    assert {(r.status, len(r.stdout), len(r.stderr)) for r in alike.values()} == {(0, MB, MB)}, alike.summary()
+    assert {r.error for r in apart.values()} == {"OutputLimitExceeded"}, apart.summary()
+
+
+def test_outputs_of_other_lengths_from_one_shared_buffer_are_each_paid_for(fleet):
+    """Hosts printing prefixes of one another share a buffer, but each output is held on its own (in the
+    caller too): a budget of two outputs keeps two whole, never four."""
+    commands = {host: f"head -c {MB + n} /dev/zero | tr '\\0' s" for n, host in enumerate(fleet.addresses)}
+    with shared(fleet, max_call_output=2 * MB + 10, workers=1) as mc:
+        results = mc.execute_map(commands)
+    whole = [r for r in results.values() if r.status == 0]
+    assert len(whole) <= 2 and sum(map(len, {r.stdout for r in results.values()})) <= 2 * MB + 10, results.summary()
+    assert all(r.error == "OutputLimitExceeded" and "output budget" in r.stderr
+               for r in results.values() if r.status != 0)
 
 
 def test_a_file_read_into_memory_is_bounded_too(fleet, remote_dir):

@@ -33,6 +33,7 @@ replies = st.one_of(
     st.builds(p.HostDone, ints, ints, st.binary(max_size=40), st.binary(max_size=40), st.integers(-1, 255), texts,
               st.floats(0, 1e6)),
     st.builds(p.KeyLearned, ints, ints, ints, texts),
+    st.builds(p.Output, ints, ints, st.binary(max_size=40)),
     st.builds(p.Alive, ints),
     st.builds(p.CallDone, ints),
 )
@@ -41,6 +42,7 @@ requests = st.one_of(
     st.builds(p.Connect, ints, st.lists(ints, max_size=5)),
     st.builds(p.WriteData, ints, st.lists(ints, max_size=5), st.binary(max_size=200), texts),
     st.builds(p.TailRead, ints, st.lists(ints, max_size=5)),
+    st.builds(p.TailFollow, ints, st.lists(st.tuples(ints, texts), max_size=5)),
     st.builds(p.Close, ints, st.lists(ints, max_size=5)),
     st.just(p.Shutdown()),
 )
@@ -258,6 +260,7 @@ def garbage_call(garbage: bytes, hosts: int = 3) -> dict[int, object]:
 @example(garbage=frames([p.HostDone(1, 99, b"not asked", b"", 0)]))  # a host outside the call
 @example(garbage=frames([p.Alive(1)]) + unknown_tag("Bogus", 1))
 @example(garbage=frames([p.HostDone(1, 0, b"ok", b"", 0)])[:-3])  # truncated, then the pipe closes
+@example(garbage=frames([p.Output(1, 0, b"a command streams nothing")]))
 @given(garbage=st.binary(max_size=8192))
 def test_the_parent_fails_a_garbling_worker_with_workerlost_and_returns(garbage):
     results = garbage_call(garbage)
@@ -269,8 +272,11 @@ def test_the_parent_fails_a_garbling_worker_with_workerlost_and_returns(garbage)
 
 def test_the_parent_names_what_was_wrong():
     said = {garbage: garbage_call(garbage)[0].stderr for garbage in (  # type: ignore[attr-defined]
-        b"\xff\xff\xff\xff", unknown_tag("Bogus", 1), frames([p.HostDone(1, 99, b"", b"", 0)]), b"")}
+        b"\xff\xff\xff\xff", unknown_tag("Bogus", 1), frames([p.HostDone(1, 99, b"", b"", 0)]), b"",
+        frames([p.Output(1, 0, b"")]), frames([p.Output(1, 99, b"")]))}
     assert "it sent a frame of 4294967295 bytes, more than the" in said[b"\xff\xff\xff\xff"]
     assert "it sent a malformed frame" in said[unknown_tag("Bogus", 1)]
     assert "it answered for host 99, which it was not asked about" in said[frames([p.HostDone(1, 99, b"", b"", 0)])]
     assert "it exited" in said[b""]
+    assert "it sent output for host 0 in a call that streams none" in said[frames([p.Output(1, 0, b"")])]
+    assert "it answered for host 99, which it was not asked about" in said[frames([p.Output(1, 99, b"")])]

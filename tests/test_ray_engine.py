@@ -167,6 +167,20 @@ def scenario(fleet, hosts: list[str], engine, remote: Path, local: Path) -> list
             mc.execute_map({first: f"echo again >> {log}"})
             out.append(tailer.read())
         out.append((tailer.contents, sorted(tailer.errors)))
+        followed = remote / "followed.log"
+        followed.write_text("")
+        followed.chmod(0o666)
+        texts: list[tuple[str, str]] = []
+
+        def on_text(host: str, text: str) -> None:
+            texts.append((host, text))
+            if text == "":  # open: append, to be read back
+                with followed.open("a") as handle:
+                    handle.write("followed\n")
+
+        tailer = mc.tail_map({first: str(followed), second: str(remote / "absent.log")})
+        out.append(rows(tailer.follow(on_text, interval=0.1, until=lambda: (first, "followed\n") in texts)))
+        out.append((texts, sorted(tailer.errors)))
         out.append(progress[-1])
     finally:
         mc.close()

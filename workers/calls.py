@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from . import protocol as p
 from .core import Build
 
-__all__ = ["close", "connect", "execute", "get_dir", "put_dir", "read_file", "tail_close", "tail_open", "tail_read",
-           "write_data"]
+__all__ = ["close", "connect", "execute", "get_dir", "put_dir", "read_file", "tail_close", "tail_follow", "tail_open",
+           "tail_read", "write_data"]
 
 
 def connect(timeout: float | None) -> Build:
@@ -53,6 +53,11 @@ def get_dir(remote_path: str, local_paths: Mapping[int, str], follow_symlinks: b
 def tail_open(paths: Mapping[int, str], since: float | None = None, lines: int = 0) -> Build:
     """Host ``i`` follows ``paths[i]`` (from ``since``: see ``AsyncFileTailer.seek_since``)."""
     return lambda req, indices, _: p.TailOpen(req, [(i, paths[i]) for i in indices], since, lines)
+
+
+def tail_follow(paths: Mapping[int, str], since: float | None, lines: int, interval: float) -> Build:
+    """Host ``i`` follows ``paths[i]`` until the call is stopped, its bytes streamed as read (``TailFollow``)."""
+    return lambda req, indices, _: p.TailFollow(req, [(i, paths[i]) for i in indices], since, lines, interval)
 
 
 def tail_read(from_pos: int | None) -> Build:

@@ -49,6 +49,8 @@ Progress = Callable[[int, int], None]
 OnHost = Callable[[int, SSHResult, float, "int | None"], None]
 """``on_host(index, result, seconds, wave)``: each host's result as it is gathered (``wave``: ``None``
 without a rollout)."""
+OnOutput = Callable[[int, bytes], None]
+"""``on_output(index, data)``: bytes a running host produced (a followed tail), as they arrive."""
 Build = Callable[[int, list[int], int], p.Call]
 """``build(req, shard_indices, shard_budget)``: the message one shard receives for one call."""
 Results = tuple[dict[int, SSHResult], dict[int, float]]
@@ -102,10 +104,13 @@ class Gathering:
     per host), the hosts running, and its rollout's count of failures."""
 
     def __init__(self, indices: Sequence[int], progress: Progress | None, on_host: OnHost | None,
-                 rollout: Rollout | None) -> None:
+                 rollout: Rollout | None, on_output: OnOutput | None = None,
+                 stop: Callable[[], bool] | None = None) -> None:
         self.total = len(indices)
         self.progress = progress
         self.on_host = on_host
+        self.on_output = on_output
+        self.stop = stop
         self.rollout = rollout
         self.results: dict[int, SSHResult] = {}
         self.seconds: dict[int, float] = {}
@@ -172,8 +177,12 @@ class Gathering:
 
     def exceeded(self) -> str:
         """Why no new host may start now ("" if the run goes on)."""
-        if self.halted or self.rollout is None:
+        if self.halted:
             return self.halted
+        if self.stop is not None and self.stop():
+            return "the caller stopped the call"
+        if self.rollout is None:
+            return ""
         if self.canary and self.wave == 0 and self.failed:
             return f"{self.failed} of the {len(self.waves[0])} canary host(s) failed"
         if self.limit is not None and self.counted > self.limit:
@@ -279,16 +288,19 @@ class CallCore:
     # --------------------------------------------------------------------- the call
 
     def call(self, build: Build, indices: Iterable[int], progress: Progress | None = None,
-             on_host: OnHost | None = None, budget: int = 0, rollout: Rollout | None = None) -> Results:
+             on_host: OnHost | None = None, budget: int = 0, rollout: Rollout | None = None,
+             on_output: OnOutput | None = None, stop: Callable[[], bool] | None = None) -> Results:
         """Run ``build(req, shard_indices, shard_budget)`` on the shards owning ``indices`` (in waves, under
         ``rollout``); return every index's result and seconds. ``budget`` (bytes of output for the whole
-        call, 0: none) is split over the shards in proportion to their hosts."""
+        call, 0: none) is split over the shards in proportion to their hosts. ``on_output`` takes what
+        running hosts stream (a call that streams nothing may not send any); once ``stop()`` is true
+        (asked at least every second), no new host starts and running ones are asked to end."""
         with self.lock:
             if self.calling:
                 raise RuntimeError(IN_CALLBACK.format(what="another call"))
             self.calling = True
             try:
-                return self._call(build, list(indices), progress, on_host, budget, rollout)
+                return self._call(build, Gathering(list(indices), progress, on_host, rollout, on_output, stop), budget)
             finally:
                 self.calling = False
 
@@ -297,9 +309,9 @@ class CallCore:
         gathering = self.current
         return None if gathering is None else gathering.status(names)
 
-    def _call(self, build: Build, indices: list[int], progress: Progress | None, on_host: OnHost | None,
-              budget: int, rollout: Rollout | None) -> Results:
-        gathering = self.current = Gathering(indices, progress, on_host, rollout)
+    def _call(self, build: Build, gathering: Gathering, budget: int) -> Results:
+        self.current = gathering
+        rollout = gathering.rollout
         self._begin()
         try:
             for number, wave in enumerate(gathering.waves):
@@ -364,9 +376,9 @@ class CallCore:
                     self._dispatch(number, req, messages, pending, gathering)
                 if lost and number in pending:
                     self._lose(number, pending.pop(number), gathering, lost)
-            if not halted and gathering.exceeded():
+            if not halted and (reason := gathering.exceeded()):
                 halted = True
-                self._halt_all(req, pending, gathering)
+                self._halt_all(req, pending, gathering, reason)
             if not halted:
                 for number, more in self.lanes.grants().items():
                     self._grant(number, p.Grant(req, more))
@@ -381,12 +393,14 @@ class CallCore:
                 log.info("hussh: %d/%d hosts done", len(gathering.results), gathering.total)
                 next_log += PROGRESS_EVERY
 
-    def _halt_all(self, req: int, pending: dict[int, set[int]], gathering: Gathering) -> None:
-        """The budget ran out: no new host starts anywhere (running ones finish, or stop if asked)."""
-        gathering.halted = gathering.exceeded()
-        assert gathering.rollout is not None
-        log.warning("hussh: %s; no new host starts", gathering.halted)
-        message = p.Halt(req, gathering.rollout.on_exceeded == "stop")
+    def _halt_all(self, req: int, pending: dict[int, set[int]], gathering: Gathering, why: str) -> None:
+        """The budget ran out, or the caller stopped the call (``why``): no new host starts anywhere (running
+        ones finish, or stop if asked; followed tails end)."""
+        gathering.halted = why
+        rollout = gathering.rollout
+        if rollout is not None:
+            log.warning("hussh: %s; no new host starts", gathering.halted)
+        message = p.Halt(req, rollout is not None and rollout.on_exceeded == "stop")
         for number in pending:
             self._halt(number, message)
 
@@ -419,6 +433,13 @@ class CallCore:
                 if message.index not in gathering.running:
                     self.lanes.started(number)
                 gathering.start(message.index)
+                continue
+            if isinstance(message, p.Output):
+                if gathering.on_output is None:
+                    self._lose(number, pending.pop(number), gathering, f"it sent output for host {message.index} "
+                               "in a call that streams none")
+                    return
+                gathering.on_output(message.index, message.data)
                 continue
             try:
                 if message.error == SKIPPED and not gathering.halted:

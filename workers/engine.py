@@ -17,10 +17,11 @@ from typing import Protocol, runtime_checkable
 from hussh._spec import ConnectSpec, Retry
 from hussh.rollout import CallStatus, Rollout
 
-from .core import STALL_LIMIT, Build, OnHost, Progress, Results, ShardState
+from .core import STALL_LIMIT, Build, OnHost, OnOutput, Progress, Results, ShardState
 from .protocol import HEARTBEAT_EVERY
 
-__all__ = ["Build", "Engine", "LocalEngine", "OnHost", "Pool", "Progress", "ShardState", "check_stall_limit"]
+__all__ = ["Build", "Engine", "LocalEngine", "OnHost", "OnOutput", "Pool", "Progress", "ShardState",
+           "check_stall_limit"]
 
 
 @runtime_checkable
@@ -30,9 +31,10 @@ class Pool(Protocol):
     count: int  # how many shards (worker processes or actors) the hosts are spread over
 
     def call(self, build: Build, indices: Iterable[int], progress: Progress | None = None,
-             on_host: OnHost | None = None, budget: int = 0, rollout: Rollout | None = None) -> Results:
+             on_host: OnHost | None = None, budget: int = 0, rollout: Rollout | None = None,
+             on_output: OnOutput | None = None, stop: Callable[[], bool] | None = None) -> Results:
         """Run ``build(...)`` on the shards owning ``indices`` (in waves, under ``rollout``); every
-        index's result and seconds."""
+        index's result and seconds (``on_output`` and ``stop``: see ``hussh.workers.core.CallCore.call``)."""
         ...
 
     def status(self, names: Callable[[int], str] = str) -> CallStatus | None:

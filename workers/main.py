@@ -47,7 +47,12 @@ from hussh.errors import (
 from . import protocol as p
 
 Job = Callable[[AsyncConnection], Awaitable[RawResult]]
-Emit = Callable[[p.HostDone | p.Started | p.KeyLearned | p.Alive | p.CallDone], None]
+Emit = Callable[[p.HostDone | p.Started | p.Output | p.KeyLearned | p.Alive | p.CallDone], None]
+Writable = Callable[[], Awaitable[object]]
+"""Waits until the frames emitted so far are on their way (the caller reads them), so a followed tail
+reads no further ahead of the caller than that."""
+FOLLOW_READ = 1 << 20
+"""The most bytes one read of a followed tail takes (another follows at once when it is full)."""
 
 CONNECT_FAILURES = (ConnectError, ConnectTimeout, AuthenticationError, ConfigError)
 """Failures that happen before anything ran on the host: remembered for the cool-down."""
@@ -83,8 +88,9 @@ class _Failure(msgspec.Struct, gc=False):
 class Worker:
     """A shard of hosts and what it remembers between calls; ``handle`` runs one call."""
 
-    def __init__(self, emit: Emit, fd_budget: int) -> None:
+    def __init__(self, emit: Emit, fd_budget: int, writable: Writable | None = None) -> None:
         self.emit = emit
+        self.writable = writable or _at_once
         self.conns: dict[int, AsyncConnection] = {}
         self.tailers: dict[int, AsyncFileTailer] = {}
         self.failures: dict[int, _Failure] = {}
@@ -104,6 +110,7 @@ class Worker:
         self.hops: dict[ConnectSpec, tuple[int, int]] = {}  # each assigned spec and bastion -> (host index, hop)
         self.halted: p.Halt | None = None  # the last Halt received: no new host of its call starts
         self.running: dict[int, asyncio.Task[RawResult]] = {}  # the current call's hosts being run
+        self.woken: asyncio.Event | None = None  # set by a Halt of the call following tails: they end
         self.req = -1  # the current (or last) call's request id
 
     def assign(self, message: p.Assign) -> None:
@@ -125,7 +132,8 @@ class Worker:
 
     def owns(self, call: p.Call) -> bool:
         """Whether every host ``call`` names belongs to this worker's shard."""
-        return all(index in self.conns for index, _ in self.jobs(call))
+        named = call.paths if isinstance(call, p.TailFollow) else self.jobs(call)
+        return all(index in self.conns for index, _ in named)
 
     async def handle(self, call: p.Call) -> None:
         """Run ``call`` on its hosts, in order, as many at once as it has lanes (``grant``), emitting each
@@ -135,6 +143,15 @@ class Worker:
         self.req = call.req
         self.granted, self.active = self.credit.pop(call.req, 0), 0
         self.credit.clear()
+        if isinstance(call, p.TailFollow):
+            heartbeat = asyncio.create_task(self.beat(call.req))
+            try:
+                with _transport.per_call(retry_bastions=False):
+                    await self.follow(call)
+            finally:
+                heartbeat.cancel()
+            self.emit(p.CallDone(call.req))
+            return
 
         async def host(index: int, job: Job) -> None:
             started = time.monotonic()
@@ -199,6 +216,8 @@ class Worker:
         remote commands get a KILL signal, as on a timeout)."""
         self.halted = message
         self.wake.set()
+        if message.req == self.req and self.woken is not None:
+            self.woken.set()
         if message.stop_running and message.req == self.req:  # a late Halt never touches the next call
             for task in self.running.values():
                 task.cancel()
@@ -218,6 +237,54 @@ class Worker:
             if where is not None:
                 self.emit(p.KeyLearned(req, *where, key))
         conn.learned.clear()
+
+    async def follow(self, call: p.TailFollow) -> None:
+        """Follow each host's file from the moment its own tail is open, whatever the other hosts do (one
+        still connecting, or never answering, holds no other back); opens and reads take the lanes the
+        call came with at a time (its followed hosts hold them all: none is freed until the halt)."""
+        self.woken = asyncio.Event()
+        lanes = asyncio.Semaphore(max(1, min(self.granted, self.max_lanes)))
+        try:
+            await asyncio.gather(*(self._follow_host(call, lanes, index, path) for index, path in call.paths))
+        finally:
+            self.woken = None
+
+    async def _follow_host(self, call: p.TailFollow, lanes: asyncio.Semaphore, index: int, path: str) -> None:
+        async with lanes:
+            if self.halted is not None and self.halted.req == call.req:
+                self.emit(p.HostDone(call.req, index, b"", b"", -1, SKIPPED))
+                return
+            self.emit(p.Started(call.req, index))
+            started = time.monotonic()
+            tailer = self.conns[index].tail(path)
+            result = await self.run_host(index, _tail_start(tailer, call.since, call.lines), retry_failed=False)
+            self.report_keys(call.req, index)
+        if result.status == 0:
+            result = await self._stream(call, lanes, index, tailer)
+        self.emit(p.HostDone(call.req, index, result.stdout, result.stderr, result.status, result.error,
+                             time.monotonic() - started))
+
+    async def _stream(self, call: p.TailFollow, lanes: asyncio.Semaphore, index: int,
+                      tailer: AsyncFileTailer) -> RawResult:
+        """Send what is appended to host ``index``'s file until the call is halted (its result then: status
+        0), or a read fails (that failure); never more than the caller takes in."""
+        woken = self.woken
+        assert woken is not None
+        self.emit(p.Output(call.req, index, b""))  # following
+        while not woken.is_set():
+            await self.writable()
+            room = OutputBudget(FOLLOW_READ)
+            async with lanes:
+                result = await self.run_host(index, _tail_chunk(tailer, room), retry_failed=False)
+            if result.status != 0:
+                return result
+            if result.stdout:
+                self.emit(p.Output(call.req, index, result.stdout))
+            if room.left:  # all there was: wait for more
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(call.interval):
+                        await woken.wait()
+        return RawResult()
 
     def jobs(self, call: p.Call) -> list[tuple[int, Job]]:
         """One job per host of the call; each returns that host's result or raises."""
@@ -333,11 +400,8 @@ class Worker:
 
     def _tail_open(self, index: int, path: str, since: float | None, lines: int) -> Job:
         async def job(conn: AsyncConnection) -> RawResult:
-            if since is None:
-                tailer = await conn.tail(path).__aenter__()
-            else:
-                tailer = conn.tail(path)
-                tailer.init_pos = await tailer.seek_since(since, lines)
+            tailer = conn.tail(path)
+            await _tail_start(tailer, since, lines)(conn)
             self.tailers[index] = tailer
             return RawResult()
         return job
@@ -379,6 +443,27 @@ class Worker:
                 await close()
         except TimeoutError:
             pass
+
+
+def _tail_start(tailer: AsyncFileTailer, since: float | None, lines: int) -> Job:
+    """Open ``tailer`` at its file's end or, with ``since``, where it was then (``seek_since``)."""
+    async def job(conn: AsyncConnection) -> RawResult:
+        if since is None:
+            await tailer.__aenter__()
+        else:
+            tailer.init_pos = await tailer.seek_since(since, lines)
+        return RawResult()
+    return job
+
+
+def _tail_chunk(tailer: AsyncFileTailer, room: OutputBudget) -> Job:
+    async def job(conn: AsyncConnection) -> RawResult:
+        return RawResult(await tailer.read_bytes(budget=room))
+    return job
+
+
+async def _at_once() -> None:
+    """``Writable`` of a worker whose frames never wait (nothing to pace)."""
 
 
 def _execute(command: str, timeout: float | None, budget: OutputBudget | None, call: p.Execute) -> Job:
@@ -465,6 +550,27 @@ def _transient(exc: BaseException) -> bool:
     return type(exc) is ConnectError and exc.errno in _TRANSIENT
 
 
+class _Paced(asyncio.Protocol):
+    """The pipe to the parent: ``drained`` waits while the transport holds more than its high-water mark
+    (the parent is not reading)."""
+
+    def __init__(self) -> None:
+        self.ready = asyncio.Event()
+        self.ready.set()
+
+    def pause_writing(self) -> None:
+        self.ready.clear()
+
+    def resume_writing(self) -> None:
+        self.ready.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ready.set()  # nothing to wait for any more: the call ends on the request pipe's end of file
+
+    async def drained(self) -> None:
+        await self.ready.wait()
+
+
 async def serve(read_fd: int, write_fd: int) -> None:
     """The local engine's worker: requests from ``read_fd``, frames to ``write_fd``, until told to stop.
 
@@ -477,7 +583,7 @@ async def serve(read_fd: int, write_fd: int) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", 0))
-    out, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(write_fd, "wb", 0))
+    out, pipe = await loop.connect_write_pipe(_Paced, os.fdopen(write_fd, "wb", 0))
     encoder = msgspec.msgpack.Encoder()
     frames = p.FrameDecoder(p.Request, p.MAX_REQUEST)
     outbox: list[bytes | bytearray] = []
@@ -486,7 +592,7 @@ async def serve(read_fd: int, write_fd: int) -> None:
         out.writelines(outbox)  # not joined first: that would copy a host's output once per host
         outbox.clear()
 
-    def emit(message: p.HostDone | p.Started | p.KeyLearned | p.Alive | p.CallDone) -> None:
+    def emit(message: p.HostDone | p.Started | p.Output | p.KeyLearned | p.Alive | p.CallDone) -> None:
         """Queue a frame; frames queued in one loop turn go out together (fewer parent wake-ups)."""
         if not outbox:
             loop.call_soon(flush)
@@ -497,7 +603,7 @@ async def serve(read_fd: int, write_fd: int) -> None:
             traceback.print_exception(task.exception(), file=sys.stderr)  # a bug here: say where
             reader.feed_eof()
 
-    worker = Worker(emit, raise_fd_limit())
+    worker = Worker(emit, raise_fd_limit(), pipe.drained)
     current: asyncio.Task[None] | None = None
     try:
         while True:

@@ -3,7 +3,8 @@
 A frame is a 4-byte big-endian length followed by one msgpack-encoded message; ``FrameDecoder``
 reads them on both sides, refusing a frame longer than the receiver allows. The parent sends
 ``Request`` messages; a worker answers each call with a ``Started`` as each host begins and one
-``HostDone`` per host as soon as it finishes, a ``KeyLearned`` per host key accepted on first use,
+``HostDone`` per host as soon as it finishes (a followed tail sends its bytes as ``Output`` before
+that), a ``KeyLearned`` per host key accepted on first use,
 an ``Alive`` every ``HEARTBEAT_EVERY`` seconds while it works, then ``CallDone``. Host specs and
 keys travel once, in ``Assign``. A call runs on the lanes ``Grant`` gives it: the first right after
 the call, more while it runs (lanes other workers freed). ``Halt`` may come while a call runs (a
@@ -109,6 +110,19 @@ class TailOpen(_Message):
     lines: int = 0
 
 
+class TailFollow(_Message):
+    """Follow a file per host until the call is halted: each host's tail opens as with ``TailOpen``, then the
+    bytes appended go out as ``Output`` as soon as they are read (every ``interval`` seconds, at once again
+    after a full read), whatever the other hosts do. A host's ``HostDone`` comes when its tail fails, or
+    (status 0) once the call is halted."""
+
+    req: int
+    paths: list[tuple[int, str]]
+    since: float | None = None
+    lines: int = 0
+    interval: float = 0.5
+
+
 class TailRead(_Message):
     req: int
     indices: list[int]
@@ -185,6 +199,15 @@ class KeyLearned(_Message):
     key: str
 
 
+class Output(_Message):
+    """Bytes a running host produced (a followed file's new bytes), before its ``HostDone``; its first
+    ``Output``, maybe empty, says that its tail is open."""
+
+    req: int
+    index: int
+    data: bytes
+
+
 class Alive(_Message):
     """Sent while a call runs, so the parent can tell a long call from a stopped or stuck worker."""
 
@@ -221,10 +244,11 @@ class GetDir(_Message):
     preserve_permissions: bool = True
 
 
-Request = (Assign | Connect | Execute | WriteData | ReadFile | TailOpen | TailRead | TailClose | Close | Halt
-           | Grant | Shutdown | PutDir | GetDir)
-Reply = HostDone | Started | KeyLearned | Alive | CallDone
-Call = Connect | Execute | WriteData | ReadFile | TailOpen | TailRead | TailClose | Close | PutDir | GetDir
+Request = (Assign | Connect | Execute | WriteData | ReadFile | TailOpen | TailFollow | TailRead | TailClose | Close
+           | Halt | Grant | Shutdown | PutDir | GetDir)
+Reply = HostDone | Started | Output | KeyLearned | Alive | CallDone
+Call = (Connect | Execute | WriteData | ReadFile | TailOpen | TailFollow | TailRead | TailClose | Close | PutDir
+        | GetDir)
 
 
 M = TypeVar("M")  # Request in a worker, Reply in the parent

@@ -84,7 +84,7 @@ class _Outbox:
     def __bool__(self) -> bool:
         return bool(self.queue)
 
-    def emit(self, message: p.HostDone | p.Started | p.KeyLearned | p.Alive | p.CallDone) -> None:
+    def emit(self, message: p.HostDone | p.Started | p.Output | p.KeyLearned | p.Alive | p.CallDone) -> None:
         if type(message) is p.HostDone and message.index in self.saving:
             temporary, wanted = self.saving.pop(message.index)
             if message.status == 0:
@@ -189,8 +189,13 @@ class ShardActor:
         self.spool = ""
         self.spool_lock = -1
         self.current: asyncio.Task[None] | None = None
-        self.worker = Worker(lambda message: self.outbox.emit(message), raise_fd_limit())
+        self.worker = Worker(lambda message: self.outbox.emit(message), raise_fd_limit(), self._drained)
         gc.freeze()  # what Ray and the imports made is never garbage: stop scanning it
+
+    async def _drained(self) -> None:
+        """``Writable``: a followed tail reads on once less than a batch of frames waits to go."""
+        while self.outbox.waiting >= BATCH_BYTES:
+            await asyncio.sleep(BATCH_WINDOW)
 
     def __repr__(self) -> str:  # what Ray's state API shows (repr_name): nothing secret
         return f"hussh-shard-{self.name}"

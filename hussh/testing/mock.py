@@ -76,7 +76,7 @@ class MockWorker(Worker):
                                        daemon=True)
         self.thread.start()
 
-    def _emit(self, message: p.HostDone | p.Started | p.KeyLearned | p.Alive | p.CallDone) -> None:
+    def _emit(self, message: p.HostDone | p.Started | p.Output | p.KeyLearned | p.Alive | p.CallDone) -> None:
         self.pool.deliver(self, message)
 
     def run(self, call: p.Call) -> concurrent.futures.Future[None]:
