@@ -2,13 +2,16 @@
 
 Upstream hussh's import names, over asyncssh: ``Connection`` (blocking, one host),
 ``hussh.aio.AsyncConnection`` and ``hussh.multi_conn.MultiConnection`` (many hosts, sharded
-across uvloop worker processes). Importing this package starts no process and no thread.
+across uvloop worker processes). Their settings are also values: ``ConnectOptions`` (how to reach
+and log in to a host) and ``FleetLimits`` (how many at once, output and retries). Importing this
+package starts no process and no thread.
 """
 
 from ._fast_import import import_asyncssh
 
 import_asyncssh()  # before anything below imports it
 
+from ._options import ConnectOptions, FleetLimits  # noqa: E402
 from ._result import SSHResult  # noqa: E402
 from ._spec import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_OUTPUT, Retry  # noqa: E402
 from ._sync import Connection, FileTailer, InteractiveShell  # noqa: E402
@@ -41,12 +44,14 @@ __all__ = [
     "CommandTimeout",
     "ConfigError",
     "ConnectError",
+    "ConnectOptions",
     "ConnectTimeout",
     "Connection",
     "ConnectionLost",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_OUTPUT",
     "FileTailer",
+    "FleetLimits",
     "HostKeyError",
     "HusshError",
     "HusshTimeout",

@@ -8,16 +8,21 @@ stderr and exit status 2, with no connection made and no worker started.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import os
 import shutil
 import sys
 import tempfile
-from typing import NoReturn, TypedDict
+from typing import NoReturn
 
 from . import __version__, _credentials
-from ._config import HONOURED, SSHConfigArg, config_paths
+from ._cli_config import ENV as CONFIG_ENV
+from ._cli_config import ConfigFileError, FileConfig
+from ._cli_config import load as load_config
+from ._config import HONOURED, config_paths
 from ._inventory_dsh import groups as dsh_groups
+from ._options import ConnectOptions, FleetLimits
 from .errors import HusshError
 from .hostlist import expand, read_hosts_file, select
 from .inventory import ENV as INVENTORY_ENV
@@ -155,14 +160,17 @@ def _host_options() -> Parser:
     conn.add_argument("-o", "--ssh-option", dest="ssh_options", action="append", default=[], type=_ssh_option,
                       metavar="KEY=VALUE", help="ssh config option for every host, before the config files "
                                                 "(as ssh -o); repeatable")
-    conn.add_argument("-f", "--fanout", "--batch-size", dest="batch_size", type=_fanout, default=100, metavar="N",
+    conn.add_argument("-f", "--fanout", "--batch-size", dest="batch_size", type=_fanout, metavar="N",
                       help="hosts worked on at once (default: 100)")
-    conn.add_argument("-t", "--connect-timeout", type=_seconds, default=0.0, metavar="SECONDS",
+    conn.add_argument("-t", "--connect-timeout", type=_seconds, metavar="SECONDS",
                       help="per-host limit for connecting and logging in "
                            "(default: the ssh config's ConnectTimeout, else -u, else 15)")
-    conn.add_argument("-u", "--timeout", type=_seconds, default=0.0, metavar="SECONDS",
+    conn.add_argument("-u", "--timeout", type=_seconds, metavar="SECONDS",
                       help="per-host limit for the whole operation, connecting included (default: none)")
     conn.add_argument("--workers", type=_positive_int, metavar="N", help="worker processes (default: one per CPU)")
+    conn.add_argument("--config", metavar="FILE",
+                      help=f"settings for every run and per group (TOML; default: ${CONFIG_ENV}, else "
+                           "~/.config/hussh/hussh.conf if present); the options given here beat it")
     conn.add_argument("-v", "--verbose", action="count", default=0,
                       help="-v: per-connection log lines (asyncssh) and progress logs; -vv: debug detail")
     return group
@@ -313,13 +321,15 @@ def _rollout_options() -> Parser:
     return group
 
 
-def rollout_of(args: argparse.Namespace) -> Rollout | None:
-    """The ``Rollout`` the options ask for (None without any)."""
-    if args.canary is None and args.serial is None and args.max_fail is None and args.wave_pause is None:
-        return None
+def rollout_of(args: argparse.Namespace, base: Rollout | None = None) -> Rollout | None:
+    """The ``Rollout`` the options ask for over ``base`` (the config file's): None without either."""
+    given = {name: value for name, value in (("canary", args.canary), ("waves", args.serial),
+                                             ("max_failures", args.max_fail), ("pause", args.wave_pause))
+             if value is not None}
+    if not given:
+        return base
     try:
-        return Rollout(canary=args.canary or 0, waves=args.serial, max_failures=args.max_fail,
-                       pause=args.wave_pause or 0.0)
+        return dataclasses.replace(base, **given) if base is not None else Rollout(**given)
     except ValueError as exc:
         raise UsageError(f"hussh: {exc}") from None
 
@@ -459,38 +469,55 @@ def password_of(args: argparse.Namespace) -> str | None:
     return os.environ.get(PASSWORD_ENV)
 
 
-class _Options(TypedDict, total=False):
-    """``connect()``'s options that are only passed when given on the command line."""
+def config_of(args: argparse.Namespace) -> FileConfig:
+    """The config file (``--config``, ``$HUSSH_CONFIG``, the default one); a mistake in it is a ``UsageError``."""
+    try:
+        return load_config(args.config)
+    except ConfigFileError as exc:
+        raise UsageError(f"hussh: {exc}") from None
 
-    private_key: str
-    port: int
-    ssh_config: SSHConfigArg
+
+def options_of(args: argparse.Namespace, password: str | None) -> ConnectOptions:
+    """The connection flags as ``ConnectOptions`` (those not given left to the config file and ssh config)."""
+    return ConnectOptions(username=args.user, port=args.port, password=password, private_key=args.identity,
+                          proxy_jump=args.jump, ssh_config=args.ssh_config, timeout=args.timeout,
+                          connect_timeout=args.connect_timeout)
+
+
+def limits_of(args: argparse.Namespace, base: FleetLimits) -> FleetLimits:
+    """The config file's ``FleetLimits`` with the flags given (``-f``, ``--workers``, the rollout's) over them."""
+    given = {name: value for name in ("batch_size", "workers") if (value := getattr(args, name)) is not None}
+    if args.command in ("run", "put"):
+        given["rollout"] = rollout_of(args, base.rollout)
+    return base.replace(**given)
 
 
 def connect(args: argparse.Namespace) -> MultiConnection:
-    """A ``MultiConnection`` for the options; nothing is started yet (workers start on the first call)."""
+    """A ``MultiConnection`` for the options; nothing is started yet (workers start on the first call).
+
+    Each host's options: what it says for itself (``user@host:port``, the inventory), then the
+    flags, then its groups' sections of the config file, then its ``[defaults]``, then the ssh config.
+    """
     inventory = inventory_of(args)
     hosts = getattr(args, "journal_hosts", None) or hosts_of(args, inventory)  # --resume: the run's hosts
+    config = config_of(args)
     password = password_of(args)
-    options: _Options = {}
-    if args.identity is not None:
-        found = _credentials.material(os.path.expanduser(args.identity), password)
+    flags = options_of(args, password)
+    options = flags.over(config.options)
+    chosen = set(hosts)
+    groups = {group: flags.over(given) for group, given in config.groups.items()  # the groups of the hosts chosen
+              if inventory.has_group(group) and not chosen.isdisjoint(inventory.hosts_of(group))}
+    for key in {o.private_key for o in (options, *groups.values()) if o.private_key is not None}:
+        found = _credentials.material(os.path.expanduser(key), password)
         if found.error:
             raise UsageError(f"hussh: {found.error}")
-        options["private_key"] = args.identity
-    if args.port is not None:
-        options["port"] = args.port
-    if args.ssh_config is not None:
-        options["ssh_config"] = args.ssh_config
     scratch = tempfile.mkdtemp(prefix="hussh-o-") if args.ssh_options else None
     try:
         if scratch is not None:
-            options["ssh_config"] = _with_options(args.ssh_options, args.ssh_config, scratch)
-        return MultiConnection.from_inventory(
-            inventory, hosts, username=args.user, password=password, timeout=args.timeout,
-            batch_size=args.batch_size, connect_timeout=args.connect_timeout, proxy_jump=args.jump,
-            workers=args.workers, journal=getattr(args, "journal_db", None), **options,
-        )
+            options, groups = _with_options(args.ssh_options, options, groups, scratch)
+        return MultiConnection.from_inventory(inventory, hosts, options=options, group_options=groups,
+                                              limits=limits_of(args, config.limits),
+                                              journal=getattr(args, "journal_db", None))
     except (ValueError, TypeError, OSError, HusshError) as exc:
         message = str(exc).replace(os.path.join(scratch, OPTIONS_FILE), "-o") if scratch else str(exc)
         raise UsageError(f"hussh: {message}") from None
@@ -502,12 +529,18 @@ def connect(args: argparse.Namespace) -> MultiConnection:
 OPTIONS_FILE = "ssh-options"
 
 
-def _with_options(ssh_options: list[tuple[str, str]], ssh_config: str | None, scratch: str) -> list[str]:
-    """``-o`` as ssh applies it: a config file of its own, read before the others (first value wins)."""
+def _with_options(ssh_options: list[tuple[str, str]], options: ConnectOptions, groups: dict[str, ConnectOptions],
+                  scratch: str) -> tuple[ConnectOptions, dict[str, ConnectOptions]]:
+    """``-o`` as ssh applies it: a config file of its own, read before the others (first value wins), for
+    every host (the groups that name their own ssh config too)."""
     path = os.path.join(scratch, OPTIONS_FILE)
     with open(path, "w", encoding="utf-8") as file:
         file.write("Host *\n" + "".join(f"    {key} {value}\n" for key, value in ssh_options))
-    return [path, *map(str, config_paths(ssh_config))]
+
+    def first(given: ConnectOptions) -> ConnectOptions:
+        return given.replace(ssh_config=(path, *map(str, config_paths(given.ssh_config))))
+    return first(options), {group: first(given) if given.ssh_config is not None else given
+                            for group, given in groups.items()}
 
 
 def fail(error: UsageError) -> int:

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from ._cli_args import Parser, UsageError, build_parser, fail, rollout_of
+from ._cli_args import Parser, UsageError, build_parser, fail
 from ._cli_input import how_to_run
 from ._cli_output import EXIT_FAILED, EXIT_OK, Display
 from .journal import SKIPPED, Journal, JournalError, RunInfo
@@ -52,8 +52,8 @@ def setup(args: argparse.Namespace) -> int | None:
             args.journal_hosts, args.replayed = hosts, run.id
     except JournalError as exc:
         raise UsageError(f"hussh: {exc}" + ("" if wanted else " (--no-journal runs without a journal)")) from None
-    journal.options = {"command": args.command,
-                       **{name: getattr(args, name) for name in RECORDED if getattr(args, name, None) is not None}}
+    journal.options = {"command": args.command,  # None for an option not given: never restored as if it were
+                       **{name: getattr(args, name, None) for name in RECORDED}}
     args.journal_db = journal
     return None
 
@@ -63,13 +63,12 @@ def replay(mc: MultiConnection, args: argparse.Namespace) -> Callable[[OnTimedRe
     if getattr(args, "replayed", None) is None:
         return None
     method = mc.retry_failed if args.retry_failed else mc.resume
-    rollout = rollout_of(args)
     data: bytes | None = None
     password: str | None = None
     if args.command == "run":  # the run's stdin again (checked against the journal), --sudo's password
         how = how_to_run(args)
         data, password = how["input"] or None, how["sudo_password"]
-    return lambda on_host: method(args.replayed, on_timed_result=on_host, rollout=rollout, data=data,
+    return lambda on_host: method(args.replayed, on_timed_result=on_host, data=data,  # mc.limits has the rollout
                                   sudo_password=password)
 
 

@@ -7,10 +7,19 @@ from types import TracebackType
 
 from . import _loop, _scp
 from ._config import SSHConfigArg
+from ._options import (
+    DEFAULT_PORT,
+    DEFAULT_USERNAME,
+    MAX_OUTPUT,
+    NO_MILLISECONDS,
+    NO_SECONDS,
+    ConnectOptions,
+    connect_options,
+)
 from ._remote_copy import remote_copy
 from ._result import SSHResult
 from ._shell import InteractiveShell
-from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, DEFAULT_USERNAME, ConnectSpec, HostKeyChecking
+from ._spec import ConnectSpec, HostKeyChecking
 from .aio import AsyncConnection, AsyncFileTailer
 
 __all__ = ["Connection", "FileTailer", "InteractiveShell"]
@@ -22,7 +31,8 @@ class Connection:
     Unlike ``AsyncConnection`` (seconds), ``timeout`` here is in **milliseconds**, as in upstream
     hussh: it bounds connecting and every command; ``0`` leaves commands unbounded while connecting
     is still bounded by ``connect_timeout`` (seconds) or the 15 s default. ``ssh_config``,
-    ``proxy_jump`` and the other keyword-only options are ``AsyncConnection``'s.
+    ``proxy_jump`` and the other keyword-only options are ``AsyncConnection``'s; ``options`` (a
+    ``hussh.ConnectOptions``, in seconds) holds any of them, a keyword given beating its field.
     """
 
     def __init__(
@@ -34,23 +44,24 @@ class Connection:
         private_key: str | os.PathLike[str] | None = None,
         proxy_jump: str | tuple[str, int] | AsyncConnection | Connection | None = None,
         proxy_command: str | None = None,
-        timeout: int = 0,
+        timeout: int = NO_MILLISECONDS,
         *,
+        options: ConnectOptions | None = None,
         key_path: str | os.PathLike[str] | None = None,
-        connect_timeout: float = 0,
+        connect_timeout: float = NO_SECONDS,
         known_hosts: str | os.PathLike[str] | None = None,
         host_key_checking: HostKeyChecking | None = None,
-        max_output: int = DEFAULT_MAX_OUTPUT,
+        max_output: int = MAX_OUTPUT,
         forward_agent: bool | None = None,
         ssh_config: SSHConfigArg = None,
     ) -> None:
-        self._async = AsyncConnection(
-            host, username=username, password=password, private_key=private_key, port=port,
-            timeout=timeout / 1000, key_path=key_path, connect_timeout=connect_timeout,
-            known_hosts=known_hosts, host_key_checking=host_key_checking, max_output=max_output,
-            proxy_jump=proxy_jump, proxy_command=proxy_command, forward_agent=forward_agent,
-            ssh_config=ssh_config,
-        )
+        self._async = AsyncConnection(host, options=connect_options(
+            options, port=port, username=username, password=password, private_key=private_key,
+            proxy_jump=proxy_jump, proxy_command=proxy_command,
+            timeout=None if timeout is NO_MILLISECONDS else timeout / 1000, key_path=key_path,
+            connect_timeout=connect_timeout, known_hosts=known_hosts, host_key_checking=host_key_checking,
+            max_output=max_output, forward_agent=forward_agent, ssh_config=ssh_config,
+        ))
         _loop.run(self._async.connect())
 
     spec: ConnectSpec = property(lambda self: self._async.spec)  # type: ignore[assignment]

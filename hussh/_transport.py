@@ -9,7 +9,8 @@ from collections.abc import Iterable, Iterator
 from . import _bastions, _connector, _credentials, _known_hosts, _resolve
 from ._credentials import KeyMaterial
 from ._known_hosts import record as record_host_keys
-from ._spec import ConnectSpec, HashedHosts, Retry, finalized
+from ._make_spec import finalized
+from ._spec import ConnectSpec, HashedHosts, Retry
 
 __all__ = ["KeyMaterial", "ShippedKey", "close", "finalized", "install", "per_call", "record_host_keys", "shipment"]
 

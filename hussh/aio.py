@@ -24,21 +24,13 @@ from ._known_hosts import record as record_host_keys
 from ._known_hosts import warn_changed_key
 from ._link import sftp_op, via
 from ._local_files import create, download, file_perms
+from ._make_spec import make_spec
+from ._options import DEFAULT_PORT, MAX_OUTPUT, NO_SECONDS, STALL_SECONDS, ConnectOptions, connect_options
 from ._result import RawResult, SSHResult, text
 from ._sftp_dirs import get_dir, put_dir
 from ._shared_output import OutputStream
 from ._shell import AsyncInteractiveShell, open_shell
-from ._spec import (
-    DEFAULT_MAX_OUTPUT,
-    DEFAULT_PORT,
-    DEFAULT_STALL_TIMEOUT,
-    KEEPALIVE_NOT_GIVEN,
-    ConnectSpec,
-    HostKeyChecking,
-    HostKeys,
-    ProxyJump,
-    make_spec,
-)
+from ._spec import ConnectSpec, HostKeyChecking, HostKeys, ProxyJump
 from ._stall import StallGuard
 from ._sudo import SudoGate, check_password
 from ._uploads import created_with, upload
@@ -77,6 +69,7 @@ class AsyncConnection:
     explicit arguments beat the config. ``proxy_jump="user@bastion:22"`` (a
     comma-separated chain, like ``ssh -J``) reaches the host through bastions. Host keys: see
     ``host_key_checking`` (``accept-new`` records new keys in known_hosts, ``strict``, ``off``).
+    ``options`` (a ``hussh.ConnectOptions``) holds any of these; a keyword given beats its field.
     """
 
     def __init__(
@@ -89,25 +82,25 @@ class AsyncConnection:
         proxy_jump: ProxyJump | None = None,
         proxy_command: str | None = None,
         port: int = DEFAULT_PORT,
-        keepalive_interval: float = KEEPALIVE_NOT_GIVEN,
-        timeout: float = 0,
+        keepalive_interval: float = NO_SECONDS,
+        timeout: float = NO_SECONDS,
         *,
-        connect_timeout: float = 0,
+        options: ConnectOptions | None = None,
+        connect_timeout: float = NO_SECONDS,
         known_hosts: str | os.PathLike[str] | None = None,
         host_key_checking: HostKeyChecking | None = None,
-        max_output: int = DEFAULT_MAX_OUTPUT,
+        max_output: int = MAX_OUTPUT,
         forward_agent: bool | None = None,
         ssh_config: SSHConfigArg = None,
-        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        stall_timeout: float = STALL_SECONDS,
     ) -> None:
-        self.spec = make_spec(
-            host, port=port, username=username, password=password, private_key=private_key,
-            key_path=key_path, timeout=timeout, connect_timeout=connect_timeout,
-            keepalive_interval=keepalive_interval, known_hosts=known_hosts,
-            host_key_checking=host_key_checking, max_output=max_output, proxy_jump=proxy_jump,
-            proxy_command=proxy_command, forward_agent=forward_agent, ssh_config=ssh_config,
-            stall_timeout=stall_timeout,
-        )
+        self.spec = make_spec(host, connect_options(
+            options, username=username, password=password, key_path=key_path, private_key=private_key,
+            proxy_jump=proxy_jump, proxy_command=proxy_command, port=port, keepalive_interval=keepalive_interval,
+            timeout=timeout, connect_timeout=connect_timeout, known_hosts=known_hosts,
+            host_key_checking=host_key_checking, max_output=max_output, forward_agent=forward_agent,
+            ssh_config=ssh_config, stall_timeout=stall_timeout,
+        ))
         self._conn: SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
         self._stall: StallGuard | None = None

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ._cli_args import UsageError, connect, fail, fetched_as, parse, rollout_of
+from ._cli_args import UsageError, connect, fail, fetched_as, parse
 from ._cli_input import how_to_run
 from ._cli_output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Display, prefixed
 from ._cli_progress import listing_on_request
@@ -91,9 +91,8 @@ def prepare(mc: MultiConnection, args: argparse.Namespace) -> Operation:
         command = " ".join(args.cmd)
         make_dir(args.outdir)
         make_dir(args.errdir)
-        rollout = rollout_of(args)
         how = how_to_run(args)  # stdin read and sudo password asked before any host starts
-        return lambda on_host: mc.execute(command, on_timed_result=on_host, rollout=rollout, **how)
+        return lambda on_host: mc.execute(command, on_timed_result=on_host, **how)  # mc.limits has the rollout
     if args.command == "put":
         if os.path.isdir(args.local):
             if not args.recursive:
@@ -105,8 +104,7 @@ def prepare(mc: MultiConnection, args: argparse.Namespace) -> Operation:
                 pass
         except OSError as exc:
             raise UsageError(f"hussh: cannot read {args.local}: {exc.strerror}") from None
-        rollout = rollout_of(args)
-        return lambda on_host: mc.sftp_write(args.local, args.remote, on_timed_result=on_host, rollout=rollout)
+        return lambda on_host: mc.sftp_write(args.local, args.remote, on_timed_result=on_host)
     make_dir(args.local_dir)
     template = os.path.join(args.local_dir, "{host}", fetched_as(args.remote))
     if args.recursive:

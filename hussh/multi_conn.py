@@ -24,8 +24,23 @@ from hussh.workers.engine import Build, Engine, LocalEngine, OnHost, OnOutput, P
 
 from ._config import ConfigResolver, SSHConfigArg
 from ._local_files import host_file_name
-from ._result import MAX_TEXT_WIDTH, SKIPPED, SSHResult, text
-from ._spec import DEFAULT_MAX_OUTPUT, DEFAULT_PORT, KEEPALIVE_NOT_GIVEN, ConnectSpec, HostKeyChecking, Retry, make_spec
+from ._make_spec import make_spec
+from ._options import (
+    DEFAULT_CALL_OUTPUT as DEFAULT_CALL_OUTPUT,  # FleetLimits' default, long imported from here
+)
+from ._options import (
+    DEFAULT_PORT,
+    LIMIT_KEYWORDS,
+    MAX_OUTPUT,
+    NO_SECONDS,
+    STALL_SECONDS,
+    ConnectOptions,
+    FleetLimits,
+    connect_options,
+    fleet_limits,
+)
+from ._result import SKIPPED, SSHResult, text
+from ._spec import ConnectSpec, HostKeyChecking, Retry
 from ._sudo import check_password
 from ._sync import Connection
 from ._uploads import upload_perms
@@ -40,32 +55,11 @@ if TYPE_CHECKING:
     from .inventory import Inventory
 
 OnResult = Callable[[str, SSHResult], None]
-DEFAULT_BATCH_SIZE = 100
 OnTimedResult = Callable[[str, SSHResult, float], None]
 """``on_timed_result(host, result, seconds)``: ``on_result`` plus the host's ``MultiResult.seconds``,
 for streaming views."""
 OnText = Callable[[str, str], None]
 """``on_text(host, text)``: what ``MultiFileTailer.follow`` read on a host."""
-
-
-def _default_call_output() -> int:
-    """A sixteenth of the machine's memory, at most 1 GiB: as text, whatever the output, one call's
-    results then take at most a quarter of memory (4 GiB)."""
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        memory = 16 << 30
-    return min(4 << 30, memory // 4) // MAX_TEXT_WIDTH
-
-
-DEFAULT_CALL_OUTPUT = _default_call_output()
-"""Bytes of output (stdout + stderr, or files read into memory) one call keeps over all its hosts: outputs
-alike that hosts print at once count once, as they are held (``hussh._shared_output``).
-
-``max_output`` bounds one host; this bounds the call, so 1,000 hosts printing 50 MB each cannot
-exhaust the client: once it is spent, further output stops its command with ``OutputLimitExceeded``
-(keeping what arrived). The caller holds results as text, up to ``MAX_TEXT_WIDTH`` bytes of memory
-a byte received (docs/multi-connection.md, "Memory")."""
 
 __all__ = ["AsyncConnection", "MultiConnection", "MultiFileTailer", "MultiResult", "PartialFailureException", "Shard"]
 
@@ -83,6 +77,9 @@ class Shard(NamedTuple):
     hosts: list[str]
     concurrency: int
     node: str = ""
+
+Connectable = AsyncConnection | Connection | ConnectSpec
+"""What ``MultiConnection`` is made of: connections, or their resolved ``spec``."""
 
 
 class PartialFailureException(HusshError):
@@ -195,14 +192,18 @@ class MultiConnection:
     ``resume`` and ``retry_failed`` replay a recorded run (see docs/rollouts.md). ``execute``,
     ``execute_map``, ``sftp_write`` and ``sftp_write_data`` take ``rollout=hussh.Rollout(...)``: a
     canary, waves and a failure budget; ``status()`` is a snapshot of the running call.
+    ``limits`` (a ``hussh.FleetLimits``, ``self.limits`` once made) holds ``batch_size``, ``workers``,
+    ``retry``, ``max_call_output`` and a default ``rollout`` together; those keywords beat its fields.
     """
 
     def __init__(
         self,
-        connections: Iterable[AsyncConnection | Connection],
+        connections: Iterable[Connectable],
         batch_size: int | None = None,
         timeout: float | None = None,
         *,
+        names: Iterable[str] | None = None,
+        limits: FleetLimits | None = None,
         workers: int | None = None,
         progress: Progress | None = None,
         retry: Retry | None = None,
@@ -210,37 +211,28 @@ class MultiConnection:
         engine: Engine | None = None,
         journal: Journal | None = None,
     ) -> None:
+        """``connections`` (or their specs) keyed by ``names`` (default: each one's host); ``limits``
+        and the keywords ``batch_size``, ``workers``, ``retry``, ``max_call_output`` (which beat its
+        fields) are the ``FleetLimits``; ``timeout`` applies to the hosts that have none."""
         specs = [_spec_of(conn) for conn in connections]
-        self._init(specs, [s.host for s in specs], batch_size, timeout, workers, progress, retry, max_call_output,
-                   engine, journal)
-
-    def _init(self, specs: list[ConnectSpec], names: list[str], batch_size: int | None, timeout: float | None,
-              workers: int | None, progress: Progress | None, retry: Retry | None,
-              max_call_output: int | None, engine: Engine | None = None, journal: Journal | None = None) -> None:
-        batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+        if isinstance(names, str):
+            raise TypeError("names must be a list of result keys, one per connection, not a single string")
+        keys = [spec.host for spec in specs] if names is None else list(names)
+        if len(keys) != len(specs):
+            raise ValueError(f"names gives {len(keys)} keys for {len(specs)} connections")
+        self.limits = fleet_limits(limits, batch_size=batch_size, workers=workers, retry=retry,
+                                   max_call_output=max_call_output)
         timeout = timeout or 0
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if timeout < 0:
             raise ValueError(f"timeout must be >= 0 seconds, got {timeout!r}")
-        if workers is not None and workers < 1:
-            raise ValueError(f"workers must be a positive integer, got {workers!r}")
         if timeout:
             specs = [s if s.timeout else msgspec.structs.replace(s, timeout=float(timeout)) for s in specs]
         self._specs = specs
-        self._keys = _unique_keys(names, specs)
+        self._keys = _unique_keys(keys, specs)
         self._index = {key: i for i, key in enumerate(self._keys)}
         self._active = list(range(len(specs)))
-        self._batch_size = batch_size
         self.timeout = timeout
-        self._workers = workers
         self._progress = progress
-        self._max_call_output = DEFAULT_CALL_OUTPUT if max_call_output is None else max_call_output
-        if not isinstance(self._max_call_output, int) or self._max_call_output <= 0:
-            raise ValueError(f"max_call_output must be a positive number of bytes, got {max_call_output!r}")
-        self._retry = retry if retry is not None else Retry()
-        if not isinstance(self._retry, Retry):
-            raise TypeError(f"retry must be a hussh.Retry, got {retry!r}")
         self._engine: Engine = engine if engine is not None else LocalEngine()
         if not callable(getattr(self._engine, "pool", None)):
             raise TypeError(f"engine must have a pool(specs, batch_size, workers, retry) method, got {engine!r}")
@@ -254,10 +246,10 @@ class MultiConnection:
     @classmethod
     def from_connections(
         cls, connections: Iterable[AsyncConnection | Connection], batch_size: int | None = None,
-        timeout: float | None = None, **options: object,
+        timeout: float | None = None, **options: Any,
     ) -> MultiConnection:
         """Copy the connection details of existing (sync or async) connections."""
-        return cls(connections, batch_size=batch_size, timeout=timeout, **options)  # type: ignore[arg-type]
+        return cls(connections, batch_size=batch_size, timeout=timeout, **options)
 
     @classmethod
     def from_shared_auth(
@@ -267,19 +259,22 @@ class MultiConnection:
         password: str | None = None,
         key_path: str | os.PathLike[str] | None = None,
         port: int = DEFAULT_PORT,
-        timeout: float = 0,
+        timeout: float = NO_SECONDS,
         batch_size: int | None = None,
         *,
+        options: ConnectOptions | None = None,
+        limits: FleetLimits | None = None,
         private_key: str | os.PathLike[str] | None = None,
-        connect_timeout: float = 0,
-        keepalive_interval: float = KEEPALIVE_NOT_GIVEN,
+        connect_timeout: float = NO_SECONDS,
+        keepalive_interval: float = NO_SECONDS,
         known_hosts: str | os.PathLike[str] | None = None,
         host_key_checking: HostKeyChecking | None = None,
-        max_output: int = DEFAULT_MAX_OUTPUT,
+        max_output: int = MAX_OUTPUT,
         proxy_jump: str | AsyncConnection | Connection | None = None,
         proxy_command: str | None = None,
         forward_agent: bool | None = None,
         ssh_config: SSHConfigArg = None,
+        stall_timeout: float = STALL_SECONDS,
         retry: Retry | None = None,
         max_call_output: int | None = None,
         workers: int | None = None,
@@ -291,26 +286,28 @@ class MultiConnection:
         ``[v6addr]:port`` or names from the ssh config (see ``AsyncConnection`` for the options).
 
         A user or port in a host string beats ``username``/``port``; explicit arguments beat the
-        ssh config, which beats hussh's defaults.
+        ssh config, which beats hussh's defaults. ``options`` (``hussh.ConnectOptions``) and
+        ``limits`` (``hussh.FleetLimits``) hold the same settings; a keyword given beats their field.
         """
         if isinstance(hosts, str):
             raise TypeError("hosts must be a list of host names, not a single string "
                             "(hussh.hostlist.expand('web[1-3]') turns a pattern into a list)")
         names = list(hosts)
-        resolver = ConfigResolver(ssh_config)
+        shared = connect_options(
+            options, username=username, password=password, key_path=key_path, port=port, timeout=timeout,
+            private_key=private_key, connect_timeout=connect_timeout, keepalive_interval=keepalive_interval,
+            known_hosts=known_hosts, host_key_checking=host_key_checking, max_output=max_output,
+            proxy_jump=proxy_jump, proxy_command=proxy_command, forward_agent=forward_agent, ssh_config=ssh_config,
+            stall_timeout=stall_timeout,
+        )
+        resolver = ConfigResolver(shared.ssh_config)
+        own = _Own()
         specs = []
         for name in names:
             target = _target(name)
-            specs.append(make_spec(
-                target.host, port=target.port or port, username=target.user or username, password=password,
-                private_key=private_key, key_path=key_path, timeout=timeout, connect_timeout=connect_timeout,
-                keepalive_interval=keepalive_interval, known_hosts=known_hosts,
-                host_key_checking=host_key_checking, max_output=max_output, proxy_jump=proxy_jump,
-                proxy_command=proxy_command, forward_agent=forward_agent, resolver=resolver,
-            ))
-        self = cls.__new__(cls)
-        self._init(specs, names, batch_size, 0, workers, progress, retry, max_call_output, engine, journal)
-        return self
+            specs.append(make_spec(target.host, own(target.user, target.port, shared), resolver))
+        return cls(specs, batch_size, names=names, limits=limits, retry=retry, max_call_output=max_call_output,
+                   workers=workers, progress=progress, engine=engine, journal=journal)
 
     @classmethod
     def from_inventory(
@@ -319,44 +316,49 @@ class MultiConnection:
         pattern: str | Iterable[str] = "all",
         *,
         limit: str | None = None,
-        username: str | None = None,
-        port: int = DEFAULT_PORT,
-        ssh_config: SSHConfigArg = None,
-        batch_size: int | None = None,
-        retry: Retry | None = None,
-        max_call_output: int | None = None,
-        workers: int | None = None,
+        options: ConnectOptions | None = None,
+        limits: FleetLimits | None = None,
+        group_options: Mapping[str, ConnectOptions] | None = None,
         progress: Progress | None = None,
         engine: Engine | None = None,
         journal: Journal | None = None,
-        **options: Any,
+        **keywords: Any,
     ) -> MultiConnection:
         """The hosts of an ``Inventory`` (``hussh.inventory``) chosen by an Ansible ``pattern`` (or a
         list of host names), narrowed by ``limit``; each host's inventory address, port and user go
         into its spec.
 
-        As in ``from_shared_auth``, what a host says for itself (its inventory port or user, or a
-        ``user@host:port`` name) beats ``username``/``port``, which beat the ssh config; the config
-        is matched against the inventory name and the inventory address replaces its ``HostName``.
-        Other keyword arguments are ``from_shared_auth``'s.
+        ``group_options`` maps inventory groups to the ``ConnectOptions`` of their hosts (a later
+        group's beating an earlier one's for a host in both), over ``options``. As in
+        ``from_shared_auth``, what a host says for itself (its inventory port or user, or a
+        ``user@host:port`` name) beats those, which beat the ssh config; the config is matched
+        against the inventory name and the inventory address replaces its ``HostName``.
+        ``keywords`` are ``from_shared_auth``'s (connection ones over ``options``, limit ones over ``limits``).
         """
         names = inventory.select(pattern) if isinstance(pattern, str) else list(pattern)
         if limit is not None:
             keep = set(inventory.select(limit))
             names = [name for name in names if name in keep]
-        resolver = ConfigResolver(ssh_config)
+        limit_keywords = {name: keywords.pop(name) for name in LIMIT_KEYWORDS & keywords.keys()}
+        unknown = sorted(keywords.keys() - {*ConnectOptions.__struct_fields__, "key_path"})
+        if unknown:
+            raise TypeError(f"from_inventory() got an unexpected keyword argument {unknown[0]!r}")
+        shared = connect_options(options, **keywords)
+        layers = _GroupLayers(inventory, group_options or {}, shared)
+        resolvers: dict[object, ConfigResolver] = {}
+        own = _Own()
         specs = []
         for name in names:
             host_vars = inventory.vars(name)
             target = _target(name) if host_vars.address is None and host_vars.port is None else None
-            host = target.host if target is not None else name
-            spec = make_spec(host, port=host_vars.port or (target and target.port) or port,
-                             username=host_vars.user or (target and target.user) or username,
-                             resolver=resolver, **options)
+            host_options = own(host_vars.user or (target and target.user), host_vars.port or (target and target.port),
+                               layers.of(name))
+            resolver = resolvers.get(host_options.ssh_config) or resolvers.setdefault(
+                host_options.ssh_config, ConfigResolver(host_options.ssh_config))
+            spec = make_spec(target.host if target is not None else name, host_options, resolver)
             specs.append(msgspec.structs.replace(spec, hostname=host_vars.address) if host_vars.address else spec)
-        self = cls.__new__(cls)
-        self._init(specs, names, batch_size, 0, workers, progress, retry, max_call_output, engine, journal)
-        return self
+        return cls(specs, names=names, limits=limits, progress=progress, engine=engine, journal=journal,
+                   **limit_keywords)
 
     @property
     def hosts(self) -> list[str]:
@@ -365,7 +367,7 @@ class MultiConnection:
 
     @property
     def batch_size(self) -> int:
-        return self._batch_size
+        return self.limits.batch_size
 
     @property
     def specs(self) -> dict[str, ConnectSpec]:
@@ -384,7 +386,7 @@ class MultiConnection:
                 for state in pool.shard_states()]
 
     def __repr__(self) -> str:
-        return f"MultiConnection({len(self._active)} hosts, batch_size={self._batch_size})"
+        return f"MultiConnection({len(self._active)} hosts, batch_size={self.limits.batch_size})"
 
     def connect(self, prune_failures: bool = False, timeout: float | None = None) -> MultiResult:
         """Connect every host not yet connected; ``prune_failures`` drops the failed ones from ``hosts``."""
@@ -431,7 +433,7 @@ class MultiConnection:
                  journaled: _Journaled | None = None, rollout: Rollout | None = None,
                  how: _How = (b"", False, None)) -> MultiResult:
         return self._run(calls.execute(commands, timeout, *how), list(commands), on_result, on_timed_result,
-                         journaled or self._journaled(operation), rollout)
+                         journaled or self._journaled(operation), rollout or self.limits.rollout)
 
     def sftp_write(self, local_path: str | os.PathLike[str], remote_path: str | None = None, *,
                    on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None,
@@ -462,7 +464,7 @@ class MultiConnection:
             journaled = self._journaled(Operation("transfer", local=local, remote=remote_path, size=len(payload),
                                                   sha256=hashlib.sha256(payload).hexdigest(), mode=mode))
         return self._run(calls.write_data(payload, remote_path, mode), indices, on_result, on_timed_result,
-                         journaled, rollout)
+                         journaled, rollout or self.limits.rollout)
 
     def resume(self, run_id: int, *, journal: Journal | None = None, data: str | bytes | None = None,
                on_result: OnResult | None = None, on_timed_result: OnTimedResult | None = None,
@@ -637,8 +639,9 @@ class MultiConnection:
 
     def _options(self) -> dict[str, object]:
         """What a journal records of this ``MultiConnection``'s settings (never a credential)."""
-        return {"batch_size": self._batch_size, "timeout": self.timeout, "workers": self._workers,
-                "max_call_output": self._max_call_output}
+        limits = self.limits
+        return {"batch_size": limits.batch_size, "timeout": self.timeout, "workers": limits.workers,
+                "max_call_output": limits.max_call_output}
 
     def status(self) -> CallStatus | None:
         """A snapshot of the call running now (``None`` when none is): hosts done, failed, skipped, those
@@ -665,9 +668,10 @@ class MultiConnection:
             on_host = _on_host(keys, recorder, on_result, on_timed_result)
             try:
                 if self._pool is None:
-                    self._pool = self._engine.pool(self._specs, self._batch_size, self._workers, self._retry)
+                    limits = self.limits
+                    self._pool = self._engine.pool(self._specs, limits.batch_size, limits.workers, limits.retry)
                     self._finalizer = weakref.finalize(self, self._pool.release)
-                results, seconds = self._pool.call(build, indices, self._progress, on_host, self._max_call_output,
+                results, seconds = self._pool.call(build, indices, self._progress, on_host, self.limits.max_call_output,
                                                    rollout, on_output, stop)
             finally:
                 if recorder is not None:
@@ -829,11 +833,54 @@ def _recorded_data(run_id: int, operation: Operation, data: str | bytes | None) 
     return payload
 
 
-def _spec_of(conn: AsyncConnection | Connection) -> ConnectSpec:
-    spec = getattr(conn, "spec", None)
+def _spec_of(conn: Connectable) -> ConnectSpec:
+    spec = conn if isinstance(conn, ConnectSpec) else getattr(conn, "spec", None)
     if not isinstance(spec, ConnectSpec):
         raise TypeError(f"expected hussh Connection or AsyncConnection objects, got {type(conn).__name__}")
     return spec
+
+
+class _Own:
+    """A host's options under what it says for itself (``user@host:port``, its inventory user and port),
+    merged once per user, port and options (a fleet's hosts share a few)."""
+
+    def __init__(self) -> None:
+        self._merged: dict[tuple[str | None, int | None, int], tuple[ConnectOptions, ConnectOptions]] = {}
+
+    def __call__(self, user: str | None, port: int | None, options: ConnectOptions) -> ConnectOptions:
+        if user is None and port is None:
+            return options
+        key = (user, port, id(options))
+        found = self._merged.get(key)
+        if found is None:  # ``options`` is kept with the result, so its id stays its own
+            found = self._merged[key] = (options, ConnectOptions(username=user, port=port).over(options))
+        return found[1]
+
+
+class _GroupLayers:
+    """Each host's options from ``from_inventory``'s ``group_options``: its groups' over the shared ones,
+    merged once per set of groups (10,000 hosts fall into a few)."""
+
+    def __init__(self, inventory: Inventory, group_options: Mapping[str, ConnectOptions],
+                 shared: ConnectOptions) -> None:
+        for group, options in group_options.items():
+            if not isinstance(options, ConnectOptions):
+                raise TypeError(f"group_options[{group!r}] must be a hussh.ConnectOptions, got {options!r}")
+        self._groups = [(set(inventory.hosts_of(group)), options) for group, options in group_options.items()]
+        self._shared = shared
+        self._merged: dict[tuple[int, ...], ConnectOptions] = {}
+
+    def of(self, host: str) -> ConnectOptions:
+        if not self._groups:
+            return self._shared
+        member = tuple(i for i, (hosts, _) in enumerate(self._groups) if host in hosts)
+        merged = self._merged.get(member)
+        if merged is None:
+            merged = self._shared
+            for i in member:
+                merged = self._groups[i][1].over(merged)
+            self._merged[member] = merged
+        return merged
 
 
 def _target(name: str) -> Target:

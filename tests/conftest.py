@@ -173,7 +173,8 @@ def silent_listener():
 RAY_SESSION = {"RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-USER_STATE = ("HUSSH_STATE_DIR", "XDG_STATE_HOME")  # where the journal and kept fleet host keys go
+USER_STATE = ("HUSSH_STATE_DIR", "XDG_STATE_HOME",  # where the journal and kept fleet host keys go
+              "HUSSH_CONFIG", "XDG_CONFIG_HOME")  # and the command line's config file
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -205,7 +206,7 @@ def isolated_home(tmp_path_factory, monkeypatch) -> Path:
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    for state in ("HUSSH_STATE_DIR", "XDG_STATE_HOME"):  # the command line's journal goes under this HOME too
+    for state in USER_STATE:  # the command line's journal and config file go under this HOME too
         monkeypatch.delenv(state, raising=False)
     return home
 

@@ -16,9 +16,9 @@ helper that names ``AsyncConnection`` for its types depends on it). Imports form
 ``hussh.testing`` (fleets for users' tests) stands apart: it imports nothing of the library it
 tests, and only the command line's ``hussh fleet`` imports it. Its ``MockEngine``
 (``hussh.testing.mock``) is of the api layer instead: it drives the real call core and workers, and
-``hussh.testing`` loads it only when asked for it. What breaks these rules today is listed in
-``KNOWN``, each with why, to be emptied by the engine-core work (issue 24, item 1); an entry that no
-longer applies fails too, so the list only shrinks.
+``hussh.testing`` loads it only when asked for it. Nothing breaks these rules (``KNOWN``, where an
+exception would be listed with why, is empty); an entry that no longer applies fails too, so the
+list only shrinks.
 """
 
 from __future__ import annotations
@@ -37,19 +37,16 @@ LAYERS = {
                   "hussh._known_hosts", "hussh._bastions", "hussh._asyncssh_internals", "hussh._stall",
                   "hussh._local_files", "hussh._loop", "hussh._remote_copy", "hussh._scp", "hussh._shell",
                   "hussh._sftp_dirs", "hussh._resolve", "hussh._shared_output", "hussh._sudo", "hussh._transport",
-                  "hussh._proxy_command", "hussh._link", "hussh._uploads"},
+                  "hussh._proxy_command", "hussh._link", "hussh._uploads", "hussh._options", "hussh._make_spec"},
     "api": {"hussh", "hussh.__main__", "hussh._sync", "hussh.multi_conn", "hussh._views", "hussh.cli",
             "hussh.journal", "hussh.inventory", "hussh._inventory_formats", "hussh._inventory_model",
             "hussh._inventory_yaml", "hussh._inventory_vars", "hussh._inventory_dsh", "hussh.ray"},
 }
 """Each module's layer; every module of ``hussh.workers`` is the engine, every ``hussh._cli_*`` the api."""
 
-KNOWN = {
-    # A two-way runtime tie inside the transport, hidden by an import deferred into a function:
-    # resolution (make_spec, chains, finalized) should be its own module below known_hosts.
-    ("hussh._spec", "hussh._known_hosts"): "circle: ConnectSpec.finalized looks up known_hosts",
-}
-"""(importer, imported) -> why it is still allowed. Remove an entry with the import it names."""
+KNOWN: dict[tuple[str, str], str] = {}
+"""(importer, imported) -> why it is still allowed; empty since issue 24 (an entry must say why, and
+goes with the import it names)."""
 
 ENGINE_DOORS = {
     "hussh._transport": "what a shard ships, a worker installs, a call shares and is closed at the end",

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_PORT
-from hussh import Retry
-from hussh._spec import DEFAULT_KEEPALIVE_COUNT_MAX, DEFAULT_KEEPALIVE_INTERVAL, make_spec
+from hussh import ConnectOptions, Retry
+from hussh._make_spec import make_spec
+from hussh._spec import DEFAULT_KEEPALIVE_COUNT_MAX, DEFAULT_KEEPALIVE_INTERVAL
 from hussh.aio import AsyncConnection
 from hussh.multi_conn import MultiConnection, MultiResult
 from hussh.testing import Fleet, LoopbackFleet, NetworkConditions, loopback_addresses
@@ -248,16 +249,17 @@ def test_keepalives_are_on_by_default_and_the_ssh_config_and_arguments_set_them(
     config = tmp_path / "ssh_config"
     config.write_text("Host off\n  ServerAliveInterval 0\nHost zero\n  ServerAliveCountMax 0\n"
                       "Host set\n  ServerAliveInterval 7\n  ServerAliveCountMax 5\n")
-    spec = make_spec("plain", ssh_config=False)
+    spec = make_spec("plain", ConnectOptions(ssh_config=False))
     assert (spec.keepalive_interval, spec.keepalive_count_max) == (DEFAULT_KEEPALIVE_INTERVAL,
                                                                    DEFAULT_KEEPALIVE_COUNT_MAX) == (15.0, 3)
-    assert make_spec("off", ssh_config=config).keepalive_interval == 0
-    assert make_spec("zero", ssh_config=config).keepalive_count_max == 0  # one silent interval closes it
-    assert (make_spec("set", ssh_config=config).keepalive_interval,
-            make_spec("set", ssh_config=config).keepalive_count_max) == (7.0, 5)
-    assert make_spec("set", ssh_config=config, keepalive_interval=2).keepalive_interval == 2  # argument first
-    assert make_spec("set", ssh_config=config, keepalive_interval=0).keepalive_interval == 0  # 0: off
-    assert make_spec("plain", ssh_config=False, proxy_jump="bastion").jump.keepalive_interval == 15.0
+    from_config = ConnectOptions(ssh_config=config)
+    assert make_spec("off", from_config).keepalive_interval == 0
+    assert make_spec("zero", from_config).keepalive_count_max == 0  # one silent interval closes it
+    assert (make_spec("set", from_config).keepalive_interval,
+            make_spec("set", from_config).keepalive_count_max) == (7.0, 5)
+    assert make_spec("set", from_config.replace(keepalive_interval=2)).keepalive_interval == 2  # argument first
+    assert make_spec("set", from_config.replace(keepalive_interval=0)).keepalive_interval == 0  # 0: off
+    assert make_spec("plain", ConnectOptions(ssh_config=False, proxy_jump="bastion")).jump.keepalive_interval == 15.0
 
 
 def test_the_per_server_cap_is_shared_by_the_workers():

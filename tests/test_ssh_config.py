@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 import hussh
+from hussh import ConnectOptions
 from hussh._config import ConfigResolver, HostConfig
-from hussh._spec import make_spec
+from hussh._make_spec import make_spec
 from hussh.aio import AsyncConnection
 from hussh.multi_conn import MultiConnection
 from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
@@ -103,19 +104,19 @@ def test_explicit_arguments_beat_the_config_which_beats_the_defaults(config_file
     assert (spec.username, spec.port, spec.connect_timeout, spec.keepalive_interval) == ("deploy", 2201, 7.0, 20.0)
     assert spec.host_key_checking == "strict" and spec.keepalive_count_max == 5
     assert spec.identities == (str(Path("~/.ssh/deploy_key").expanduser()),) and spec.identities_only
-    spec = make_spec("web-1", username="root", port=22, connect_timeout=3, host_key_checking="off",
-                     resolver=resolver)
+    spec = make_spec("web-1", ConnectOptions(username="root", port=22, connect_timeout=3, host_key_checking="off"),
+                     resolver)
     assert (spec.username, spec.port, spec.connect_timeout, spec.host_key_checking) == ("root", 22, 3.0, "off")
     spec = make_spec("app-1", resolver=resolver)
     assert spec.hostname == "app-1.internal.example" and spec.jump is not None
     assert (spec.jump.host, spec.jump.username, spec.jump.port) == ("bastion.example", "jump-user", 2200)
-    assert make_spec("app-1", proxy_jump="none", resolver=resolver).jump is None
+    assert make_spec("app-1", ConnectOptions(proxy_jump="none"), resolver).jump is None
     spec = make_spec("web-legacy", resolver=resolver)
     assert (spec.username, spec.host_key_checking, spec.hash_known_hosts) == ("legacy", "off", True)
     spec = make_spec("db9", resolver=resolver)
     assert (spec.username, spec.forward_agent, spec.agent) == ("dbadmin", True, "/run/agent.sock")
-    assert make_spec("db9", password="x", resolver=resolver).agent is None  # a password login needs no agent
-    spec = make_spec("plain", ssh_config=False)
+    assert make_spec("db9", ConnectOptions(password="x"), resolver).agent is None  # a password login needs no agent
+    spec = make_spec("plain", ConnectOptions(ssh_config=False))
     assert (spec.username, spec.port, spec.host_key_checking) == ("root", 22, "accept-new")
 
 
@@ -130,10 +131,10 @@ def test_defaults_read_the_users_config_and_off_reads_none(isolated_home, tmp_pa
     ssh_dir.mkdir()
     (ssh_dir / "config").write_text("Host fromhome\n    User homeuser\n    Port 2022\n")
     assert make_spec("fromhome").username == "homeuser"
-    assert make_spec("fromhome", ssh_config=False).username == "root"
+    assert make_spec("fromhome", ConnectOptions(ssh_config=False)).username == "root"
     other = tmp_path / "other"
     other.write_text("Host fromhome\n    User other\n")
-    assert make_spec("fromhome", ssh_config=other).port == 22  # only that file, like ssh -F
+    assert make_spec("fromhome", ConnectOptions(ssh_config=other)).port == 22  # only that file, like ssh -F
 
 
 @pytest.mark.parametrize("text, where", [

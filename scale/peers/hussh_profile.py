@@ -53,7 +53,8 @@ if experiments:
 import msgspec  # noqa: E402
 import uvloop  # noqa: E402
 
-from hussh._spec import make_spec  # noqa: E402
+from hussh._make_spec import make_spec  # noqa: E402
+from hussh._options import ConnectOptions  # noqa: E402
 from hussh.workers import protocol as p  # noqa: E402
 from hussh.workers.main import Worker, raise_fd_limit  # noqa: E402
 
@@ -131,7 +132,8 @@ async def main() -> tuple[dict[str, float], Sink]:
     encoder = msgspec.msgpack.Encoder()
     worker = Worker(lambda message: sink.write(b"".join(p.encode_frame(encoder, message))), raise_fd_limit())
     auth = {"password": run.password} if run.password is not None else {"private_key": run.key}
-    hosts = [(i, make_spec(t.host, port=t.port, username=run.user, **auth)) for i, t in enumerate(run.targets)]
+    hosts = [(i, make_spec(t.host, ConnectOptions(port=t.port, username=run.user, **auth)))
+             for i, t in enumerate(run.targets)]
     worker.assign(p.Assign(hosts, run.batch))
     indices = [i for i, _ in hosts]
     phases: dict[str, float] = {}
