@@ -11,6 +11,8 @@ one of them silently stops taking effect.
   asyncssh's packet dumps, and no password, keyboard-interactive answer or agent forwarding once
   ``withhold_secrets`` is called.
 * ``install_log_speedups``: asyncssh formats log arguments before checking the level.
+* ``install_packet_speedups``: per-packet work with no effect skipped (an AES-GCM object built per
+  packet, ``inspect.isawaitable`` on every handler's ``True``).
 * ``with_owner``, ``OPENSSH_HOST_KEY_ORDER``: a per-connection owner that answers for hashed
   known_hosts entries, without re-preparing the shared options; host key types in ``ssh``'s order.
 * ``CachedClientConfig``: asyncssh's ssh_config parser with each file tokenized once per process
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import hashlib
+import inspect
 import os
 import re
 import socket
@@ -41,9 +44,12 @@ from asyncssh.constants import (
     MSG_USERAUTH_LAST,
     MSG_USERAUTH_REQUEST,
 )
+from asyncssh.crypto import cipher as _cipher
 from asyncssh.logging import SSHLogger
 from asyncssh.packet import SSHPacketLogger, String
 from asyncssh.pattern import WildcardPatternList
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 TESTED_RANGE = ((2, 14, 2), (2, 25))
 """asyncssh versions these patches were written and tested against: [low, high)."""
@@ -338,10 +344,75 @@ def install_log_speedups() -> None:
         if SSHLogger._debug_level >= 3 and self.logger.isEnabledFor(10):  # logging.DEBUG
             describe_packet(self, *args)
 
+    def info_if_enabled(self: SSHLogger, msg: object, *args: object, **kwargs: object) -> None:
+        if self.logger.isEnabledFor(20):  # logging.INFO; asyncssh logs a few per channel
+            format_and_log(self, 20, msg, *args, **kwargs)
+
     log_if_enabled._hussh = True  # type: ignore[attr-defined]
     SSHLogger.log = log_if_enabled  # type: ignore[method-assign]
+    SSHLogger.info = info_if_enabled  # type: ignore[method-assign, assignment]
     # [assignment]: positional arguments only, which is how asyncssh calls it (no per-packet kwargs dict)
     SSHPacketLogger._log_packet = log_packet_if_enabled  # type: ignore[method-assign, assignment]
+
+
+# ---------------------------------------------------------------------------------- per-packet work
+
+GCM_REUSE_AVAILABLE = (_has(_cipher.GCMCipher, "encrypt_and_sign", "verify_and_decrypt")
+                       and _sets(_cipher.GCMCipher, "_key", "_iv") and getattr(_cipher, "_GCM_MAC_SIZE", None) == 16
+                       and getattr(_cipher, "AESGCM", None) is AESGCM
+                       and getattr(_cipher, "InvalidTag", None) is InvalidTag)
+AWAITABLE_SHORTCUT_AVAILABLE = VERSION_TESTED and getattr(asyncssh.connection, "inspect", None) is inspect
+_IV_MASK = 0xffffffffffffffff
+
+
+def _gcm_aead(self: Any) -> Any:
+    """This direction's AES-GCM object and IV counter, made once: asyncssh builds a new AESGCM (a key
+    schedule) for every packet and re-parses its IV from bytes."""
+    aead = AESGCM(self._key)
+    self._hussh_gcm = aead, self._iv[:4], int.from_bytes(self._iv[4:], "big")
+    return self._hussh_gcm
+
+
+def _gcm_encrypt_and_sign(self: Any, header: bytes, data: bytes) -> tuple[bytes, bytes]:
+    aead, fixed, counter = getattr(self, "_hussh_gcm", None) or _gcm_aead(self)
+    data = aead.encrypt(self._iv, data, header)
+    counter = (counter + 1) & _IV_MASK
+    self._hussh_gcm = aead, fixed, counter
+    self._iv = fixed + counter.to_bytes(8, "big")
+    return header + data[:-16], data[-16:]
+
+
+def _gcm_verify_and_decrypt(self: Any, header: bytes, data: bytes, mac: bytes) -> bytes | None:
+    aead, fixed, counter = getattr(self, "_hussh_gcm", None) or _gcm_aead(self)
+    try:
+        decrypted: bytes | None = aead.decrypt(self._iv, data + mac, header)
+    except InvalidTag:
+        decrypted = None
+    counter = (counter + 1) & _IV_MASK
+    self._hussh_gcm = aead, fixed, counter
+    self._iv = fixed + counter.to_bytes(8, "big")
+    return decrypted
+
+
+class _Inspect:
+    """``inspect`` as asyncssh's connection module sees it: ``isawaitable`` answers a packet handler's
+    usual ``True``, ``False`` or ``None`` without the generic checks (every received packet asks)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(inspect, name)
+
+    @staticmethod
+    def isawaitable(value: object) -> bool:
+        return value is not True and value is not False and value is not None and inspect.isawaitable(value)
+
+
+def install_packet_speedups() -> None:
+    """Skip per-packet work that changes nothing (idempotent; each only where its names are as tested)."""
+    if GCM_REUSE_AVAILABLE and _cipher.GCMCipher.encrypt_and_sign is not _gcm_encrypt_and_sign:
+        _cipher.GCMCipher.encrypt_and_sign = _gcm_encrypt_and_sign  # type: ignore[method-assign]
+        _cipher.GCMCipher.verify_and_decrypt = _gcm_verify_and_decrypt  # type: ignore[method-assign]
+    if AWAITABLE_SHORTCUT_AVAILABLE:
+        asyncssh.connection.inspect = _Inspect()  # type: ignore[assignment, attr-defined]
 
 
 # ---------------------------------------------------------------------------------- ssh_config

@@ -50,6 +50,7 @@ _profiles: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Profiles] = weak
 ``id``, a forked child keeps its parent's loop object), then per credential profile."""
 
 internals.install_log_speedups()
+internals.install_packet_speedups()
 
 
 def _quiet_asyncssh() -> None:

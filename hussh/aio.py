@@ -551,7 +551,16 @@ class _CommandSession(asyncssh.SSHClientSession[bytes]):
         self.gate = gate
 
     def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
+        """The channel is open and the command's request is about to go: a command without stdin gets
+        its end of file in the same write, instead of one more write (and server wake-up) of its own."""
         self.channel = chan
+        if not self.stdin and self.gate is None:
+            asyncio.get_running_loop().call_soon(self.end_input)
+
+    def end_input(self) -> None:
+        """End of file on the command's stdin, unless the channel is already closing."""
+        if self.channel is not None and not self.channel.is_closing():
+            self.channel.write_eof()
 
     def start(self) -> None:
         """The session is open: feed stdin now, or once sudo has let the command start."""

@@ -8,7 +8,10 @@ where they leave asyncssh (its base ``send_packet``) and compared with what huss
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import inspect
 import logging
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -17,7 +20,7 @@ import asyncssh
 import pytest
 import uvloop
 from asyncssh.connection import SSHConnection
-from asyncssh.constants import MSG_IGNORE, MSG_USERAUTH_REQUEST
+from asyncssh.constants import MSG_CHANNEL_EOF, MSG_CHANNEL_REQUEST, MSG_IGNORE, MSG_USERAUTH_REQUEST
 from asyncssh.logging import SSHLogger
 from asyncssh.packet import SSHPacket, String
 
@@ -62,6 +65,7 @@ def test_the_tested_asyncssh_is_installed_and_every_tweak_is_on():
     assert internals.VERSION_TESTED, f"asyncssh {asyncssh.__version__} is outside {internals.TESTED_RANGE}"
     assert internals.CORK_AVAILABLE and internals.SKIP_NONE_PROBE_AVAILABLE and internals.HIDE_AUTH_AVAILABLE
     assert internals.CONFIG_CACHE_AVAILABLE
+    assert internals.GCM_REUSE_AVAILABLE and internals.AWAITABLE_SHORTCUT_AVAILABLE
     assert getattr(SSHLogger.log, "_hussh", False), "the log speed-ups are not installed"
 
 
@@ -133,3 +137,66 @@ def test_login_packets_are_logged_without_their_bytes(fleet, caplog):
     assert lines and all("bytes not shown: may hold a password" in line and "\n" not in line for line in lines)
     assert any("Sent MSG_SERVICE_REQUEST" in r.getMessage() and "\n  00000000:" in r.getMessage()
                for r in caplog.records)  # other packets are still dumped
+
+
+def test_a_command_without_stdin_gets_its_end_of_file_in_the_write_of_its_request(fleet, sent, monkeypatch):
+    """The exec request and CHANNEL_EOF leave together: one write (and one server wake-up) less per command."""
+    stamps: list[tuple[int, bytes, int]] = []  # (type, payload, transport writes made before it was queued)
+    send = SSHConnection.send_packet
+
+    def stamping(self, pkttype, *args, handler=None):  # type: ignore[no-untyped-def]
+        stamps.append((pkttype, b"".join(args), internals.FleetConnection.writes))
+        return send(self, pkttype, *args, handler=handler)
+
+    monkeypatch.setattr(SSHConnection, "send_packet", stamping)
+
+    async def body() -> list[str]:
+        async with AsyncConnection(fleet.addresses[0], port=fleet.port, username=PASSWORD_USER,
+                                   password=PASSWORD) as conn:
+            return [(await conn.execute("cat; echo done")).stdout for _ in range(3)]  # cat ends at stdin's EOF
+
+    assert run(body()) == ["done\n"] * 3
+    execs = [writes for pkttype, payload, writes in stamps if pkttype == MSG_CHANNEL_REQUEST and b"exec" in payload]
+    eofs = [writes for pkttype, _, writes in stamps if pkttype == MSG_CHANNEL_EOF]
+    assert len(execs) == 3 and eofs == execs, f"exec requests queued at writes {execs}, EOFs at {eofs}"
+
+
+def test_aes_gcm_packets_are_the_ones_asyncssh_would_make():
+    """The AES-GCM object kept per direction encrypts, authenticates and counts IVs as asyncssh's own code."""
+    assert asyncssh.crypto.cipher.GCMCipher.encrypt_and_sign is internals._gcm_encrypt_and_sign
+    spec = importlib.util.spec_from_file_location("asyncssh_cipher_unpatched", asyncssh.crypto.cipher.__file__)
+    assert spec is not None and spec.loader is not None
+    unpatched = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(unpatched)
+    unpatched._cipher_algs.update(asyncssh.crypto.cipher._cipher_algs)
+    for name, size in (("aes128-gcm", 16), ("aes256-gcm", 32)):
+        key, iv = os.urandom(size), os.urandom(4) + b"\xff" * 7 + b"\xfe"  # the invocation counter wraps
+        ours, theirs = asyncssh.crypto.cipher.GCMCipher(name, key, iv), unpatched.GCMCipher(name, key, iv)
+        reader, their_reader = asyncssh.crypto.cipher.GCMCipher(name, key, iv), unpatched.GCMCipher(name, key, iv)
+        for size_blocks in range(1, 6):
+            header, data = os.urandom(4), os.urandom(16 * size_blocks)
+            sealed = ours.encrypt_and_sign(header, data)
+            assert sealed == theirs.encrypt_and_sign(header, data) and ours._iv == theirs._iv
+            assert reader.verify_and_decrypt(header, sealed[0][4:], sealed[1]) == data
+            assert their_reader.verify_and_decrypt(header, sealed[0][4:], sealed[1]) == data
+        assert reader.verify_and_decrypt(b"\0" * 4, b"x" * 16, b"y" * 16) is None  # forged: refused, IV still moves
+        assert their_reader.verify_and_decrypt(b"\0" * 4, b"x" * 16, b"y" * 16) is None
+        assert reader._iv == their_reader._iv
+
+
+def test_the_awaitable_shortcut_answers_as_inspect():
+    check = asyncssh.connection.inspect.isawaitable
+    assert isinstance(asyncssh.connection.inspect, internals._Inspect)
+
+    class Awaitable:
+        def __await__(self):  # type: ignore[no-untyped-def]
+            yield
+
+    async def coroutine() -> None:
+        pass
+
+    pending = coroutine()
+    assert [check(v) for v in (True, False, None, 0, "x", Awaitable(), pending)] == [
+        False, False, False, False, False, True, True]
+    pending.close()
+    assert asyncssh.connection.inspect.signature is inspect.signature  # the rest is inspect's own

@@ -73,9 +73,15 @@ def run(read_fd: int, write_fd: int) -> None:
     """Entry point in a new worker process: serve until Shutdown, or until the parent goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    gc.freeze()  # what the parent left behind is never garbage here: stop scanning it
-    gc.set_threshold(50_000, 20, 20)  # asyncssh allocates a lot per packet; collect less often
+    tune_gc()
     uvloop.run(serve(read_fd, write_fd))
+
+
+def tune_gc() -> None:
+    """What a worker inherits is never garbage here (stop scanning it), and asyncssh allocates a lot
+    per packet: collect young objects less often."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 class _Failure(msgspec.Struct, gc=False):
@@ -199,17 +205,15 @@ class Worker:
         task = asyncio.ensure_future(self.guarded(index, job, retry_failed))
         self.running[index] = task
         try:
-            await asyncio.wait((task,))
-        except asyncio.CancelledError:  # the whole call is cancelled (Ctrl-C): this host with it
-            task.cancel()
-            await asyncio.wait((task,))
-            raise
-        finally:
-            del self.running[index]
-        if task.cancelled():
+            return await task  # cancelling this lane (the whole call: Ctrl-C) cancels the host's task and waits for it
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not task.cancelled() or (current is not None and current.cancelling()):
+                raise
             return RawResult(b"", f"{STOPPED}: the run was halted (its failure budget was exceeded) while "
                              "this host ran; its command was stopped".encode(), -1, STOPPED)
-        return task.result()
+        finally:
+            del self.running[index]
 
     def halt(self, message: p.Halt) -> None:
         """Start no new host of call ``message.req``; with ``stop_running``, stop those running (their

@@ -4,8 +4,9 @@ Not a benchmark peer: a diagnostic for ``scale/bench.py``'s hussh numbers. It dr
 ``hussh.workers.main.Worker`` (the code every forked worker runs: uvloop, ``AsyncConnection``, msgspec
 ``HostDone`` frames) on one event loop for every target, with the replies kept in memory instead
 of written to a pipe, and makes the benchmark's calls: Connect, Execute ``true``, Execute
-``whoami``, then close. The profiler's clock is ``time.process_time`` (CPU, not wall, so other load
-on the machine does not inflate it; its own per-call cost does, mostly as system time).
+``whoami``, then close. The hosts' specs are made first (the caller's work, shown apart), then the
+garbage collector is set as a worker sets it. The profiler's clock is ``time.process_time`` (CPU, not
+wall, so other load on the machine does not inflate it; its own per-call cost does, mostly as system time).
 Garbage collection is timed through ``gc.callbacks``.
 
     .venv/bin/python scale/peers/hussh_profile.py --targets t.txt --user hussh --password hussh \\
@@ -56,7 +57,7 @@ import uvloop  # noqa: E402
 from hussh._make_spec import make_spec  # noqa: E402
 from hussh._options import ConnectOptions  # noqa: E402
 from hussh.workers import protocol as p  # noqa: E402
-from hussh.workers.main import Worker, raise_fd_limit  # noqa: E402
+from hussh.workers.main import Worker, raise_fd_limit, tune_gc  # noqa: E402
 
 if experiments:
     _experiments.apply(experiments)
@@ -132,15 +133,19 @@ async def main() -> tuple[dict[str, float], Sink]:
     encoder = msgspec.msgpack.Encoder()
     worker = Worker(lambda message: sink.write(b"".join(p.encode_frame(encoder, message))), raise_fd_limit())
     auth = {"password": run.password} if run.password is not None else {"private_key": run.key}
+    phases: dict[str, float] = {}
+    started = time.process_time()
     hosts = [(i, make_spec(t.host, ConnectOptions(port=t.port, username=run.user, **auth)))
              for i, t in enumerate(run.targets)]
+    phases["specs (caller)"] = time.process_time() - started
+    tune_gc()  # as a worker starts
     worker.assign(p.Assign(hosts, run.batch))
     indices = [i for i, _ in hosts]
-    phases: dict[str, float] = {}
     calls = [("connect", p.Connect(1, indices)), ("true", p.Execute(2, [(i, "true") for i in indices])),
              ("whoami", p.Execute(3, [(i, "whoami") for i in indices]))]
     for name, call in calls:
         started = time.process_time()
+        worker.grant(p.Grant(call.req, run.batch))  # the lanes a call comes with (the caller's part)
         await worker.handle(call)
         phases[name] = time.process_time() - started
     started = time.process_time()
@@ -172,7 +177,8 @@ print(f"wall {wall:.2f} s; CPU {user + system:.3f} s = {(user + system) * 1000 /
       f"(user {user * 1000 / n:.2f}, sys {system * 1000 / n:.2f})")
 if server_pids:
     print(f"sshd CPU {server * 1000 / n:.2f} ms/host")
-print("CPU by call, ms/host: " + ", ".join(f"{k} {v * 1000 / n:.2f}" for k, v in phases.items()))
+print("CPU by call, ms/host: " + ", ".join(f"{k} {v * 1000 / n:.2f}" for k, v in phases.items())
+      + f"; the worker's four calls {sum(v for k, v in phases.items() if 'caller' not in k) * 1000 / n:.2f}")
 print(f"gc: {gc_time:.3f} s = {gc_time * 1000 / n:.2f} ms/host ({gc_time / max(user + system, 1e-9):.0%} of CPU), "
       f"collections per generation {gc_runs}; {len(sink.frames)} result frames, "
       f"wrong results per call (1 connect, 2 true, 3 whoami): {sink.failures() or 'none'}")
