@@ -1,17 +1,20 @@
-"""Round trips per operation: hussh and OpenSSH's ``ssh`` through the network relay at a fixed delay.
+"""Round trips per operation: hussh, OpenSSH's ``ssh``, upstream hussh and parallel-ssh through the network relay.
 
-    python -m scale.bench_round_trips [--rtt 0.2] [--hosts 3] [--repeat 2] [--port 2290]
+    python -m scale.bench_round_trips [--rtt 0.2] [--hosts 3] [--repeat 2] [--port 2290] [--no-peers]
 
 Each operation runs on a few loopback hosts at once behind ``hussh.testing``'s relay, once with no
 delay and once at ``--rtt``: its round trips are ``(wall at rtt - wall at 0) / rtt``, rounded, the
 fastest of ``--repeat`` runs each (noise only ever adds time). The relay stands for a real link
 (the TCP handshake costs one round trip: it dials sshd 1.5 rtt after it accepted), so the counts
 compare with the protocol's minimum, reasoned out in MINIMUM. tests/test_round_trips.py pins them.
+Upstream hussh and parallel-ssh run ``scale/peers/connect_true.py`` in their own venvs and
+processes; their counts come from the runner's phase marks, so start-up is not counted.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -24,6 +27,8 @@ from pathlib import Path
 
 from hussh.multi_conn import MultiConnection
 from hussh.testing import Fleet, LoopbackFleet, NetworkConditions, loopback_addresses
+
+from .measure import DEFAULT_VENV_ROOT, ensure_venv, runner_env
 
 PAYLOAD = b"x" * 1024
 REMOTE = "hussh-round-trips.txt"
@@ -52,6 +57,24 @@ OPENSSH = {  # rows OpenSSH's ssh can run: connect, `true`, close, nothing share
     "ssh: connect + `true` + close, known host, key": ("strict", 6),
     "ssh: connect + `true` + close, unknown host (accept-new)": ("accept-new", 6),
 }
+
+# Libraries run as their own processes: row -> the runner's phases it adds up (peers/connect_true.py --again:
+# connected, true, again, closed; parallel-ssh connects inside its first run_command, so no "connected").
+PEERS = {
+    "upstream": ("upstream hussh 0.3.3 (Rust)", ("hussh==0.3.3",), {
+        "upstream hussh: connect": ("connected",),
+        "upstream hussh: execute on a live connection": ("again",),
+        "upstream hussh: connect + execute + close": ("connected", "true", "closed"),
+    }),
+    "pssh": ("parallel-ssh 2.16 (libssh2)", ("parallel-ssh==2.16.0.post1",), {
+        "parallel-ssh: connect + execute (first run_command)": ("true",),
+        "parallel-ssh: execute on a live connection": ("again",),
+        "parallel-ssh: connect + execute + close": ("true", "closed"),
+    }),
+}
+PEER_MINIMUM = {"connect": 4, "connect + execute (first run_command)": 6, "execute on a live connection": 2,
+                "connect + execute + close": 6}
+RUNNER = Path(__file__).resolve().parent / "peers" / "connect_true.py"
 
 
 @dataclass
@@ -198,6 +221,35 @@ def _ssh(checking: str) -> Callable[[Bench], float]:
 SSH = {name: _ssh(checking) for name, (checking, _) in OPENSSH.items()}
 
 
+def peer_phases(bench: Bench, tool: str, python: str) -> dict[str, float]:
+    """One run of ``peers/connect_true.py --again`` in the peer's venv: seconds of each phase, from its marks."""
+    targets = bench.workdir / "targets.txt"
+    targets.write_text("".join(f"{host}\n" for host in bench.hosts))
+    home = Path(tempfile.mkdtemp(dir=bench.workdir))
+    creds = bench.fleet.credentials
+    done = subprocess.run([python, str(RUNNER), "--tool", tool, "--again", "--batch", "0", "--targets", str(targets),
+                           "--user", creds.key_user, "--key", str(creds.client_key)],
+                          capture_output=True, text=True, timeout=300, env=runner_env(home), cwd=bench.workdir)
+    report = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
+    if report.get("completed") != len(bench.hosts):
+        raise RuntimeError(f"{tool} failed: {report.get('failures') or done.stderr[-500:]}")
+    marks = report["marks"]
+    order = [m for m in ("imported", "connected", "true", "again", "closed") if m in marks]
+    return {later: marks[later] - marks[earlier] for earlier, later in zip(order, order[1:])}
+
+
+def peer_round_trips(bench: Bench, tool: str, python: str, rtt: float, repeat: int) -> dict[str, tuple[int, float]]:
+    """Each of the peer's rows: its round trips at ``rtt`` (rounded) and the exact quotient, fastest runs each."""
+    rows = PEERS[tool][2]
+    walls: dict[float, dict[str, float]] = {}
+    for delay in (0.0, rtt):
+        bench.fleet.set_network(NetworkConditions(rtt=delay))
+        samples = [peer_phases(bench, tool, python) for _ in range(repeat)]
+        walls[delay] = {row: min(sum(s[p] for p in phases) for s in samples) for row, phases in rows.items()}
+    bench.fleet.set_network(NetworkConditions())
+    return {row: (round(q := (walls[rtt][row] - walls[0.0][row]) / rtt), q) for row in rows}
+
+
 def round_trips(bench: Bench, operation: Callable[[Bench], float], rtt: float, repeat: int) -> tuple[int, float]:
     """The operation's round trips at ``rtt`` (rounded) and the exact quotient, fastest runs each."""
     walls = {}
@@ -225,7 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="runs per delay; the fastest counts")
     parser.add_argument("--port", type=int, default=int(os.environ.get("HUSSH_TEST_PORT", "2290")))
     parser.add_argument("--second-octet", type=int, default=68)
+    parser.add_argument("--no-peers", action="store_true", help="leave out upstream hussh and parallel-ssh")
+    parser.add_argument("--venv-root", type=Path, default=DEFAULT_VENV_ROOT, help="where the peers' venvs live")
     args = parser.parse_args(argv)
+    pythons = {} if args.no_peers else {tool: ensure_venv(tool, packages, args.venv_root)
+                                        for tool, (_, packages, _) in PEERS.items()}
     print(f"round trips per operation, {args.hosts} hosts at once, rtt {args.rtt * 1000:.0f} ms, "
           f"fastest of {args.repeat} (wall at rtt - wall at 0) / rtt\n")
     print("| operation | round trips | (exact) | protocol minimum | why the minimum |")
@@ -238,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, operation in SSH.items():
             count, exact = round_trips(bench, operation, args.rtt, args.repeat)
             print(f"| {name} | {count} | {exact:.2f} | {OPENSSH[name][1]} | OpenSSH 9.2 client |", flush=True)
+        for tool, python in pythons.items():
+            label = PEERS[tool][0]
+            for name, (count, exact) in peer_round_trips(bench, tool, python, args.rtt, args.repeat).items():
+                least = PEER_MINIMUM[name.split(": ", 1)[1]]
+                print(f"| {name} | {count} | {exact:.2f} | {least} | {label}, own venv and process |", flush=True)
     return 0
 
 

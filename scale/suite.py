@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER, LoopbackFleet, loopback_addresses
+from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER, LoopbackFleet, NetworkConditions, loopback_addresses
 
 from .measure import (
     DEFAULT_VENV_ROOT,
@@ -93,8 +93,10 @@ def common_options(parser: argparse.ArgumentParser, hosts: int, tools: str, repe
 class LoopbackBench:
     """One loopback fleet and the runners measured against it (a context manager)."""
 
-    def __init__(self, name: str, args: argparse.Namespace, fleet_size: int | None = None) -> None:
+    def __init__(self, name: str, args: argparse.Namespace, fleet_size: int | None = None,
+                 network: NetworkConditions | None = None) -> None:
         self.name = name
+        self.network = network  # set: every endpoint behind one relay process (its CPU kept apart from sshd's)
         self.args = args
         self.size = fleet_size or args.hosts
         self.fleet: LoopbackFleet | None = None
@@ -114,14 +116,15 @@ class LoopbackBench:
         print(f"[{self.name}] {machine_line(self.info)}", file=sys.stderr, flush=True)
         started = time.perf_counter()
         addresses = loopback_addresses(self.size, second_octet=self.args.second_octet)
-        self.fleet = LoopbackFleet(addresses, port=self.args.port)
+        self.fleet = LoopbackFleet(addresses, port=self.args.port, network=self.network)
         try:
             self.fleet.up(timeout=120 + 0.05 * self.size)
         except BaseException:
             self.fleet = None
             self.cleanup()
             raise
-        self.fleet_cpu = FleetCPU(self.fleet.pids(), self.reaper)
+        relays = self.fleet.relay_pids()
+        self.fleet_cpu = FleetCPU([p for p in self.fleet.pids() if p not in relays], self.reaper)
         self.reaper.known.update(self.fleet.pids())
         if self.args.auth == "key":
             key = self.workdir / "client_key"

@@ -86,3 +86,23 @@ def test_the_cheapest_benchmarks_complete_every_host(name, tmp_path):
     assert {run["tool"] for run in runs} == set(TINY[name][TINY[name].index("--tools") + 1].split(","))
     for run in runs:
         assert (run["exit_code"], run["timed_out"], run["completed"]) == (0, False, 3), run
+
+
+def test_the_latency_benchmark_prints_a_row_per_setting_and_its_verdicts():
+    """``scale.bench_latency`` on 3 hosts behind a 5 ms relay, hussh alone at its default and at 2, once:
+    every table row is well formed (numbers where numbers belong) and the goals are judged; no timing checked."""
+    command = [sys.executable, "-m", "scale.bench_latency", "--hosts", "3", "--rtts", "0.005", "--batches", "2",
+               "--tools", "hussh", "--repeat", "1", "--quiet-wait", "0", "--no-warmup", "--port", str(TEST_PORT),
+               "--second-octet", "96", "--json", os.devnull]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=110,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| hussh |")]
+    assert [(cells[1].strip(), cells[2].strip(), cells[3].strip()) for cells in rows] == \
+        [("default (100)", "3", "5"), ("equal (2)", "3", "5")]
+    for cells in rows:
+        wall, *numbers = [cells[4].split()[0], *cells[5:14]]
+        assert all(float(value) >= 0 for value in (wall, *numbers)), cells
+        assert cells[14].strip() == "3/3"
+    assert "hussh at batch 100, 5 ms: wall" in done.stdout
+    assert float(rows[1][6]) == pytest.approx(2 * 6 * 0.005)  # the floor: ceil(3 / 2) batches x 6 round trips x rtt

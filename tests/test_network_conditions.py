@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import subprocess
 import time
 
 import pytest
 
+from conftest import TEST_PORT
 from hussh.multi_conn import MultiConnection
 from hussh.testing import Fleet, FleetError, LoopbackFleet, NetworkConditions, State, loopback_addresses
-from hussh.testing._relay import _address
+from hussh.testing._relay import RelayProcess, _address, conditions_dict
 
 RELAYED = pytest.mark.hussh_fleet(3, network=NetworkConditions())
 GUARD = 60.0
@@ -125,3 +127,17 @@ def test_conditions_parse_and_refuse_nonsense():
             NetworkConditions.parse(bad)
     with pytest.raises(FleetError, match="not an endpoint"):
         LoopbackFleet(loopback_addresses(1, second_octet=86), network={"127.86.9.9:22": NetworkConditions()})
+
+
+def test_one_relay_takes_thousands_of_links_in_one_request(tmp_path):
+    """A fleet of thousands behind the relay sends every link in one control line (~130 bytes each):
+    past asyncio's 64 KiB line limit the relay used to drop the request ("no answer")."""
+    links = [f"{a}:{TEST_PORT}" for a in loopback_addresses(1500, second_octet=95)]
+    relay = RelayProcess(tmp_path / "relay.sock", tmp_path / "relay.log", subprocess.Popen)
+    try:
+        relay.command("listen", links=[[link, f"{link.rpartition(':')[0]}:1", conditions_dict(NetworkConditions())]
+                                       for link in links])
+        relay.command("set", links=links, conditions=conditions_dict(NetworkConditions(rtt=0.02)))
+        assert relay.command("stats")["links"] == len(links)
+    finally:
+        relay.stop()

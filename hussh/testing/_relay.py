@@ -46,6 +46,7 @@ OWNER_POLL = 0.5
 QUEUE_CAP = 4 << 20  # bytes a direction holds back before it stops reading (a TCP window's worth)
 BURST = 16384  # token bucket depth: a handshake's small packets are never held by the cap
 CONTROL_TIMEOUT = 30.0
+CONTROL_LIMIT = 64 << 20  # longest control line: a listen of 10,000 links is ~1.3 MB, past asyncio's 64 KiB
 EOF = b""
 
 
@@ -421,7 +422,7 @@ async def _serve(args: argparse.Namespace) -> None:
     relay = Relay(asyncio.get_running_loop())
     old = os.umask(0o177)
     try:
-        server = await asyncio.start_unix_server(relay.control, args.control)
+        server = await asyncio.start_unix_server(relay.control, args.control, limit=CONTROL_LIMIT)
     finally:
         os.umask(old)
     print("ready", flush=True)
