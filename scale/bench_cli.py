@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hussh.testing import KEY_USER, LoopbackFleet, loopback_addresses
-from scale.bench import DEFAULT_VENV_ROOT, FleetCPU, Tool, ensure_venv, wait_quiet
+from scale.bench import DEFAULT_VENV_ROOT, FleetCPU, Tool, tool_python, wait_quiet
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS = REPO / "scale" / "peers"
@@ -87,7 +87,7 @@ def argv_of(tool: str, s: Setup) -> list[str]:
         return [sys.executable, str(PEERS / "run_once_hussh.py"), "--targets", str(s.names_file), "--port",
                 str(s.port), "--user", KEY_USER, "--key", s.key, "--batch", str(s.batch), COMMAND]
     if tool == "clush":
-        clush = str(Path(ensure_venv(CLUSTERSHELL, s.venv_root)).parent / "clush")
+        clush = str(Path(tool_python(CLUSTERSHELL, s.venv_root)).parent / "clush")
         ssh_options = " ".join(["-p", str(s.port), "-i", s.key, *SSH_OPTIONS])
         return [clush, "-b", "-f", str(s.batch), "-l", KEY_USER, "-o", ssh_options, "-w", ",".join(s.hosts), COMMAND]
     if tool == "pssh":
@@ -95,7 +95,7 @@ def argv_of(tool: str, s: Setup) -> list[str]:
         return ["parallel-ssh", "-i", "-p", str(s.batch), "-t", "0", "-l", KEY_USER, "-h", str(s.targets_file),
                 "-x", f"-F /dev/null -i {s.key}", *options, COMMAND]
     if tool == "pssh-lib":
-        return [ensure_venv(PARALLEL_SSH, s.venv_root), str(PEERS / "run_once_pssh.py"), "--targets",
+        return [tool_python(PARALLEL_SSH, s.venv_root), str(PEERS / "run_once_pssh.py"), "--targets",
                 str(s.targets_file), "--user", KEY_USER, "--key", s.key, "--batch", str(s.batch), COMMAND]
     raise ValueError(f"unknown tool {tool!r}; known: {', '.join(ALL_TOOLS)}")
 
