@@ -38,7 +38,7 @@ class SSHResult(msgspec.Struct, frozen=True, array_like=True, gc=False):
     __str__ = __repr__
 
 
-class RawResult(msgspec.Struct, gc=False):
+class RawResult(msgspec.Struct, array_like=True, gc=False):
     """A result whose output is still the bytes received, decoded once where it is kept (the caller):
     a worker never holds a second copy of it as text, which for undecodable bytes is twice as large.
 

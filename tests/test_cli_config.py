@@ -36,7 +36,7 @@ def inventory(tmp_path) -> Path:
 
 def specs(*argv: str) -> dict[str, tuple[str, int, float]]:
     mc = connect(parse(["run", *argv, "true"]))
-    return {host: (spec.username, spec.port, spec.connect_timeout) for host, spec in zip(mc.hosts, mc._specs)}
+    return {host: (spec.username, spec.port, spec.connect_timeout) for host, spec in mc.specs.items()}
 
 
 def test_defaults_then_groups_then_flags_then_what_a_host_says(inventory, tmp_path):
@@ -163,7 +163,8 @@ def test_a_replay_restores_the_options_given_not_the_files_values(fleet, tmp_pat
     args = parse(["run", "--retry-failed", "last", "--config", str(config), "--journal", journal])
     assert setup(args) is None
     mc = connect(args)
-    assert (mc._specs[0].timeout, mc._specs[0].username, mc._specs[0].port, mc.batch_size) == (
+    spec = next(iter(mc.specs.values()))
+    assert (spec.timeout, spec.username, spec.port, mc.batch_size) == (
         30.0, KEY_USER, fleet.port, 3)
 
 

@@ -45,8 +45,8 @@ def test_each_keyword_and_its_field_make_the_same_spec(field):
     assert spec_of(**given, **base) == expected
     shared = {"username": None, "port": None, "timeout": None} | given | base  # positional ones by name
     mc = MultiConnection.from_shared_auth(["web1"], **shared)  # type: ignore[arg-type]
-    assert mc._specs == [expected]
-    assert MultiConnection.from_shared_auth(["web1"], options=options)._specs == [expected]
+    assert list(mc.specs.values()) == [expected]
+    assert list(MultiConnection.from_shared_auth(["web1"], options=options).specs.values()) == [expected]
 
 
 def test_every_connection_keyword_is_a_field_or_an_alias():
@@ -65,8 +65,8 @@ def test_a_keyword_given_beats_the_options_field_and_one_left_at_its_default_doe
             spec.max_output, spec.stall_timeout) == ("bob", 2222, 5, 2, 3, 10, 4)
     spec = spec_of(options=options, username="alice", port=22, timeout=0, keepalive_interval=0)
     assert (spec.username, spec.port, spec.timeout, spec.keepalive_interval) == ("alice", 22, 0, 0)
-    spec = MultiConnection.from_shared_auth(["carol@web1:2300", "web2"], options=options, port=2400)._specs
-    assert [(s.username, s.port) for s in spec] == [("carol", 2300), ("bob", 2400)]  # the host's own beats both
+    specs = MultiConnection.from_shared_auth(["carol@web1:2300", "web2"], options=options, port=2400).specs
+    assert [(s.username, s.port) for s in specs.values()] == [("carol", 2300), ("bob", 2400)]  # its own beats both
 
 
 def test_key_path_is_private_keys_alias_and_both_is_upstreams_type_error():
@@ -199,12 +199,12 @@ def test_group_options_apply_to_their_hosts_later_groups_first_and_a_hosts_own_v
         inventory, "all", options=ConnectOptions(username="shared", ssh_config=False), port=2200,
         group_options={"web": ConnectOptions(username="webuser", timeout=5), "db": ConnectOptions(port=2300)},
     )
-    specs = dict(zip(mc.hosts, mc._specs))
+    specs = mc.specs
     assert {h: (s.username, s.port, s.timeout) for h, s in specs.items()} == {
         "web1": ("webuser", 2200, 5.0), "web2": ("own", 2300, 5.0), "db1": ("shared", 2300, 0.0)}
     mc = MultiConnection.from_inventory(inventory, "web1", ssh_config=False, batch_size=3, workers=1,
                                         group_options={"prod": ConnectOptions(username="p")})
-    assert (mc._specs[0].username, mc.batch_size, mc.limits.workers) == ("p", 3, 1)
+    assert (next(iter(mc.specs.values())).username, mc.batch_size, mc.limits.workers) == ("p", 3, 1)
     with pytest.raises(InventoryError, match="no group 'nope'"):
         MultiConnection.from_inventory(inventory, "web1", group_options={"nope": ConnectOptions()})
     with pytest.raises(TypeError, match="from_inventory.. got an unexpected keyword argument 'usernme'"):

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from hussh._result import RawResult
 from hussh._spec import ConnectSpec
 from hussh.workers import _spawn
 from hussh.workers import protocol as p
@@ -30,7 +31,8 @@ ENCODER = msgspec.msgpack.Encoder()
 ints = st.integers(min_value=0, max_value=2**31)
 texts = st.text(max_size=40)
 replies = st.one_of(
-    st.builds(p.HostDone, ints, ints, st.binary(max_size=40), st.binary(max_size=40), st.integers(-1, 255), texts,
+    st.builds(p.HostDone, ints, ints, st.builds(RawResult, st.binary(max_size=40), st.binary(max_size=40),
+                                                st.integers(-1, 255), texts, texts),
               st.floats(0, 1e6)),
     st.builds(p.KeyLearned, ints, ints, ints, texts),
     st.builds(p.Output, ints, ints, st.binary(max_size=40)),
@@ -256,10 +258,10 @@ def garbage_call(garbage: bytes, hosts: int = 3) -> dict[int, object]:
 
 @settings(max_examples=60, deadline=None)
 @example(garbage=b"\xff\xff\xff\xff" + b"\x00" * 64)
-@example(garbage=frames([p.HostDone(0, 1, b"from a call long gone", b"", 0)]))  # stale: ignored
-@example(garbage=frames([p.HostDone(1, 99, b"not asked", b"", 0)]))  # a host outside the call
+@example(garbage=frames([p.HostDone(0, 1, RawResult(b"from a call long gone", b"", 0))]))  # stale: ignored
+@example(garbage=frames([p.HostDone(1, 99, RawResult(b"not asked", b"", 0))]))  # a host outside the call
 @example(garbage=frames([p.Alive(1)]) + unknown_tag("Bogus", 1))
-@example(garbage=frames([p.HostDone(1, 0, b"ok", b"", 0)])[:-3])  # truncated, then the pipe closes
+@example(garbage=frames([p.HostDone(1, 0, RawResult(b"ok", b"", 0))])[:-3])  # truncated, then the pipe closes
 @example(garbage=frames([p.Output(1, 0, b"a command streams nothing")]))
 @given(garbage=st.binary(max_size=8192))
 def test_the_parent_fails_a_garbling_worker_with_workerlost_and_returns(garbage):
@@ -272,11 +274,12 @@ def test_the_parent_fails_a_garbling_worker_with_workerlost_and_returns(garbage)
 
 def test_the_parent_names_what_was_wrong():
     said = {garbage: garbage_call(garbage)[0].stderr for garbage in (  # type: ignore[attr-defined]
-        b"\xff\xff\xff\xff", unknown_tag("Bogus", 1), frames([p.HostDone(1, 99, b"", b"", 0)]), b"",
+        b"\xff\xff\xff\xff", unknown_tag("Bogus", 1), frames([p.HostDone(1, 99, RawResult(b"", b"", 0))]), b"",
         frames([p.Output(1, 0, b"")]), frames([p.Output(1, 99, b"")]))}
     assert "it sent a frame of 4294967295 bytes, more than the" in said[b"\xff\xff\xff\xff"]
     assert "it sent a malformed frame" in said[unknown_tag("Bogus", 1)]
-    assert "it answered for host 99, which it was not asked about" in said[frames([p.HostDone(1, 99, b"", b"", 0)])]
+    stray = frames([p.HostDone(1, 99, RawResult(b"", b"", 0))])
+    assert "it answered for host 99, which it was not asked about" in said[stray]
     assert "it exited" in said[b""]
     assert "it sent output for host 0 in a call that streams none" in said[frames([p.Output(1, 0, b"")])]
     assert "it answered for host 99, which it was not asked about" in said[frames([p.Output(1, 99, b"")])]

@@ -749,6 +749,7 @@ def test_an_actors_batches_carry_files_in_bounded_pieces_each_before_its_result(
     _ray()
     import msgspec
 
+    from hussh._result import RawResult
     from hussh.workers import protocol as p
     from hussh.workers.ray_actor import BATCH_BYTES, _Outbox
 
@@ -760,7 +761,7 @@ def test_an_actors_batches_carry_files_in_bounded_pieces_each_before_its_result(
     for index, (size, temporary) in enumerate(zip(sizes, call.local_paths or [])):
         contents[index] = os.urandom(size)
         Path(temporary).write_bytes(contents[index])
-        box.emit(p.HostDone(1, index, "", "", 0))
+        box.emit(p.HostDone(1, index, RawResult(b"", b"", 0)))
         box.emit(p.Alive(1))
     box.emit(p.CallDone(1))
     received: dict[int, bytes] = {}
@@ -773,7 +774,7 @@ def test_an_actors_batches_carry_files_in_bounded_pieces_each_before_its_result(
         for message in p.FrameDecoder(p.Reply, 1 << 20).feed(frames):
             if isinstance(message, p.HostDone):
                 assert received.get(message.index) == contents[message.index]  # whole before its result
-                assert message.stdout == f"/wanted/{message.index}"
+                assert message.result.stdout == f"/wanted/{message.index}".encode()
             order.append(type(message).__name__)
     assert received == contents and order[-1] == "CallDone" and order.count("HostDone") == len(sizes)
     assert list(tmp_path.iterdir()) == []  # each saved file removed once it is open for sending

@@ -23,6 +23,7 @@ import asyncssh
 import msgspec
 import pytest
 
+from hussh._result import RawResult
 from hussh._spec import ConnectSpec
 from hussh.multi_conn import MultiConnection
 from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
@@ -62,6 +63,7 @@ def files_of(tmp_path: Path) -> dict[str, list[str]]:
 STAND_IN = textwrap.dedent("""
     import os, sys
     import msgspec
+    from hussh._result import RawResult
     from hussh.workers import protocol as p
 
     read_fd, write_fd, extra = int(sys.argv[1]), int(sys.argv[2]), bytes.fromhex(sys.argv[3])
@@ -71,7 +73,8 @@ STAND_IN = textwrap.dedent("""
             if isinstance(message, p.Shutdown):
                 sys.exit(0)
             if isinstance(message, p.Connect):  # the extra frames, then an honest answer for each host
-                honest = [p.HostDone(message.req, i, b"", b"", 0) for i in message.indices] + [p.CallDone(message.req)]
+                honest = [*(p.HostDone(message.req, i, RawResult(b"", b"", 0)) for i in message.indices),
+                          p.CallDone(message.req)]
                 os.write(write_fd, extra + b"".join(p.frame(msgspec.msgpack.encode(m)) for m in honest))
 """)
 
@@ -128,7 +131,8 @@ def stand_in_shard(extras: dict[int, bytes | tuple[list[tuple[int, bytes]], byte
                 yield extra
                 return
             paths = getattr(call, "local_paths", None) or [""] * len(call.indices)
-            honest = [p.HostDone(call.req, i, os.fsencode(path), b"", 0) for i, path in zip(call.indices, paths)]
+            honest = [p.HostDone(call.req, i, RawResult(os.fsencode(path), b"", 0))
+                      for i, path in zip(call.indices, paths)]
             pieces = [(i, b"honest") for i, path in zip(call.indices, paths) if path]
             yield pieces, extra + b"".join(p.frame(self.encoder.encode(m)) for m in [*honest, p.CallDone(call.req)])
 
@@ -214,10 +218,10 @@ LIES = {
     "a key with a comment": (p.KeyLearned(REQ, 0, 0, f"{KEY} evil"),
                              "it sent a host key for host 0 that is not a public key"),
     "the old frame naming * and a file": (old_form, "it sent a malformed frame"),
-    "a result for another worker's host": (p.HostDone(REQ, 1, b"", b"", 0),
+    "a result for another worker's host": (p.HostDone(REQ, 1, RawResult(b"", b"", 0)),
                                            "it answered for host 1, which it was not asked about"),
     "a start for another worker's host": (p.Started(REQ, 1), "it answered for host 1, which it was not asked about"),
-    "a skip it was not told to make": (p.HostDone(REQ, 0, b"", b"", -1, "Skipped"),
+    "a skip it was not told to make": (p.HostDone(REQ, 0, RawResult(b"", b"", -1, "Skipped")),
                                        "it skipped host 0, which it was not told to skip"),
 }
 
@@ -236,7 +240,7 @@ def test_a_worker_answering_for_what_is_not_its_own_is_lost_and_nothing_is_writt
 FILE_LIES = {
     "a piece of another worker's host's file": ([(1, b"not yours")], b"", "it sent a file for host 1, which it "
                                                 "was not asked for"),
-    "a result saying a file that it never sent": ([], frames(p.HostDone(REQ, 0, b"", b"", 0)),
+    "a result saying a file that it never sent": ([], frames(p.HostDone(REQ, 0, RawResult(b"", b"", 0))),
                                                   "it finished host 0 without its file"),
 }
 

@@ -132,11 +132,12 @@ class Gathering:
         self.halted = ""  # why no new host starts ("" while the run goes on)
 
     def add(self, done: p.HostDone) -> None:
-        if done.error == SKIPPED:
+        result = done.result
+        if result.error == SKIPPED:
             self.skip([done.index])
             return
-        self._set(done.index, SSHResult(self._text(done.stdout), self._text(done.stderr), done.status, done.error),
-                  done.seconds)
+        self._set(done.index, SSHResult(self._text(result.stdout), self._text(result.stderr), result.status,
+                                        result.error), done.seconds)
 
     def _text(self, output: bytes) -> str:
         """``output`` decoded, or the same text another host's result already holds."""
@@ -442,7 +443,7 @@ class CallCore:
                 gathering.on_output(message.index, message.data)
                 continue
             try:
-                if message.error == SKIPPED and not gathering.halted:
+                if message.result.error == SKIPPED and not gathering.halted:
                     raise Lost(f"it skipped host {message.index}, which it was not told to skip")
                 message = self._check(number, message)
             except Lost as exc:

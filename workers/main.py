@@ -47,6 +47,8 @@ from hussh.errors import (
 from . import protocol as p
 
 Job = Callable[[AsyncConnection], Awaitable[RawResult]]
+SKIPPED_RESULT = RawResult(b"", b"", -1, SKIPPED)  # a host the call never started (halted)
+
 Emit = Callable[[p.HostDone | p.Started | p.Output | p.KeyLearned | p.Alive | p.CallDone], None]
 Writable = Callable[[], Awaitable[object]]
 """Waits until the frames emitted so far are on their way (the caller reads them), so a followed tail
@@ -144,7 +146,6 @@ class Worker:
     async def handle(self, call: p.Call) -> None:
         """Run ``call`` on its hosts, in order, as many at once as it has lanes (``grant``), emitting each
         host's result as it finishes."""
-        jobs = deque(self.jobs(call))
         self.served = set()
         self.req = call.req
         self.granted, self.active = self.credit.pop(call.req, 0), 0
@@ -158,14 +159,14 @@ class Worker:
                 heartbeat.cancel()
             self.emit(p.CallDone(call.req))
             return
+        jobs = deque(self.jobs(call))
 
         async def host(index: int, job: Job) -> None:
             started = time.monotonic()
             try:
                 result = await self.run_host(index, job, retry_failed=isinstance(call, p.Connect))
                 self.report_keys(call.req, index)
-                self.emit(p.HostDone(call.req, index, result.stdout, result.stderr, result.status,
-                                     result.error, time.monotonic() - started))
+                self.emit(p.HostDone(call.req, index, result, time.monotonic() - started))
             finally:
                 self.active -= 1
                 self.wake.set()
@@ -177,7 +178,7 @@ class Worker:
                     while jobs:
                         if self.halted is not None and self.halted.req == call.req:
                             for index, _ in jobs:
-                                self.emit(p.HostDone(call.req, index, b"", b"", -1, SKIPPED))
+                                self.emit(p.HostDone(call.req, index, SKIPPED_RESULT))
                             break
                         if self.active < min(self.granted, self.max_lanes):
                             index, job = jobs.popleft()
@@ -256,7 +257,7 @@ class Worker:
     async def _follow_host(self, call: p.TailFollow, lanes: asyncio.Semaphore, index: int, path: str) -> None:
         async with lanes:
             if self.halted is not None and self.halted.req == call.req:
-                self.emit(p.HostDone(call.req, index, b"", b"", -1, SKIPPED))
+                self.emit(p.HostDone(call.req, index, SKIPPED_RESULT))
                 return
             self.emit(p.Started(call.req, index))
             started = time.monotonic()
@@ -265,8 +266,7 @@ class Worker:
             self.report_keys(call.req, index)
         if result.status == 0:
             result = await self._stream(call, lanes, index, tailer)
-        self.emit(p.HostDone(call.req, index, result.stdout, result.stderr, result.status, result.error,
-                             time.monotonic() - started))
+        self.emit(p.HostDone(call.req, index, result, time.monotonic() - started))
 
     async def _stream(self, call: p.TailFollow, lanes: asyncio.Semaphore, index: int,
                       tailer: AsyncFileTailer) -> RawResult:

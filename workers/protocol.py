@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 import msgspec
 
+from hussh._result import RawResult
 from hussh._spec import ConnectSpec, HashedHosts, Retry
 from hussh._transport import ShippedKey
 
@@ -164,17 +165,15 @@ class Shutdown(_Message):
 
 
 class HostDone(_Message):
-    """One host's outcome, and how long the worker spent on it (connect included).
+    """One host's outcome as the worker had it (``RawResult``), and how long the worker spent on it
+    (connect included).
 
     Output is the bytes received (the parent decodes it once, as it builds the result): text
     would take up to four bytes of memory a byte, in the worker and again in the frame."""
 
     req: int
     index: int
-    stdout: bytes
-    stderr: bytes
-    status: int
-    error: str = ""
+    result: RawResult
     seconds: float = 0.0
 
 
@@ -262,15 +261,18 @@ def encode_frame(encoder: msgspec.msgpack.Encoder, message: object) -> list[byte
     """``frame(encoder.encode(message))`` as pieces to write in order, a host's output among them
     as it is: never copied per host, so outputs alike (one object, see hussh._shared_output) are
     held once while their frames wait to be written."""
-    if type(message) is not HostDone or len(message.stdout) + len(message.stderr) < _SPLICE_FROM:
+    if type(message) is not HostDone or len(message.result.stdout) + len(message.result.stderr) < _SPLICE_FROM:
         payload = encoder.encode(message)
         return [HEADER.pack(len(payload)) + payload]
-    rest = encoder.encode(msgspec.structs.replace(message, stdout=b"", stderr=b""))
-    at = 1 + sum(len(encoder.encode(field)) for field in (_HOST_DONE_TAG, message.req, message.index))
+    stdout, stderr = message.result.stdout, message.result.stderr
+    rest = encoder.encode(msgspec.structs.replace(message, result=msgspec.structs.replace(message.result, stdout=b"",
+                                                                                          stderr=b"")))
+    # the frame's array header, the tag, req and index, then the result's own array header
+    at = 1 + sum(len(encoder.encode(field)) for field in (_HOST_DONE_TAG, message.req, message.index)) + 1
     assert rest[at:at + 4] == _TWO_EMPTY, "HostDone's fields moved: splice at the wrong place"
-    stdout_head, stderr_head = _bin_header(len(message.stdout)), _bin_header(len(message.stderr))
-    size = len(rest) - 4 + len(stdout_head) + len(message.stdout) + len(stderr_head) + len(message.stderr)
-    return [HEADER.pack(size) + rest[:at] + stdout_head, message.stdout, stderr_head, message.stderr, rest[at + 4:]]
+    stdout_head, stderr_head = _bin_header(len(stdout)), _bin_header(len(stderr))
+    size = len(rest) - 4 + len(stdout_head) + len(stdout) + len(stderr_head) + len(stderr)
+    return [HEADER.pack(size) + rest[:at] + stdout_head, stdout, stderr_head, stderr, rest[at + 4:]]
 
 
 _SPLICE_FROM = 1 << 16  # smaller outputs: one piece, copied (cheaper than five writes)

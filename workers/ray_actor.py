@@ -87,14 +87,17 @@ class _Outbox:
     def emit(self, message: p.HostDone | p.Started | p.Output | p.KeyLearned | p.Alive | p.CallDone) -> None:
         if type(message) is p.HostDone and message.index in self.saving:
             temporary, wanted = self.saving.pop(message.index)
-            if message.status == 0:
-                self.queue.append(_Saved(msgspec.structs.replace(message, stdout=os.fsencode(wanted)), temporary))
+            result = message.result
+            if result.status == 0:
+                saved = msgspec.structs.replace(result, stdout=os.fsencode(wanted))
+                self.queue.append(_Saved(msgspec.structs.replace(message, result=saved), temporary))
                 self.full.set()
                 return
             _unlink(temporary)
             here, there = os.fsencode(temporary), os.fsencode(wanted)
-            message = msgspec.structs.replace(message, stdout=message.stdout.replace(here, there),
-                                              stderr=message.stderr.replace(here, there))
+            named = msgspec.structs.replace(result, stdout=result.stdout.replace(here, there),
+                                            stderr=result.stderr.replace(here, there))
+            message = msgspec.structs.replace(message, result=named)
         self._frame(p.frame(self.encoder.encode(message)))
 
     def _frame(self, frame: bytes) -> None:
@@ -148,7 +151,7 @@ class _Outbox:
         if len(piece) < room and saved.handle is not None:
             saved.handle.close()
             saved.handle = None
-        if (saved.sent and not piece) or saved.done.status != 0:
+        if (saved.sent and not piece) or saved.done.result.status != 0:
             return None
         saved.sent = True
         return piece

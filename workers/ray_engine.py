@@ -236,7 +236,7 @@ class RayPool(CallCore):
 
     def _check(self, number: int, done: p.HostDone) -> p.HostDone:
         stream = self.streams[number]
-        if done.index in self.saving and done.status == 0 and done.index not in stream.written:
+        if done.index in self.saving and done.result.status == 0 and done.index not in stream.written:
             raise Lost(f"it finished host {done.index} without its file")
         error = stream.refused.get(done.index)
         if error is not None:

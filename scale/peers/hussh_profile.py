@@ -82,7 +82,8 @@ class Sink:
             message = decoder.decode(data[p.HEADER.size:p.HEADER.size + size])
             data = data[p.HEADER.size + size:]
             if isinstance(message, p.HostDone):
-                if message.status != 0 or (message.req == 3 and message.stdout.strip() != run.user.encode()):
+                result = message.result
+                if result.status != 0 or (message.req == 3 and result.stdout.strip() != run.user.encode()):
                     bad[message.req] = bad.get(message.req, 0) + 1
         return bad
 
