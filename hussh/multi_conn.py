@@ -37,9 +37,9 @@ from .rollout import CallStatus, Rollout
 if TYPE_CHECKING:
     from .inventory import Inventory
 
-OnResult = Callable[[str, SSHResult], None]
+OnResult = Callable[[str, SSHResult], object]  # what it returns is ignored: any callable fits
 DEFAULT_BATCH_SIZE = 100
-OnTimedResult = Callable[[str, SSHResult, float], None]
+OnTimedResult = Callable[[str, SSHResult, float], object]
 """``on_timed_result(host, result, seconds)``: ``on_result`` plus the host's ``MultiResult.seconds``,
 for streaming views."""
 
