@@ -40,14 +40,14 @@ REGIONS = ("a", "b", "c")
 ray_test = pytest.mark.ray
 
 
-def recording(**options: object):  # type: ignore[no-untyped-def]
+def recording(**options: object):
     """A ``RayEngine`` that keeps the pool it makes (``engine.made``), for tests that look at its actors."""
     from hussh.ray import RayEngine
 
     class Recording(RayEngine):
         made = None
 
-        def pool(self, *args):  # type: ignore[no-untyped-def]
+        def pool(self, *args):
             self.made = super().pool(*args)
             return self.made
 
@@ -269,6 +269,7 @@ def test_a_killed_actors_saved_files_are_removed_by_the_next_actor_on_its_node(r
         (spool,) = spools(f"{second.made.tag}-0")
         (spool / "partial").write_bytes(b"as a transfer cut short leaves it")
         pid = killed.shards()[0].pid
+        assert pid is not None  # an actor on this machine
         ray.kill(second.made.shards[0].actor, no_restart=True)
         wait_until("the killed actor's process gone", lambda: not alive(pid), 30)
         with with_key(fleet, hosts, engine=RayEngine(), workers=1) as next_one:
@@ -344,12 +345,11 @@ def test_lanes_freed_by_finished_shards_run_a_slow_shards_waiting_hosts(ray_clus
     """As tests/test_lanes.py's with local workers: a tenth of the hosts slow, all in shard 0 and first in
     its queue, waiting for every fast host; the lanes the other shards' actors free run shard 0's fast
     hosts (by the old fixed shares it had 2 of batch_size=8, both held by slow hosts)."""
-    from hussh.ray import RayEngine
-
     commands, slow, fast = slow_first(wide_fleet.addresses, remote_dir, 4)
-    with with_password(wide_fleet, wide_fleet.addresses, engine=RayEngine(hosts_per_shard=10), batch_size=8) as mc:
+    engine = recording(hosts_per_shard=10)
+    with with_password(wide_fleet, wide_fleet.addresses, engine=engine, batch_size=8) as mc:
         assert not mc.connect().failed
-        assert [s.indices[:2] for s in mc._pool.shards] == [[0, 4], [1, 5], [2, 6], [3, 7]]  # host i: shard i % 4
+        assert [s.indices[:2] for s in engine.made.shards] == [[0, 4], [1, 5], [2, 6], [3, 7]]  # host i: shard i % 4
         results = mc.execute_map(commands)
     assert not results.failed, dict(results.failed)
     assert [int(results[wide_fleet.addresses[i]].stdout) for i in slow] == [fast] * len(slow)
@@ -366,13 +366,12 @@ def marking(directory: Path, then: str = "true") -> str:
 def test_a_rollout_stops_at_its_failure_budget_on_ray(ray_cluster, wide_fleet, remote_dir):
     """Waves of 10 over 6 shard actors, one failure allowed: the second failure (wave 1) halts the run,
     the hosts never started are skipped and untouched, the next wave never begins."""
-    from hussh.ray import RayEngine
-
     hosts = wide_fleet.addresses[:24]
     commands = {h: marking(remote_dir, "test -e /nonexistent" if i % 10 == 3 else "true") for i, h in enumerate(hosts)}
-    with with_password(wide_fleet, hosts, engine=RayEngine(hosts_per_shard=4), batch_size=6) as mc:
+    engine = recording(hosts_per_shard=4)
+    with with_password(wide_fleet, hosts, engine=engine, batch_size=6) as mc:
         results = mc.execute_map(commands, rollout=Rollout(waves=[10], max_failures=1))
-        assert mc._pool.count == 6
+        assert engine.made.count == 6
     assert list(results.failed)[:2] == [hosts[3], hosts[13]]
     skipped = set(results.skipped)
     assert set(hosts[20:]) <= skipped
@@ -523,6 +522,7 @@ def test_ctrl_c_stops_remote_commands_and_leaves_no_actor_running(ray_cluster, f
                FLEET=json.dumps([hosts, str(fleet.client_key), KEY_USER, str(remote_dir)]))
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CTRL_C_SCRIPT)], env=env, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)
+    assert proc.stdin is not None
     try:
         reader = _Lines(proc)
         started = json.loads(reader.next(180))
@@ -595,11 +595,12 @@ class _Lines:
 
     def __init__(self, proc: subprocess.Popen) -> None:
         self.proc = proc
-        self.lines: list[str] = []
+        self.lines: list[str | None] = []  # None: the end
         self.cond = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
+        assert self.proc.stdout is not None
         for line in self.proc.stdout:
             with self.cond:
                 self.lines.append(line.rstrip("\n"))
@@ -614,6 +615,7 @@ class _Lines:
                 pytest.fail(f"no line from the child within {timeout:g} s")
             line = self.lines.pop(0)
         if line is None:
+            assert self.proc.stderr is not None
             pytest.fail(f"the child exited {self.proc.wait()}: {self.proc.stderr.read()[-3000:]}")
         return line
 
@@ -745,7 +747,7 @@ def test_an_actors_batches_carry_files_in_bounded_pieces_each_before_its_result(
     for index, (size, temporary) in enumerate(zip(sizes, call.local_paths or [])):
         contents[index] = os.urandom(size)
         Path(temporary).write_bytes(contents[index])
-        box.emit(p.HostDone(1, index, "", "", 0))
+        box.emit(p.HostDone(1, index, b"", b"", 0))
         box.emit(p.Alive(1))
     box.emit(p.CallDone(1))
     received: dict[int, bytes] = {}
@@ -758,7 +760,7 @@ def test_an_actors_batches_carry_files_in_bounded_pieces_each_before_its_result(
         for message in p.FrameDecoder(p.Reply, 1 << 20).feed(frames):
             if isinstance(message, p.HostDone):
                 assert received.get(message.index) == contents[message.index]  # whole before its result
-                assert message.stdout == f"/wanted/{message.index}"
+                assert message.stdout == os.fsencode(f"/wanted/{message.index}")
             order.append(type(message).__name__)
     assert received == contents and order[-1] == "CallDone" and order.count("HostDone") == len(sizes)
     assert list(tmp_path.iterdir()) == []  # each saved file removed once it is open for sending

@@ -34,7 +34,7 @@ def sent(monkeypatch) -> list[tuple[int, bytes]]:
     packets: list[tuple[int, bytes]] = []
     send = SSHConnection.send_packet
 
-    def recording(self, pkttype, *args, handler=None):  # type: ignore[no-untyped-def]
+    def recording(self, pkttype, *args, handler=None):
         packets.append((pkttype, b"".join(args)))
         return send(self, pkttype, *args, handler=handler)
 
@@ -42,7 +42,7 @@ def sent(monkeypatch) -> list[tuple[int, bytes]]:
     return packets
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+def run(coro):
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(asyncio.wait_for(coro, 30))
 
