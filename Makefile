@@ -23,9 +23,10 @@ $(VENV)/.installed: pyproject.toml
 demo: setup  ## the main job: a command across a local fleet of 300 real sshd endpoints
 	$(PY) -m scale.demo --hosts 300
 
-lint: setup  ## ruff over the code, then mypy over hussh/ and workers/ (configs: pyproject.toml's [tool.ruff], [tool.mypy]); make test runs it first
+lint: setup  ## ruff over the code, then mypy: the library --strict, the tests' bodies (configs: pyproject.toml's [tool.ruff], [tool.mypy]); make test runs it first
 	$(PY) -m ruff check hussh workers tests scale
 	$(PY) -m mypy
+	$(PY) -m mypy tests/unit --cache-dir .mypy_cache/unit  # apart: its conftest.py is another top-level "conftest"
 
 test: setup lint  ## every test: real sshd on loopback, plus a 40-endpoint docker compose fleet when Docker answers (not the soak)
 	$(PY) -m pytest -q -p no:cacheprovider -m "not soak"

@@ -54,8 +54,8 @@ from .rollout import CallStatus, Rollout
 if TYPE_CHECKING:
     from .inventory import Inventory
 
-OnResult = Callable[[str, SSHResult], None]
-OnTimedResult = Callable[[str, SSHResult, float], None]
+OnResult = Callable[[str, SSHResult], object]  # what it returns is ignored: any callable fits
+OnTimedResult = Callable[[str, SSHResult, float], object]
 """``on_timed_result(host, result, seconds)``: ``on_result`` plus the host's ``MultiResult.seconds``,
 for streaming views."""
 OnText = Callable[[str, str], None]

@@ -440,7 +440,7 @@ def run_measured(name: str, argv: list[str], hosts: int, env: dict[str, str], *,
             cgroup.join()
 
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        server_before = fleet.cpu() if fleet else None
+        server_before = fleet.cpu() if fleet else 0.0
         machine_before = machine_busy()
         spawned = time.monotonic()
         started = time.perf_counter()

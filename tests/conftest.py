@@ -15,6 +15,7 @@ import threading
 import uuid
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,7 +106,7 @@ def connect():
     """``connect(host, **kwargs)``: a blocking ``Connection``, closed when the test ends."""
     opened: list[Connection] = []
 
-    def make(host: str, **kwargs: object) -> Connection:
+    def make(host: str, **kwargs: Any) -> Connection:
         opened.append(Connection(host, **kwargs))
         return opened[-1]
 

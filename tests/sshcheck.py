@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import uvloop
 
 from hussh.aio import AsyncConnection
 
 
-def whoami(host: str, **kwargs: object) -> str:
+def whoami(host: str, **kwargs: Any) -> str:
     """Connect with ``kwargs``, run ``id -un`` and return its output (bounded to 30 s)."""
     async def body() -> str:
         async with AsyncConnection(host, **kwargs) as conn:

@@ -266,7 +266,7 @@ def test_command_timeout_keeps_partial_output_and_kills_the_command(host, creds,
 
     error, elapsed, gone, after = run(body())
     assert isinstance(error, TimeoutError) and isinstance(error, hussh.HusshTimeout)
-    assert error.result == SSHResult(stdout="start\n", stderr="", status=-1)
+    assert isinstance(error, hussh.CommandTimeout) and error.result == SSHResult(stdout="start\n", stderr="", status=-1)
     assert 2.9 < elapsed < 10
     assert gone, "the remote command survived its timeout"
     assert after == SSHResult("still usable\n", "", 0)

@@ -104,7 +104,7 @@ def key_reads(monkeypatch, tmp_path) -> Path:
     log.touch()
     read = asyncssh.read_private_key
 
-    def logged(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def logged(*args, **kwargs):
         with open(log, "a") as handle:
             handle.write(f"{os.getpid()}\n")
         return read(*args, **kwargs)

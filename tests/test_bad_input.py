@@ -7,6 +7,7 @@ import errno
 import shutil
 import socket
 import time
+from typing import Any
 
 import pytest
 import uvloop
@@ -25,7 +26,7 @@ def run(coro, loop: str = "uvloop", timeout: float = 60):
         return runner.run(asyncio.wait_for(coro, timeout))
 
 
-def execute(host: str, command: str, loop: str = "uvloop", **kwargs: object) -> SSHResult:
+def execute(host: str, command: str, loop: str = "uvloop", **kwargs: Any) -> SSHResult:
     async def body():
         async with AsyncConnection(host, **kwargs) as conn:
             return await conn.execute(command)

@@ -360,7 +360,7 @@ def hidden_hundred(net):
 @pytest.fixture
 def bastion_short_of_descriptors(net):
     """b1's sshd (and so every session it forks from now on) may hold 48 descriptors."""
-    def nofile(pid: int, value: str | None = None) -> str:
+    def nofile(pid: int, value: str | None = None) -> list[str]:
         args = ["prlimit", f"--pid={pid}", "--nofile", "--output=SOFT,HARD", "--noheadings"]
         if value is not None:
             args = ["prlimit", f"--pid={pid}", f"--nofile={value}"]
@@ -404,4 +404,5 @@ def test_a_frozen_bastion_is_noticed_by_its_keepalives(net, b1_key_as_default):
         assert all(r.error == "ConnectionLost" for r in results.values()), {r.stderr for r in results.values()}
         assert not mc.execute("true").failed  # a new bastion connection once it answers again
     default = MultiConnection.from_shared_auth(["t"], proxy_jump="127.75.0.1", ssh_config=False)
-    assert default.specs["t"].jump.keepalive_interval == 15.0
+    jump = default.specs["t"].jump
+    assert jump is not None and jump.keepalive_interval == 15.0

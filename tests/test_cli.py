@@ -254,6 +254,7 @@ def _remote_sleeps(token: str) -> int:
 def test_broken_pipe_ends_quietly(conn, hosts):
     proc = subprocess.Popen([sys.executable, "-m", "hussh", "run", *hosts, *conn, "seq 200000"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env())
+    assert proc.stdout is not None and proc.stderr is not None
     try:
         assert proc.stdout.readline().endswith(b"\n")
         proc.stdout.close()  # as `| head -1` does
@@ -278,8 +279,8 @@ def test_asyncssh_is_quiet_by_default_and_v_shows_each_connection_from_the_worke
     finally:
         run.kill()
     connected = [line for line in run.err if "Connected to SSH server at" in line]
-    assert sorted(re.search(r"at ([\d.]+),", line).group(1) for line in connected) == sorted(fleet.addresses)
-    pids = {int(re.search(r"\[(\d+)\]", line).group(1)) for line in connected}
+    assert sorted(re.findall(r"at ([\d.]+),", line)[0] for line in connected) == sorted(fleet.addresses)
+    pids = {int(re.findall(r"\[(\d+)\]", line)[0]) for line in connected}
     assert run.proc.pid not in pids  # logged by the worker processes, which inherited the configuration
     assert any("Auth for user hussh-key succeeded" in line for line in run.err)
 
@@ -359,10 +360,15 @@ def test_fleet_says_so_when_the_testing_tool_is_missing(monkeypatch, capsys):
 def test_fleet_delegates_to_the_testing_tool(monkeypatch):
     import types
 
-    calls = []
+    calls: list[list[str]] = []
+
+    def main(argv: list[str]) -> int:
+        calls.append(argv)
+        return 7
+
     package, module = types.ModuleType("hussh.testing"), types.ModuleType("hussh.testing.cli")
-    module.main = lambda argv: calls.append(argv) or 7
-    package.cli = module
+    module.main = main  # type: ignore[attr-defined]  # a stand-in module, filled in here
+    package.cli = module  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "hussh.testing", package)
     monkeypatch.setitem(sys.modules, "hussh.testing.cli", module)
     assert cli.main(["fleet", "up", "--hosts", "3"]) == 7

@@ -160,6 +160,6 @@ def _tail(code: str, scratch: Path, work: Path) -> None:
             if run.saw(lambda: "web1: hello from the docs test\n" in run.out, timeout=0.3):
                 break
         run.proc.send_signal(signal.SIGINT)
-        assert run.finish(timeout=15) == int(EXIT.search(command).group(1))
+        assert run.finish(timeout=15) == int(EXIT.findall(command)[0])
     finally:
         run.kill()

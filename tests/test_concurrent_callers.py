@@ -7,13 +7,13 @@ import threading
 
 import pytest
 
-from hussh.multi_conn import MultiConnection
+from hussh.multi_conn import MultiConnection, MultiResult
 from hussh.testing import PASSWORD, PASSWORD_USER
 from hussh.workers.engine import LocalEngine
 from procs import alive, wait_until
 
 
-def shared(fleet, **kwargs) -> MultiConnection:  # type: ignore[no-untyped-def]
+def shared(fleet, **kwargs) -> MultiConnection:
     return MultiConnection.from_shared_auth(fleet.addresses, username=PASSWORD_USER, password=PASSWORD,
                                             port=fleet.port, workers=2, **kwargs)
 
@@ -23,7 +23,7 @@ class SlowToStart(LocalEngine):
 
     made = 0
 
-    def pool(self, *args):  # type: ignore[no-untyped-def]
+    def pool(self, *args):
         threading.Event().wait(0.3)
         self.made += 1
         return super().pool(*args)
@@ -34,7 +34,7 @@ def test_two_threads_on_one_multiconnection_get_their_own_results(fleet):
     engine = SlowToStart()
     mc = shared(fleet, engine=engine)  # not connected: both threads race to start its workers too
     start = threading.Barrier(2, timeout=10)
-    outcomes: dict[str, list[object]] = {"a": [], "b": []}
+    outcomes: dict[str, list[MultiResult]] = {"a": [], "b": []}
 
     def thread_a() -> None:
         start.wait()
@@ -107,8 +107,8 @@ def test_close_from_another_thread_waits_for_the_running_call(fleet, remote_dir)
     command = f"touch {remote_dir}/started.$$; while [ ! -e {opened} ]; do sleep 0.05; done; echo done"
     mc = shared(fleet)
     mc.connect()
-    pids = [s.pid for s in mc.shards()]
-    outcome: list[object] = []
+    pids = [s.pid for s in mc.shards() if s.pid is not None]
+    outcome: list[MultiResult] = []
     caller = threading.Thread(target=lambda: outcome.append(mc.execute(command, timeout=30)))
     caller.start()
     wait_until(lambda: len(list(remote_dir.glob("started.*"))) == 4, 10, "the call to start")
@@ -120,6 +120,6 @@ def test_close_from_another_thread_waits_for_the_running_call(fleet, remote_dir)
     caller.join(timeout=20)
     closer.join(timeout=20)
     assert not caller.is_alive() and not closer.is_alive()
-    assert [r.stdout for r in outcome[0].values()] == ["done\n"] * 4  # type: ignore[attr-defined]
+    assert [r.stdout for r in outcome[0].values()] == ["done\n"] * 4
     assert mc.shards() == [] and pids and not any(alive(pid) for pid in pids)
 

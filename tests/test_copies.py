@@ -321,7 +321,8 @@ def test_directory_copies_refuse_an_engine_whose_workers_may_not_share_these_fil
         def pool(self, *args: object) -> None:
             raise AssertionError("not reached")
 
-    multi = MultiConnection.from_shared_auth(fleet.addresses[:1], port=fleet.port, engine=Elsewhere())
+    multi = MultiConnection.from_shared_auth(fleet.addresses[:1], port=fleet.port,
+                                             engine=Elsewhere())  # type: ignore[arg-type]  # no engine, on purpose
     with pytest.raises(ValueError, match="local engine only, not Elsewhere"):
         multi.sftp_put_dir(tmp_path, "/srv/x")
     with pytest.raises(ValueError, match="local engine only"):

@@ -33,7 +33,7 @@ def relay(fleet):
         relay.close()
 
 
-def timed(call):  # type: ignore[no-untyped-def]
+def timed(call):
     started = time.monotonic()
     result = call()
     return result, time.monotonic() - started

@@ -135,6 +135,7 @@ FDS = """
 @pytest.mark.parametrize("path_kind", ["direct", "zygote"])
 def test_workers_hold_nothing_of_the_caller(fleet_env, path_kind):
     proc = run_script(FDS, {**fleet_env, "PATH_KIND": path_kind}, stdin=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     try:
         line = proc.stdout.readline()
         assert line, proc.stderr.read()

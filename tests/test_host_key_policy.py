@@ -14,7 +14,7 @@ import asyncio
 import logging
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import asyncssh
@@ -23,7 +23,7 @@ import pytest
 import hussh
 from hussh import Connection
 from hussh._known_hosts import hashed_name, record
-from hussh._spec import ConnectSpec
+from hussh._spec import ConnectSpec, HostKeyChecking
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER
 from sshcheck import whoami
@@ -156,7 +156,7 @@ class _Recorder(asyncssh.SSHServer):
     def get_kbdint_challenge(self, username: str, lang: str, submethods: str) -> tuple[str, str, str, list]:
         return "", "", "", [("Password: ", False)]
 
-    def validate_kbdint_response(self, username: str, responses: list[str]) -> bool:
+    def validate_kbdint_response(self, username: str, responses: Sequence[str]) -> bool:
         self.sent.append(("keyboard-interactive", list(responses)))
         return responses == [SECRET]
 
@@ -203,7 +203,7 @@ def observed(request) -> Iterator[ObservedServer]:
     server.close()
 
 
-def login(server: ObservedServer, known: Path, policy: str) -> str:
+def login(server: ObservedServer, known: Path, policy: HostKeyChecking) -> str:
     """Log in to ``server`` with its password (``Connection``), run a command, return its output."""
     with Connection("127.0.0.1", port=server.port, username="someone", password=SECRET, known_hosts=known,
                     host_key_checking=policy, ssh_config=False) as conn:

@@ -92,7 +92,7 @@ def test_missing_explicit_known_hosts_file_is_created_on_first_use(fleet, hosts,
 
 def test_invalid_policy_is_refused(hosts):
     with pytest.raises(ValueError, match="host_key_checking"):
-        AsyncConnection(hosts[0], host_key_checking="ask")
+        AsyncConnection(hosts[0], host_key_checking="ask")  # type: ignore[arg-type]  # bad input on purpose
 
 
 def test_default_known_hosts_is_home_ssh_known_hosts(fleet, hosts, creds, isolated_home):

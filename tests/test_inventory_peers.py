@@ -281,13 +281,13 @@ def test_hussh_run_with_a_dsh_group(fleet, dsh_dirs, tmp_path):
     write(system / "web", "\n".join(targets[:2]) + "\n")  # dsh writes user@host
     write(user / "canary", targets[1] + "\n")
     key = ["-i", str(fleet.client_key)]
-    env = {"DSHGROUP_PATH": str(system)}
-    done = hussh("run", "--json", "-g", "web", "-X", "canary", *key, "echo $SSH_CONNECTION", **env)
+    dsh = str(system)
+    done = hussh("run", "--json", "-g", "web", "-X", "canary", *key, "echo $SSH_CONNECTION", DSHGROUP_PATH=dsh)
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["stdout"].split()[2] for line in done.stdout.splitlines()] == [fleet.addresses[0]]
-    done = hussh("run", "-q", "-w", "@web,@canary", *key, "true", **env)
+    done = hussh("run", "-q", "-w", "@web,@canary", *key, "true", DSHGROUP_PATH=dsh)
     assert (done.returncode, done.stderr.split(" in ")[0]) == (0, "2 ok")
-    done = hussh("run", "-a", *key, "true", **env)  # -a is the inventory's hosts: dsh groups are not in it
+    done = hussh("run", "-a", *key, "true", DSHGROUP_PATH=dsh)  # -a is the inventory's hosts: dsh groups are not in it
     assert done.returncode == 2 and "no hosts given" in done.stderr
 
 

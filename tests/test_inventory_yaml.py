@@ -28,7 +28,7 @@ def scalar(value: object) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def emit(value: object, indent: int) -> list[str]:
+def emit(value: dict | list, indent: int) -> list[str]:
     """Block YAML for ``value`` (a dict or a list) at ``indent`` spaces, as inventories are written."""
     pad = " " * indent
     lines = []

@@ -69,7 +69,7 @@ def test_a_run_and_each_host_are_recorded(fleet, tmp_path):
     assert (run.succeeded, run.failed, run.skipped, run.unfinished) == (4, 1, 0, 0)
     assert run.options["batch_size"] == 7
     assert (run.uid, run.pid, run.hostname) == (os.getuid(), os.getpid(), os.uname().nodename)
-    assert run.user and run.started <= run.ended <= time.time()
+    assert run.user and run.ended is not None and run.started <= run.ended <= time.time()
     for host in hosts:
         entry = run.entries[host]
         assert (entry.status, entry.result, entry.wave) == ("succeeded", second[host], None)
@@ -144,6 +144,7 @@ def test_a_caller_killed_mid_run_leaves_every_reported_host_and_resume_runs_the_
     proc = subprocess.Popen([sys.executable, "-c", KILLED, str(path), marked(remote_dir, STAGGER), *hosts],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
                             start_new_session=True)
+    assert proc.stdout is not None and proc.stderr is not None
     reported: list[str] = []
     reader = threading.Thread(target=_read_lines, args=(proc.stdout, reported), daemon=True)
     reader.start()
@@ -266,7 +267,7 @@ def test_retry_failed_runs_only_the_failed_hosts(fleet, tmp_path, remote_dir):
     with MultiConnection.from_shared_auth(hosts, username=PASSWORD_USER, password=PASSWORD,
                                           journal=journal) as mc:
         first = mc.execute(marked(remote_dir, f"test -e {ready}/{ADDRESS}"))
-        assert sorted(first.failed) == hosts[2:]
+        assert first.run_id is not None and sorted(first.failed) == hosts[2:]
         assert mc.resume(first.run_id) == {}  # every host has a result: resume has nothing to do
         (ready / hosts[2].rsplit(":", 1)[0]).touch()
         retried = mc.retry_failed(first.run_id)
@@ -289,7 +290,7 @@ def test_a_transfer_resumes_only_with_the_same_data(fleet, tmp_path, remote_dir)
     with MultiConnection.from_shared_auth(hosts + ["127.0.0.1:1"], username=PASSWORD_USER, password=PASSWORD,
                                           journal=journal) as mc:
         first = mc.sftp_write(local, str(remote_dir / "app.conf"))
-        assert list(first.failed) == ["127.0.0.1:1"]
+        assert first.run_id is not None and list(first.failed) == ["127.0.0.1:1"]
         operation = journal.run(first.run_id).operation
         assert (operation.kind, operation.local, operation.size) == ("transfer", str(local), 3)
         local.write_text("v2\n")
@@ -300,7 +301,7 @@ def test_a_transfer_resumes_only_with_the_same_data(fleet, tmp_path, remote_dir)
         local.write_text("v1\n")
         assert list(mc.retry_failed(first.run_id)) == ["127.0.0.1:1"]
         data_run = mc.sftp_write_data(b"payload-never-stored\n", str(remote_dir / "other.conf"))
-        assert journal.run(data_run.run_id).operation.local is None
+        assert data_run.run_id is not None and journal.run(data_run.run_id).operation.local is None
     stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("journal.db"))
     assert b"payload-never-stored" not in stored and b"v1" not in stored  # the data sent is never stored
 

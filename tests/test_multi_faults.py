@@ -19,6 +19,7 @@ import hussh.workers.core
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER
 from hussh.workers.engine import LocalEngine
+from hussh.workers.pool import WorkerPool
 from procs import alive, marker, run_script, sleepers, wait_until
 
 
@@ -60,7 +61,7 @@ def test_silent_host_is_bounded_by_the_default_connect_timeout(fleet, blackhole,
 class Gate:
     """Remote commands that say they started, then wait until the test opens the gate."""
 
-    def __init__(self, directory) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, directory) -> None:
         self.directory = directory
 
     def command(self, then: str = "echo done") -> str:
@@ -84,6 +85,7 @@ def test_worker_killed_mid_call_fails_only_its_hosts_and_is_replaced(fleet, gate
     with mc:
         first_pids = [s.pid for s in mc.shards()]
         victim = first_pids[0]
+        assert victim is not None
 
         def kill_then_open() -> None:
             gate.wait_started(4)
@@ -111,9 +113,11 @@ def test_worker_killed_mid_call_fails_only_its_hosts_and_is_replaced(fleet, gate
 class Recording(LocalEngine):
     """Keeps the pool it makes, for tests that reach a worker's pipe."""
 
-    def pool(self, *args):  # type: ignore[no-untyped-def]
-        self.made = super().pool(*args)
-        return self.made
+    def pool(self, *args):
+        made = super().pool(*args)
+        assert isinstance(made, WorkerPool)
+        self.made = made
+        return made
 
 
 def test_malformed_frame_from_a_worker_is_a_clear_error_not_a_hang(fleet, gate):
@@ -121,6 +125,7 @@ def test_malformed_frame_from_a_worker_is_a_clear_error_not_a_hang(fleet, gate):
     mc = shared(fleet, workers=2, engine=engine)
     with mc:
         worker = engine.made.workers[1]
+        assert worker is not None
         pipe = os.readlink(f"/proc/{os.getpid()}/fd/{worker.from_worker}")
         child_fd = next(fd for fd in os.listdir(f"/proc/{worker.pid}/fd")
                         if os.readlink(f"/proc/{worker.pid}/fd/{fd}") == pipe)
@@ -148,6 +153,7 @@ def test_stopped_worker_is_lost_after_the_stall_limit_and_replaced(fleet):
     with mc:
         first_pids = [s.pid for s in mc.shards()]
         victim = first_pids[1]
+        assert victim is not None
         os.kill(victim, signal.SIGSTOP)
         started = time.monotonic()
         results = mc.execute("whoami", timeout=20)
@@ -195,6 +201,7 @@ def test_ctrl_c_raises_at_once_and_stops_the_remote_commands(fleet_env):
         print("interrupted", flush=True)
         sys.exit(3)
     """)
+    assert proc.stdout is not None
     try:
         pids = json.loads(proc.stdout.readline())
         wait_until(lambda: len(sleepers(token)) == 4, 10, "the remote commands to start")
@@ -228,6 +235,7 @@ def test_a_killed_caller_leaves_no_worker_and_no_remote_command(fleet_env, start
     print(json.dumps(parent if parent != os.getpid() else None), flush=True)
     mc.execute("sleep {token}")
     """, {"START": start})
+    assert proc.stdout is not None
     try:
         workers_ = json.loads(proc.stdout.readline())
         zygote = json.loads(proc.stdout.readline())
@@ -294,7 +302,8 @@ def test_a_worker_lost_on_every_call_is_not_started_again(fleet):
             assert [results[h].stdout for h in fleet.addresses if h not in mine] == ["ok\n"] * 2
 
         try:
-            lose(), lose()
+            lose()
+            lose()
             assert not mc.execute("true").failed  # started again; a finished call resets the count
             for _ in range(hussh.workers.core.MAX_LOSSES):
                 lose()

@@ -76,7 +76,7 @@ def test_a_link_frozen_mid_command_fails_its_host_by_keepalives_and_the_others_f
 def test_a_link_frozen_mid_tail_and_mid_transfer_fails_by_the_stall_bound(hussh_fleet):
     frozen, other = hussh_fleet.hosts[:2]
     first, second = hussh_fleet.endpoints[:2]
-    relay = hussh_fleet._relay  # type: ignore[attr-defined]
+    relay = hussh_fleet._relay
     creds = hussh_fleet.credentials.key_auth()
     conns = [AsyncConnection(e.host, port=e.port, **creds, host_key_checking="off", stall_timeout=2)
              for e in (first, second)]
@@ -177,7 +177,7 @@ def crowded() -> Iterator[LoopbackFleet]:
     fleet = LoopbackFleet(loopback_addresses(1, second_octet=88), port=TEST_PORT, per_process=1)
     write = fleet._write_config
 
-    def strict(node, port):  # type: ignore[no-untyped-def]
+    def strict(node, port):
         path = write(node, port)
         path.write_text(path.read_text().replace("MaxStartups 100000", "MaxStartups 5:100:5"))
         return path
@@ -218,7 +218,7 @@ def crowd(fleet: LoopbackFleet, tmp_path: Path, retry: Retry, named: Callable[..
     names, config = named(fleet, tmp_path, 40)
     with MultiConnection.from_shared_auth(names, **fleet.credentials.key_auth(), host_key_checking="off",
                                           ssh_config=str(config), retry=retry, workers=2,
-                                          batch_size=40) as mc:  # type: ignore[arg-type]
+                                          batch_size=40) as mc:
         return mc.execute("true")
 
 
@@ -259,7 +259,8 @@ def test_keepalives_are_on_by_default_and_the_ssh_config_and_arguments_set_them(
             make_spec("set", from_config).keepalive_count_max) == (7.0, 5)
     assert make_spec("set", from_config.replace(keepalive_interval=2)).keepalive_interval == 2  # argument first
     assert make_spec("set", from_config.replace(keepalive_interval=0)).keepalive_interval == 0  # 0: off
-    assert make_spec("plain", ConnectOptions(ssh_config=False, proxy_jump="bastion")).jump.keepalive_interval == 15.0
+    jump = make_spec("plain", ConnectOptions(ssh_config=False, proxy_jump="bastion")).jump
+    assert jump is not None and jump.keepalive_interval == 15.0
 
 
 def test_the_per_server_cap_is_shared_by_the_workers():

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hussh import Connection, ConnectOptions, FleetLimits, Retry, Rollout
+from hussh._spec import ConnectSpec
 from hussh.aio import AsyncConnection
 from hussh.inventory import InventoryError, load
 from hussh.multi_conn import MultiConnection
@@ -142,7 +143,7 @@ def test_limits_are_validated_frozen_and_the_keywords_beat_them():
                             ({"retry": {"attempts": 2}}, "retry must be a hussh.Retry"),
                             ({"rollout": "canary"}, "rollout must be a hussh.Rollout")):
         with pytest.raises((TypeError, ValueError), match=message):
-            FleetLimits(**fields)  # type: ignore[arg-type]
+            FleetLimits(**fields)
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         FleetLimits().replace(batch_size=0)
     limits = FleetLimits(batch_size=7, workers=2, retry=Retry(attempts=3), max_call_output=1 << 20)
@@ -160,7 +161,7 @@ def test_limits_are_validated_frozen_and_the_keywords_beat_them():
 
 
 def test_one_constructor_takes_specs_and_their_result_keys():
-    specs = [AsyncConnection("127.0.0.1", ssh_config=False).spec,
+    specs: list[AsyncConnection | ConnectSpec] = [AsyncConnection("127.0.0.1", ssh_config=False).spec,
              AsyncConnection("127.0.0.1", port=2, ssh_config=False)]
     assert MultiConnection(specs).hosts == ["127.0.0.1:22", "127.0.0.1:2"]  # same name twice: widened, as before
     assert MultiConnection(specs, names=["a", "b"]).hosts == ["a", "b"]

@@ -9,6 +9,8 @@ compared with the same after connecting, before any output: the fixed base.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from hussh.aio import utf8_complete_length
@@ -20,7 +22,7 @@ MAX_OUTPUT = 16 << 20  # small enough to run in seconds, large enough to dwarf a
 @pytest.mark.parametrize("hosts", [1, 4])
 @pytest.mark.parametrize("kind", ["random", "ff", "utf8"])
 def test_peak_memory_stays_within_three_times_the_documented_bound(fleet, kind, hosts):
-    row = run_case(fleet.addresses[:hosts], fleet.port, kind, MAX_OUTPUT)
+    row: dict[str, Any] = run_case(fleet.addresses[:hosts], fleet.port, kind, MAX_OUTPUT)
     row["caller_bound"], row["worker_bound"] = bounds(kind, hosts, MAX_OUTPUT)
     assert row["errors"] == ["OutputLimitExceeded"]  # every host streamed past the bound and was stopped
     assert min(row["kept_chars"]) >= MAX_OUTPUT // (1 if kind == "ff" else 4)

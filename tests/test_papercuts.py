@@ -54,6 +54,7 @@ def test_a_flush_for_a_transport_closed_by_a_cancelled_connect_is_a_no_op():
 
         def factory() -> internals.FleetConnection:
             conn = build()
+            assert isinstance(conn, internals.FleetConnection)
             built.append(conn)
             made = conn.connection_made
 

@@ -14,12 +14,14 @@ import struct
 import subprocess
 import threading
 import time
+from typing import Any
 
 import msgspec
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from hussh import SSHResult
 from hussh._result import RawResult
 from hussh._spec import ConnectSpec
 from hussh.workers import _spawn
@@ -48,7 +50,8 @@ requests = st.one_of(
     st.builds(p.Close, ints, st.lists(ints, max_size=5)),
     st.just(p.Shutdown()),
 )
-SIDES = {"parent": (p.Reply, replies, 1 << 16), "worker": (p.Request, requests, p.MAX_REQUEST)}
+SIDES: dict[str, tuple[Any, st.SearchStrategy[Any], int]] = {
+    "parent": (p.Reply, replies, 1 << 16), "worker": (p.Request, requests, p.MAX_REQUEST)}
 
 
 def frames(messages: list[object]) -> bytes:
@@ -88,7 +91,7 @@ def test_garbage_never_raises_never_buffers_past_one_frame_and_stops_the_decoder
     decoder = p.FrameDecoder(kind, limit)
     for chunk in split(garbage, cuts):
         for message in decoder.feed(chunk):
-            assert isinstance(message, p.Request if side == "worker" else p.Reply)  # type: ignore[arg-type]
+            assert isinstance(message, p.Request if side == "worker" else p.Reply)
         if decoder.error:
             assert not decoder.buffer and decoder.feed(frames([p.Shutdown()])) == []  # nothing more, ever
             break
@@ -240,7 +243,7 @@ class StandIn:
             self.sleeper.wait()
 
 
-def garbage_call(garbage: bytes, hosts: int = 3) -> dict[int, object]:
+def garbage_call(garbage: bytes, hosts: int = 3) -> dict[int, SSHResult]:
     pool = WorkerPool([ConnectSpec(f"h{i}") for i in range(hosts)], batch_size=10, workers=1)
     stand_in = StandIn(pool)
     writer = threading.Thread(target=stand_in.write_and_hang_up, args=(garbage,))
@@ -268,12 +271,12 @@ def test_the_parent_fails_a_garbling_worker_with_workerlost_and_returns(garbage)
     results = garbage_call(garbage)
     assert sorted(results) == [0, 1, 2]
     for result in results.values():
-        assert result.status == -1 and result.error == "WorkerLost"  # type: ignore[attr-defined]
-        assert result.stderr.startswith("WorkerLost: worker process lost before this host finished: it ")  # type: ignore[attr-defined]
+        assert result.status == -1 and result.error == "WorkerLost"
+        assert result.stderr.startswith("WorkerLost: worker process lost before this host finished: it ")
 
 
 def test_the_parent_names_what_was_wrong():
-    said = {garbage: garbage_call(garbage)[0].stderr for garbage in (  # type: ignore[attr-defined]
+    said = {garbage: garbage_call(garbage)[0].stderr for garbage in (
         b"\xff\xff\xff\xff", unknown_tag("Bogus", 1), frames([p.HostDone(1, 99, RawResult(b"", b"", 0))]), b"",
         frames([p.Output(1, 0, b"")]), frames([p.Output(1, 99, b"")]))}
     assert "it sent a frame of 4294967295 bytes, more than the" in said[b"\xff\xff\xff\xff"]

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -54,7 +55,7 @@ def test_all_is_exactly_the_public_surface():
 
 
 def test_star_import_exports_all():
-    namespace: dict[str, object] = {}
+    namespace: dict[str, Any] = {}
     exec("from hussh import *", namespace)
     assert set(namespace) - {"__builtins__"} == EXPECTED_ALL
     assert namespace["multi_conn"].__name__ == "hussh.multi_conn"

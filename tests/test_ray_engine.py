@@ -40,14 +40,14 @@ REGIONS = ("a", "b", "c")
 ray_test = pytest.mark.ray
 
 
-def recording(**options: object):  # type: ignore[no-untyped-def]
+def recording(**options: object):
     """A ``RayEngine`` that keeps the pool it makes (``engine.made``), for tests that look at its actors."""
     from hussh.ray import RayEngine
 
     class Recording(RayEngine):
         made = None
 
-        def pool(self, *args):  # type: ignore[no-untyped-def]
+        def pool(self, *args):
             self.made = super().pool(*args)
             return self.made
 
@@ -283,6 +283,7 @@ def test_a_killed_actors_saved_files_are_removed_by_the_next_actor_on_its_node(r
         (spool,) = spools(f"{second.made.tag}-0")
         (spool / "partial").write_bytes(b"as a transfer cut short leaves it")
         pid = killed.shards()[0].pid
+        assert pid is not None  # an actor on this machine
         ray.kill(second.made.shards[0].actor, no_restart=True)
         wait_until("the killed actor's process gone", lambda: not alive(pid), 30)
         with with_key(fleet, hosts, engine=RayEngine(), workers=1) as next_one:
@@ -358,10 +359,9 @@ def test_lanes_freed_by_finished_shards_run_a_slow_shards_waiting_hosts(ray_clus
     """As tests/test_lanes.py's with local workers: a tenth of the hosts slow, all in shard 0 and first in
     its queue, waiting for every fast host; the lanes the other shards' actors free run shard 0's fast
     hosts (by the old fixed shares it had 2 of batch_size=8, both held by slow hosts)."""
-    from hussh.ray import RayEngine
-
     commands, slow, fast = slow_first(wide_fleet.addresses, remote_dir, 4)
-    with with_password(wide_fleet, wide_fleet.addresses, engine=RayEngine(hosts_per_shard=10), batch_size=8) as mc:
+    engine = recording(hosts_per_shard=10)
+    with with_password(wide_fleet, wide_fleet.addresses, engine=engine, batch_size=8) as mc:
         assert not mc.connect().failed
         addresses = wide_fleet.addresses  # host i: shard i % 4
         assert [s.hosts[:2] for s in mc.shards()] == [[addresses[i], addresses[i + 4]] for i in range(4)]
@@ -381,11 +381,10 @@ def marking(directory: Path, then: str = "true") -> str:
 def test_a_rollout_stops_at_its_failure_budget_on_ray(ray_cluster, wide_fleet, remote_dir):
     """Waves of 10 over 6 shard actors, one failure allowed: the second failure (wave 1) halts the run,
     the hosts never started are skipped and untouched, the next wave never begins."""
-    from hussh.ray import RayEngine
-
     hosts = wide_fleet.addresses[:24]
     commands = {h: marking(remote_dir, "test -e /nonexistent" if i % 10 == 3 else "true") for i, h in enumerate(hosts)}
-    with with_password(wide_fleet, hosts, engine=RayEngine(hosts_per_shard=4), batch_size=6) as mc:
+    engine = recording(hosts_per_shard=4)
+    with with_password(wide_fleet, hosts, engine=engine, batch_size=6) as mc:
         results = mc.execute_map(commands, rollout=Rollout(waves=[10], max_failures=1))
         assert len(mc.shards()) == 6
     assert list(results.failed)[:2] == [hosts[3], hosts[13]]
@@ -538,6 +537,7 @@ def test_ctrl_c_stops_remote_commands_and_leaves_no_actor_running(ray_cluster, f
                FLEET=json.dumps([hosts, str(fleet.client_key), KEY_USER, str(remote_dir)]))
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CTRL_C_SCRIPT)], env=env, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)
+    assert proc.stdin is not None
     try:
         reader = _Lines(proc)
         started = json.loads(reader.next(180))
@@ -610,11 +610,12 @@ class _Lines:
 
     def __init__(self, proc: subprocess.Popen) -> None:
         self.proc = proc
-        self.lines: list[str] = []
+        self.lines: list[str | None] = []  # None: the end
         self.cond = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
+        assert self.proc.stdout is not None
         for line in self.proc.stdout:
             with self.cond:
                 self.lines.append(line.rstrip("\n"))
@@ -629,6 +630,7 @@ class _Lines:
                 pytest.fail(f"no line from the child within {timeout:g} s")
             line = self.lines.pop(0)
         if line is None:
+            assert self.proc.stderr is not None
             pytest.fail(f"the child exited {self.proc.wait()}: {self.proc.stderr.read()[-3000:]}")
         return line
 

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -188,7 +189,7 @@ def test_killed_containers_lose_their_hosts_only_and_the_next_call_reconnects(co
 
 
 @pytest.fixture(scope="module")
-def login(compose_fleet, tmp_path_factory) -> dict[str, object]:
+def login(compose_fleet, tmp_path_factory) -> dict[str, Any]:
     """Password login to the targets, every host key (the bastion's too) checked against the fleet's own list."""
     fleet, _ = compose_fleet
     known_hosts = fleet.write_known_hosts(tmp_path_factory.mktemp("fleet") / "known_hosts")
@@ -196,7 +197,7 @@ def login(compose_fleet, tmp_path_factory) -> dict[str, object]:
                 connect_timeout=BASTION_CONNECT_TIMEOUT)
 
 
-def through_bastion(fleet, login: dict[str, object], hosts: list[str] | None = None) -> MultiConnection:
+def through_bastion(fleet, login: dict[str, Any], hosts: list[str] | None = None) -> MultiConnection:
     """Every endpoint (or ``hosts``) through the fleet's bastion, which hussh logs in to with the fleet's key."""
     bastion = fleet.bastion
     jump = AsyncConnection(bastion.endpoint.host, port=bastion.endpoint.port, **bastion.credentials.key_auth(),

@@ -71,7 +71,7 @@ def test_single_host_connections_keep_secrets_out_of_reprs_logs_and_errors(fleet
     key = str(fleet.encrypted_client_key)
     shown: list[str] = []
 
-    def failure(make) -> None:  # type: ignore[no-untyped-def]
+    def failure(make) -> None:
         try:
             make()
         except Exception as exc:  # noqa: BLE001 - every kind is searched

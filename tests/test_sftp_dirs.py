@@ -83,22 +83,23 @@ def test_put_dir_without_following_links_or_modes(conn, remote_dir, tmp_path):
     assert mode(target / "sub" / "deeper") == 0o700
 
 
-def recording(root: Path, events: list[tuple[object, ...]]) -> Callable[[asyncssh.SSHServerChannel], object]:
+def recording(root: Path, events: list[tuple[object, ...]]) -> Callable[[asyncssh.SSHServerChannel[bytes]],
+                                                                        asyncssh.SFTPServer]:
     """A plain SFTP server on ``root`` that notes each open, mode change and write, in the order it does them."""
     class Recorder(asyncssh.SFTPServer):
         def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
             events.append(("open", os.path.basename(path).decode(), attrs.permissions))
             return super().open(path, pflags, attrs)
 
-        def fsetstat(self, file_obj: object, attrs: asyncssh.SFTPAttrs) -> None:
+        def fsetstat(self, file_obj, attrs):
             events.append(("fsetstat", attrs.permissions))
             return super().fsetstat(file_obj, attrs)
 
-        def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        def setstat(self, path, attrs):
             events.append(("setstat", os.path.basename(path).decode(), attrs.permissions))
             return super().setstat(path, attrs)
 
-        def write(self, file_obj: object, offset: int, data: bytes) -> int:
+        def write(self, file_obj, offset, data):
             events.append(("write", offset))
             return super().write(file_obj, offset, data)
 

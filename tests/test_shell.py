@@ -166,7 +166,7 @@ def test_leaving_the_block_while_a_command_runs_hangs_up_and_keeps_the_result(ho
         with conn.shell(pty=pty) as shell:
             shell.send(f"echo started; tail -f /dev/random {marker}")
             _wait_until(lambda: _running(marker), "following")
-        assert shell.result.status == -1
+        assert shell.result is not None and shell.result.status == -1
         assert "started" in shell.result.stdout
         assert "CommandTimeout: " in shell.result.stderr and "hung up" in shell.result.stderr
         _wait_until(lambda: not _running(marker), "hung up")

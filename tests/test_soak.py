@@ -13,6 +13,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,12 +56,12 @@ def test_two_hundred_calls_on_a_thousand_hosts_stay_flat(soak_fleet, remote_dir,
     baseline_fds, baseline_children = fds(os.getpid()), len(children(os.getpid()))
     mc = MultiConnection.from_shared_auth(fleet.hosts, username=PASSWORD_USER, password=PASSWORD,
                                           connect_timeout=60, retry=Retry(attempts=3))  # leaks, not latency
-    figures: dict[int, dict[str, object]] = {}
+    figures: dict[int, dict[str, Any]] = {}
     down: set[str] = set()
     restart: dict[int, list] = {}
     started = time.monotonic()
 
-    def check(results, expect=None) -> None:  # type: ignore[no-untyped-def]
+    def check(results, expect=None) -> None:
         failed = set(results.failed)
         assert failed <= down, sorted({results[h].stderr[:120] for h in failed - down})[:5]
         if expect is not None:
@@ -109,11 +110,11 @@ def test_two_hundred_calls_on_a_thousand_hosts_stay_flat(soak_fleet, remote_dir,
     first, middle, last = (figures[c] for c in CHECKPOINTS)
     assert middle["worker_pids"] == last["worker_pids"]  # no worker lost or replaced
     assert abs(last["caller_fds"] - middle["caller_fds"]) <= 2 and abs(last["caller_fds"] - first["caller_fds"]) <= 2
-    for before, now in zip(middle["worker_fds"], last["worker_fds"]):  # type: ignore[call-overload]
+    for before, now in zip(middle["worker_fds"], last["worker_fds"]):
         assert abs(now - before) <= 4, (middle["worker_fds"], last["worker_fds"])
-    assert last["caller_rss_kib"] <= middle["caller_rss_kib"] * 1.10 + 8192  # type: ignore[operator]
-    for before, now in zip(middle["worker_rss_kib"], last["worker_rss_kib"]):  # type: ignore[call-overload]
+    assert last["caller_rss_kib"] <= middle["caller_rss_kib"] * 1.10 + 8192
+    for before, now in zip(middle["worker_rss_kib"], last["worker_rss_kib"]):
         assert now <= before * 1.10 + 8192, (middle["worker_rss_kib"], last["worker_rss_kib"])
     assert after["caller_fds"] <= baseline_fds + 1  # a zygote's socket, if one was started, stays
-    assert not any(alive(pid) for pid in pids)  # type: ignore[union-attr]
+    assert not any(alive(pid) for pid in pids)
     assert after["children"] <= baseline_children + 1  # the zygote, if this process needed one

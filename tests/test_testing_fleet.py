@@ -18,6 +18,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,8 +50,8 @@ COMMAND_TIMEOUT = 3.0
 SLACK = 15.0  # scheduling on two busy cores: a bound that still catches a hang
 
 
-def connect(fleet: Fleet, hosts: list[str], **options: object) -> MultiConnection:
-    auth = {"connect_timeout": CONNECT_TIMEOUT, **fleet.credentials.password_auth(), **options}
+def connect(fleet: Fleet, hosts: list[str], **options: Any) -> MultiConnection:
+    auth: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, **fleet.credentials.password_auth(), **options}
     return MultiConnection.from_shared_auth(hosts, **auth)
 
 
@@ -250,7 +251,7 @@ def test_login_records_go_to_the_fleets_own_files():
                 shell.send(f"stat -c %d:%i {' '.join(records)}")
             ids = conn.execute(f"stat -c %d:%i {' '.join(records)}").stdout.split()
         uid = fleet.uid(PASSWORD_USER)
-    assert shell.result.status == 0 and len(ids) == len(records)
+    assert shell.result is not None and shell.result.status == 0 and len(ids) == len(records)
     assert not {f"{os.stat(p).st_dev}:{os.stat(p).st_ino}" for p in records} & set(ids)
     assert os.stat("/var/log/lastlog").st_size < uid * 292  # its record would sit at uid * 292 bytes
 
@@ -265,6 +266,7 @@ def test_down_leaves_nothing_behind_whatever_was_running():
         fleet.pause(fleet.hosts[:1])
         fleet.blackhole(fleet.hosts[1:2])
         fleet.slow(fleet.hosts[2:])
+        assert fleet.record is not None  # up() registered the fleet
         record = dict(fleet.record)
         assert fleet.leftovers() != [] and fleet.pids()
     finally:
@@ -286,7 +288,7 @@ def test_a_fleet_whose_owner_died_is_torn_down_by_the_next_one(tmp_path):
     record = json.loads(owner.stdout)
     assert _registry.orphaned(record) and _registry.leftovers(record)
     with LoopbackFleet(loopback_addresses(1, second_octet=81), port=TEST_PORT + 1) as fleet:
-        assert fleet.record["id"] != record["id"]
+        assert fleet.record is not None and fleet.record["id"] != record["id"]
     assert _registry.leftovers(record) == []
 
 

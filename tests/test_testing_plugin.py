@@ -12,6 +12,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -224,8 +225,9 @@ def test_docker_compose_yml_works_on_its_own(tmp_path):
         run("up", "-d", "--build", "--scale", "sshd=2")
         hosts = [run("port", f"--index={i}", "sshd", "22").strip() for i in (1, 2)]
         wait_ready([(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in hosts], BOUND)
-        for auth in ({"username": PASSWORD_USER, "password": PASSWORD},
-                     {"username": PASSWORD_USER, "private_key": str(key)}):
+        logins: list[dict[str, Any]] = [{"username": PASSWORD_USER, "password": PASSWORD},
+                                        {"username": PASSWORD_USER, "private_key": str(key)}]
+        for auth in logins:
             with MultiConnection.from_shared_auth(hosts, **auth, connect_timeout=30) as mc:
                 assert {r.stdout for r in mc.execute("id -un").values()} == {f"{PASSWORD_USER}\n"}
     finally:

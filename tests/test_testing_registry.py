@@ -198,6 +198,7 @@ def test_a_fleet_goes_up_and_down_and_leaves_nothing(state):
     fleet = LoopbackFleet(loopback_addresses(2, second_octet=89), port=TEST_PORT, per_process=1)
     try:
         fleet.up()
+        assert fleet.record is not None and fleet.workdir is not None  # up() registered and made them
         record, workdir = dict(fleet.record), fleet.workdir
         [path] = state.iterdir()
         assert stat.S_IMODE(path.stat().st_mode) == 0o600 and (workdir / _registry.MARKER).is_file()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,7 @@ def parameter_mismatches(upstream: list[dict[str, Any]], ours: inspect.Signature
 
 
 @pytest.fixture(scope="module")
-def live(fleet, tmp_path_factory) -> dict[str, Any]:
+def live(fleet, tmp_path_factory) -> Iterator[dict[str, Any]]:
     """Instances whose attributes are set per object, not on the class."""
     address, port = fleet.addresses[0], fleet.port
     conn = Connection(address, port=port, username=PASSWORD_USER, password=PASSWORD)
@@ -147,8 +148,8 @@ def test_upstream_name_exists_with_the_same_parameters(live, module, name, membe
 
 
 def test_the_comparison_catches_renames_moves_and_defaults():
-    upstream = [{"name": "command", "kind": "POSITIONAL_OR_KEYWORD"},
-                {"name": "timeout", "kind": "POSITIONAL_OR_KEYWORD", "default": None}]
+    upstream: list[dict[str, Any]] = [{"name": "command", "kind": "POSITIONAL_OR_KEYWORD"},
+                                      {"name": "timeout", "kind": "POSITIONAL_OR_KEYWORD", "default": None}]
 
     def sig(func: Any) -> inspect.Signature:
         return inspect.signature(func)

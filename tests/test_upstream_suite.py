@@ -184,7 +184,7 @@ def _point_at_fleet(text: str, address: str, second: str, port: int, home: str) 
 
 
 @pytest.fixture
-def upstream_tests(tmp_path_factory: pytest.TempPathFactory, fleet,  # type: ignore[no-untyped-def]
+def upstream_tests(tmp_path_factory: pytest.TempPathFactory, fleet,
                    black_hole: tuple[str, int]) -> Path:
     work = tmp_path_factory.mktemp("upstream")
     try:
@@ -229,7 +229,7 @@ def upstream_tests(tmp_path_factory: pytest.TempPathFactory, fleet,  # type: ign
     return root
 
 
-def test_upstream_single_host_suite(upstream_tests: Path, fleet) -> None:  # type: ignore[no-untyped-def]
+def test_upstream_single_host_suite(upstream_tests: Path, fleet) -> None:
     """Upstream's single-host tests against this hussh: the count is printed and may not fall below
     ``PASSING`` (58 of 61 today; failures and skips are listed in the output)."""
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{upstream_tests / 'tests'}",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import asyncssh
@@ -24,7 +24,7 @@ import msgspec
 import pytest
 
 from hussh._result import RawResult
-from hussh._spec import ConnectSpec
+from hussh._spec import ConnectSpec, Retry
 from hussh.multi_conn import MultiConnection
 from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
 from hussh.workers import _spawn
@@ -114,7 +114,7 @@ def run_local(specs: list[ConnectSpec], extras: dict[int, bytes]) -> dict[int, o
 # ------------------------------------------------------------------------------- the Ray engine
 
 
-def stand_in_shard(extras: dict[int, bytes | tuple[list[tuple[int, bytes]], bytes]]) -> type:
+def stand_in_shard(extras: Mapping[int, bytes | tuple[list[tuple[int, bytes]], bytes]]) -> type:
     """A ``ShardActor`` whose ``handle`` sends ``extras[shard]`` and then an honest answer for each host,
     or, given ``(file pieces, frames)``, that as its whole answer
     (a class made here goes to the actor by value: it may use only what is importable there)."""
@@ -126,6 +126,7 @@ def stand_in_shard(extras: dict[int, bytes | tuple[list[tuple[int, bytes]], byte
         @ray.method(num_returns="streaming")
         async def handle(self, payload: bytes, assigned: object = None, window: float = 0.0, lanes: int = 1):
             call = self.requests.decode(payload)
+            assert isinstance(call, p.Connect | p.ReadFile)  # the calls the tests below make
             extra = extras.get(int(self.name.rsplit("-", 1)[1]), b"")
             if isinstance(extra, tuple):  # (file pieces, frames): its whole answer
                 yield extra
@@ -152,7 +153,7 @@ def ray_run(tmp_path_factory) -> Iterator[Run]:
                     return p.Connect(req, indices)
                 return p.ReadFile(req, indices, "/remote", [str(read_to / str(i)) for i in indices])
 
-            pool = ray_engine.RayPool(specs, batch_size=10, workers=2, retry=p.Retry(), engine=RayEngine())
+            pool = ray_engine.RayPool(specs, batch_size=10, workers=2, retry=Retry(), engine=RayEngine())
             with pytest.MonkeyPatch.context() as patch:
                 patch.setattr(ray_engine, "RemoteShard", stand_in_shard(extras))
                 try:
@@ -190,7 +191,7 @@ def test_real_workers_record_their_hosts_and_bastions_keys(fleet, isolated_home,
 def test_an_honest_key_is_recorded_under_the_callers_name_and_file(run, tmp_path):
     results = run(fleet_specs(tmp_path), {0: frames(p.KeyLearned(REQ, 2, 1, KEY), p.KeyLearned(REQ, 0, 0, KEY)),
                                           1: frames(p.KeyLearned(REQ, 1, 0, KEY))})
-    assert all(r.status == 0 for r in results.values())  # type: ignore[attr-defined]
+    assert all(r.status == 0 for r in results.values())
     assert files_of(tmp_path) == {"known_hosts": [f"10.0.0.10 {KEY}", f"[10.0.0.11]:2222 {KEY}"],
                                   "bastion_hosts": [f"[bastion.example]:2200 {KEY}"]}
 
@@ -232,8 +233,8 @@ def test_a_worker_answering_for_what_is_not_its_own_is_lost_and_nothing_is_writt
     results = run(fleet_specs(tmp_path), {0: frames(message(tmp_path) if callable(message) else message)})
     for index in (0, 2):  # the lying worker's hosts
         result = results[index]
-        assert result.error == "WorkerLost" and reason in result.stderr, result.stderr  # type: ignore[attr-defined]
-    assert results[1].status == 0  # type: ignore[attr-defined]  # the other worker's host is answered
+        assert result.error == "WorkerLost" and reason in result.stderr, result.stderr
+    assert results[1].status == 0  # the other worker's host is answered
     assert files_of(tmp_path) == {}  # no known_hosts file written, and nothing elsewhere
 
 
@@ -254,6 +255,6 @@ def test_a_shard_sending_files_that_are_not_its_own_is_lost(ray_run, tmp_path, l
     results = ray_run(fleet_specs(tmp_path), {0: (pieces, sent)}, out)
     for index in (0, 2):
         result = results[index]
-        assert result.error == "WorkerLost" and reason in result.stderr, result.stderr  # type: ignore[attr-defined]
-    assert results[1].status == 0 and (out / "1").read_bytes() == b"honest"  # type: ignore[attr-defined]
+        assert result.error == "WorkerLost" and reason in result.stderr, result.stderr
+    assert results[1].status == 0 and (out / "1").read_bytes() == b"honest"
     assert sorted(path.name for path in out.iterdir()) == ["1"]

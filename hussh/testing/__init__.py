@@ -13,12 +13,17 @@ No fleet at all: :class:`MockEngine` (``hussh.testing.mock``, loaded on first us
 ``MultiConnection``'s operations with a function of yours, for unit tests. See docs/testing.md.
 """
 
+from typing import TYPE_CHECKING
+
 from ._base import Credentials, Endpoint, Fleet, State
 from ._errors import FleetError
 from ._relay import NetworkConditions
 from ._users import KEY_PASSPHRASE, KEY_USER, PASSWORD, PASSWORD_USER
 from .compose import ComposeFleet
 from .loopback import LoopbackFleet, loopback_addresses
+
+if TYPE_CHECKING:  # type checkers see the classes (annotations name them); at run time __getattr__ loads them
+    from .mock import MockEngine, MockRequest
 
 __all__ = [
     "KEY_PASSPHRASE",

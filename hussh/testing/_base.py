@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple, Self, TypedDict
 
 from . import _registry
 from ._errors import FleetError
@@ -90,6 +90,20 @@ RELAYED = {"refuse", "blackhole", "slow", "freeze", "thaw", "restore"}
 Network = NetworkConditions | Mapping["EndpointLike", NetworkConditions] | None
 
 
+class PasswordAuth(TypedDict):
+    """``password_auth()``: typed per key, so ``**`` into hussh's calls type-checks (a ``dict[str, str]`` does not)."""
+
+    username: str
+    password: str
+
+
+class KeyAuth(TypedDict):
+    """``key_auth()``: typed per key, as ``PasswordAuth``."""
+
+    username: str
+    private_key: str
+
+
 @dataclass(frozen=True)
 class Credentials:
     """Logins every endpoint of a fleet accepts."""
@@ -101,11 +115,11 @@ class Credentials:
     encrypted_client_key: Path
     key_passphrase: str
 
-    def password_auth(self) -> dict[str, str]:
+    def password_auth(self) -> PasswordAuth:
         """Keyword arguments for hussh: ``username`` and ``password``."""
         return {"username": self.password_user, "password": self.password}
 
-    def key_auth(self) -> dict[str, str]:
+    def key_auth(self) -> KeyAuth:
         """Keyword arguments for hussh: ``username`` and ``private_key`` (unencrypted ed25519)."""
         return {"username": self.key_user, "private_key": str(self.client_key)}
 

@@ -3,13 +3,14 @@ sshd and no worker process; every test here is marked ``unit`` (``make test-unit
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from hussh.multi_conn import MultiConnection
 from hussh.testing import MockEngine, MockRequest
+from hussh.testing.mock import Handler
 
 HERE = Path(__file__).parent
 HOSTS = ["web1", "web2", "web3", "web4", "db1", "db2"]
@@ -31,13 +32,13 @@ def echo(request: MockRequest) -> str | None:
 
 
 @pytest.fixture
-def fleet() -> Callable[..., tuple[MultiConnection, MockEngine]]:
+def fleet() -> Iterator[Callable[..., tuple[MultiConnection, MockEngine]]]:
     """``fleet(handler=echo, hosts=HOSTS, **options)``: a MultiConnection on a MockEngine, closed after the test."""
     made: list[MultiConnection] = []
 
-    def make(handler: Callable[[MockRequest], object] = echo, hosts: list[str] | None = None,
+    def make(handler: Handler = echo, hosts: list[str] | None = None,
              **options: object) -> tuple[MultiConnection, MockEngine]:
-        engine = MockEngine(handler)  # type: ignore[arg-type]
+        engine = MockEngine(handler)
         mc = MultiConnection.from_shared_auth(HOSTS if hosts is None else hosts, engine=engine, ssh_config=False,
                                               **options)  # type: ignore[arg-type]
         made.append(mc)

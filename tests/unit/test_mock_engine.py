@@ -42,7 +42,7 @@ def test_replies_become_results():
 
 
 def test_raised_errors_become_that_hosts_result_as_real_failures_do():
-    def handler(request: MockRequest) -> object:
+    def handler(request: MockRequest) -> None:
         if request.kind != "execute":
             return None
         raise {"lost": hussh.ConnectionLost("connection to lost:22 lost during the command"),
@@ -149,7 +149,7 @@ def test_a_bad_reply_is_that_hosts_error_naming_the_fix(fleet):
 def test_a_handler_stuck_past_the_stall_limit_loses_its_shard(fleet):
     release = threading.Event()
 
-    def handler(request: MockRequest) -> object:
+    def handler(request: MockRequest) -> None:
         if request.kind == "execute" and request.host == "web2":
             release.wait(30)  # a synchronous handler blocks its mock worker: no heartbeat goes out
         return None

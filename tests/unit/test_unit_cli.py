@@ -18,7 +18,7 @@ from hussh.testing import MockEngine, MockRequest
 HOSTS = ["web1", "web2", "web3", "db1"]
 
 
-def handler(request: MockRequest) -> object:
+def handler(request: MockRequest) -> SSHResult | str | None:
     if request.kind == "execute":
         if request.host == "web3":
             return SSHResult("", "boom\n", 2)

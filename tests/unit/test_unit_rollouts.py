@@ -19,7 +19,7 @@ HOSTS = [f"web{n:02d}" for n in range(20)]
 
 def failing(*broken: str, connect: tuple[str, ...] = ()) -> MockEngine:
     """Hosts in ``broken`` exit 1, those in ``connect`` cannot be reached; the others print ``ok``."""
-    def handler(request: MockRequest) -> object:
+    def handler(request: MockRequest) -> SSHResult | str | None:
         if request.kind == "connect" and request.host in connect:
             raise hussh.ConnectError(f"{request.host}:22: connection refused")
         if request.kind == "execute":
@@ -51,11 +51,17 @@ def test_waves_run_in_order_and_the_journal_gets_each_hosts_wave(tmp_path):
     engine = failing()
     seen: list[CallStatus] = []
     journal = Journal(tmp_path / "journal.db")
+
+    def between(status: CallStatus) -> bool:
+        seen.append(status)
+        return True
+
     with multi(engine, batch_size=3, journal=journal) as mc:
-        rollout = Rollout(waves=[1, "25%"], between_waves=lambda status: seen.append(status) or True)
+        rollout = Rollout(waves=[1, "25%"], between_waves=between)
         results = mc.execute("deploy", rollout=rollout)
     assert len(results.succeeded) == 20 and ran(engine) == HOSTS
     assert [s.wave for s in seen] == [1, 2, 3, 4] and [s.done for s in seen] == [1, 6, 11, 16]
+    assert results.run_id is not None
     run = journal.run(results.run_id)
     sizes = [1, 5, 5, 5, 4]
     assert [run.entries[h].wave for h in HOSTS] == [w for w, size in enumerate(sizes) for _ in range(size)]
@@ -74,6 +80,7 @@ def test_the_budget_stops_the_run_and_skipped_hosts_are_recorded(tmp_path):
     assert ran(engine) == hosts[:len(ran(engine))] and set(ran(engine)) >= set(hosts[:14])
     assert set(results.skipped) == set(hosts) - set(ran(engine)) >= set(hosts[20:])
     assert all("more than max_failures=1" in r.stderr for r in results.skipped.values())
+    assert results.run_id is not None
     run = journal.run(results.run_id)
     assert {h for h, e in run.entries.items() if e.status == "skipped"} == set(results.skipped)
 
@@ -92,7 +99,7 @@ def test_connect_failures_count_unless_told_otherwise():
 def test_halting_stops_or_lets_the_running_hosts_finish(on_exceeded):
     started = threading.Event()
 
-    async def handler(request: MockRequest) -> object:
+    async def handler(request: MockRequest) -> SSHResult | str | None:
         if request.kind != "execute":
             return None
         if request.host == "web00":
@@ -104,7 +111,7 @@ def test_halting_stops_or_lets_the_running_hosts_finish(on_exceeded):
         return "done\n"
 
     with multi(MockEngine(handler), HOSTS[:6], batch_size=4) as mc:
-        results = mc.execute("x", rollout=Rollout(max_failures=0, on_exceeded=on_exceeded))  # type: ignore[arg-type]
+        results = mc.execute("x", rollout=Rollout(max_failures=0, on_exceeded=on_exceeded))
     assert results["web00"].status == 1
     running = HOSTS[1:4]
     if on_exceeded == "stop":
@@ -127,7 +134,7 @@ def test_between_waves_stops_the_run():
 def test_resume_runs_only_hosts_without_a_result_and_retry_only_the_failed(tmp_path):
     broken = {"web02", "web03"}
 
-    def handler(request: MockRequest) -> object:
+    def handler(request: MockRequest) -> SSHResult | str | None:
         if request.kind == "execute":
             return SSHResult("", "not ready\n", 1) if request.host in broken else "ok\n"
         return None
