@@ -248,8 +248,8 @@ def test_follow_reads_no_further_ahead_than_the_caller_takes_in(fleet, remote_di
                                           port=fleet.port, workers=1)
     try:
         mc.connect()
-        assert mc._pool is not None
-        worker = mc._pool.workers[0].pid  # type: ignore[attr-defined]
+        worker = mc.shards()[0].pid
+        assert worker is not None
         before = vm_hwm(worker)
         mc.tail(str(log)).follow(on_text, interval=0.1, until=lambda: taken >= size)
         grown = vm_hwm(worker) - before
