@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
-from ._inventory_model import Inventory, InventoryError
+from ._inventory_model import Inventory, InventoryError, read_text
 from .hostlist import expand
 
 ENV = "DSHGROUP_PATH"
@@ -80,15 +79,7 @@ class _DshGroups:
         if real in seen:
             return []  # included twice (or in a circle): pdsh skips it too
         seen.add(real)
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise InventoryError(f"cannot read dsh group file {path}: {exc.strerror}") from None
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            bad = data.count(b"\n", 0, exc.start) + 1
-            raise InventoryError(f"{path}:{bad}: not UTF-8 text") from None
+        text = read_text(path, "dsh group file ")
         hosts: list[str] = []
         for number, line in enumerate(text.split("\n"), 1):
             include = _INCLUDE.match(line)

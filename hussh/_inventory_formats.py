@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import _inventory_dsh as dsh
 from . import _inventory_yaml as yaml
-from ._inventory_model import NO_VARS, HostVars, Inventory, InventoryError, _expand_ranges
+from ._inventory_model import NO_VARS, HostVars, Inventory, InventoryError, _expand_ranges, read_text
 from ._inventory_vars import _vars, _where, apply_vars_dirs
 from .hostlist import expand
 
@@ -118,15 +118,7 @@ def _detect(path: str) -> str:
 
 
 def _text(path: str) -> str:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise InventoryError(f"cannot read inventory {path}: {exc.strerror}") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise InventoryError(f"{path}:{line}: not UTF-8 text") from None
+    return read_text(path, "inventory ")
 
 
 def _host_and_port(name: str, where: str | Callable[[], str]) -> tuple[str, int | None]:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import NamedTuple
 
 from .hostlist import expand, read_hosts_file
 
-__all__ = ["NO_VARS", "HostVars", "Inventory", "InventoryError"]
+__all__ = ["NO_VARS", "HostVars", "Inventory", "InventoryError", "read_text"]
 
 class InventoryError(ValueError):
     """A malformed inventory or a pattern naming nothing; one line, naming ``file:line`` when it can."""
@@ -473,3 +474,17 @@ def _expand_ranges(name: str) -> list[str]:
         values = [chr(c) for c in range(ord(first), ord(last) + 1, step)]
     head, tail = name[: match.start()], name[match.end() :]
     return [f"{head}{value}{rest}" for value in values for rest in _expand_ranges(tail)]
+
+
+def read_text(path: str, what: str = "") -> str:
+    """``path``'s text (UTF-8, a byte-order mark allowed): a file that cannot be read, or a byte that is not
+    UTF-8, is one ``InventoryError`` naming the file (``what`` says what it was) and the line."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InventoryError(f"cannot read {what}{path}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InventoryError(f"{path}:{line}: not UTF-8 text") from None

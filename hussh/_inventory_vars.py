@@ -14,10 +14,9 @@ import json
 import os
 import re
 from collections.abc import Callable
-from pathlib import Path
 
 from . import _inventory_yaml as yaml
-from ._inventory_model import NO_VARS, HostVars, Inventory, InventoryError
+from ._inventory_model import NO_VARS, HostVars, Inventory, InventoryError, read_text
 
 CONNECTION = frozenset(("ansible_host", "ansible_ssh_host", "ansible_port", "ansible_ssh_port",
                         "ansible_user", "ansible_ssh_user"))
@@ -128,15 +127,7 @@ def _read_all(files: list[str]) -> HostVars:
 
 
 def _read_one(path: str) -> HostVars:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise InventoryError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise InventoryError(f"{path}:{line}: not UTF-8 text") from None
+    text = read_text(path)
     if text.lstrip().startswith("{"):
         try:
             document = json.loads(text)

@@ -17,7 +17,7 @@ from ._spec import ConnectSpec
 from ._stall import StallGuard, lost_error
 from .errors import HusshTimeout
 
-__all__ = ["Link", "sftp_op", "via"]
+__all__ = ["Link", "bounded", "sftp_op", "via"]
 
 
 class Link(Protocol):
@@ -42,6 +42,14 @@ class Link(Protocol):
         ...
 
 
+@contextlib.asynccontextmanager
+async def bounded(link: Link) -> AsyncIterator[None]:
+    """A transfer step within the connection's ``timeout`` (``TimeoutError``) and ``stall_timeout``."""
+    with link._stall.armed() if link._stall is not None else contextlib.nullcontext():
+        async with asyncio.timeout(link.spec.timeout or None):
+            yield
+
+
 def via(spec: ConnectSpec) -> str:
     """`` via bastion user@host:port`` for a host behind one: when it stops answering, every host
     behind it fails alike, and the message must say which bastion they share."""
@@ -56,9 +64,8 @@ async def sftp_op(link: Link, path: str, what: str) -> AsyncIterator[None]:
     spec, guard = link.spec, link._stall
     where = f"{path} on {spec.address}"
     try:
-        with guard.armed() if guard is not None else contextlib.nullcontext():
-            async with asyncio.timeout(spec.timeout or None):
-                yield
+        async with bounded(link):
+            yield
     except TimeoutError:
         raise HusshTimeout(f"SFTP {what} of {where}{via(spec)} timed out after {spec.timeout:g} seconds") from None
     except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection, asyncssh.DisconnectError,

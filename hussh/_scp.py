@@ -9,7 +9,6 @@ sent as ``./-...``, so the remote scp does not take it for an option.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import os
@@ -21,7 +20,7 @@ from pathlib import Path, PurePath, PurePosixPath
 
 import asyncssh
 
-from ._link import Link
+from ._link import Link, bounded
 from ._local_files import create, file_perms, local_errors
 from ._stall import lost_error
 from .errors import HusshTimeout
@@ -119,9 +118,8 @@ async def _scp_op(conn: Link, path: str, sent: str) -> AsyncIterator[None]:
     spec, guard = conn.spec, conn._stall
     where = f"{path} on {spec.address}"
     try:
-        with guard.armed() if guard is not None else contextlib.nullcontext():
-            async with asyncio.timeout(spec.timeout or None):
-                yield
+        async with bounded(conn):
+            yield
     except TimeoutError:
         raise HusshTimeout(f"SCP of {where} timed out after {spec.timeout:g} seconds") from None
     except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection) as exc:
