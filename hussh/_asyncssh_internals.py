@@ -13,6 +13,8 @@ one of them silently stops taking effect.
 * ``install_log_speedups``: asyncssh formats log arguments before checking the level.
 * ``install_packet_speedups``: per-packet work with no effect skipped (an AES-GCM object built per
   packet, ``inspect.isawaitable`` on every handler's ``True``).
+* ``install_sftp_task_reaping``: a parallel SFTP transfer given up (a stall, a timeout, Ctrl-C) leaves
+  asyncssh's request tasks to fail when the connection closes; their errors are taken, not logged.
 * ``with_owner``, ``OPENSSH_HOST_KEY_ORDER``: a per-connection owner that answers for hashed
   known_hosts entries, without re-preparing the shared options; host key types in ``ssh``'s order.
 * ``CachedClientConfig``: asyncssh's ssh_config parser with each file tokenized once per process
@@ -413,6 +415,33 @@ def install_packet_speedups() -> None:
         _cipher.GCMCipher.verify_and_decrypt = _gcm_verify_and_decrypt  # type: ignore[method-assign]
     if AWAITABLE_SHORTCUT_AVAILABLE:
         asyncssh.connection.inspect = _Inspect()  # type: ignore[assignment, attr-defined]
+
+
+# ---------------------------------------------------------------------------------- SFTP tasks
+
+SFTP_TASKS_AVAILABLE = VERSION_TESTED and _has(asyncssh.sftp._SFTPParallelIO, "_start_tasks") and \
+    "_pending" in asyncssh.sftp._SFTPParallelIO.__init__.__code__.co_names
+_start_sftp_tasks = asyncssh.sftp._SFTPParallelIO._start_tasks
+
+
+def _taken(task: asyncio.Future[object]) -> None:
+    """A request task's outcome, read: once its transfer is given up, nobody else will."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _start_sftp_tasks_reaped(self: Any) -> None:
+    _start_sftp_tasks(self)
+    for task in self._pending:
+        task.add_done_callback(_taken)  # the transfer still reads each result itself while it runs
+
+
+def install_sftp_task_reaping() -> None:
+    """A transfer abandoned mid-way (its caller cancelled: a stall, a deadline) leaves asyncssh's request
+    tasks running until the connection closes; without this their errors are logged ("Task exception
+    was never retrieved") on the user's terminal, once per request in flight (idempotent)."""
+    if SFTP_TASKS_AVAILABLE:
+        asyncssh.sftp._SFTPParallelIO._start_tasks = _start_sftp_tasks_reaped  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------------------------- ssh_config

@@ -51,6 +51,7 @@ _profiles: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Profiles] = weak
 
 internals.install_log_speedups()
 internals.install_packet_speedups()
+internals.install_sftp_task_reaping()
 
 
 def _quiet_asyncssh() -> None:

@@ -65,7 +65,7 @@ def test_the_tested_asyncssh_is_installed_and_every_tweak_is_on():
     assert internals.VERSION_TESTED, f"asyncssh {asyncssh.__version__} is outside {internals.TESTED_RANGE}"
     assert internals.CORK_AVAILABLE and internals.SKIP_NONE_PROBE_AVAILABLE and internals.HIDE_AUTH_AVAILABLE
     assert internals.CONFIG_CACHE_AVAILABLE
-    assert internals.GCM_REUSE_AVAILABLE and internals.AWAITABLE_SHORTCUT_AVAILABLE
+    assert internals.GCM_REUSE_AVAILABLE and internals.AWAITABLE_SHORTCUT_AVAILABLE and internals.SFTP_TASKS_AVAILABLE
     assert getattr(SSHLogger.log, "_hussh", False), "the log speed-ups are not installed"
 
 
@@ -201,3 +201,28 @@ def test_the_awaitable_shortcut_answers_as_inspect():
         False, False, False, False, False, True, True]
     pending.close()
     assert patched.signature is inspect.signature  # the rest is inspect's own
+
+
+def test_an_abandoned_parallel_sftp_transfer_leaves_no_unretrieved_task_errors(caplog):
+    """A transfer given up mid-way (a stall, a deadline, Ctrl-C) leaves asyncssh's request tasks to fail as
+    the connection goes: their errors are taken, not logged on the user's terminal once per request."""
+    import gc
+
+    class Failing(asyncssh.sftp._SFTPParallelIO[bytes]):  # the class the tweak covers: its own _start_tasks
+        async def run_task(self, offset: int, size: int) -> tuple[int, bytes]:
+            await asyncio.sleep(0.05)
+            raise asyncssh.sftp.SFTPNoConnection("Connection not open")
+
+    async def abandoned() -> None:
+        transfer = Failing(1, 4, 0, 8)  # 8 blocks, 4 requests in flight
+        step = asyncio.ensure_future(anext(aiter(transfer.iter())))
+        await asyncio.sleep(0.01)
+        step.cancel()  # the caller gives up while its requests are out
+        await asyncio.gather(step, return_exceptions=True)
+        await asyncio.wait(set(transfer._pending))  # they fail when the connection closes; nobody reads them
+
+    assert internals.SFTP_TASKS_AVAILABLE  # asyncssh within the tested range
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        asyncio.run(abandoned())
+        gc.collect()
+    assert "never retrieved" not in caplog.text
