@@ -37,6 +37,10 @@ class Link(Protocol):
         """The connection's SFTP client, started on first use."""
         ...
 
+    def _forget(self, conn: SSHClientConnection) -> None:
+        """``conn`` was lost: drop it if it is still the live one."""
+        ...
+
     def _drop(self) -> None:
         """Forget a broken connection so the next operation reconnects."""
         ...

@@ -13,6 +13,7 @@ import asyncio
 import codecs
 import errno
 import signal
+from collections.abc import Callable
 from types import TracebackType
 from typing import TypedDict
 
@@ -43,8 +44,9 @@ class _Terminal(TypedDict, total=False):
 class _ShellSession(asyncssh.SSHClientSession[bytes]):
     """Buffers the shell's output until read; past ``limit`` unread bytes the channel is paused."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_lost: Callable[[], None]) -> None:
         self.limit = limit
+        self.on_lost = on_lost  # the connection went while the shell ran: its link forgets it
         self.out = bytearray()
         self.err = bytearray()
         self.decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(2)]
@@ -77,6 +79,8 @@ class _ShellSession(asyncssh.SSHClientSession[bytes]):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed, self.lost = True, exc
         self.changed.set()
+        if exc is not None:
+            self.on_lost()
 
     def exit_code(self) -> int:
         """0 while the shell runs (as upstream reports it); then its exit status, ``128 + signal``
@@ -105,7 +109,7 @@ async def open_shell(conn: Link, pty: bool | None) -> AsyncInteractiveShell:
     """Start a login shell on ``conn`` (with a terminal if ``pty``), opening it within the connect bound."""
     ssh = await conn._connection()
     spec = conn.spec
-    session = _ShellSession(spec.max_output)
+    session = _ShellSession(spec.max_output, lambda: conn._forget(ssh))
     terminal: _Terminal = {"term_type": PTY_TYPE, "term_size": PTY_SIZE} if pty else {}
     try:
         async with asyncio.timeout(spec.connect_bound):

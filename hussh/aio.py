@@ -196,36 +196,28 @@ class AsyncConnection:
         (or refused by sudo) returned with ``error`` and ``reason`` set instead of raised: what workers
         send on."""
         check_password(sudo_password)
+        conn = await self._connection()
         limit = self.spec.timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit if limit else None
+        open_by = loop.time() + self.spec.connect_bound
         gate = SudoGate(sudo_password) if sudo else None
+        session = _CommandSession(self.spec.max_output, budget, _as_bytes(input), gate)
         remote = gate.wrap(command) if gate is not None else command
-        while True:
-            reused = self.connected  # a live connection the server may have hung up before we noticed
-            conn = await self._connection()
-            open_by = loop.time() + self.spec.connect_bound
-            session = _CommandSession(self.spec.max_output, budget, _as_bytes(input), gate)
-            try:
-                async with asyncio.timeout_at(min(open_by, deadline or open_by)):
-                    channel, _ = await conn.create_session(lambda: session, remote, encoding=None)  # noqa: B023 - called in this iteration
-                break
-            except TimeoutError:
-                if deadline is not None and deadline <= open_by:
-                    return session.raw(-1, CommandTimeout,
-                                       f"command timed out after {limit:g} seconds{via(self.spec)}")
-                self._drop()
-                raise ConnectionLost(f"{self.spec.address}{via(self.spec)} did not open a session within "
-                                     f"{self.spec.connect_bound:g} seconds") from None
-            except (asyncssh.ChannelOpenError, asyncssh.DisconnectError, asyncssh.ConnectionLost, OSError) as exc:
-                gone = not isinstance(exc, asyncssh.ChannelOpenError) or conn.is_closed()
-                if gone:
-                    self._drop()
-                if gone and reused:
-                    continue  # gone before the channel opened: nothing ran; reconnect once, as for a dropped one
-                if isinstance(exc, asyncssh.ChannelOpenError):
-                    raise ConnectionLost(f"{self.spec.address} refused a session: {exc.reason}") from None
-                raise ConnectionLost(f"connection to {self.spec.address}{via(self.spec)} lost: {exc}") from None
+        try:
+            async with asyncio.timeout_at(min(open_by, deadline or open_by)):
+                channel, _ = await conn.create_session(lambda: session, remote, encoding=None)
+        except TimeoutError:
+            if deadline is not None and deadline <= open_by:
+                return session.raw(-1, CommandTimeout, f"command timed out after {limit:g} seconds{via(self.spec)}")
+            self._drop()
+            raise ConnectionLost(f"{self.spec.address}{via(self.spec)} did not open a session within "
+                                 f"{self.spec.connect_bound:g} seconds") from None
+        except asyncssh.ChannelOpenError as exc:
+            raise ConnectionLost(f"{self.spec.address} refused a session: {exc.reason}") from None
+        except (asyncssh.DisconnectError, asyncssh.ConnectionLost, OSError) as exc:
+            self._drop()
+            raise ConnectionLost(f"connection to {self.spec.address}{via(self.spec)} lost: {exc}") from None
         session.start()
         try:
             async with asyncio.timeout_at(deadline):
@@ -370,6 +362,12 @@ class AsyncConnection:
                         await _bastions.pool().settle()
             except TimeoutError:
                 conn.abort()
+
+    def _forget(self, conn: SSHClientConnection) -> None:
+        """``conn`` was lost (a session on it saw the connection go): drop it if it is still the live one, so
+        the next operation reconnects instead of finding out again."""
+        if self._conn is conn:
+            self._drop()
 
     def _drop(self) -> None:
         """Forget a broken connection (and its SFTP client) so the next operation reconnects."""
@@ -551,16 +549,7 @@ class _CommandSession(asyncssh.SSHClientSession[bytes]):
         self.gate = gate
 
     def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
-        """The channel is open and the command's request is about to go: a command without stdin gets
-        its end of file in the same write, instead of one more write (and server wake-up) of its own."""
         self.channel = chan
-        if not self.stdin and self.gate is None:
-            asyncio.get_running_loop().call_soon(self.end_input)
-
-    def end_input(self) -> None:
-        """End of file on the command's stdin, unless the channel is already closing."""
-        if self.channel is not None and not self.channel.is_closing():
-            self.channel.write_eof()
 
     def start(self) -> None:
         """The session is open: feed stdin now, or once sudo has let the command start."""

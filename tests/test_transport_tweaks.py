@@ -20,7 +20,7 @@ import asyncssh
 import pytest
 import uvloop
 from asyncssh.connection import SSHConnection
-from asyncssh.constants import MSG_CHANNEL_EOF, MSG_CHANNEL_REQUEST, MSG_IGNORE, MSG_USERAUTH_REQUEST
+from asyncssh.constants import MSG_IGNORE, MSG_USERAUTH_REQUEST
 from asyncssh.logging import SSHLogger
 from asyncssh.packet import SSHPacket, String
 
@@ -137,28 +137,6 @@ def test_login_packets_are_logged_without_their_bytes(fleet, caplog):
     assert lines and all("bytes not shown: may hold a password" in line and "\n" not in line for line in lines)
     assert any("Sent MSG_SERVICE_REQUEST" in r.getMessage() and "\n  00000000:" in r.getMessage()
                for r in caplog.records)  # other packets are still dumped
-
-
-def test_a_command_without_stdin_gets_its_end_of_file_in_the_write_of_its_request(fleet, sent, monkeypatch):
-    """The exec request and CHANNEL_EOF leave together: one write (and one server wake-up) less per command."""
-    stamps: list[tuple[int, bytes, int]] = []  # (type, payload, transport writes made before it was queued)
-    send = SSHConnection.send_packet
-
-    def stamping(self, pkttype, *args, handler=None):
-        stamps.append((pkttype, b"".join(args), internals.FleetConnection.writes))
-        return send(self, pkttype, *args, handler=handler)
-
-    monkeypatch.setattr(SSHConnection, "send_packet", stamping)
-
-    async def body() -> list[str]:
-        async with AsyncConnection(fleet.addresses[0], port=fleet.port, username=PASSWORD_USER,
-                                   password=PASSWORD) as conn:
-            return [(await conn.execute("cat; echo done")).stdout for _ in range(3)]  # cat ends at stdin's EOF
-
-    assert run(body()) == ["done\n"] * 3
-    execs = [writes for pkttype, payload, writes in stamps if pkttype == MSG_CHANNEL_REQUEST and b"exec" in payload]
-    eofs = [writes for pkttype, _, writes in stamps if pkttype == MSG_CHANNEL_EOF]
-    assert len(execs) == 3 and eofs == execs, f"exec requests queued at writes {execs}, EOFs at {eofs}"
 
 
 def test_aes_gcm_packets_are_the_ones_asyncssh_would_make():
