@@ -185,6 +185,14 @@ def test_a_caller_killed_mid_run_leaves_every_reported_host_and_resume_runs_the_
     assert journal.pending(info.id) == []
 
 
+def started_runs(path: Path) -> int:
+    """Runs the journal at ``path`` holds so far: 0 until its file and its tables exist."""
+    try:
+        return int(rows(path, "SELECT count(*) FROM runs")[0][0]) if path.exists() else 0
+    except sqlite3.OperationalError:  # the file is made, its tables not yet
+        return 0
+
+
 @pytest.mark.slow
 @pytest.mark.hussh_fleet(120)
 def test_two_processes_writing_one_journal_at_once_keep_their_own_rows(hussh_fleet, tmp_path):
@@ -195,16 +203,22 @@ def test_two_processes_writing_one_journal_at_once_keep_their_own_rows(hussh_fle
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=env(HUSSH_PASSWORD=PASSWORD), stdin=subprocess.DEVNULL)
              for name in ("first", "second")]
-    deadline = time.monotonic() + 60
-    while not path.exists() or rows(path, "SELECT count(*) FROM runs") != [(2,)]:
-        assert time.monotonic() < deadline and all(proc.poll() is None for proc in procs)
-        time.sleep(0.05)
-    with sqlite3.connect(path, isolation_level=None) as db:  # a third writer holds the lock mid-run: both wait
-        db.execute("BEGIN IMMEDIATE")
-        time.sleep(1.5)
-        db.execute("COMMIT")
-    db.close()
-    outputs = [proc.communicate(timeout=120) for proc in procs]
+    try:
+        deadline = time.monotonic() + 60
+        while started_runs(path) != 2:
+            assert time.monotonic() < deadline and all(proc.poll() is None for proc in procs)
+            time.sleep(0.05)
+        with sqlite3.connect(path, isolation_level=None) as db:  # a third writer holds the lock mid-run: both wait
+            db.execute("BEGIN IMMEDIATE")
+            time.sleep(1.5)
+            db.execute("COMMIT")
+        db.close()
+        outputs = [proc.communicate(timeout=120) for proc in procs]
+    finally:
+        for proc in procs:  # a failed wait leaves no process behind for the next test
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
     assert [proc.returncode for proc in procs] == [0, 0], outputs
     assert rows(path, "PRAGMA integrity_check") == [("ok",)]
     journal = Journal(path)
