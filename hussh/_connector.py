@@ -174,7 +174,7 @@ async def open_connection(spec: ConnectSpec, bound: float | None = None) -> SSHC
         async with _turn(loop, server, retry.per_server):
             started = loop.time()
             try:
-                return await _attempt(spec, left, addresses)
+                return await _attempt(spec, left, addresses, bound)
             except ConnectError as exc:
                 left -= loop.time() - started
                 pause = retry.pause(attempt)
@@ -226,9 +226,11 @@ async def _addresses(spec: ConnectSpec, bound: float) -> list[_resolve.Address] 
                            f"{bound:g} seconds") from None
 
 
-async def _attempt(spec: ConnectSpec, bound: float, addresses: list[_resolve.Address] | None) -> SSHClientConnection:
+async def _attempt(spec: ConnectSpec, bound: float, addresses: list[_resolve.Address] | None,
+                   stated: float) -> SSHClientConnection:
     """One try at connecting and logging in to ``spec`` (at ``addresses`` unless a bastion or a ProxyCommand
-    reaches it) within ``bound`` seconds, failures as hussh's errors."""
+    reaches it) within ``bound`` seconds (what is left of the ``stated`` one after the name's lookup),
+    failures as hussh's errors."""
     phase = ["connect"]
     try:
         async with asyncio.timeout(bound), _credentials.agent_held(spec):
@@ -236,10 +238,10 @@ async def _attempt(spec: ConnectSpec, bound: float, addresses: list[_resolve.Add
     except TimeoutError:
         if phase[0] == "bastion" and spec.jump is not None:
             raise ConnectError(f"via bastion {spec.jump.target}: ConnectTimeout: no answer from the bastion "
-                               f"within this host's {bound:g} seconds") from None
+                               f"within this host's {stated:g} seconds") from None
         what = f"{spec.address} via bastion {spec.jump.target}" if spec.jump is not None else spec.address
         raise ConnectTimeout(
-            f"connecting to {what} timed out after {bound:g} seconds (TCP connect, handshake and login)"
+            f"connecting to {what} timed out after {stated:g} seconds (TCP connect, handshake and login)"
         ) from None
     except asyncssh.PermissionDenied as exc:
         if spec.password is None and spec.private_key is None and not _offered_keys(spec):

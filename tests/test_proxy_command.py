@@ -99,5 +99,5 @@ def _running(pid: int) -> bool:
     """Whether ``pid`` is alive and not a zombie waiting to be reaped."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone between the listing and the read
         return False
