@@ -205,8 +205,8 @@ def test_two_processes_writing_one_journal_at_once_keep_their_own_rows(hussh_fle
              for name in ("first", "second")]
     try:
         deadline = time.monotonic() + 60
-        while started_runs(path) != 2:
-            assert time.monotonic() < deadline and all(proc.poll() is None for proc in procs)
+        while started_runs(path) != 2 and any(proc.poll() is None for proc in procs):
+            assert time.monotonic() < deadline, "the two runs never both started"
             time.sleep(0.05)
         with sqlite3.connect(path, isolation_level=None) as db:  # a third writer holds the lock mid-run: both wait
             db.execute("BEGIN IMMEDIATE")
