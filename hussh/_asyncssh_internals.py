@@ -265,6 +265,36 @@ SFTP_PIPELINE_AVAILABLE = (_sets(asyncssh.SFTPClientFile, "_handler", "_handle")
                            and _has(asyncssh.sftp.SFTPClientHandler, "read", "write", "close", "_make_request"))
 
 
+SFTP_START_AVAILABLE = (
+    _has(asyncssh.sftp.SFTPClientHandler, "start", "recv_packets", "request_limits")
+    and _has(SSHClientConnection, "open_session", "create_task") and _sets(SSHClientConnection, "_utf8_decode_errors")
+    and list(inspect.signature(asyncssh.sftp.SFTPClientHandler.__init__).parameters)[1:]
+    == ["loop", "utf8_decode_errors", "reader", "writer", "sftp_version"]
+    and list(inspect.signature(asyncssh.SFTPClient.__init__).parameters)[1:]
+    == ["handler", "path_encoding", "path_errors"])
+
+
+async def start_sftp_client(conn: SSHClientConnection) -> asyncssh.SFTPClient:
+    """``conn.start_sftp_client()`` without waiting for the server's ``limits@openssh.com`` reply: the
+    request goes out and the first operation right behind it, one round trip less per SFTP session.
+
+    The server answers in order and the reply is applied before the first operation's (an OPEN or a
+    STAT: no read or write size is chosen before it) is seen, so sizes still follow the limits."""
+    if not SFTP_START_AVAILABLE:
+        return await conn.start_sftp_client()
+    writer, reader, _ = await conn.open_session(subsystem="sftp", encoding=None)
+    handler = asyncssh.sftp.SFTPClientHandler(conn._loop, conn._utf8_decode_errors, reader, writer,
+                                              asyncssh.sftp.MIN_SFTP_VERSION)
+    try:
+        await handler.start()
+    except BaseException:
+        writer.close()
+        raise
+    conn.create_task(handler.recv_packets(), handler.logger)
+    conn.create_task(handler.request_limits(), handler.logger)  # its failure is logged; the defaults stay
+    return asyncssh.SFTPClient(handler, "utf-8", "strict")
+
+
 async def read_and_close(file: asyncssh.SFTPClientFile, offset: int, size: int) -> bytes | None:
     """Up to ``size`` bytes at ``offset`` in one READ, the CLOSE sent right behind it (requests on one
     handle are answered in order) instead of after its reply: one round trip less per read.

@@ -244,7 +244,7 @@ class AsyncConnection:
         if self._sftp is None:
             try:
                 async with asyncio.timeout(self.spec.connect_bound):
-                    self._sftp = await conn.start_sftp_client()
+                    self._sftp = await internals.start_sftp_client(conn)
             except TimeoutError:
                 self._drop()
                 raise ConnectionLost(f"{self.spec.address}{via(self.spec)} did not start SFTP within "

@@ -21,9 +21,9 @@ PINNED = {  # measured on this branch; see scale/bench_round_trips.py's MINIMUM 
     "connect, known host, password": 4,  # was 5: auth pipelined with the service request
     "execute on a live connection": 2,
     "connect + execute + close": 6,  # was 9
-    "sftp_write 1 KiB, first": 6,  # was 7: channel, subsystem, INIT, limits, OPEN, WRITE+CLOSE
+    "sftp_write 1 KiB, first": 5,  # was 7: channel, subsystem, INIT, limits with OPEN, WRITE+CLOSE
     "sftp_write 1 KiB, session open": 2,  # was 3: WRITE and CLOSE pipelined
-    "sftp_read 1 KiB, first": 6,  # was 8
+    "sftp_read 1 KiB, first": 5,  # was 8: the limits request with the OPEN
     "sftp_read 1 KiB, session open": 2,  # was 4: OPEN+STAT, READ+CLOSE
     "tail read": 2,  # was 3
     "connect(prune_failures=True), one host refused": 4,  # was 7

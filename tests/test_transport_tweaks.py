@@ -66,6 +66,7 @@ def test_the_tested_asyncssh_is_installed_and_every_tweak_is_on():
     assert internals.CORK_AVAILABLE and internals.SKIP_NONE_PROBE_AVAILABLE and internals.HIDE_AUTH_AVAILABLE
     assert internals.CONFIG_CACHE_AVAILABLE
     assert internals.GCM_REUSE_AVAILABLE and internals.AWAITABLE_SHORTCUT_AVAILABLE and internals.SFTP_TASKS_AVAILABLE
+    assert internals.SFTP_START_AVAILABLE and internals.SFTP_PIPELINE_AVAILABLE
     assert getattr(SSHLogger.log, "_hussh", False), "the log speed-ups are not installed"
 
 
