@@ -16,6 +16,7 @@ as given: keep secrets out of command lines.
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import logging
 import os
@@ -40,14 +41,16 @@ log = logging.getLogger("hussh")
 
 STATE_ENV = "HUSSH_STATE_DIR"
 FILE_NAME = "journal.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SHARED_OUTPUT = 4096
+"""Outputs this long (characters) or longer are stored once per journal, not once per host that printed them."""
 BUSY_SECONDS = 30.0
 """How long a write waits for another process's write to finish (each holds the lock for one row)."""
 
 SUCCEEDED, FAILED, SKIPPED = "succeeded", "failed", "skipped"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
+_RUNS = """
+CREATE TABLE runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL CHECK (kind IN ('command', 'transfer')),
     operation TEXT NOT NULL,
@@ -63,8 +66,8 @@ CREATE TABLE IF NOT EXISTS runs (
     resumes INTEGER REFERENCES runs(id),
     how TEXT CHECK (how IN ('resume', 'retry-failed'))
 );
-CREATE INDEX IF NOT EXISTS runs_resumes ON runs(resumes);
-CREATE TABLE IF NOT EXISTS hosts (
+CREATE INDEX runs_resumes ON runs(resumes);
+CREATE TABLE hosts (
     run_id INTEGER NOT NULL REFERENCES runs(id),
     host TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('succeeded', 'failed', 'skipped')),
@@ -78,6 +81,35 @@ CREATE TABLE IF NOT EXISTS hosts (
     UNIQUE (run_id, host)
 );
 """
+"""Schema 1, as every journal starts; ``_OUTPUTS_ONCE`` then makes it schema 2."""
+
+_OUTPUTS_ONCE = """
+ALTER TABLE hosts RENAME TO host_rows;
+ALTER TABLE host_rows ADD COLUMN stdout_ref INTEGER REFERENCES outputs(id);
+ALTER TABLE host_rows ADD COLUMN stderr_ref INTEGER REFERENCES outputs(id);
+CREATE TABLE outputs (
+    id INTEGER PRIMARY KEY,
+    sha256 BLOB NOT NULL UNIQUE,
+    text TEXT NOT NULL
+);
+CREATE INDEX host_rows_stdout_ref ON host_rows(stdout_ref) WHERE stdout_ref IS NOT NULL;
+CREATE INDEX host_rows_stderr_ref ON host_rows(stderr_ref) WHERE stderr_ref IS NOT NULL;
+CREATE VIEW hosts AS
+    SELECT h.run_id, h.host, h.status, h.exit_code, h.error, coalesce(o.text, h.stdout) AS stdout,
+           coalesce(e.text, h.stderr) AS stderr, h.seconds, h.finished, h.wave
+    FROM host_rows h LEFT JOIN outputs o ON o.id = h.stdout_ref LEFT JOIN outputs e ON e.id = h.stderr_ref;
+CREATE TRIGGER hosts_delete INSTEAD OF DELETE ON hosts BEGIN
+    DELETE FROM host_rows WHERE run_id = OLD.run_id AND host = OLD.host;
+END;
+CREATE TRIGGER host_rows_outputs AFTER DELETE ON host_rows BEGIN
+    DELETE FROM outputs WHERE id IN (OLD.stdout_ref, OLD.stderr_ref)
+        AND NOT EXISTS (SELECT 1 FROM host_rows WHERE stdout_ref = outputs.id)
+        AND NOT EXISTS (SELECT 1 FROM host_rows WHERE stderr_ref = outputs.id);
+END;
+"""
+"""Schema 2: an output of ``SHARED_OUTPUT`` characters or more is stored once (``outputs``, by its SHA-256),
+however many hosts printed it; ``hosts`` is now a view giving every row its text, as before, so
+queries (and ``DELETE FROM hosts``, which also drops outputs no row names any more) read as they did."""
 
 
 class JournalError(HusshError):
@@ -216,9 +248,9 @@ class Journal:
     def runs(self, limit: int | None = 20) -> list[RunInfo]:
         """The latest ``limit`` runs (all with ``None``), newest first, with their hosts' counts."""
         query = (f"SELECT {_INFO_COLUMNS}, "
-                 "(SELECT count(*) FROM hosts h WHERE h.run_id = r.id AND h.status = 'succeeded'), "
-                 "(SELECT count(*) FROM hosts h WHERE h.run_id = r.id AND h.status = 'failed'), "
-                 "(SELECT count(*) FROM hosts h WHERE h.run_id = r.id AND h.status = 'skipped') "
+                 "(SELECT count(*) FROM host_rows h WHERE h.run_id = r.id AND h.status = 'succeeded'), "
+                 "(SELECT count(*) FROM host_rows h WHERE h.run_id = r.id AND h.status = 'failed'), "
+                 "(SELECT count(*) FROM host_rows h WHERE h.run_id = r.id AND h.status = 'skipped') "
                  "FROM runs r ORDER BY r.id DESC LIMIT ?")
         with self._reading() as db:
             rows = db.execute(query, (-1 if limit is None else limit,)).fetchall()
@@ -253,7 +285,7 @@ class Journal:
             final: dict[str, str] = {}
             for host, status in db.execute(
                     "WITH RECURSIVE chain(id) AS (SELECT ? UNION SELECT r.id FROM runs r JOIN chain c "
-                    "ON r.resumes = c.id) SELECT host, status FROM hosts WHERE run_id IN chain "
+                    "ON r.resumes = c.id) SELECT host, status FROM host_rows WHERE run_id IN chain "
                     "AND status != 'skipped'", (run_id,)):
                 if final.get(host) != SUCCEEDED:
                     final[host] = status
@@ -342,15 +374,47 @@ class Recorder:
     def __init__(self, db: sqlite3.Connection, run_id: int, path: Path) -> None:
         self.db, self.run_id, self.path = db, run_id, path
         self.broken = False
+        self.seen: set[bytes] = set()  # digests of the long outputs this run stored or found
 
     def host(self, host: str, result: SSHResult, seconds: float, wave: int | None = None) -> None:
-        """Record (and commit) one host's final result."""
+        """Record (and commit) one host's final result; a long output another host printed is not stored again."""
         status = SKIPPED if result.error == SKIPPED_KIND else SUCCEEDED if result.status == 0 and not result.error \
             else FAILED
-        self._write("INSERT INTO hosts (run_id, host, status, exit_code, error, stdout, stderr, seconds, finished, "
-                    "wave) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (self.run_id, host, status, result.status, result.error, result.stdout, result.stderr,
-                     round(seconds, 6), time.time(), wave))
+        shared = len(result.stdout) >= SHARED_OUTPUT or len(result.stderr) >= SHARED_OUTPUT
+        try:
+            if shared:  # the row and the outputs it names land together
+                self.db.execute("BEGIN IMMEDIATE")
+            try:
+                (stdout, stdout_ref), (stderr, stderr_ref) = self._stored(result.stdout), self._stored(result.stderr)
+                self.db.execute(
+                    "INSERT INTO host_rows (run_id, host, status, exit_code, error, stdout, stderr, seconds, finished, "
+                    "wave, stdout_ref, stderr_ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (self.run_id, host, status, result.status, result.error, stdout, stderr, round(seconds, 6),
+                     time.time(), wave, stdout_ref, stderr_ref))
+                if shared:
+                    self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            self._failed(exc)
+
+    def _stored(self, text: str) -> tuple[str, int | None]:
+        """What a row holds for ``text``: the text itself, or (a long one) a reference to its one copy."""
+        if len(text) < SHARED_OUTPUT:
+            return text, None
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+        if digest in self.seen:  # stored by an earlier row of this run: look it up (it may have been deleted since)
+            found = self.db.execute("SELECT id FROM outputs WHERE sha256 = ?", (digest,)).fetchone()
+            if found is not None:
+                return "", int(found[0])
+        self.seen.add(digest)
+        inserted = self.db.execute("INSERT INTO outputs (sha256, text) VALUES (?, ?) ON CONFLICT (sha256) DO NOTHING "
+                                   "RETURNING id", (digest, text)).fetchone()
+        if inserted is None:  # another run stored it
+            inserted = self.db.execute("SELECT id FROM outputs WHERE sha256 = ?", (digest,)).fetchone()
+        return "", int(inserted[0])
 
     def end(self) -> None:
         """Record the run's end and close the connection."""
@@ -363,10 +427,13 @@ class Recorder:
         try:
             self.db.execute(statement, values)
         except sqlite3.Error as exc:
-            if not self.broken:
-                log.warning("hussh: journal %s: run %d: cannot record (%s); the run goes on without it",
-                            self.path, self.run_id, exc)
-            self.broken = True
+            self._failed(exc)
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        if not self.broken:
+            log.warning("hussh: journal %s: run %d: cannot record (%s); the run goes on without it",
+                        self.path, self.run_id, exc)
+        self.broken = True
 
 
 _INFO_COLUMNS = ("r.id, r.operation, r.options, r.started, r.ended, r.user, r.uid, r.hostname, r.pid, r.host_count, "
@@ -385,17 +452,29 @@ def _prepare(db: sqlite3.Connection) -> None:
         raise JournalError(f"it was written by a newer hussh (schema {version}; this one reads {SCHEMA_VERSION})")
     db.execute("BEGIN IMMEDIATE")
     try:
-        if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+        version = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have moved it meanwhile
+        if version == 0:
             if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                 raise JournalError("it is an SQLite database of something else")
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            _script(db, _RUNS)
+        if version < 2:
+            _script(db, _OUTPUTS_ONCE)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+def _script(db: sqlite3.Connection, script: str) -> None:
+    """Each statement of ``script`` inside the caller's transaction (``executescript`` would commit it)."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            db.execute(statement)
+            statement = ""
 
 
 def _info(row: Sequence[Any]) -> RunInfo:

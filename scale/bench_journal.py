@@ -1,4 +1,4 @@
-"""What the run journal costs: its size for 10,000 hosts with 1 KiB outputs, and its wall on 1,000 hosts.
+"""What the run journal costs: its size for 10,000 hosts of 1 KiB outputs (all alike, all different), its wall on 1,000.
 
     python -m scale.bench_journal [--rows 10000] [--output 1024] [--hosts 1000] [--reps 5] [--port 2290]
 
@@ -26,18 +26,19 @@ from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER, LoopbackFleet, loopback_addresses
 
 
-def journal_size(directory: Path, rows: int, output: int) -> tuple[int, float]:
-    """Bytes on disk of a journal holding one run of ``rows`` hosts, and the seconds its rows took to write."""
-    path = directory / "size.db"
+def journal_size(directory: Path, rows: int, output: int, same: bool = False) -> tuple[int, float]:
+    """Bytes on disk of a journal holding one run of ``rows`` hosts, and the seconds its rows took to write;
+    ``same``: every host printed the same output (a config file, a version string)."""
+    path = directory / f"size-{same}.db"
     hosts = [f"host{i:05d}.example.com" for i in range(rows)]
     recorder = Journal(path).start(Operation("command", command="cat /etc/motd"), hosts, {"batch_size": 100})
     started = time.perf_counter()
     for i, host in enumerate(hosts):
-        stdout = (f"{host} {i} " * (output // 10 + 1))[:output]  # a different 1 KiB per host
+        stdout = ("same " * (output // 5 + 1) if same else f"{host} {i} " * (output // 10 + 1))[:output]
         recorder.host(host, SSHResult(stdout, "warning: x\n", 0), 0.25)
     elapsed = time.perf_counter() - started
     recorder.end()
-    files = [p for p in directory.iterdir() if p.name.startswith("size.db")]
+    files = [p for p in directory.iterdir() if p.name.startswith(path.name)]
     return sum(p.stat().st_size for p in files), elapsed
 
 
@@ -70,10 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="hussh-bench-journal-") as scratch:
         directory = Path(scratch)
-        size, seconds = journal_size(directory, args.rows, args.output)
-        print(f"journal of {args.rows} hosts x {args.output} B stdout: {size / 2**20:.1f} MiB "
-              f"({size / args.rows:.0f} B per host); rows written in {seconds:.2f} s "
-              f"({seconds / args.rows * 1e6:.0f} us per committed row)")
+        for same in (False, True):
+            size, seconds = journal_size(directory, args.rows, args.output, same)
+            print(f"journal of {args.rows} hosts x {args.output} B stdout, {'the same' if same else 'a different'} "
+                  f"output per host: {size / 2**20:.1f} MiB ({size / args.rows:.0f} B per host); rows written in "
+                  f"{seconds:.2f} s ({seconds / args.rows * 1e6:.0f} us per committed row)")
         if not args.hosts:
             return 0
         addresses = loopback_addresses(args.hosts, second_octet=args.second_octet)

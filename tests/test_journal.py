@@ -22,6 +22,8 @@ import pytest
 
 from clirun import env, hussh
 from hussh import Journal, JournalError, SSHResult
+from hussh import journal as journal_module
+from hussh.journal import Operation
 from hussh.multi_conn import MultiConnection
 from hussh.testing import KEY_PASSPHRASE, KEY_USER, PASSWORD, PASSWORD_USER
 
@@ -102,6 +104,64 @@ def test_outputs_are_stored_as_the_results_hold_them(fleet, tmp_path):
     for host, stdout, stderr, error in stored:
         assert (stdout, stderr, error) == (result[host].stdout, result[host].stderr, result[host].error)
         assert len(stdout) <= 1000 and error == "OutputLimitExceeded"
+
+
+def test_a_long_output_many_hosts_printed_is_stored_once(fleet, tmp_path):
+    """Outputs of SHARED_OUTPUT characters or more are kept once per journal; every row still reads its own."""
+    path = tmp_path / "journal.db"
+    hosts = hosts_of(fleet)
+    long_a, long_b = "head -c 20000 /dev/zero | tr '\\0' a", "head -c 30000 /dev/zero | tr '\\0' b >&2"
+    mc = MultiConnection.from_shared_auth(hosts, username=PASSWORD_USER, password=PASSWORD, journal=Journal(path))
+    with mc:
+        first = mc.execute_map({h: long_a if i % 2 else long_b for i, h in enumerate(hosts)})
+        second = mc.execute(long_a)
+    assert rows(path, "SELECT count(*) FROM outputs") == [(2,)]  # 2 + len(hosts) texts were printed
+    assert sum(size for (size,) in rows(path, "SELECT length(stdout) + length(stderr) FROM host_rows")) == 0
+    for result in (first, second):
+        assert result.run_id is not None
+        recorded = Journal(path).run(result.run_id)
+        assert recorded.results == {h: result[h] for h in hosts}
+        assert {len(r.stdout) + len(r.stderr) for r in recorded.results.values()} <= {20000, 30000}
+    by_host = dict(rows(path, "SELECT host, length(stdout) FROM hosts WHERE run_id = ?", second.run_id))
+    assert by_host == dict.fromkeys(hosts, 20000)  # the documented table still reads as the texts
+
+
+def test_deleting_runs_as_documented_drops_the_outputs_no_row_names_any_more(tmp_path):
+    path = tmp_path / "journal.db"
+    journal = Journal(path)
+    shared, own = "s" * 5000, "o" * 5000
+    for outputs in ((shared, own), (shared,)):
+        recorder = journal.start(Operation("command", command="x"), [f"h{i}" for i in range(len(outputs))], {})
+        for i, text in enumerate(outputs):
+            recorder.host(f"h{i}", SSHResult(text, "", 0), 1.0)
+        recorder.end()
+    assert rows(path, "SELECT count(*) FROM outputs") == [(2,)]
+    with sqlite3.connect(path) as db:  # docs/rollouts.md's recipe
+        db.execute("DELETE FROM hosts WHERE run_id < 2")
+        db.execute("DELETE FROM runs WHERE id < 2")
+    assert rows(path, "SELECT text FROM outputs") == [(shared,)]  # the second run still names it
+    assert journal.run(2).results == {"h0": SSHResult(shared, "", 0)}
+
+
+def test_a_journal_of_the_first_schema_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "journal.db"
+    with sqlite3.connect(path) as db:  # what hussh wrote before outputs were shared
+        db.executescript(journal_module._RUNS + "PRAGMA user_version = 1;")
+        db.execute("INSERT INTO runs (kind, operation, hosts, host_count, options, started, user, uid, hostname, pid) "
+                   "VALUES ('command', '{\"kind\":\"command\",\"command\":\"x\"}', '[\"h\"]', 1, '{}', 1, 'u', 0, "
+                   "'m', 1)")
+        db.execute("INSERT INTO hosts (run_id, host, status, exit_code, stdout, finished) "
+                   "VALUES (1, 'h', 'succeeded', 0, ?, 2)", ("x" * 5000,))
+    db.close()
+    journal = Journal(path)
+    assert journal.run(1).results == {"h": SSHResult("x" * 5000, "", 0)}
+    assert rows(path, "PRAGMA user_version") == [(2,)]
+    recorder = journal.start(Operation("command", command="x"), ["h"], {})
+    recorder.host("h", SSHResult("x" * 5000, "", 0), 1.0)
+    recorder.end()
+    assert journal.run(2).results == journal.run(1).results
+    assert rows(path, "SELECT count(*) FROM outputs") == [(1,)]
+    assert journal.pending(1) == [] and [r.succeeded for r in journal.runs()] == [1, 1]
 
 
 def test_a_journal_that_cannot_be_written_stops_the_call_before_anything_runs(fleet, tmp_path, remote_dir):
