@@ -9,8 +9,9 @@ import functools
 import os
 import posixpath
 import signal
+from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import asyncssh
 import msgspec
@@ -34,7 +35,7 @@ from ._spec import ConnectSpec, HostKeyChecking, HostKeys, ProxyJump
 from ._stall import StallGuard
 from ._sudo import SudoGate, check_password
 from ._uploads import created_with, upload
-from .errors import CommandTimeout, ConnectionLost, HusshError, OutputLimitExceeded, SudoError
+from .errors import CommandTimeout, ConnectionLost, HusshError, OutputLimitExceeded, SudoError, also_runtime_error
 
 __all__ = ["AsyncConnection", "AsyncFileTailer", "AsyncInteractiveShell", "stop_abandoned"]
 
@@ -54,6 +55,24 @@ INPUT_CHUNK = 32 << 10
 payload, shared by every host of a worker, is never copied whole per host."""
 
 Input = str | bytes | bytearray | memoryview
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _upstream_errors(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """A file operation's ``OSError`` leaves as a ``RuntimeError`` too, as upstream's async API raises."""
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except OSError as exc:
+            if isinstance(exc, (RuntimeError, TimeoutError, ConnectionError)):  # hussh's own, or upstream's kinds
+                raise
+            raise also_runtime_error(exc) from exc.__cause__  # one error shown, as before: not two chained
+
+    return wrapper
 
 
 class AsyncConnection:
@@ -275,6 +294,7 @@ class AsyncConnection:
             finally:
                 await remote.close()  # nothing left to do if the read closed it
 
+    @_upstream_errors
     async def sftp_read(self, remote_path: str, local_path: str | os.PathLike[str] | None = None, *,
                         budget: OutputBudget | None = None) -> str | None:
         """Return the remote file as text (undecodable bytes replaced), or save it to ``local_path``.
@@ -310,6 +330,7 @@ class AsyncConnection:
                          f"{remote_path} on {self.spec.address} {why}; kept the first bytes "
                          "(save it with local_path= to get all of it)")
 
+    @_upstream_errors
     async def sftp_write(self, local_path: str | os.PathLike[str], remote_path: str | None = None) -> None:
         """Copy a local file to ``remote_path`` (default: the same path as the local file)."""
         local_path = os.fspath(local_path)
@@ -320,6 +341,7 @@ class AsyncConnection:
         async with sftp_op(self, target, "write"):  # a new file gets the local 0777 bits, as scp and sftp do
             await upload(sftp, local_path, target, exact=False, block_size=SFTP_BLOCK, max_requests=SFTP_REQUESTS)
 
+    @_upstream_errors
     async def sftp_write_data(self, data: str | bytes, remote_path: str, *, mode: int | None = None) -> None:
         """Write ``data`` (text is UTF-8 encoded) to ``remote_path``, replacing it. ``mode``: the 0777 bits a
         new file is created with (less the server's umask; an existing file keeps its mode), else the server's."""
@@ -331,6 +353,7 @@ class AsyncConnection:
                 if len(payload) > SFTP_BLOCK or not await internals.write_and_close(remote, payload):
                     await remote.write(payload)  # in parallel blocks, then closed
 
+    @_upstream_errors
     async def sftp_list(self, path: str) -> list[str]:
         """Names in a remote directory, without ``.`` and ``..``, sorted."""
         sftp = await self._sftp_client()
@@ -338,6 +361,7 @@ class AsyncConnection:
             names = await sftp.listdir(path)
         return sorted(name for name in names if name not in (".", ".."))
 
+    @_upstream_errors
     async def sftp_size(self, remote_path: str) -> int:
         sftp = await self._sftp_client()
         async with sftp_op(self, remote_path, "stat"):
@@ -388,6 +412,7 @@ class AsyncConnection:
         """A login shell for several ``send``/``read`` cycles (``async with await conn.shell() as sh``)."""
         return await open_shell(self, pty)
 
+    @_upstream_errors
     async def sftp_put_dir(self, local_path: str | os.PathLike[str], remote_path: str, follow_symlinks: bool = True,
                            preserve_permissions: bool = True, fail_fast: bool = False, *,
                            failures: list[OSError] | None = None) -> tuple[list[str], list[str]]:
@@ -397,6 +422,7 @@ class AsyncConnection:
                              remote_path, follow_symlinks, preserve_permissions, fail_fast,
                              window=(SFTP_BLOCK, SFTP_REQUESTS), failures=failures)
 
+    @_upstream_errors
     async def sftp_get_dir(self, remote_path: str, local_path: str | os.PathLike[str], follow_symlinks: bool = True,
                            preserve_permissions: bool = True, fail_fast: bool = False, *,
                            failures: list[OSError] | None = None) -> tuple[list[str], list[str]]:

@@ -16,7 +16,8 @@
     ├── WorkerLost                       the worker process that owned the host died
     └── PartialFailureException          raised by ``MultiResult.raise_if_any_failed()``
 
-Failed remote file operations raise the builtin ``OSError`` subclasses (``FileNotFoundError``...).
+Failed remote file operations raise the builtin ``OSError`` subclasses (``FileNotFoundError``...);
+from ``AsyncConnection`` each is also a ``RuntimeError``, as upstream's async errors are.
 Inside ``MultiConnection`` none of these is raised: each becomes that host's result, ``status=-1``,
 with ``stderr`` starting with the class name, e.g. ``ConnectTimeout: ...``.
 """
@@ -114,3 +115,32 @@ def describe(exc: BaseException) -> str:
     """``ClassName: message``, the form every per-host failure takes in a result's stderr."""
     text = str(exc) or repr(exc)
     return f"{type(exc).__name__}: {text}"
+
+
+_ALSO_RUNTIME: dict[type[OSError], type[OSError]] = {}
+
+
+def _reduce_as_builtin(self: OSError) -> tuple[type[OSError], tuple[object, ...]]:
+    """Pickled as the builtin class it extends (the pairing with ``RuntimeError`` is made here, not kept)."""
+    base = type(self).__mro__[1]
+    return base, ((self.errno, self.strerror, self.filename) if self.errno is not None else self.args)
+
+
+def also_runtime_error(exc: OSError) -> OSError:
+    """``exc`` again, as an instance of its own class paired with ``RuntimeError``.
+
+    Upstream's ``AsyncConnection`` raises ``RuntimeError`` for every failure, file errors included;
+    hussh's async file operations raise the builtin ``OSError`` subclass (``FileNotFoundError``...),
+    so code written for either keeps catching them. Name, ``errno``, ``strerror`` and ``filename`` stay.
+    """
+    if isinstance(exc, RuntimeError):
+        return exc
+    cls = type(exc)
+    paired = _ALSO_RUNTIME.get(cls)
+    if paired is None:
+        paired = _ALSO_RUNTIME[cls] = type(cls.__name__, (cls, RuntimeError), {
+            "__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__,
+            "__reduce__": _reduce_as_builtin})
+    again = paired(exc.errno, exc.strerror, exc.filename) if exc.errno is not None else paired(*exc.args)
+    again.__cause__, again.__suppress_context__ = exc.__cause__, exc.__suppress_context__
+    return again.with_traceback(exc.__traceback__)

@@ -7,7 +7,9 @@ directly, while the transfer itself goes through sshd as the login user.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import pickle
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -198,6 +200,27 @@ def test_get_dir_without_following_links_and_its_failures(conn, remote_dir, tmp_
     assert caught.value.filename == f"{absent} on {conn.host}:{conn.port}"
     with pytest.raises(NotADirectoryError):
         conn.sftp_get_dir(str(remote / "a.txt"), str(tmp_path / "x"), fail_fast=True)
+
+
+def test_async_file_errors_are_also_runtime_errors_as_upstreams(fleet, creds, remote_dir, tmp_path):
+    """Upstream's AsyncConnection raises RuntimeError for every failure: code catching that keeps working."""
+    absent = str(remote_dir / "absent")
+
+    async def body():
+        async with AsyncConnection(fleet.addresses[3], **creds) as conn:
+            failures = []
+            for call in (conn.sftp_get_dir(absent, str(tmp_path / "x"), fail_fast=True), conn.sftp_read(absent),
+                         conn.sftp_write(str(tmp_path / "no-such-local-file"), absent)):
+                with pytest.raises(RuntimeError) as caught:
+                    await call
+                failures.append(caught.value)
+            return failures
+
+    for failure in asyncio.run(asyncio.wait_for(body(), 60)):
+        assert isinstance(failure, FileNotFoundError) and type(failure).__name__ == "FileNotFoundError"
+        assert failure.errno == errno.ENOENT and failure.filename
+        copy = pickle.loads(pickle.dumps(failure))
+        assert type(copy) is FileNotFoundError and (copy.errno, copy.filename) == (failure.errno, failure.filename)
 
 
 def test_async_put_and_get_dir(fleet, creds, remote_dir, tmp_path):

@@ -34,7 +34,7 @@ from hussh.testing import KEY_USER, PASSWORD, PASSWORD_USER
 VERSION = "0.3.3"
 SINGLE_HOST = ("test_connection.py", "test_async_connection.py")
 REPO = Path(__file__).resolve().parent.parent
-PASSING = 58  # of 61 (test_connection.py 35, test_async_connection.py 26): raise it as parity grows
+PASSING = 59  # of 61 (test_connection.py 35, test_async_connection.py 26): raise it as parity grows
 
 CONFTEST = '''
 import asyncio, inspect, ipaddress, os, socket, subprocess
@@ -99,11 +99,7 @@ def setup_agent_auth():
         os.environ.pop(name)
 
 
-SKIP = {  # hussh differs on purpose: docs/single-host.md, "Differences from upstream hussh"
-    "test_async_sftp_get_dir_fail_fast": "upstream's docs promise only 'raise on the first error'; hussh raises "
-                                         "the builtin OSError subclass naming host and path in both APIs "
-                                         "(FileNotFoundError here; upstream: RuntimeError async, OSError sync)",
-}
+SKIP: dict[str, str] = {}  # tests hussh differs from on purpose (docs/single-host.md): none today
 
 
 def pytest_collection_modifyitems(items):
@@ -231,7 +227,7 @@ def upstream_tests(tmp_path_factory: pytest.TempPathFactory, fleet,
 
 def test_upstream_single_host_suite(upstream_tests: Path, fleet) -> None:
     """Upstream's single-host tests against this hussh: the count is printed and may not fall below
-    ``PASSING`` (58 of 61 today; failures and skips are listed in the output)."""
+    ``PASSING`` (59 of 61 today; failures and skips are listed in the output)."""
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{upstream_tests / 'tests'}",
            "HOME": str(upstream_tests.parent / "home"), "UPSTREAM_ADDRESS": fleet.addresses[0],
            "UPSTREAM_SECOND": fleet.addresses[1], "UPSTREAM_PORT": str(fleet.port)}
