@@ -25,6 +25,7 @@ import heapq
 import json
 import os
 import random
+import secrets
 import statistics
 import subprocess
 import sys
@@ -44,7 +45,7 @@ engine = None
 if spec["engine"] == "ray":
     import ray
     from hussh.ray import RayEngine
-    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, object_store_memory=100 << 20)
     engine = RayEngine()
 with MultiConnection.from_shared_auth(spec["hosts"], username=spec["user"], password=spec["password"],
                                       port=spec["port"], batch_size=spec["batch"], workers=spec["workers"],
@@ -78,9 +79,14 @@ def floor(lengths: list[float], lanes: int) -> float:
     return end
 
 
-def run(tree: Path, spec: dict) -> float:
-    """One timed call with the code of ``tree``, in a process of its own."""
+def run(tree: Path, spec: dict, home: str) -> float:
+    """One timed call with the code of ``tree``, in a process of its own (with Ray: a one-machine cluster
+    of its own, on loopback only, with a token, its files under ``home``)."""
     env = dict(os.environ, PYTHONPATH=str(tree))
+    if spec["engine"] == "ray":
+        env.update(HOME=home, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+                   RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+        env.pop("SSH_AUTH_SOCK", None)
     proc = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps(spec), env=env, capture_output=True,
                           text=True, timeout=1200, cwd=tree)
     if proc.returncode:
@@ -127,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(args.repeat):
             order = list(trees) if rep % 2 == 0 else list(reversed(trees))
             for name in order:
-                walls[name].append(run(trees[name], spec))
+                walls[name].append(run(trees[name], spec, tmp))
             print(f"  rep {rep + 1}: " + ", ".join(f"{n} {walls[n][-1]:.2f} s" for n in trees), flush=True)
     print("\n| code | median wall | over the floor | wall / floor | runs |")
     print("| --- | ---: | ---: | ---: | --- |")

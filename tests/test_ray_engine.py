@@ -17,6 +17,7 @@ import ipaddress
 import json
 import os
 import pickle
+import random
 import signal
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from hussh import Rollout
 from hussh.multi_conn import MultiConnection
 from hussh.testing import KEY_PASSPHRASE, KEY_USER, PASSWORD, PASSWORD_USER
 from hussh.testing.loopback import LoopbackFleet, loopback_addresses
-from lanecheck import most_at_once, slow_first
+from lanecheck import counting, dirs, most_at_once, slow_first
 from raycluster import REPO_ROOT, local_ray_cluster, ray_module
 
 REGIONS = ("a", "b", "c")
@@ -338,7 +339,7 @@ def test_each_regions_hosts_run_on_its_labelled_nodes_and_the_rest_spread(ray_cl
         ran_in = {fleet.addresses[i]: node_region[where[pool.shard_of[i]][0]] for i in range(3)}
         assert ran_in == regions
         assert where[pool.shard_of[3]][0] in node_region
-        assert {code for _, _, code in where.values()} == {str(REPO_ROOT / "workers")}  # this checkout's code
+        assert {code for _, _, code in where.values()} == {str(REPO_ROOT / "hussh" / "workers")}  # this checkout's
 
 
 @ray_test
@@ -370,6 +371,25 @@ def test_lanes_freed_by_finished_shards_run_a_slow_shards_waiting_hosts(ray_clus
     assert [int(results[wide_fleet.addresses[i]].stdout) for i in slow] == [fast] * len(slow)
     assert most_at_once(remote_dir / "seen") <= 8
     assert most_at_once(remote_dir / "seen", slow) > 2
+
+
+@ray_test
+def test_batch_size_bounds_what_runs_at_once_across_shard_actors_and_waves(ray_cluster, wide_fleet, remote_dir):
+    """As tests/test_lanes.py's with local workers: hosts of uneven lengths over 3 actors, in waves, lanes
+    moving between actors all the time (their frames reach the caller in batches, late); the fleet never
+    sees more than ``batch_size`` commands at once."""
+    from hussh.ray import RayEngine
+
+    _, seen, _ = dirs(remote_dir)
+    lengths = random.Random(7).choices([0, 0.05, 0.1, 0.3, 0.8], k=len(wide_fleet.addresses))
+    commands = {host: counting(remote_dir, i, f"sleep {lengths[i]}; ls {remote_dir}/running | wc -l >> {seen}/{i}")
+                for i, host in enumerate(wide_fleet.addresses)}
+    with with_password(wide_fleet, wide_fleet.addresses, engine=RayEngine(), workers=3, batch_size=5) as mc:
+        assert not mc.connect().failed
+        plain = mc.execute_map(commands)
+        waves = mc.execute_map(commands, rollout=Rollout(waves=[7, "50%"]))
+    assert not plain.failed and not waves.failed, (dict(plain.failed), dict(waves.failed))
+    assert most_at_once(seen) <= 5
 
 
 def marking(directory: Path, then: str = "true") -> str:
@@ -538,8 +558,8 @@ def test_ctrl_c_stops_remote_commands_and_leaves_no_actor_running(ray_cluster, f
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CTRL_C_SCRIPT)], env=env, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)
     assert proc.stdin is not None
+    reader = _Lines(proc)
     try:
-        reader = _Lines(proc)
         started = json.loads(reader.next(180))
         wait_until("every remote command started", lambda: len(list(remote_dir.iterdir())) == 4, 30)
         commands = [int(p.read_text()) for p in remote_dir.iterdir()]
@@ -565,6 +585,7 @@ def test_ctrl_c_stops_remote_commands_and_leaves_no_actor_running(ray_cluster, f
     finally:
         proc.kill()
         proc.wait()
+        reader.close()
 
 
 ENDING_SCRIPT = """
@@ -612,7 +633,8 @@ class _Lines:
         self.proc = proc
         self.lines: list[str | None] = []  # None: the end
         self.cond = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -633,6 +655,13 @@ class _Lines:
             assert self.proc.stderr is not None
             pytest.fail(f"the child exited {self.proc.wait()}: {self.proc.stderr.read()[-3000:]}")
         return line
+
+    def close(self) -> None:
+        """Once the child has ended: its pipes closed (this reader's after it read them to their end)."""
+        self.thread.join(timeout=30)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 # ---------------------------------------------------------------------------------------------- secrets
