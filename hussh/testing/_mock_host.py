@@ -1,8 +1,9 @@
 """A host of the ``MockEngine``: an ``AsyncConnection`` whose every remote operation is a call of the handler.
 
 Only the I/O is replaced: what the worker does around it (connecting first, output bounds, a command's
-deadline, tails reading past an offset) is ``AsyncConnection``'s and ``AsyncFileTailer``'s own code, so
-results, error kinds and messages read as with real hosts.
+deadline, a tail's offsets, bounds and UTF-8 splits) is ``AsyncConnection``'s and ``AsyncFileTailer``'s own
+code, so results, error kinds and messages read as with real hosts; an open tail reads the handler's
+whole file each time instead of holding one (``MockTailer``).
 """
 
 from __future__ import annotations
