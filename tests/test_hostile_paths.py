@@ -341,7 +341,9 @@ def test_outdir_files_stay_inside_and_private(tmp_path, umask):
 class SizesOf(OverlongReads):
     """``OverlongReads`` whose STAT and FSTAT give every file the size ``claimed`` (``None``: no size at all)."""
 
-    claimed: int | None = None
+    def __init__(self, chan, roots, claimed: int | None) -> None:
+        super().__init__(chan, roots)
+        self.claimed = claimed
 
     def stat(self, path):
         attrs = super().stat(path)
@@ -360,8 +362,7 @@ def test_a_tail_reads_what_it_asked_for_whatever_sizes_the_server_states(claimed
     """A tail's reads are bounded by what hussh asked (``max_output``), not by sizes the server states (absent,
     huge, zero: a file shorter than the offset is read from its start, as it says) nor by what it sends."""
     data = bytes(range(48, 58)) * 100
-    SizesOf.claimed = claimed
-    with serve(sftp=SizesOf.factory({"/top": Dir({"log": File(data)})})) as server, \
+    with serve(sftp=SizesOf.factory({"/top": Dir({"log": File(data)})}, claimed=claimed)) as server, \
             Connection(server.host, **server.options(), max_output=64) as conn:
         with conn.tail("/top/log") as tf:
             assert tf.last_pos == (claimed or 0)
