@@ -15,6 +15,8 @@ one of them silently stops taking effect.
   packet, ``inspect.isawaitable`` on every handler's ``True``).
 * ``install_sftp_task_reaping``: a parallel SFTP transfer given up (a stall, a timeout, Ctrl-C) leaves
   asyncssh's request tasks to fail when the connection closes; their errors are taken, not logged.
+* ``read_once``, ``close_unawaited``: an SFTP read of exactly one request, and a CLOSE sent without
+  waiting for its reply (a tail's held file, let go even by a cancelled task).
 * ``with_owner``, ``OPENSSH_HOST_KEY_ORDER``: a per-connection owner that answers for hashed
   known_hosts entries, without re-preparing the shared options; host key types in ``ssh``'s order.
 * ``CachedClientConfig``: asyncssh's ssh_config parser with each file tokenized once per process
@@ -24,6 +26,7 @@ one of them silently stops taking effect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import hashlib
 import inspect
@@ -40,6 +43,7 @@ from asyncssh import auth as _auth
 from asyncssh.config import SSHClientConfig
 from asyncssh.connection import SSHClientConnection
 from asyncssh.constants import (
+    FXP_CLOSE,
     MSG_IGNORE,
     MSG_SERVICE_ACCEPT,
     MSG_USERAUTH_FIRST,
@@ -48,7 +52,7 @@ from asyncssh.constants import (
 )
 from asyncssh.crypto import cipher as _cipher
 from asyncssh.logging import SSHLogger
-from asyncssh.packet import SSHPacketLogger, String
+from asyncssh.packet import SSHPacket, SSHPacketLogger, String
 from asyncssh.pattern import WildcardPatternList
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -299,8 +303,8 @@ async def read_and_close(file: asyncssh.SFTPClientFile, offset: int, size: int) 
     """Up to ``size`` bytes at ``offset`` in one READ, the CLOSE sent right behind it (requests on one
     handle are answered in order) instead of after its reply: one round trip less per read.
 
-    ``None`` (the file left open) when this asyncssh cannot; ``b""`` at the end of the file; maybe
-    fewer bytes than asked (a server may answer short): the caller reads on with a new handle."""
+    ``None`` (the file left open) when this asyncssh cannot; ``b""`` at the end of the file; never
+    more bytes than asked, maybe fewer (a server may answer short): the caller reads on with a new handle."""
     if not SFTP_PIPELINE_AVAILABLE or file._handle is None or size > file._handler.limits.max_read_len:
         return None
     handler, handle = file._handler, file._handle
@@ -313,7 +317,51 @@ async def read_and_close(file: asyncssh.SFTPClientFile, offset: int, size: int) 
         raise read
     if isinstance(closed, BaseException):
         raise closed
-    return read[0]
+    return read[0][:size]  # a server may send more than asked
+
+
+async def read_once(file: asyncssh.SFTPClientFile, offset: int, size: int) -> bytes:
+    """Up to ``size`` bytes at ``offset`` in exactly one READ (``b""`` at the end of the file): asyncssh's
+    ``read`` asks again for what a short answer left out, a second round trip whenever fewer bytes
+    exist than asked, the usual case of a tail. A server answering with more than asked is cut to ``size``."""
+    if not SFTP_PIPELINE_AVAILABLE or file._handle is None:
+        return cast(bytes, await file.read(size, offset))[:size]
+    try:
+        data, _ = await file._handler.read(file._handle, offset, size)
+    except asyncssh.SFTPEOFError:
+        return b""
+    return data[:size]
+
+
+SFTP_CLOSE_UNAWAITED_AVAILABLE = SFTP_PIPELINE_AVAILABLE and _has(asyncssh.sftp.SFTPClientHandler, "_send_request")
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def close_unawaited(file: asyncssh.SFTPClientFile) -> None:
+    """Send ``file``'s CLOSE now without waiting for the reply, from any code (a ``finally`` of a cancelled
+    task too): nothing is left to do if it fails, and its connection may be gone (nothing is sent then)."""
+    if not SFTP_CLOSE_UNAWAITED_AVAILABLE:
+        task = asyncio.get_running_loop().create_task(_close_quietly(file))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+        return
+    handler, handle = file._handler, file._handle
+    file._handle = None
+    if handle is None or not handler._writer:
+        return
+    reply: asyncio.Future[tuple[int, SSHPacket]] = asyncio.get_running_loop().create_future()
+    reply.add_done_callback(_taken)  # its error (the connection lost) is not logged as never retrieved
+    try:
+        handler._send_request(FXP_CLOSE, (String(handle),), reply)
+    except (asyncssh.Error, OSError):  # the session is closing: the server closes its handles
+        if not reply.done():
+            reply.cancel()
+
+
+async def _close_quietly(file: asyncssh.SFTPClientFile) -> None:
+    with contextlib.suppress(asyncssh.Error, OSError):
+        await file.close()
 
 
 async def write_and_close(file: asyncssh.SFTPClientFile, data: bytes) -> bool:
@@ -454,7 +502,7 @@ SFTP_TASKS_AVAILABLE = VERSION_TESTED and _has(asyncssh.sftp._SFTPParallelIO, "_
 _start_sftp_tasks = asyncssh.sftp._SFTPParallelIO._start_tasks
 
 
-def _taken(task: asyncio.Future[object]) -> None:
+def _taken(task: asyncio.Future[Any]) -> None:
     """A request task's outcome, read: once its transfer is given up, nobody else will."""
     if not task.cancelled():
         task.exception()

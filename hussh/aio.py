@@ -21,6 +21,7 @@ from . import _asyncssh_internals as internals
 from . import _bastions
 from ._config import SSHConfigArg
 from ._connector import open_connection
+from ._held_file import HeldFile
 from ._known_hosts import record as record_host_keys
 from ._known_hosts import warn_changed_key
 from ._link import sftp_op, via
@@ -438,6 +439,14 @@ class AsyncFileTailer:
 
     ``last_pos`` is the offset read up to (the file size once opened); after exit ``contents``
     holds everything from ``init_pos`` (default: the size when the tailer opened) to the end.
+
+    Open (entered, or ``start()``-ed by workers) a tailer holds the file open until it exits or
+    ``close()``: a ``read()`` then costs one round trip, and follows the file as ``tail -F`` does. A
+    file truncated below ``last_pos`` is read again from its start; one replaced at its path
+    (rotated: renamed away, a new one created) is read to its end, then the new one from its start,
+    in the same read; a file removed is read to its end, and the next read fails with
+    ``FileNotFoundError`` unless a new one was created meanwhile. Not open, each read opens the
+    file by path and reads from ``last_pos`` (upstream's way: past the end of a truncated file, ``""``).
     """
 
     def __init__(self, conn: AsyncConnection, remote_file: str, init_pos: int | None = None) -> None:
@@ -446,16 +455,43 @@ class AsyncFileTailer:
         self.init_pos = init_pos
         self.last_pos = 0
         self.contents: str | None = None
+        self._open = False
+        self._held: HeldFile | None = None
+        self._leaving = False  # the file held is no longer the path's: read to its end, then the new one
 
+    @_upstream_errors
     async def __aenter__(self) -> AsyncFileTailer:
-        await self.seek_end()
-        if self.init_pos is None:
-            self.init_pos = self.last_pos
+        await self.start()
         return self
 
+    async def start(self, since: float | None = None, lines: int = 10) -> int:
+        """Open the tailer: hold the file and start at its end or, with ``since``, where ``seek_since``
+        says; ``init_pos`` is that offset unless it was given. Returns it. ``close()`` lets the file go."""
+        self._open = True
+        try:
+            pos = await (self.seek_end() if since is None else self.seek_since(since, lines))
+        except BaseException:
+            self.close()
+            raise
+        if self.init_pos is None:
+            self.init_pos = pos
+        return pos
+
+    def close(self) -> None:
+        """Let the file go (its CLOSE sent, not awaited: callable anywhere, a dead connection included);
+        reads from now on open it by path each time."""
+        self._open = False
+        self._let_go()
+
     async def seek_end(self) -> int:
-        """Skip to the file's current end (what ``read()`` returns starts after it); returns that offset."""
-        self.last_pos = await self.conn.sftp_size(self.remote_file)
+        """Skip to the file's current end (what ``read()`` returns starts after it); returns that offset.
+        An open tailer takes hold of the file now at the path (one that replaced it is followed from here)."""
+        if not self._open:
+            self.last_pos = await self.conn.sftp_size(self.remote_file)
+            return self.last_pos
+        sftp = await self.conn._sftp_client()
+        async with sftp_op(self.conn, self.remote_file, "read"):
+            self.last_pos = (await self._hold(sftp)).size or 0
         return self.last_pos
 
     async def seek_since(self, since: float, lines: int) -> int:
@@ -464,8 +500,8 @@ class AsyncFileTailer:
         the start of its last ``lines`` lines, as ``tail -n`` (what was appended meanwhile, if no more).
         Returns the offset; the modification time is the host's clock, ``since`` the caller's."""
         sftp = await self.conn._sftp_client()
-        async with sftp_op(self.conn, self.remote_file, "stat"):
-            attrs = await sftp.stat(self.remote_file)
+        async with sftp_op(self.conn, self.remote_file, "read" if self._open else "stat"):
+            attrs = await (self._hold(sftp) if self._open else sftp.stat(self.remote_file))
         size = attrs.size or 0
         unchanged = attrs.mtime is not None and attrs.mtime < int(since)
         self.last_pos = size if unchanged or lines <= 0 else await self._lines_back(size, lines)
@@ -475,7 +511,12 @@ class AsyncFileTailer:
         """The offset of the start of the last ``lines`` lines before ``end`` (a final line without its
         newline counts), looking back no further than ``max_output`` bytes."""
         start = max(0, end - self.conn.spec.max_output)
-        data, _ = await self.conn.sftp_read_bytes(self.remote_file, start, end - start)
+        held = self._held
+        if held is None:
+            data, _ = await self.conn.sftp_read_bytes(self.remote_file, start, end - start)
+        else:
+            async with sftp_op(self.conn, self.remote_file, "read"):
+                data = await held.read(start, end - start)
         data = data[:end - start]
         cut = len(data) - 1 if data.endswith(b"\n") else len(data)
         for _ in range(lines):
@@ -484,6 +525,7 @@ class AsyncFileTailer:
                 return start if start == 0 else start + data.find(b"\n") + 1  # no more than whole lines
         return start + cut + 1
 
+    @_upstream_errors
     async def read(self, from_pos: int | None = None, *, budget: OutputBudget | None = None) -> str:
         """Text added since the last read (or since ``from_pos``); a split UTF-8 character waits for the next read.
 
@@ -493,11 +535,83 @@ class AsyncFileTailer:
 
     async def read_bytes(self, from_pos: int | None = None, *, budget: OutputBudget | None = None) -> bytes:
         """``read`` before decoding (what workers send on)."""
+        limit = self.conn.spec.max_output
+        if self._open:
+            return await self._read_open(from_pos, _Room(limit, budget))
         start = self.last_pos if from_pos is None else from_pos
-        data, _ = await self.conn.sftp_read_bytes(self.remote_file, start, self.conn.spec.max_output, budget)
+        data, _ = await self.conn.sftp_read_bytes(self.remote_file, start, limit, budget)
+        return self._advance(start, data)
+
+    def _advance(self, start: int, data: bytes) -> bytes:
+        """``data``, read from ``start``, less a trailing incomplete UTF-8 character; ``last_pos`` moves past it."""
         complete = utf8_complete_length(data)
         self.last_pos = start + complete
         return data if complete == len(data) else data[:complete]
+
+    async def _read_open(self, from_pos: int | None, room: _Room) -> bytes:
+        """A read on the file held: one round trip (a burst: READ, FSTAT, STAT of the path on either side),
+        more only to read past one READ's worth, to read a truncated file from its start, or to take hold
+        of the file that replaced it. Any failure lets the file go (the next read opens it again)."""
+        sftp = await self.conn._sftp_client()
+        try:
+            async with sftp_op(self.conn, self.remote_file, "read"):
+                return await self._follow(sftp, from_pos, room, switch=True)
+        except BaseException:
+            if self._leaving:  # a new file waits at the path: start it from its start
+                self.last_pos = 0
+            self._let_go()
+            raise
+        finally:
+            room.settle()
+
+    async def _follow(self, sftp: asyncssh.SFTPClient, from_pos: int | None, room: _Room, switch: bool) -> bytes:
+        held = self._held
+        if held is None or held.sftp is not sftp:  # let go after a failure, or its connection was lost
+            await self._hold(sftp)
+            held = self._held
+            assert held is not None
+        start = self.last_pos if from_pos is None else from_pos
+        granted = room.grant(held.block)
+        if not granted:
+            return self._advance(start, b"")  # the call's budget is spent: the rest next time
+        look = await held.look(self.remote_file, start, granted)
+        moved = look.moved or self._leaving
+        chunk = look.data
+        if from_pos is None and not moved and look.size is not None and look.size < start:
+            start = 0  # truncated (copytruncate, `> file`): from its start again
+            chunk = await held.read_once(0, granted)
+        data = last = room.keep(chunk, granted)
+        more = room.left if look.size is None else min(room.left, look.size - start - len(data))
+        if len(data) == granted and more > 0:  # more than one READ's worth: the rest in parallel
+            asked = room.grant(more)
+            if asked:
+                last = room.keep(await held.read(start + len(data), asked), asked)
+                data += last
+                granted = asked
+        if not moved:
+            return self._advance(start, data)
+        end = start + len(data)
+        drained = not last or (end >= look.size if look.size is not None else len(last) < granted)
+        if not drained:  # the rest of the old file first, next time
+            self._leaving = True
+            return self._advance(start, data)
+        self._let_go()
+        self.last_pos = 0
+        if look.gone or not switch or not room.left:
+            return data  # the next read takes hold of what the path names then (FileNotFoundError if nothing)
+        await self._hold(sftp)
+        return data + await self._follow(sftp, None, room, switch=False)
+
+    async def _hold(self, sftp: asyncssh.SFTPClient) -> asyncssh.SFTPAttrs:
+        """Let the file held go and hold the one now at the path (one round trip); its attributes."""
+        self._let_go()
+        self._held, attrs = await HeldFile.open(sftp, self.remote_file, SFTP_REQUESTS)
+        return attrs
+
+    def _let_go(self) -> None:
+        held, self._held, self._leaving = self._held, None, False
+        if held is not None:
+            held.close()
 
     async def contents_bytes(self) -> bytes:
         """Everything from ``init_pos`` to the end, up to ``max_output`` bytes: ``contents`` before decoding."""
@@ -507,8 +621,9 @@ class AsyncFileTailer:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        """Collect ``contents`` (up to ``max_output`` bytes) even when the block failed; then a failed
-        read does not hide the block's error."""
+        """Let the file go and collect ``contents`` (up to ``max_output`` bytes, read by path) even when the
+        block failed; then a failed read does not hide the block's error."""
+        self.close()
         try:
             data = await self.contents_bytes()
         except (OSError, HusshError):
@@ -516,6 +631,34 @@ class AsyncFileTailer:
                 raise
             return
         self.contents = text(data)
+
+
+class _Room:
+    """What one read may still take: ``limit`` bytes, of which the call's shared ``budget`` grants some,
+    reserved request by request; ``settle()`` gives back what was reserved and not kept."""
+
+    def __init__(self, limit: int, budget: OutputBudget | None) -> None:
+        self.left = limit
+        self.budget = budget
+        self.reserved = self.kept = 0
+
+    def grant(self, size: int) -> int:
+        wanted = max(0, min(size, self.left))
+        granted = wanted if self.budget is None else self.budget.take(wanted)
+        self.reserved += granted
+        return granted
+
+    def keep(self, data: bytes, granted: int) -> bytes:
+        """``data`` within what was granted for it (a server may send more than asked)."""
+        data = data[:granted]
+        self.kept += len(data)
+        self.left -= len(data)
+        return data
+
+    def settle(self) -> None:
+        if self.budget is not None:
+            self.budget.left += self.reserved - self.kept
+        self.reserved = self.kept
 
 
 def utf8_complete_length(data: bytes) -> int:

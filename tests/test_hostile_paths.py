@@ -23,6 +23,7 @@ from clirun import hussh
 from hussh import Connection
 from hussh._cli_output import Display
 from hussh._result import SSHResult
+from hussh.errors import OutputLimitExceeded
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER
 from hussh.testing.hostile import Dir, FakeTree, File, scp_source, serve
@@ -335,3 +336,44 @@ def test_outdir_files_stay_inside_and_private(tmp_path, umask):
     assert files_under(tmp_path) == {"out"} | {f"out/{n}.{s}" for n in hosts.values() for s in ("out", "err", "status")}
     assert {mode(path) for path in out.iterdir()} == {0o600 & ~umask}
     assert earlier.read_text() == "out\n"
+
+
+class SizesOf(OverlongReads):
+    """``OverlongReads`` whose STAT and FSTAT give every file the size ``claimed`` (``None``: no size at all)."""
+
+    def __init__(self, chan, roots, claimed: int | None) -> None:
+        super().__init__(chan, roots)
+        self.claimed = claimed
+
+    def stat(self, path):
+        attrs = super().stat(path)
+        attrs.size = self.claimed
+        return attrs
+
+    def fstat(self, file_obj):
+        attrs = super().fstat(file_obj)
+        attrs.size = self.claimed
+        return attrs
+
+
+@pytest.mark.parametrize(("claimed", "second"), [(None, slice(64, 128)), (10**15, slice(64, 128)), (0, slice(0, 64))],
+                         ids=["no-size", "huge", "zero"])
+def test_a_tail_reads_what_it_asked_for_whatever_sizes_the_server_states(claimed, second):
+    """A tail's reads are bounded by what hussh asked (``max_output``), not by sizes the server states (absent,
+    huge, zero: a file shorter than the offset is read from its start, as it says) nor by what it sends."""
+    data = bytes(range(48, 58)) * 100
+    with serve(sftp=SizesOf.factory({"/top": Dir({"log": File(data)})}, claimed=claimed)) as server, \
+            Connection(server.host, **server.options(), max_output=64) as conn:
+        with conn.tail("/top/log") as tf:
+            assert tf.last_pos == (claimed or 0)
+            assert tf.read(0) == data[:64].decode() and tf.last_pos == 64
+            assert tf.read() == data[second].decode()
+
+
+def test_a_file_read_into_memory_stays_within_max_output_however_much_the_server_sends():
+    data = bytes(range(48, 58)) * 100
+    with serve(sftp=OverlongReads.factory({"/top": Dir({"log": File(data)})})) as server, \
+            Connection(server.host, **server.options(), max_output=64) as conn:
+        with pytest.raises(OutputLimitExceeded) as caught:
+            conn.sftp_read("/top/log")
+    assert caught.value.result.stdout == data[:64].decode()

@@ -210,7 +210,7 @@ def test_async_file_errors_are_also_runtime_errors_as_upstreams(fleet, creds, re
         async with AsyncConnection(fleet.addresses[3], **creds) as conn:
             failures = []
             for call in (conn.sftp_get_dir(absent, str(tmp_path / "x"), fail_fast=True), conn.sftp_read(absent),
-                         conn.sftp_write(str(tmp_path / "no-such-local-file"), absent)):
+                         conn.sftp_write(str(tmp_path / "no-such-local-file"), absent), conn.tail(absent).__aenter__()):
                 with pytest.raises(RuntimeError) as caught:
                     await call
                 failures.append(caught.value)

@@ -2,7 +2,8 @@
 
 Upstream's behaviour, measured: ``last_pos`` is 0 before the block and the file size once in it;
 ``read()`` moves it to the end; ``seek_end()`` returns the new offset; ``contents`` (after the
-block) runs from ``init_pos`` to the end; reading past a truncated file's end gives ``""``.
+block) runs from ``init_pos`` to the end; reading past a truncated file's end gives ``""`` (a tail
+not open: an open one follows truncation and rotation as ``tail -F``, tests/test_tail_follow.py).
 """
 
 from __future__ import annotations
@@ -75,15 +76,6 @@ def test_split_utf8_character_waits_for_the_next_read(conn, log):
         append(log, b"\xa9\n")
         assert tf.read() == "é\n"
     assert tf.contents == "café\n"
-
-
-def test_truncated_file_reads_empty(conn, log):
-    with conn.tail(str(log)) as tf:
-        append(log, "a longer line than what follows\n")
-        assert tf.read().startswith("a longer")
-        log.write_text("x\n")
-        assert tf.read() == ""
-        assert tf.read(0) == "x\n"
 
 
 def test_missing_file_raises_file_not_found(conn, remote_dir):

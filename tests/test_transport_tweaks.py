@@ -67,6 +67,7 @@ def test_the_tested_asyncssh_is_installed_and_every_tweak_is_on():
     assert internals.CONFIG_CACHE_AVAILABLE
     assert internals.GCM_REUSE_AVAILABLE and internals.AWAITABLE_SHORTCUT_AVAILABLE and internals.SFTP_TASKS_AVAILABLE
     assert internals.SFTP_START_AVAILABLE and internals.SFTP_PIPELINE_AVAILABLE
+    assert internals.SFTP_CLOSE_UNAWAITED_AVAILABLE
     assert getattr(SSHLogger.log, "_hussh", False), "the log speed-ups are not installed"
 
 

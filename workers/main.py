@@ -264,8 +264,11 @@ class Worker:
             tailer = self.conns[index].tail(path)
             result = await self.run_host(index, _tail_start(tailer, call.since, call.lines), retry_failed=False)
             self.report_keys(call.req, index)
-        if result.status == 0:
-            result = await self._stream(call, lanes, index, tailer)
+        try:
+            if result.status == 0:
+                result = await self._stream(call, lanes, index, tailer)
+        finally:
+            tailer.close()  # the file held open for it (also when the call is cancelled)
         self.emit(p.HostDone(call.req, index, result, time.monotonic() - started))
 
     async def _stream(self, call: p.TailFollow, lanes: asyncio.Semaphore, index: int,
@@ -393,7 +396,7 @@ class Worker:
                 await self.released.wait()
                 continue
             del self.open_lru[idle]
-            self.tailers.pop(idle, None)
+            self._drop_tailer(idle)
             self.closing += 1
             try:
                 await _close_quietly(self.conns[idle])
@@ -404,6 +407,7 @@ class Worker:
 
     def _tail_open(self, index: int, path: str, since: float | None, lines: int) -> Job:
         async def job(conn: AsyncConnection) -> RawResult:
+            self._drop_tailer(index)  # a tail opened again: the earlier one lets its file go
             tailer = conn.tail(path)
             await _tail_start(tailer, since, lines)(conn)
             self.tailers[index] = tailer
@@ -418,7 +422,7 @@ class Worker:
     def _tail_close(self, index: int) -> Job:
         async def job(conn: AsyncConnection) -> RawResult:
             tailer = self._tailer(index)
-            del self.tailers[index]
+            self._drop_tailer(index)
             return RawResult(await tailer.contents_bytes())
         return job
 
@@ -429,9 +433,15 @@ class Worker:
             raise LookupError(
                 "no open tailer for this host (its tail failed to start or its connection was recycled)") from None
 
+    def _drop_tailer(self, index: int) -> None:
+        """Forget host ``index``'s tailer, letting go of the file it holds open."""
+        tailer = self.tailers.pop(index, None)
+        if tailer is not None:
+            tailer.close()
+
     def _close(self, index: int) -> Job:
         async def job(conn: AsyncConnection) -> RawResult:
-            self.tailers.pop(index, None)
+            self._drop_tailer(index)
             await _close_quietly(conn)
             return RawResult()
         return job
@@ -450,12 +460,9 @@ class Worker:
 
 
 def _tail_start(tailer: AsyncFileTailer, since: float | None, lines: int) -> Job:
-    """Open ``tailer`` at its file's end or, with ``since``, where it was then (``seek_since``)."""
+    """Open ``tailer`` (its file held open) at the file's end or, with ``since``, where it was then."""
     async def job(conn: AsyncConnection) -> RawResult:
-        if since is None:
-            await tailer.__aenter__()
-        else:
-            tailer.init_pos = await tailer.seek_since(since, lines)
+        await tailer.start(since, lines)
         return RawResult()
     return job
 

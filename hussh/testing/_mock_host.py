@@ -1,8 +1,9 @@
 """A host of the ``MockEngine``: an ``AsyncConnection`` whose every remote operation is a call of the handler.
 
 Only the I/O is replaced: what the worker does around it (connecting first, output bounds, a command's
-deadline, tails reading past an offset) is ``AsyncConnection``'s and ``AsyncFileTailer``'s own code, so
-results, error kinds and messages read as with real hosts.
+deadline, a tail's offsets, bounds and UTF-8 splits) is ``AsyncConnection``'s and ``AsyncFileTailer``'s own
+code, so results, error kinds and messages read as with real hosts; an open tail reads the handler's
+whole file each time instead of holding one (``MockTailer``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Literal
 
 from hussh._result import RawResult, SSHResult
 from hussh._spec import ConnectSpec
-from hussh.aio import AsyncConnection, AsyncFileTailer, Input, OutputBudget
+from hussh.aio import AsyncConnection, AsyncFileTailer, Input, OutputBudget, _Room
 from hussh.errors import CommandTimeout, ConnectionLost, ConnectTimeout, OutputLimitExceeded, SudoError
 
 Kind = Literal["connect", "execute", "sftp_write", "sftp_read"]
@@ -184,12 +185,28 @@ class MockConnection(AsyncConnection):
 
 
 class MockTailer(AsyncFileTailer):
-    """A tail on a mock host: no modification time to go by, so ``since`` starts at the last ``lines`` lines."""
+    """A tail on a mock host, whose file is what the handler returns each time: no file to hold open, no
+    modification time to go by (``since`` starts at the last ``lines`` lines); open, a file shorter
+    than ``last_pos`` is read again from its start, as a truncated file on a real host."""
+
+    async def seek_end(self) -> int:
+        self.last_pos = await self.conn.sftp_size(self.remote_file)
+        return self.last_pos
 
     async def seek_since(self, since: float, lines: int) -> int:
         size = await self.conn.sftp_size(self.remote_file)
         self.last_pos = size if lines <= 0 else await self._lines_back(size, lines)
         return self.last_pos
+
+    async def _read_open(self, from_pos: int | None, room: _Room) -> bytes:
+        whole, _ = await self.conn.sftp_read_bytes(self.remote_file)
+        start = self.last_pos if from_pos is None else from_pos
+        if from_pos is None and len(whole) < start:
+            start = 0
+        granted = room.grant(len(whole) - start)
+        data = room.keep(whole[start:start + granted], granted)
+        room.settle()
+        return self._advance(start, data)
 
 
 def _command(reply: Reply) -> RawResult:

@@ -139,6 +139,17 @@ def test_files_read_to_local_paths_and_tails(fleet, tmp_path):
     assert tailer.contents == {"web1": "two\n", "web2": "three\n"}
 
 
+def test_a_tail_of_a_file_that_shrank_reads_it_again_from_its_start(fleet):
+    """As on a real host (``tail -F``): a file shorter than where the tail stands was truncated."""
+    log = {"web1": "one\ntwo\n"}
+    mc, _ = fleet(lambda r: log[r.host] if r.kind == "sftp_read" else None, hosts=["web1"])
+    with mc.tail("/var/log/app.log") as tailer:
+        log["web1"] = "new\n"
+        assert tailer.read() == {"web1": "new\n"}
+        log["web1"] += "more\n"
+        assert tailer.read() == {"web1": "more\n"}
+
+
 def test_a_bad_reply_is_that_hosts_error_naming_the_fix(fleet):
     mc, _ = fleet(lambda r: 42 if r.kind == "execute" else None, hosts=["web1"])
     assert mc.execute("x")["web1"].stderr.startswith("TypeError: the MockEngine handler returned int for a command")
