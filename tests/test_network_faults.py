@@ -76,7 +76,6 @@ def test_a_link_frozen_mid_command_fails_its_host_by_keepalives_and_the_others_f
 def test_a_link_frozen_mid_tail_and_mid_transfer_fails_by_the_stall_bound(hussh_fleet):
     frozen, other = hussh_fleet.hosts[:2]
     first, second = hussh_fleet.endpoints[:2]
-    relay = hussh_fleet._relay
     creds = hussh_fleet.credentials.key_auth()
     conns = [AsyncConnection(e.host, port=e.port, **creds, host_key_checking="off", stall_timeout=2)
              for e in (first, second)]
@@ -93,9 +92,9 @@ def test_a_link_frozen_mid_tail_and_mid_transfer_fails_by_the_stall_bound(hussh_
         assert tailed[second.host].endswith("more\n"), tailed  # the hosts share one home: one line or two
         hussh_fleet.set_network(NetworkConditions(bandwidth=300_000), [frozen, other])  # ~10 s per read
         try:
-            before = relay.command("stats")["bytes"]
+            before = hussh_fleet.relay_stats()["bytes"]
             thread, out = in_thread(lambda: mc.sftp_read("big.bin"))
-            wait_until(lambda: relay.command("stats")["bytes"] > before + 600_000, 30, "the reads to be under way")
+            wait_until(lambda: hussh_fleet.relay_stats()["bytes"] > before + 600_000, 30, "the reads to be under way")
             hussh_fleet.freeze([frozen])
             try:
                 read = finished(thread, out, hussh_fleet)
@@ -117,19 +116,17 @@ def relayed() -> Iterator[LoopbackFleet]:
 
 def test_a_reset_during_the_key_exchange_is_connected_again_and_runs_the_command_once(relayed, tmp_path):
     host = relayed.hosts[0]
-    relay = relayed._relay
-    assert relay is not None
     relayed.set_network(NetworkConditions(rtt=0.4))  # a handshake of several seconds
     counter = tmp_path.name + ".runs"
     mc = keyed(relayed, [host], retry=Retry(backoff=0.2))  # not entered: that would connect
     with contextlib.closing(mc):
-        before = relay.command("stats")["accepted"]
+        before = relayed.relay_stats()["accepted"]
         thread, out = in_thread(lambda: mc.execute(f"echo x >> {counter}; wc -l < {counter}"))
-        wait_until(lambda: relay.command("stats")["accepted"] > before or not thread.is_alive(), 30,
+        wait_until(lambda: relayed.relay_stats()["accepted"] > before or not thread.is_alive(), 30,
                    "the client to dial")
         relayed.reset([host])  # before the login can have finished: TCP alone takes 0.6 s, then 4 round trips
         results = finished(thread, out, relayed)
-        accepted = relay.command("stats")["accepted"] - before
+        accepted = relayed.relay_stats()["accepted"] - before
     assert results[host].status == 0 and results[host].stdout.strip() == "1", results  # ran once
     assert accepted == 2  # the reset connection, then the one that logged in
 

@@ -294,6 +294,17 @@ class Fleet(abc.ABC):
             raise FleetError(f"{target} is not behind the network relay: make the fleet with network=")
         return self._conditions[target]
 
+    def relay_stats(self) -> dict[str, int]:
+        """Totals over this fleet's relays: ``links``, live ``connections``, connections ``accepted`` and
+        ``bytes`` relayed so far (FleetError if the fleet has no relay)."""
+        relays = {relay.pid: relay for relay, _ in self._links(list(self._conditions))}
+        totals = dict.fromkeys(("links", "connections", "accepted", "bytes"), 0)
+        for relay in relays.values():
+            stats = relay.command("stats")
+            for name in totals:
+                totals[name] += int(stats[name])
+        return totals
+
     def relay_pids(self) -> list[int]:
         """The relay processes of this fleet (their CPU is the network's, apart from sshd and client)."""
         return sorted({relay.pid for relay, _ in self._links(list(self._conditions))}) if self._conditions else []
