@@ -5,10 +5,13 @@ fleet up``) starts one watcher when it writes its record. The watcher opens a pi
 the owner, and sleeps on it: the kernel wakes it when the owner exits, by SIGKILL, an unhandled
 SIGTERM or a crash as well as normally. It then tears the fleet down from its record, as ``hussh
 fleet down`` and the next fleet's reaping do (``_registry.remove``): every process of the fleet
-killed, its containers removed, its directory and its record deleted. For a loopback fleet that is
-well under a second after the owner died; a compose fleet takes as long as Docker takes to remove
-its containers. The owner's own ``down`` stops the watcher once the fleet is gone.
+killed, its containers removed, its directory and its record deleted. A loopback fleet is gone a
+second or so after its owner, a few seconds on a loaded machine; a compose fleet once Docker has
+removed its containers. The owner's own ``down`` stops the watcher once the fleet is gone.
 
+A pidfd rather than PR_SET_PDEATHSIG, which fires when the parent *thread* ends: a fleet started
+from a worker thread would go with that thread. The watcher says ``watching`` once it holds the
+pidfd, and ``up`` waits for that (the fleet's own start overlaps it), so no fleet runs unguarded.
 It runs in a session of its own, so a signal to the owner's process group (a CI job's timeout)
 spares it. Killed with its owner all the same (a whole cgroup at once), it leaves the fleet to the
 next fleet started on the machine, which reaps what dead owners left, as before there were watchers.
@@ -82,15 +85,14 @@ def owner_pidfd(owner: int) -> int | None:
     return pidfd
 
 
-def tear_down(fleet_id: str, owner: int) -> bool:
-    """Remove the fleet ``fleet_id`` of ``owner`` if its record is still there; True if there was one."""
+def tear_down(fleet_id: str, owner: int) -> None:
+    """Remove the fleet ``fleet_id`` of ``owner`` if its record is still there."""
     record = next((r for r in _registry.records() if r["id"] == fleet_id), None)
     if record is None:  # its owner's down finished, or the next fleet reaped it
-        return False
+        return
     if record.get("owner") != owner:
-        raise RuntimeError(f"fleet {fleet_id} is recorded with owner {record.get('owner')}, not {owner}")
+        raise FleetError(f"fleet {fleet_id} is recorded with owner {record.get('owner')}, not {owner}")
     _registry.remove(record)
-    return True
 
 
 def main(argv: list[str] | None = None) -> None:
