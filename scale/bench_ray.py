@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import statistics
 import sys
 import tempfile
@@ -204,6 +205,8 @@ def main() -> None:
     os.environ["HOME"] = tempfile.mkdtemp(prefix="hussh-bench-ray-home-")
     os.environ.pop("SSH_AUTH_SOCK", None)
     os.environ["PYTHONPATH"] = str(ROOT)  # Ray's workers (started by this process) import this checkout
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), RAY_USAGE_STATS_ENABLED="0",
+                      RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")  # loopback only, see docs/beyond-one-machine.md
 
     import ray
 

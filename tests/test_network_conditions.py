@@ -6,12 +6,16 @@ Times are only ever lower bounds (a delay the relay must add); upper bounds are 
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
+import clirun
 from conftest import TEST_PORT
 from hussh.multi_conn import MultiConnection
 from hussh.testing import Fleet, FleetError, LoopbackFleet, NetworkConditions, State, loopback_addresses
@@ -141,3 +145,62 @@ def test_one_relay_takes_thousands_of_links_in_one_request(tmp_path):
         assert relay.command("stats")["links"] == len(links)
     finally:
         relay.stop()
+
+
+CHILD = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (400, 400))  # a relay then takes (400 - 64) // 3 = 112 links
+from hussh.multi_conn import MultiConnection
+from hussh.testing import LoopbackFleet, NetworkConditions, loopback_addresses
+addresses = loopback_addresses(200, second_octet=84)
+with LoopbackFleet(addresses, port=int(sys.argv[1]), per_process=16, network=NetworkConditions()) as fleet:
+    relays = fleet.relay_pids()
+    with MultiConnection.from_shared_auth(fleet.hosts, **fleet.credentials.password_auth(), connect_timeout=20,
+                                          batch_size=200, workers=2) as mc:
+        result = mc.execute("true")  # every host connected at once: 200 live connections through the relays
+    print(len(relays), len(result) - len(result.failed), next(iter(result.failed.values()), None))
+"""
+
+
+def test_a_fleet_takes_as_many_relays_as_their_descriptors_need():
+    """A relay holds a descriptor per link and two per live connection; past its limit it stops accepting
+    (hosts then time out). A fleet splits its links over as many relays as that needs: here 200 endpoints,
+    all connected at once, under a 400-descriptor limit (one relay would run out at ~100 connections)."""
+    done = subprocess.run([sys.executable, "-c", CHILD, str(TEST_PORT)], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    relays, succeeded, failure = done.stdout.split(maxsplit=2)
+    assert (int(relays), int(succeeded)) == (2, 200), failure
+
+
+def test_the_command_line_changes_the_links_of_every_relay_of_its_fleet(tmp_path):
+    """``hussh fleet net`` sends each relay the hosts it serves (a fleet of 200 under a 400-descriptor limit
+    has two): a host of the second relay freezes and thaws as one of the first."""
+    fleet = [sys.executable, "-m", "hussh", "fleet"]
+    environment = clirun.env(XDG_RUNTIME_DIR=str(tmp_path))
+
+    def run(*arguments: str, limit: list[str] = []) -> str:  # noqa: B006 - never mutated
+        done = subprocess.run([*limit, *fleet, *arguments], capture_output=True, text=True, timeout=180,
+                              env=environment, stdin=subprocess.DEVNULL, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    info = json.loads(run("up", "200", "--json", "--port", str(TEST_PORT), "--second-octet", "83", "--net", "rtt=0",
+                          limit=["prlimit", "--nofile=400:400", "--"]))
+    try:
+        relays = json.loads((Path(info["hosts"]).parent / "relays.json").read_text())
+        assert len(relays) == 2
+        first, second = (links[-1] for links in relays.values())
+        run("net", "--freeze", first, second)
+        for host in (first, second):
+            with socket.create_connection(_address(host), timeout=GUARD) as sock:
+                sock.settimeout(1.0)
+                with pytest.raises(TimeoutError):
+                    sock.recv(256)  # frozen: the banner does not come
+        run("net", "--thaw")
+        for host in (first, second):
+            sock, greeting = banner(host)
+            sock.close()
+            assert greeting.startswith(b"SSH-2.0-")
+    finally:
+        run("down")

@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import random
+import resource
 import select
 import socket
 import struct
@@ -431,12 +432,50 @@ async def _serve(args: argparse.Namespace) -> None:
             await asyncio.sleep(OWNER_POLL)
 
 
+RELAYS_FILE = "relays.json"
+"""In a fleet's directory: each relay's control socket name (in that directory) and the links it serves."""
+DESCRIPTORS_PER_LINK = 3
+"""A link's listening socket, and the two sockets of a live connection through it (one per endpoint is
+what a fleet's client holds: ``MultiConnection`` keeps every host connected)."""
+SPARE_DESCRIPTORS = 64
+
+
+def links_per_relay() -> int:
+    """How many links one relay process takes: its descriptor limit (the hard limit this process passes
+    on, which the relay raises its own soft limit to) over ``DESCRIPTORS_PER_LINK``."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    return max(1, (limit - SPARE_DESCRIPTORS) // DESCRIPTORS_PER_LINK)
+
+
+def raise_fd_limit() -> int:
+    """As many descriptors as this process may have: the system's most (``fs.nr_open``) where it may raise its
+    hard limit (root), else its hard limit. A relay holds one per link and two per live connection: 10,000
+    endpoints with every host connected need 30,000, past the usual 1,024 or 20,000, and a relay out of
+    descriptors stops accepting (its peers' connections wait in the listen queues until they time out)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        most = int(Path("/proc/sys/fs/nr_open").read_text())
+    except (OSError, ValueError):
+        most = hard
+    for limit in ((most, most), (hard, hard)):
+        if hard != resource.RLIM_INFINITY and limit[0] >= soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, limit)
+                return limit[0]
+            except (OSError, ValueError):
+                continue
+    return soft
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and relay until killed (or until the owner process is gone)."""
     parser = argparse.ArgumentParser(prog="python -m hussh.testing._relay", description=__doc__.split("\n\n")[0])
     parser.add_argument("--control", required=True, help="path of the control socket to create")
     parser.add_argument("--owner", type=int, help="exit once this parent process is gone")
-    asyncio.run(_serve(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    raise_fd_limit()
+    asyncio.run(_serve(args))
 
 
 # ------------------------------------------------------------------------------------------------ the owner's side

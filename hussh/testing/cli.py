@@ -35,7 +35,7 @@ from . import _registry
 from ._base import EndpointLike, Fleet, Network
 from ._errors import FleetError
 from ._keys import KeptHostKeys
-from ._relay import NetworkConditions, conditions_dict
+from ._relay import RELAYS_FILE, NetworkConditions, conditions_dict
 from ._relay import command as relay_command
 from .compose import BASE_PORT, PER_CONTAINER, PROJECT, ComposeFleet
 from .loopback import ADDRESSES_PER_SSHD, LoopbackFleet, loopback_addresses
@@ -135,18 +135,24 @@ def _net(args: argparse.Namespace, prog: str) -> int:
     if record is None:
         raise FleetError(f"no fleet is up: {prog} up N --net rtt=0")
     workdir = Path(record["workdir"])
-    control = workdir / "relay.sock"
-    if not control.exists():
-        raise FleetError(f"the fleet has no network relay: start it with {prog} up N --net CONDITIONS")
+    try:
+        relays: dict[str, list[str]] = json.loads((workdir / RELAYS_FILE).read_text())
+    except FileNotFoundError:
+        raise FleetError(f"the fleet has no network relay: start it with {prog} up N --net CONDITIONS") from None
     known = (workdir / "hosts").read_text().split()
     hosts = args.hosts or known
     unknown = [h for h in hosts if h not in known]
     if unknown:
         raise FleetError(f"not endpoints of this fleet: {', '.join(unknown[:10])}")
-    if args.set is not None:
-        relay_command(control, "set", links=hosts, conditions=conditions_dict(args.set))
-    else:
-        relay_command(control, "freeze" if args.freeze else "thaw" if args.thaw else "reset", links=hosts)
+    wanted = set(hosts)
+    for control, links in relays.items():  # each relay gets the hosts it serves
+        mine = [h for h in links if h in wanted]
+        if not mine:
+            continue
+        if args.set is not None:
+            relay_command(workdir / control, "set", links=mine, conditions=conditions_dict(args.set))
+        else:
+            relay_command(workdir / control, "freeze" if args.freeze else "thaw" if args.thaw else "reset", links=mine)
     return 0
 
 

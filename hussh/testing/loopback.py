@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import pwd
 import re
@@ -34,7 +35,7 @@ from ._base import Credentials, Endpoint, EndpointLike, Fleet, Network
 from ._errors import FleetError
 from ._keys import KeptHostKeys, public_key, write_ed25519, write_encrypted_rsa
 from ._probe import unanswered
-from ._relay import NetworkConditions, RelayProcess, conditions_dict
+from ._relay import RELAYS_FILE, NetworkConditions, RelayProcess, conditions_dict, links_per_relay
 from ._users import KEY_PASSPHRASE, KEY_USER, PASSWORD, PASSWORD_USER, fleet_users, make_homes, write_etc
 
 SSHD = "/usr/sbin/sshd"
@@ -91,7 +92,7 @@ class LoopbackFleet(Fleet):
         self._namespace: _namespace.FleetNamespace | None = None
         self._credentials: Credentials | None = None
         self._uids: dict[str, int] = {}
-        self._relay: RelayProcess | None = None
+        self._relays: list[tuple[RelayProcess, list[str]]] = []  # each relay and the links it serves
         self._sshd_port = port  # where the sshd listen: another port when the relay takes ``port``
         self._reset_states()
         self._init_network(network)
@@ -127,8 +128,8 @@ class LoopbackFleet(Fleet):
     def pids(self) -> list[int]:
         """Processes the fleet started itself and that still run: namespace holder, watcher, sshd listeners,
         fault proxies. Their CPU, with that of the children they reaped, is the fleet's."""
-        procs = [self._namespace.holder if self._namespace else None, self._relay.proc if self._relay else None,
-                 self.watcher]
+        procs = [self._namespace.holder if self._namespace else None, self.watcher,
+                 *(relay.proc for relay, _ in self._relays)]
         procs += [p for node in self._nodes for p in (node.listener, node.proxy.proc if node.proxy else None)]
         return [p.pid for p in procs if p is not None and p.poll() is None]
 
@@ -176,17 +177,28 @@ class LoopbackFleet(Fleet):
             self._start_relay()
 
     def _start_relay(self) -> None:
-        """One relay process in front of every endpoint, each link with its endpoint's conditions."""
+        """Relay processes in front of every endpoint, each link with its endpoint's conditions: as many
+        processes as their descriptor limit needs (``links_per_relay``); ``relays.json`` in the fleet's
+        directory names each one's control socket and links, for ``hussh fleet net``."""
         assert self.workdir is not None
-        self._relay = RelayProcess(self.workdir / "relay.sock", self.workdir / "relay.log", self._ns.spawn,
-                                   owned=not self.detached)
-        self._relay.command("listen", links=[[str(e), f"{e.host}:{self._sshd_port}", conditions_dict(c)]
-                                             for e, c in self._conditions.items()])
+        links: list[list[object]] = [[str(e), f"{e.host}:{self._sshd_port}", conditions_dict(c)]
+                                     for e, c in self._conditions.items()]
+        size = links_per_relay()
+        for number, start in enumerate(range(0, len(links), size)):
+            name = "relay" if number == 0 else f"relay-{number}"
+            relay = RelayProcess(self.workdir / f"{name}.sock", self.workdir / f"{name}.log", self._ns.spawn,
+                                 owned=not self.detached)
+            chunk = links[start:start + size]
+            self._relays.append((relay, [str(link[0]) for link in chunk]))  # before it can fail: down() stops it
+            relay.command("listen", links=chunk)
+        (self.workdir / RELAYS_FILE).write_text(json.dumps({r.control.name: names for r, names in self._relays}))
 
     def _links(self, endpoints: list[Endpoint]) -> list[tuple[RelayProcess, list[str]]]:
-        if self._relay is None:
+        if not self._relays:
             return super()._links(endpoints)
-        return [(self._relay, [str(e) for e in endpoints])]
+        wanted = {str(e) for e in endpoints}
+        chosen = [(relay, [n for n in names if n in wanted]) for relay, names in self._relays]
+        return [(relay, names) for relay, names in chosen if names]
 
     def _write_client_keys(self) -> Credentials:
         assert self.workdir is not None
@@ -200,9 +212,9 @@ class LoopbackFleet(Fleet):
 
     def down(self) -> None:
         """Kill every process of the fleet, remove its files and its record; idempotent."""
-        if self._relay is not None:
-            self._relay.stop()
-            self._relay = None
+        for relay, _ in self._relays:
+            relay.stop()
+        self._relays = []
         if self._namespace is not None and self._namespace.holder is not None:
             self._namespace.close()
         for node in self._nodes:
@@ -235,12 +247,12 @@ class LoopbackFleet(Fleet):
             _namespace.kill(marker, self._live_namespaces(chosen))
             for node in chosen:
                 self._stop(node)
-            if self._relay is not None:  # new connections refused, as by a dead sshd
+            if self._relays:  # new connections refused, as by a dead sshd
                 self._relay_command("refuse", self._affected(nodes))
         elif action == "start":
             for node in chosen:
                 self._start_listener(node, self._sshd_port)
-            if self._relay is not None:
+            if self._relays:
                 self._relay_command("accept", self._affected(nodes))
         elif action == "refuse":
             for node in chosen:
