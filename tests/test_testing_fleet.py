@@ -281,6 +281,8 @@ def test_a_fleet_whose_owner_died_is_torn_down_by_the_next_one(tmp_path):
         from hussh.testing import LoopbackFleet, loopback_addresses
         fleet = LoopbackFleet(loopback_addresses(2, second_octet=81), port={TEST_PORT}).up()
         print(json.dumps(fleet.record), flush=True)
+        fleet.watcher.kill()  # killed with its owner, as by a whole cgroup at once
+        fleet.watcher.wait()
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     owner = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
@@ -289,6 +291,98 @@ def test_a_fleet_whose_owner_died_is_torn_down_by_the_next_one(tmp_path):
     assert _registry.orphaned(record) and _registry.leftovers(record)
     with LoopbackFleet(loopback_addresses(1, second_octet=81), port=TEST_PORT + 1) as fleet:
         assert fleet.record is not None and fleet.record["id"] != record["id"]
+    assert _registry.leftovers(record) == []
+
+
+OWNER = textwrap.dedent("""
+    import json, sys
+    import hussh
+    from hussh.testing import ComposeFleet, LoopbackFleet, loopback_addresses
+    fleet = {fleet}.up()
+    host, port = fleet.hosts[0].rsplit(":", 1)
+    conn = hussh.Connection(host, port=int(port), **fleet.credentials.password_auth())
+    conn.execute("sleep 600 </dev/null >/dev/null 2>&1 &")  # an orphan of a session
+    print(json.dumps([fleet.record, fleet.hosts]), flush=True)
+    sys.stdin.read()  # until killed, its connection open
+""")
+
+
+def killed_owner(fleet: str, death: signal.Signals) -> list[str]:
+    """Start ``fleet`` (an expression) in a child process and kill the child with ``death``; return the
+    fleet's hosts once nothing of it is left (its watcher acts within seconds: the bound only stops a hang)."""
+    owner = subprocess.Popen([sys.executable, "-c", OWNER.replace("{fleet}", fleet)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        record, hosts = json.loads(owner.stdout.readline() or "[null, []]")  # type: ignore[union-attr]
+        assert record is not None and _registry.leftovers(record)
+        owner.send_signal(death)
+        assert owner.wait(timeout=60) == -death
+    finally:
+        owner.kill()
+        owner.wait()
+        owner.stdin.close()  # type: ignore[union-attr]
+        owner.stdout.close()  # type: ignore[union-attr]
+    deadline = time.monotonic() + 60
+    while _registry.leftovers(record) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _registry.leftovers(record) == []
+    return hosts
+
+
+def banner(host: str) -> bytes:
+    """The first bytes sent on a new connection to ``host:port`` (ConnectionRefusedError once nothing listens)."""
+    address, port = host.rsplit(":", 1)
+    with socket.create_connection((address, int(port)), timeout=10) as sock:
+        return sock.recv(8)
+
+
+@pytest.mark.parametrize("death", [signal.SIGKILL, signal.SIGTERM])
+def test_an_owned_fleet_goes_with_its_owner_however_it_dies_a_detached_one_stays(tmp_path, death):
+    """The owner killed (SIGTERM: Python's default handler, no cleanup): its watcher tears the fleet down,
+    sessions and orphans included; a fleet from ``fleet up``, whose starter exited first, stays up."""
+    cli_state = tmp_path / "cli"  # the command line's registry, apart from the suite's (and the machine's)
+    cli_state.mkdir(mode=0o700)
+    cli = {**os.environ, "XDG_RUNTIME_DIR": str(cli_state)}
+    detached = subprocess.run([sys.executable, "-m", "hussh.testing", "up", "2", "--json", "--port", str(TEST_PORT),
+                               "--second-octet", "83"], capture_output=True, text=True, timeout=120, env=cli)
+    assert detached.returncode == 0, detached.stderr
+    try:
+        for host in killed_owner(f"LoopbackFleet(loopback_addresses(3, second_octet=82), port={TEST_PORT}, "
+                                 "per_process=1)", death):
+            with pytest.raises(ConnectionRefusedError):
+                banner(host)
+        hosts = Path(json.loads(detached.stdout)["hosts"]).read_text().split()
+        assert [banner(host) for host in hosts] == [b"SSH-2.0-"] * 2
+    finally:
+        down = subprocess.run([sys.executable, "-m", "hussh.testing", "down"], capture_output=True, text=True,
+                              timeout=120, env=cli)
+        assert down.returncode == 0, down.stderr
+
+
+@pytest.mark.scale
+def test_an_owned_compose_fleet_goes_with_its_owner():
+    """Its containers, with the fleet's password, are removed when its owner is SIGKILLed."""
+    base_port = 26000 + TEST_PORT % 300 * 20 + 10  # above the session's compose fleet
+    for host in killed_owner(f"ComposeFleet(2, per_container=2, base_port={base_port}, "
+                             f"project='hussh-owner-{TEST_PORT}')", signal.SIGKILL):
+        with pytest.raises(ConnectionRefusedError):
+            banner(host)
+
+
+def test_a_fleet_whose_watcher_cannot_start_fails_up_and_leaves_nothing():
+    script = textwrap.dedent(f"""
+        import json, sys
+        from hussh.testing import FleetError, LoopbackFleet
+        sys.executable = "/bin/false"  # what the watcher runs: it exits at once, never watching
+        fleet = LoopbackFleet(["127.84.0.1"], port={TEST_PORT})
+        try:
+            fleet.up()
+        except FleetError as error:
+            print(json.dumps([fleet.record, str(error)]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    record, error = json.loads(done.stdout or "[null, null]")
+    assert record is not None and error == "the fleet's watcher did not start: no output", done.stderr
     assert _registry.leftovers(record) == []
 
 

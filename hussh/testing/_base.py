@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import abc
 import enum
+import subprocess
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Self, TypedDict
 
-from . import _registry
+from . import _registry, _watcher
 from ._errors import FleetError
 from ._probe import wait_ready
 from ._relay import NetworkConditions, RelayProcess, conditions_dict
@@ -130,6 +131,7 @@ class Fleet(abc.ABC):
     ready_timeout: float = 60.0
     detached: bool = False  # True: the fleet outlives its process; only ``down`` (or the CLI's) ends it
     record: _registry.Record | None = None  # what the registry knows of the running fleet
+    watcher: subprocess.Popen[bytes] | None = None  # tears the fleet down if its owner dies first (not detached)
 
     # ---------------------------------------------------------------- what backends provide
 
@@ -366,9 +368,24 @@ class Fleet(abc.ABC):
     # ---------------------------------------------------------------- helpers for backends
 
     def _register(self, record: _registry.Record) -> None:
-        """Write the fleet's record (with its owner, unless detached) before it starts anything."""
+        """Write the fleet's record (with its owner, unless detached) before it starts anything; an owned
+        fleet's first record also starts its watcher, which tears it down if this process dies first."""
         self.record = {**record, **({"owner": None} if self.detached else _registry.owner())}
         _registry.register(self.record)
+        if not self.detached and self.watcher is None:
+            self.watcher = _watcher.start(record["id"], Path(record["workdir"]) / "watcher.log")
+
+    def _confirm_watcher(self) -> None:
+        """Before ``up`` returns: raise FleetError unless the watcher (if any) waits on this process."""
+        if self.watcher is not None:
+            assert self.record is not None, "a watcher starts with the record"
+            _watcher.confirm(self.watcher, Path(self.record["workdir"]) / "watcher.log")
+
+    def _unwatch(self) -> None:
+        """Stop the watcher (called by ``down`` once the fleet is gone, so a dying owner's is finished)."""
+        if self.watcher is not None:
+            _watcher.stop(self.watcher)
+            self.watcher = None
 
     def _reset_states(self) -> None:
         """Index endpoints by node and mark every node up (called by ``up``)."""

@@ -3,9 +3,10 @@
 Each fleet writes one JSON record, before it starts anything, to the state directory
 (``$XDG_RUNTIME_DIR/hussh-testing``, else ``/tmp/hussh-testing-<uid>``) and deletes it after
 ``down``. A record names its owner process (pid and start time) unless it was started by
-``python -m hussh.testing up``, which has none. When a fleet starts, every recorded fleet whose
-owner died without tearing it down (SIGKILL, a crash, a power-cut test run) is torn down first,
-from its record alone.
+``python -m hussh.testing up``, which has none. An owned fleet's watcher (``_watcher``) tears it
+down from its record as soon as its owner dies; and when a fleet starts, every recorded fleet whose
+owner died without tearing it down, its watcher gone too (a whole cgroup killed, a power-cut test
+run), is torn down first, from its record alone.
 
 Fleets run as root on shared machines, so nothing here trusts a path: the state directory is used
 only when it is a real directory of this uid that no one else may enter (checked on an open

@@ -279,6 +279,7 @@ class ComposeFleet(Fleet):
             self._admit_only_bastion(self.layout)
             self._wait_ready([e for server in self._servers() for e in server], ready_timeout)
             self._start_relays(range(len(self._units)))
+            self._confirm_watcher()
         except BaseException:
             self.down()
             raise
@@ -315,6 +316,7 @@ class ComposeFleet(Fleet):
             _remove_project(self.client, self.project)
             _registry.remove_workdir(str(self.workdir), self._token)
             _registry.unregister(self.workdir.name)
+        self._unwatch()
         self.workdir = self._credentials = None
         self._host_keys.clear()
         self._reset_states()

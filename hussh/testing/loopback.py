@@ -126,9 +126,10 @@ class LoopbackFleet(Fleet):
             raise FleetError(f"{user!r} is not a user of this fleet, or the fleet is not up") from None
 
     def pids(self) -> list[int]:
-        """Processes the fleet started itself and that still run: namespace holder, sshd listeners,
+        """Processes the fleet started itself and that still run: namespace holder, watcher, sshd listeners,
         fault proxies. Their CPU, with that of the children they reaped, is the fleet's."""
-        procs = [self._namespace.holder if self._namespace else None, *(relay.proc for relay, _ in self._relays)]
+        procs = [self._namespace.holder if self._namespace else None, self.watcher,
+                 *(relay.proc for relay, _ in self._relays)]
         procs += [p for node in self._nodes for p in (node.listener, node.proxy.proc if node.proxy else None)]
         return [p.pid for p in procs if p is not None and p.poll() is None]
 
@@ -146,6 +147,7 @@ class LoopbackFleet(Fleet):
             self._register({"id": self.workdir.name, "backend": "loopback", "workdir": str(self.workdir),
                             "token": self._token})
             self._start(timeout if timeout is not None else 60.0 + 0.05 * len(self.addresses))
+            self._confirm_watcher()
         except BaseException:
             self.down()
             raise
@@ -226,6 +228,7 @@ class LoopbackFleet(Fleet):
         if self.workdir is not None:
             _registry.remove_workdir(str(self.workdir), self._token)
             _registry.unregister(self.workdir.name)
+        self._unwatch()
         self.workdir = self._namespace = self._credentials = None
         self._uids = {}
         self._sshd_port = self.port
