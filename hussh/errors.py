@@ -141,6 +141,9 @@ def also_runtime_error(exc: OSError) -> OSError:
         paired = _ALSO_RUNTIME[cls] = type(cls.__name__, (cls, RuntimeError), {
             "__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__,
             "__reduce__": _reduce_as_builtin})
-    again = paired(exc.errno, exc.strerror, exc.filename) if exc.errno is not None else paired(*exc.args)
+    try:
+        again = paired(exc.errno, exc.strerror, exc.filename) if exc.errno is not None else paired(*exc.args)
+    except Exception:  # noqa: BLE001 - a subclass built otherwise (another library's): raised as it is
+        return exc
     again.__cause__, again.__suppress_context__ = exc.__cause__, exc.__suppress_context__
     return again.with_traceback(exc.__traceback__)

@@ -453,6 +453,8 @@ def _prepare(db: sqlite3.Connection) -> None:
     db.execute("BEGIN IMMEDIATE")
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have moved it meanwhile
+        if version > SCHEMA_VERSION:
+            raise JournalError(f"it was written by a newer hussh (schema {version}; this one reads {SCHEMA_VERSION})")
         if version == 0:
             if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                 raise JournalError("it is an SQLite database of something else")
