@@ -224,6 +224,21 @@ def remote_dir():
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture
+def log(remote_dir: Path) -> Path:
+    """A log file in ``remote_dir`` holding ``first\\n``, which the fleet's users may append to."""
+    path = remote_dir / "app.log"
+    path.write_text("first\n")
+    path.chmod(0o666)
+    return path
+
+
+def append(path: Path, data: bytes | str) -> None:
+    """Append to a file the fleet serves (text as UTF-8), as a logging program would."""
+    with open(path, "ab") as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
     """Resource warnings of a test fail it once it has run, instead of being raised where they occur.

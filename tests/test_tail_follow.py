@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import append
 from hussh.aio import AsyncConnection
 from hussh.multi_conn import MultiConnection
 from hussh.testing import PASSWORD, PASSWORD_USER
@@ -26,17 +27,6 @@ def conn(connect, fleet, creds):
     return connect(fleet.addresses[0], **creds)
 
 
-@pytest.fixture
-def log(remote_dir) -> Path:
-    path = remote_dir / "app.log"
-    path.write_text("first\n")
-    path.chmod(0o666)
-    return path
-
-
-def append(path: Path, data: str) -> None:
-    with open(path, "a") as handle:
-        handle.write(data)
 
 
 def holders(path: Path) -> int:

@@ -9,10 +9,10 @@ not open: an open one follows truncation and rotation as ``tail -F``, tests/test
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
+from conftest import append
 from hussh import FileTailer
 from hussh.aio import AsyncConnection, AsyncFileTailer
 from hussh.multi_conn import MultiConnection
@@ -24,17 +24,6 @@ def conn(connect, fleet, creds):
     return connect(fleet.addresses[0], **creds)
 
 
-@pytest.fixture
-def log(remote_dir) -> Path:
-    path = remote_dir / "app.log"
-    path.write_text("first\n")
-    path.chmod(0o666)
-    return path
-
-
-def append(path: Path, data: bytes | str) -> None:
-    with open(path, "ab") as handle:
-        handle.write(data.encode() if isinstance(data, str) else data)
 
 
 def test_positions_reads_and_contents(conn, log):
