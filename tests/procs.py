@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -131,9 +132,12 @@ class CountingRelay:
 
 
 def _pump(src: socket.socket, dst: socket.socket) -> None:
+    """Copy ``src`` to ``dst`` until ``src`` ends; its end of file goes on as one, a reset (sshd killed with
+    bytes unread, say) as the end of both directions: swallowed, the other side would wait forever."""
     try:
         while data := src.recv(1 << 16):
             dst.sendall(data)
         dst.shutdown(socket.SHUT_WR)
     except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_RDWR)
