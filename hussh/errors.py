@@ -145,5 +145,4 @@ def also_runtime_error(exc: OSError) -> OSError:
         again = paired(exc.errno, exc.strerror, exc.filename) if exc.errno is not None else paired(*exc.args)
     except Exception:  # noqa: BLE001 - a subclass built otherwise (another library's): raised as it is
         return exc
-    again.__cause__, again.__suppress_context__ = exc.__cause__, exc.__suppress_context__
-    return again.with_traceback(exc.__traceback__)
+    return again.with_traceback(exc.__traceback__)  # its cause: the caller's ``raise ... from``

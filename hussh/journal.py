@@ -374,7 +374,6 @@ class Recorder:
     def __init__(self, db: sqlite3.Connection, run_id: int, path: Path) -> None:
         self.db, self.run_id, self.path = db, run_id, path
         self.broken = False
-        self.seen: set[bytes] = set()  # digests of the long outputs this run stored or found
 
     def host(self, host: str, result: SSHResult, seconds: float, wave: int | None = None) -> None:
         """Record (and commit) one host's final result; a long output another host printed is not stored again."""
@@ -401,20 +400,16 @@ class Recorder:
             self._failed(exc)
 
     def _stored(self, text: str) -> tuple[str, int | None]:
-        """What a row holds for ``text``: the text itself, or (a long one) a reference to its one copy."""
+        """What a row holds for ``text``: the text itself, or (a long one) a reference to its one copy, stored
+        now if no row of any run named it yet (the caller holds the write lock: no one stores it meanwhile)."""
         if len(text) < SHARED_OUTPUT:
             return text, None
         digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
-        if digest in self.seen:  # stored by an earlier row of this run: look it up (it may have been deleted since)
-            found = self.db.execute("SELECT id FROM outputs WHERE sha256 = ?", (digest,)).fetchone()
-            if found is not None:
-                return "", int(found[0])
-        self.seen.add(digest)
-        inserted = self.db.execute("INSERT INTO outputs (sha256, text) VALUES (?, ?) ON CONFLICT (sha256) DO NOTHING "
-                                   "RETURNING id", (digest, text)).fetchone()
-        if inserted is None:  # another run stored it
-            inserted = self.db.execute("SELECT id FROM outputs WHERE sha256 = ?", (digest,)).fetchone()
-        return "", int(inserted[0])
+        found = self.db.execute("SELECT id FROM outputs WHERE sha256 = ?", (digest,)).fetchone()
+        if found is None:
+            found = self.db.execute("INSERT INTO outputs (sha256, text) VALUES (?, ?) RETURNING id",
+                                    (digest, text)).fetchone()
+        return "", int(found[0])
 
     def end(self) -> None:
         """Record the run's end and close the connection."""

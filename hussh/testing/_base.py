@@ -299,9 +299,8 @@ class Fleet(abc.ABC):
     def relay_stats(self) -> dict[str, int]:
         """Totals over this fleet's relays: ``links``, live ``connections``, connections ``accepted`` and
         ``bytes`` relayed so far (FleetError if the fleet has no relay)."""
-        relays = {relay.pid: relay for relay, _ in self._links(list(self._conditions))}
         totals = dict.fromkeys(("links", "connections", "accepted", "bytes"), 0)
-        for relay in relays.values():
+        for relay in self._relay_processes():
             stats = relay.command("stats")
             for name in totals:
                 totals[name] += int(stats[name])
@@ -309,7 +308,11 @@ class Fleet(abc.ABC):
 
     def relay_pids(self) -> list[int]:
         """The relay processes of this fleet (their CPU is the network's, apart from sshd and client)."""
-        return sorted({relay.pid for relay, _ in self._links(list(self._conditions))}) if self._conditions else []
+        return sorted(relay.pid for relay in self._relay_processes()) if self._conditions else []
+
+    def _relay_processes(self) -> list[RelayProcess]:
+        """Each relay of the fleet once (FleetError if it has none)."""
+        return list({relay.pid: relay for relay, _ in self._links(list(self._conditions))}.values())
 
     def heal(self, endpoints: Iterable[EndpointLike] | None = None) -> list[Endpoint]:
         """Bring the nodes of ``endpoints`` (default: every faulted node) back up; return them."""

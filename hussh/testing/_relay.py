@@ -449,22 +449,13 @@ def links_per_relay() -> int:
 
 
 def raise_fd_limit() -> int:
-    """As many descriptors as this process may have: the system's most (``fs.nr_open``) where it may raise its
-    hard limit (root), else its hard limit. A relay holds one per link and two per live connection: 10,000
-    endpoints with every host connected need 30,000, past the usual 1,024 or 20,000, and a relay out of
-    descriptors stops accepting (its peers' connections wait in the listen queues until they time out)."""
+    """Raise the soft open-file limit to the hard one (what ``links_per_relay`` plans with); return it. A
+    relay out of descriptors stops accepting: its peers' connections wait in the listen queues until they
+    time out."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        most = int(Path("/proc/sys/fs/nr_open").read_text())
-    except (OSError, ValueError):
-        most = hard
-    for limit in ((most, most), (hard, hard)):
-        if hard != resource.RLIM_INFINITY and limit[0] >= soft:
-            try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, limit)
-                return limit[0]
-            except (OSError, ValueError):
-                continue
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
     return soft
 
 
